@@ -1,0 +1,126 @@
+//! Building guest crates into components, and finding the runtime binaries
+//! of this source checkout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// The rustup target guests are built for.
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The `cargo` that is running us, or the one on PATH.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The Nacre source checkout this binary was built from, if it is still
+/// there: `nacre dev` builds the examples and the runtime from it.
+pub fn source_root() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
+    root.join("guest-examples/Cargo.toml")
+        .is_file()
+        .then_some(root)
+}
+
+/// Installs the wasm32-wasip2 target with rustup when it is missing.
+pub fn ensure_wasm_target() -> anyhow::Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("cannot run rustup: install Rust with rustup (https://rustup.rs), or add the wasm32-wasip2 target to your toolchain")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("installing the {WASM_TARGET} target with rustup");
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()?;
+    if !status.success() {
+        bail!("`rustup target add {WASM_TARGET}` failed");
+    }
+    Ok(())
+}
+
+/// Builds `packages` of the guest workspace at `manifest` in release mode
+/// and returns each component's path, in the same order.
+pub fn build_guests(manifest: &Path, packages: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    ensure_wasm_target()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        WASM_TARGET,
+        "--manifest-path",
+    ])
+    .arg(manifest)
+    // The host build's target dir must not leak into the guest build.
+    .env_remove("CARGO_TARGET_DIR");
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building guests {packages:?} failed (see cargo's output above)");
+    }
+    let dir = manifest
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("target")
+        .join(WASM_TARGET)
+        .join("release");
+    packages
+        .iter()
+        .map(|p| {
+            let path = dir.join(format!("{}.wasm", p.replace('-', "_")));
+            if path.is_file() {
+                Ok(path)
+            } else {
+                bail!(
+                    "{} was not produced: is {p} a cdylib crate?",
+                    path.display()
+                )
+            }
+        })
+        .collect()
+}
+
+/// Path of a sibling binary of this one (same target directory and
+/// profile), built first from the source checkout when there is one.
+pub fn sibling_binary(root: Option<&Path>, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the nacre binary")?;
+    let dir = exe
+        .parent()
+        .context("nacre binary has no directory")?
+        .to_path_buf();
+    if let Some(root) = root {
+        let mut cmd = cargo();
+        cmd.args(["build", "-p", package, "--bin", bin, "--manifest-path"])
+            .arg(root.join("Cargo.toml"));
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        // Build into the directory this binary lives in.
+        if let Some(target_dir) = dir.parent() {
+            cmd.arg("--target-dir").arg(target_dir);
+        }
+        let status = cmd.status().context("cannot run cargo")?;
+        if !status.success() {
+            bail!("building {bin} failed (see cargo's output above)");
+        }
+    }
+    let path = dir.join(bin);
+    if !path.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build -p {package}`",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -1,0 +1,41 @@
+//! `nacre`: the command-line client and local dev environment.
+
+mod admin;
+mod client;
+mod dev;
+mod guest_build;
+
+use clap::{Parser, Subcommand};
+
+/// Nacre: confidential WebAssembly services in AWS Nitro Enclaves.
+#[derive(Debug, Parser)]
+#[command(name = "nacre", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local runtime with the examples deployed (dev attestation,
+    /// self-signed certificate) and print how to use it.
+    Dev(dev::DevCmd),
+    /// Upload a component as guest NAME (creates or atomically replaces).
+    Deploy(admin::DeployCmd),
+    /// List the guests deployed on a runtime.
+    Guests(admin::GuestsCmd),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(c) => c.execute().await,
+        Command::Deploy(c) => c.execute().await,
+        Command::Guests(c) => c.execute().await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,93 @@
+//! A guest that misbehaves on request, for the runtime's fault tests.
+//!
+//! - `/ok`: 200 `ok`
+//! - `/trap`: traps (wasm `unreachable`)
+//! - `/loop`: spins forever
+//! - `/sleep?MS`: blocks in a host call for MS milliseconds, then 200
+//! - `/membomb`: allocates until memory runs out (the allocator aborts)
+//! - `/grow`: asks for 1 GiB more memory at once and reports what
+//!   `memory.grow` returned (-1: refused)
+//! - `/body`: reads the whole body and answers its length
+//! - `/log`: writes a line to stdout and one to stderr
+
+use std::io::Write as _;
+
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use wasip2::io::streams::StreamError;
+
+wasip2::http::proxy::export!(Faulty);
+
+struct Faulty;
+
+fn respond(out: ResponseOutparam, status: u16, text: &str) {
+    let resp = OutgoingResponse::new(Fields::new());
+    let _ = resp.set_status_code(status);
+    let Ok(body) = resp.body() else { return };
+    ResponseOutparam::set(out, Ok(resp));
+    if let Ok(mut w) = body.write() {
+        let _ = w.write_all(text.as_bytes());
+        let _ = w.flush();
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
+
+fn body_len(request: &IncomingRequest) -> Result<u64, String> {
+    let body = request
+        .consume()
+        .map_err(|_| "body already taken".to_string())?;
+    let stream = body.stream().map_err(|_| "no body stream".to_string())?;
+    let mut n = 0u64;
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => n += chunk.len() as u64,
+            Err(StreamError::Closed) => return Ok(n),
+            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+        }
+    }
+}
+
+impl wasip2::exports::http::incoming_handler::Guest for Faulty {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let pq = request.path_with_query().unwrap_or_default();
+        let (path, query) = pq.split_once('?').unwrap_or((&pq, ""));
+        match path {
+            "/ok" => respond(out, 200, "ok"),
+            "/trap" => core::arch::wasm32::unreachable(),
+            "/loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "/sleep" => {
+                let ms: u64 = query.parse().unwrap_or(1000);
+                wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                respond(out, 200, &format!("slept {ms} ms"));
+            }
+            "/membomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "/grow" => {
+                let pages = (1usize << 30) / 65536;
+                let r = core::arch::wasm32::memory_grow(0, pages) as isize;
+                respond(out, 200, &format!("memory.grow returned {r}"));
+            }
+            "/body" => match body_len(&request) {
+                Ok(n) => respond(out, 200, &n.to_string()),
+                Err(e) => respond(out, 400, &format!("body error: {e}")),
+            },
+            "/log" => {
+                println!("faulty says hello on stdout");
+                eprintln!("faulty says hello on stderr");
+                respond(out, 200, "logged");
+            }
+            _ => respond(out, 404, "unknown faulty path"),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The admin API: `GET/PUT/DELETE /enclave/guests[/NAME]` behind a bearer
+//! token whose SHA-256 the operator gave with `--admin-token-sha256`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use nacre_transport::AllowRule;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::guests::{DeployError, Deployed, GuestBody, GuestConfig, GuestName, Route};
+use crate::http::{error, json};
+
+/// Answers an admin request; `rest` is the path after `/enclave/guests`.
+pub async fn handle<B>(app: &App, req: Request<B>, rest: &str) -> Response<GuestBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(expected) = app.config.admin_token_sha256 else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: start nacre-runtime with --admin-token-sha256 to enable it",
+        );
+    };
+    if !authorized(&req, &expected) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send Authorization: Bearer TOKEN",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"nacre\""),
+        );
+        return r;
+    }
+    let registry = app.registry();
+    match (req.method().clone(), rest.strip_prefix('/')) {
+        (Method::GET, None) | (Method::GET, Some("")) => {
+            let list: Vec<_> = registry.snapshot().guests().map(|g| g.info()).collect();
+            json(StatusCode::OK, &list)
+        }
+        (method, Some(name)) => {
+            let name: GuestName = match name.parse() {
+                Ok(n) => n,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            match method {
+                Method::GET => match registry.snapshot().guests().find(|g| g.config.name == name) {
+                    Some(g) => json(StatusCode::OK, &g.info()),
+                    None => error(StatusCode::NOT_FOUND, &format!("no guest named {name}")),
+                },
+                Method::PUT => put(app, req, name).await,
+                Method::DELETE if registry.remove(&name).await => {
+                    let mut r = Response::new(crate::http::full(Bytes::new()));
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    r
+                }
+                Method::DELETE => error(StatusCode::NOT_FOUND, &format!("no guest named {name}")),
+                _ => not_allowed("GET, PUT, DELETE"),
+            }
+        }
+        _ => not_allowed("GET"),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<GuestBody> {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("this admin path answers {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Compares SHA-256 of the presented token with the configured one in
+/// constant time, so timing reveals nothing about either.
+fn authorized<B>(req: &Request<B>, expected: &[u8; 32]) -> bool {
+    let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    presented.ct_eq(expected).into()
+}
+
+async fn put<B>(app: &App, req: Request<B>, name: GuestName) -> Response<GuestBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let max = app.config.max_body;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the component is over the {max} byte upload limit (--max-body)"),
+        )
+    };
+    let config = match guest_config(name, req.uri().query().unwrap_or("")) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    if req.body().size_hint().lower() > max {
+        return too_large();
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("upload interrupted: {e}")),
+    };
+    if bytes.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the request body is empty: send the .wasm component as the body",
+        );
+    }
+    match app.registry().deploy(config, bytes).await {
+        Ok(Deployed::Created(info)) => {
+            let mut r = json(StatusCode::CREATED, &info);
+            if let Ok(loc) = HeaderValue::from_str(&format!("/enclave/guests/{}", info.name)) {
+                r.headers_mut().insert(header::LOCATION, loc);
+            }
+            r
+        }
+        Ok(Deployed::Replaced(info)) => json(StatusCode::OK, &info),
+        Err(e @ DeployError::RouteTaken { .. }) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+/// `route=/p` and repeated `allow=HOST:PORT` from the query string.
+fn guest_config(name: GuestName, query: &str) -> Result<GuestConfig, String> {
+    let mut route = None;
+    let mut allow = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "route" => route = Some(v.parse::<Route>()?),
+            "allow" => allow.push(v.parse::<AllowRule>().map_err(|e| e.to_string())?),
+            other => {
+                return Err(format!(
+                    "unknown query parameter {other:?}: use route=/PREFIX and allow=HOST:PORT"
+                ));
+            }
+        }
+    }
+    Ok(GuestConfig::new(name, route, allow))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let n: GuestName = "a".parse().unwrap();
+        let c = guest_config(n.clone(), "route=%2Fapi&allow=x.com:443&allow=*.y.com:443").unwrap();
+        assert_eq!(c.route.as_str(), "/api");
+        assert_eq!(c.allow.len(), 2);
+        assert_eq!(guest_config(n.clone(), "").unwrap().route.as_str(), "/a");
+        assert!(
+            guest_config(n.clone(), "colour=red")
+                .unwrap_err()
+                .contains("colour")
+        );
+        assert!(
+            guest_config(n.clone(), "allow=nope")
+                .unwrap_err()
+                .contains("nope")
+        );
+        assert!(
+            guest_config(n, "route=/enclave")
+                .unwrap_err()
+                .contains("reserved")
+        );
+    }
+
+    #[test]
+    fn bearer_token_check() {
+        let expected: [u8; 32] = Sha256::digest(b"s3cret").into();
+        let req = |v: &str| {
+            Request::builder()
+                .header("authorization", v)
+                .body(())
+                .unwrap()
+        };
+        assert!(authorized(&req("Bearer s3cret"), &expected));
+        assert!(!authorized(&req("Bearer s3cret2"), &expected));
+        assert!(!authorized(&req("Basic s3cret"), &expected));
+        assert!(!authorized(&Request::new(()), &expected));
+    }
+}

@@ -1,0 +1,349 @@
+//! `nacre-runtime` flags (SPEC §3): command line, `NACRE_*` environment and
+//! `--config FILE.toml`, in that order of precedence.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use nacre_transport::{Address, AllowRule};
+
+use crate::guests::BootGuest;
+use crate::units::{parse_duration, parse_size};
+
+/// The Nacre enclave runtime: serves WebAssembly components over TLS that
+/// ends inside the enclave, and attests to the code that answers.
+///
+/// Every flag can also be set as NACRE_<FLAG> in the environment (for
+/// example NACRE_REQUEST_TIMEOUT=5s) or as a key of the --config TOML file
+/// (for example request-timeout = "5s"). The command line wins over the
+/// environment, which wins over the file.
+#[derive(Debug, Clone, Parser, serde::Serialize)]
+#[command(name = "nacre-runtime", version, args_override_self = true)]
+pub struct Config {
+    /// Public TLS listener: tcp://HOST:PORT, unix:PATH or vsock://CID:PORT.
+    #[arg(
+        long,
+        env = "NACRE_LISTEN",
+        default_value = "vsock://any:443",
+        value_name = "ADDR"
+    )]
+    pub listen: Address,
+
+    /// Inter-enclave listener for key sync (only with --fqdn-leader).
+    #[arg(
+        long,
+        env = "NACRE_SYNC_LISTEN",
+        default_value = "vsock://any:444",
+        value_name = "ADDR"
+    )]
+    pub sync_listen: Address,
+
+    /// Name in the TLS certificate, e.g. app.example.com.
+    #[arg(long, env = "NACRE_FQDN", value_name = "NAME")]
+    pub fqdn: String,
+
+    /// PEM certificate chain to serve; without it (and without
+    /// --acme-directory) a self-signed P-256 certificate is made at start.
+    #[arg(long, env = "NACRE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "NACRE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// ACME directory URL to obtain a certificate from.
+    #[arg(
+        long,
+        env = "NACRE_ACME_DIRECTORY",
+        value_name = "URL",
+        conflicts_with = "tls_cert"
+    )]
+    pub acme_directory: Option<String>,
+
+    /// Attestation provider: nsm (the Nitro Security Module, /dev/nsm) or
+    /// dev (a local stand-in signed by a dev CA).
+    #[arg(long, env = "NACRE_ATTESTATION", value_enum, default_value_t = AttestationMode::Nsm)]
+    pub attestation: AttestationMode,
+
+    /// Dev mode: directory of the dev CA (created when missing).
+    #[arg(long, env = "NACRE_DEV_ROOT", value_name = "DIR")]
+    pub dev_root: Option<PathBuf>,
+
+    /// Guest to load at start: NAME=PATH[;route=/p][;allow=HOST:PORT,...]
+    /// (repeatable).
+    #[arg(
+        long = "guest",
+        env = "NACRE_GUEST",
+        value_name = "SPEC",
+        value_delimiter = '|'
+    )]
+    #[serde(skip)]
+    pub guests: Vec<BootGuest>,
+
+    /// Enables the admin API for the bearer token whose SHA-256 is HEX;
+    /// absent, the admin API answers 403.
+    #[arg(long, env = "NACRE_ADMIN_TOKEN_SHA256", value_name = "HEX", value_parser = parse_sha256)]
+    #[serde(serialize_with = "ser_hex")]
+    pub admin_token_sha256: Option<[u8; 32]>,
+
+    /// The host proxy's CONNECT endpoint for guests' outbound HTTPS;
+    /// absent, guests have no outbound network.
+    #[arg(long, env = "NACRE_EGRESS", value_name = "ADDR")]
+    pub egress: Option<Address>,
+
+    /// The enclave's cap on every guest's allow list (repeatable;
+    /// *.domain:port wildcards). An upload asking for more is refused.
+    #[arg(
+        long,
+        env = "NACRE_EGRESS_ALLOW",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub egress_allow: Vec<AllowRule>,
+
+    /// Extra trust roots (PEM) for guests' outbound TLS.
+    #[arg(long, env = "NACRE_EXTRA_CA", value_name = "PEM")]
+    pub extra_ca: Option<PathBuf>,
+
+    /// Enables multi-enclave key sync with this leader name.
+    #[arg(long, env = "NACRE_FQDN_LEADER", value_name = "NAME")]
+    pub fqdn_leader: Option<String>,
+
+    /// Open the public listener only once every --guest is compiled and
+    /// ready.
+    #[arg(long, env = "NACRE_WAIT_FOR_APP")]
+    pub wait_for_app: bool,
+
+    /// Expose /enclave/debug with runtime statistics.
+    #[arg(long, env = "NACRE_DEBUG")]
+    pub debug: bool,
+
+    /// Prometheus metrics listener.
+    #[arg(long, env = "NACRE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<Address>,
+
+    /// Wall-clock limit for one guest request; past it the guest is
+    /// stopped and the client gets 504.
+    #[arg(long, env = "NACRE_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
+    #[serde(serialize_with = "ser_duration")]
+    pub request_timeout: Duration,
+
+    /// Linear-memory limit per guest instance.
+    #[arg(long, env = "NACRE_GUEST_MEMORY", default_value = "128MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub guest_memory: u64,
+
+    /// Request body limit, for guests and uploads alike.
+    #[arg(long, env = "NACRE_MAX_BODY", default_value = "16MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub max_body: u64,
+
+    /// Log format.
+    #[arg(long, env = "NACRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// TOML file with any of these flags as keys.
+    #[arg(long, env = "NACRE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where attestation documents come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestationMode {
+    /// The Nitro Security Module at /dev/nsm.
+    Nsm,
+    /// The local dev stand-in (SPEC §6).
+    Dev,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).map_err(|_| {
+        format!(
+            "{s:?} is not a SHA-256: give 64 hex digits, e.g. from `printf %s TOKEN | sha256sum`"
+        )
+    })?;
+    Ok(out)
+}
+
+fn ser_hex<S: serde::Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(h) => s.serialize_str(&hex::encode(h)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*v))
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The --config file is unreadable or not TOML.
+    #[error("--config {path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// Flags are invalid (clap's message, which includes usage).
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
+}
+
+impl Config {
+    /// Parses `args` (program name first), reading `--config` and the
+    /// environment.
+    pub fn load_from(args: Vec<OsString>) -> Result<Config, ConfigError> {
+        let file =
+            config_path(&args).or_else(|| std::env::var_os("NACRE_CONFIG").map(PathBuf::from));
+        let mut all: Vec<OsString> = args.iter().take(1).cloned().collect();
+        if let Some(path) = file {
+            all.extend(toml_args(&path)?);
+        }
+        all.extend(args.into_iter().skip(1));
+        Ok(Config::try_parse_from(all)?)
+    }
+}
+
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_str()?;
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
+}
+
+/// Turns TOML keys into flags placed before the real command line, so clap
+/// validates both the same way and later (command-line) values override.
+/// Keys whose NACRE_ variable is set are skipped: the environment wins over
+/// the file.
+fn toml_args(path: &std::path::Path) -> Result<Vec<OsString>, ConfigError> {
+    let err = |why: String| ConfigError::File {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        if flag == "config" {
+            return Err(err("a config file cannot name another config file".into()));
+        }
+        let env = format!("NACRE_{}", flag.replace('-', "_").to_ascii_uppercase());
+        if std::env::var_os(env).is_some() {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for v in values {
+            match v {
+                toml::Value::Boolean(true) => out.push(format!("--{flag}").into()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => out.push(format!("--{flag}={s}").into()),
+                toml::Value::Integer(i) => out.push(format!("--{flag}={i}").into()),
+                other => {
+                    return Err(err(format!(
+                        "key {key:?}: {other} is not a string, number or boolean"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        std::iter::once("nacre-runtime")
+            .chain(a.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_units() {
+        let c = Config::load_from(args(&["--fqdn", "x.test"])).unwrap();
+        assert_eq!(c.listen.to_string(), "vsock://any:443");
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.guest_memory, 128 << 20);
+        assert_eq!(c.max_body, 16 << 20);
+        assert_eq!(c.attestation, AttestationMode::Nsm);
+        let c = Config::load_from(args(&[
+            "--fqdn",
+            "x",
+            "--max-body",
+            "1KiB",
+            "--request-timeout",
+            "2s",
+        ]))
+        .unwrap();
+        assert_eq!(c.max_body, 1024);
+        assert_eq!(c.request_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::load_from(args(&["--fqdn", "x", "--listen", "http://x"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://x"), "{e}");
+        let e = Config::load_from(args(&["--fqdn", "x", "--admin-token-sha256", "zz"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("64 hex digits"), "{e}");
+        let e = Config::load_from(args(&["--fqdn", "x", "--tls-cert", "a.pem"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-key"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_then_command_line() {
+        let dir = std::env::temp_dir().join(format!("nacre-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "fqdn = \"from.file\"\nmax_body = \"2KiB\"\ndebug = true\nguest = [\"a=a.wasm\", \"b=b.wasm;route=/\"]\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = Config::load_from(args(&["--config", f, "--max-body", "3KiB"])).unwrap();
+        assert_eq!(c.fqdn, "from.file");
+        assert_eq!(c.max_body, 3 * 1024, "command line overrides the file");
+        assert!(c.debug);
+        assert_eq!(c.guests.len(), 2);
+        std::fs::write(&file, "fqdn = [1.5]\n").unwrap();
+        let e = Config::load_from(args(&["--config", f]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml"), "{e}");
+    }
+}

@@ -1,0 +1,135 @@
+//! The wasmtime engine, its linker and the epoch ticker.
+
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::host::Host;
+
+/// How often the epoch advances. A running guest yields to the executor at
+/// every tick, so one guest spinning in a loop never holds a worker thread
+/// for longer than this.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Resource limits applied to every guest instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear-memory bytes one instance may grow to.
+    pub memory: u64,
+    /// Wall-clock time one request may take.
+    pub request_timeout: Duration,
+    /// Largest request body a guest is given.
+    pub max_body: u64,
+    /// Guest instances alive at once across the process.
+    pub max_instances: u32,
+}
+
+/// Why the engine could not be built or a component not prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime rejected the configuration.
+    #[error("cannot configure wasmtime: {0}")]
+    Config(String),
+}
+
+/// The process-wide engine and linker; cheap to clone.
+#[derive(Clone)]
+pub struct GuestEngine {
+    engine: Engine,
+    linker: Linker<Host>,
+    limits: Limits,
+}
+
+impl GuestEngine {
+    /// Builds the engine (pooling allocator, epoch interruption) and links
+    /// all of WASI p2 plus wasi:http, then starts the epoch ticker thread.
+    pub fn new(limits: Limits) -> Result<Self, EngineError> {
+        let err = |e: wasmtime::Error| EngineError::Config(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::default();
+        let memory = usize::try_from(limits.memory)
+            .map_err(|_| EngineError::Config("--guest-memory too large".into()))?;
+        pool.max_memory_size(memory);
+        // A Rust guest is a few core instances, memories and tables; size
+        // the pool so `max_instances` requests can run at once.
+        let n = limits.max_instances;
+        pool.total_component_instances(n);
+        pool.total_core_instances(n * 4);
+        pool.total_memories(n * 2);
+        pool.total_tables(n * 4);
+        pool.total_stacks(n);
+        pool.max_memories_per_component(4);
+        pool.max_tables_per_component(8);
+        pool.max_core_instances_per_component(16);
+
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(err)?;
+
+        let mut linker = Linker::new(&engine);
+        // All of WASI p2: Rust guests import wasi:cli/* even when they only
+        // serve HTTP, and components made for `wasmtime serve -Scli` do too.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
+
+        spawn_ticker(&engine)?;
+        Ok(GuestEngine {
+            engine,
+            linker,
+            limits,
+        })
+    }
+
+    /// The limits every instance gets.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes` and pre-instantiates them against the linker:
+    /// everything that can fail before a request arrives fails here, with
+    /// a message for the uploader.
+    pub(crate) fn prepare(&self, bytes: &[u8]) -> Result<ProxyPre<Host>, String> {
+        if bytes.starts_with(b"\0asm\x01\0\0\0") {
+            return Err(
+                "this is a core WebAssembly module, not a component: build with `--target wasm32-wasip2` (or run `wasm-tools component new`)"
+                    .into(),
+            );
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("the component cannot be linked: {e:#}"))?;
+        ProxyPre::new(pre).map_err(|e| {
+            format!("the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy world): {e:#}")
+        })
+    }
+}
+
+/// One thread for the whole process; it exits when the engine is dropped.
+fn spawn_ticker(engine: &Engine) -> Result<(), EngineError> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("nacre-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        .map(drop)
+        // Without ticks no deadline fires: refuse to run guests that could
+        // never be stopped.
+        .map_err(|e| EngineError::Config(format!("cannot start the epoch thread: {e}")))
+}

@@ -1,0 +1,20 @@
+//! Guest hosting: compiling components, the guest table, and running one
+//! request in a fresh instance.
+//!
+//! - [`engine`]: the wasmtime engine, linker and epoch ticker (one each per
+//!   process).
+//! - [`host`]: the per-request store data guests see through WASI.
+//! - [`registry`]: deployed guests, the compile cache and the manifest.
+//! - [`invoke`]: one HTTP request through one fresh instance.
+
+mod engine;
+mod host;
+mod invoke;
+mod log;
+mod registry;
+mod spec;
+
+pub use engine::{EngineError, GuestEngine, Limits};
+pub use invoke::{GuestBody, Outcome, invoke};
+pub use registry::{DeployError, Deployed, Guest, GuestInfo, Registry, Snapshot};
+pub use spec::{BootGuest, GuestConfig, GuestName, Route};

@@ -1,0 +1,380 @@
+//! Deployed guests, the compile cache and the manifest.
+//!
+//! The guest table is an immutable [`Snapshot`] behind an [`ArcSwap`]:
+//! a request takes the current snapshot once and keeps its `Arc<Guest>`
+//! until it finishes, so replacing or deleting a guest never disturbs
+//! requests in flight, and readers never wait for writers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use nacre_transport::{AllowList, AllowRule};
+use sha2::{Digest, Sha256};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use super::host::Host;
+use super::{GuestConfig, GuestEngine, GuestName};
+
+/// Compiled components kept while no guest uses them, for fast redeploys.
+const CACHE_SPARE: usize = 16;
+
+/// A deployed guest: its configuration and its pre-instantiated component.
+pub struct Guest {
+    /// Name, route and allow list.
+    pub config: Arc<GuestConfig>,
+    /// SHA-256 of the component bytes.
+    pub sha256: [u8; 32],
+    /// Size of the component bytes.
+    pub size: usize,
+    pub(crate) pre: ProxyPre<Host>,
+    /// Counters for `/enclave/debug`.
+    pub stats: GuestStats,
+}
+
+/// Per-guest request counters.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GuestStats {
+    /// Requests handed to the guest.
+    pub requests: AtomicU64,
+    /// Requests that trapped or returned an error (500).
+    pub failures: AtomicU64,
+    /// Requests stopped at the request timeout (504).
+    pub timeouts: AtomicU64,
+}
+
+/// What the admin API reports about a guest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GuestInfo {
+    /// Guest name.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the component.
+    pub sha256: String,
+    /// Route prefix.
+    pub route: String,
+    /// Allowed outbound destinations.
+    pub allow: Vec<String>,
+    /// Component size in bytes.
+    pub size: usize,
+}
+
+impl Guest {
+    /// The admin API's view of this guest.
+    pub fn info(&self) -> GuestInfo {
+        GuestInfo {
+            name: self.config.name.to_string(),
+            sha256: hex::encode(self.sha256),
+            route: self.config.route.to_string(),
+            allow: self.config.allow.iter().map(AllowRule::to_string).collect(),
+            size: self.size,
+        }
+    }
+}
+
+/// One consistent view of the guest table and its manifest.
+#[derive(Default)]
+pub struct Snapshot {
+    guests: BTreeMap<GuestName, Arc<Guest>>,
+    /// Longest route first, so the first match is the longest prefix.
+    routes: Vec<Arc<Guest>>,
+    /// Boot guests still compiling (without --wait-for-app).
+    starting: Vec<Arc<GuestConfig>>,
+    manifest: Bytes,
+}
+
+impl Snapshot {
+    fn new(guests: BTreeMap<GuestName, Arc<Guest>>, starting: Vec<Arc<GuestConfig>>) -> Snapshot {
+        let mut routes: Vec<_> = guests.values().cloned().collect();
+        routes.sort_by_key(|g| std::cmp::Reverse(g.config.route.as_str().len()));
+        let manifest = manifest(&guests);
+        Snapshot {
+            guests,
+            routes,
+            starting,
+            manifest,
+        }
+    }
+
+    /// The guest serving `path` (longest route prefix) and the path it sees.
+    pub fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Guest>, &'p str)> {
+        self.routes
+            .iter()
+            .find_map(|g| g.config.route.strip(path).map(|rest| (g, rest)))
+    }
+
+    /// The boot guest, still compiling, that will serve `path`.
+    pub fn starting(&self, path: &str) -> Option<&GuestName> {
+        self.starting
+            .iter()
+            .filter(|c| c.route.strip(path).is_some())
+            .max_by_key(|c| c.route.as_str().len())
+            .map(|c| &c.name)
+    }
+
+    /// The exact manifest bytes (SPEC §5).
+    pub fn manifest(&self) -> &Bytes {
+        &self.manifest
+    }
+
+    /// Every guest, sorted by name.
+    pub fn guests(&self) -> impl Iterator<Item = &Arc<Guest>> {
+        self.guests.values()
+    }
+}
+
+/// `{"version":1,"guests":[{"name","route","sha256","allow"}...]}`, guests
+/// sorted by name, no insignificant whitespace: clients hash these bytes.
+fn manifest(guests: &BTreeMap<GuestName, Arc<Guest>>) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        name: &'a str,
+        route: &'a str,
+        sha256: String,
+        allow: Vec<String>,
+    }
+    #[derive(serde::Serialize)]
+    struct Manifest<'a> {
+        version: u32,
+        guests: Vec<Entry<'a>>,
+    }
+    let m = Manifest {
+        version: 1,
+        guests: guests
+            .values()
+            .map(|g| Entry {
+                name: g.config.name.as_str(),
+                route: g.config.route.as_str(),
+                sha256: hex::encode(g.sha256),
+                allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
+            })
+            .collect(),
+    };
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
+}
+
+/// The result of a successful deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployed {
+    /// No guest had that name before.
+    Created(GuestInfo),
+    /// A guest of that name was replaced.
+    Replaced(GuestInfo),
+}
+
+/// Why a deploy was refused; each names the input and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The bytes are not a usable wasi:http component.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another guest already serves that route.
+    #[error(
+        "route {route} is already served by guest {by}: choose another route or delete {by} first"
+    )]
+    RouteTaken {
+        /// The contested route.
+        route: String,
+        /// The guest that has it.
+        by: String,
+    },
+    /// The allow list asks for more than `--egress-allow` permits.
+    #[error("allow rule {0} is outside this runtime's --egress-allow list")]
+    NotAllowed(String),
+}
+
+/// The guest table, the compile cache and the engine behind them.
+pub struct Registry {
+    engine: GuestEngine,
+    current: ArcSwap<Snapshot>,
+    /// Serializes writers; readers never take it.
+    write: tokio::sync::Mutex<()>,
+    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    /// Compiling is CPU-heavy: at most one at a time, off the async threads.
+    compile: tokio::sync::Semaphore,
+    egress_cap: Option<AllowList>,
+    clock: AtomicU64,
+}
+
+struct CacheEntry {
+    pre: ProxyPre<Host>,
+    last_used: u64,
+}
+
+impl Registry {
+    /// An empty registry; `egress_cap` is `--egress-allow` (None: no cap).
+    pub fn new(engine: GuestEngine, egress_cap: Option<AllowList>) -> Registry {
+        Registry {
+            engine,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            write: tokio::sync::Mutex::new(()),
+            cache: Mutex::new(HashMap::new()),
+            compile: tokio::sync::Semaphore::new(1),
+            egress_cap,
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// The engine guests run on.
+    pub fn engine(&self) -> &GuestEngine {
+        &self.engine
+    }
+
+    /// The current guest table.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Number of compiled components held in memory.
+    pub fn cached_components(&self) -> usize {
+        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Records boot guests that are still compiling, so their routes answer
+    /// 503 instead of 404 meanwhile.
+    pub async fn mark_starting(&self, configs: Vec<GuestConfig>) {
+        let _w = self.write.lock().await;
+        let cur = self.current.load();
+        let starting = configs.into_iter().map(Arc::new).collect();
+        self.current
+            .store(Arc::new(Snapshot::new(cur.guests.clone(), starting)));
+    }
+
+    /// Compiles (or finds in the cache) and installs a guest, atomically
+    /// replacing any guest of the same name.
+    pub async fn deploy(&self, config: GuestConfig, bytes: Bytes) -> Result<Deployed, DeployError> {
+        if let Some(rule) = self
+            .egress_cap
+            .as_ref()
+            .and_then(|cap| cap.first_uncovered(&config.allow))
+        {
+            return Err(DeployError::NotAllowed(rule.to_string()));
+        }
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        let pre = self.compiled(sha256, bytes.clone()).await?;
+        let guest = Arc::new(Guest {
+            config: Arc::new(config),
+            sha256,
+            size: bytes.len(),
+            pre,
+            stats: GuestStats::default(),
+        });
+
+        let _w = self.write.lock().await;
+        let cur = self.current.load();
+        let name = &guest.config.name;
+        if let Some(other) = cur
+            .guests
+            .values()
+            .find(|g| g.config.route == guest.config.route && &g.config.name != name)
+        {
+            return Err(DeployError::RouteTaken {
+                route: guest.config.route.to_string(),
+                by: other.config.name.to_string(),
+            });
+        }
+        let mut guests = cur.guests.clone();
+        let replaced = guests.insert(name.clone(), guest.clone()).is_some();
+        let starting = cur
+            .starting
+            .iter()
+            .filter(|c| &c.name != name)
+            .cloned()
+            .collect();
+        self.current
+            .store(Arc::new(Snapshot::new(guests, starting)));
+        drop(_w);
+        self.trim_cache();
+        tracing::info!(guest = %name, sha256 = %hex::encode(sha256), route = %guest.config.route, replaced, "guest deployed");
+        let info = guest.info();
+        Ok(if replaced {
+            Deployed::Replaced(info)
+        } else {
+            Deployed::Created(info)
+        })
+    }
+
+    /// Removes a guest; requests in flight on it finish. False when absent.
+    pub async fn remove(&self, name: &GuestName) -> bool {
+        let _w = self.write.lock().await;
+        let cur = self.current.load();
+        let mut guests = cur.guests.clone();
+        if guests.remove(name).is_none() {
+            return false;
+        }
+        self.current
+            .store(Arc::new(Snapshot::new(guests, cur.starting.clone())));
+        drop(_w);
+        self.trim_cache();
+        tracing::info!(guest = %name, "guest removed");
+        true
+    }
+
+    async fn compiled(
+        &self,
+        sha256: [u8; 32],
+        bytes: Bytes,
+    ) -> Result<ProxyPre<Host>, DeployError> {
+        if let Some(pre) = self.cache_get(&sha256) {
+            return Ok(pre);
+        }
+        let _slot = self
+            .compile
+            .acquire()
+            .await
+            .map_err(|_| DeployError::Invalid("the runtime is shutting down".into()))?;
+        // Another upload of the same bytes may have finished while we waited.
+        if let Some(pre) = self.cache_get(&sha256) {
+            return Ok(pre);
+        }
+        let engine = self.engine.clone();
+        let started = std::time::Instant::now();
+        let pre = tokio::task::spawn_blocking(move || engine.prepare(&bytes))
+            .await
+            .map_err(|e| DeployError::Invalid(format!("compilation failed: {e}")))?
+            .map_err(DeployError::Invalid)?;
+        tracing::info!(sha256 = %hex::encode(sha256), elapsed = ?started.elapsed(), "component compiled");
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(
+                sha256,
+                CacheEntry {
+                    pre: pre.clone(),
+                    last_used: tick,
+                },
+            );
+        }
+        Ok(pre)
+    }
+
+    fn cache_get(&self, sha256: &[u8; 32]) -> Option<ProxyPre<Host>> {
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut cache = self.cache.lock().ok()?;
+        let e = cache.get_mut(sha256)?;
+        e.last_used = tick;
+        Some(e.pre.clone())
+    }
+
+    /// Keeps every component a guest uses plus the most recently used
+    /// spares, dropping the rest.
+    fn trim_cache(&self) {
+        let snap = self.snapshot();
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let in_use = |sha: &[u8; 32]| snap.guests.values().any(|g| &g.sha256 == sha);
+        let mut spares: Vec<([u8; 32], u64)> = cache
+            .iter()
+            .filter(|(sha, _)| !in_use(sha))
+            .map(|(sha, e)| (*sha, e.last_used))
+            .collect();
+        if spares.len() > CACHE_SPARE {
+            spares.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+            for (sha, _) in &spares[CACHE_SPARE..] {
+                cache.remove(sha);
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Guest names, routes and the `--guest NAME=PATH;route=/p;allow=...` flag.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use nacre_transport::AllowRule;
+
+/// A guest name: `[a-z0-9][a-z0-9-]{0,62}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct GuestName(String);
+
+impl FromStr for GuestName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 63
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        if ok {
+            Ok(GuestName(s.to_string()))
+        } else {
+            Err(format!(
+                "guest name {s:?} is invalid: use 1 to 63 lower-case letters, digits and '-', starting with a letter or digit"
+            ))
+        }
+    }
+}
+
+impl GuestName {
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GuestName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A route prefix: `/` or `/seg[/seg...]`, never under `/enclave`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Route(String);
+
+impl FromStr for Route {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let trimmed = if s.len() > 1 {
+            s.trim_end_matches('/')
+        } else {
+            s
+        };
+        let valid_chars = trimmed
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/-._~".contains(&c));
+        if !trimmed.starts_with('/')
+            || !valid_chars
+            || trimmed.contains("//")
+            || trimmed.len() > 256
+        {
+            return Err(format!(
+                "route {s:?} is invalid: write a path prefix such as /api or / (letters, digits, '-', '.', '_', '~')"
+            ));
+        }
+        if trimmed == "/enclave" || trimmed.starts_with("/enclave/") {
+            return Err(format!(
+                "route {s:?} is reserved: /enclave belongs to the runtime; choose another prefix"
+            ));
+        }
+        Ok(Route(trimmed.to_string()))
+    }
+}
+
+impl Route {
+    /// The default route of a guest: `/NAME`.
+    pub fn for_name(name: &GuestName) -> Route {
+        Route(format!("/{name}"))
+    }
+
+    /// The route as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// If `path` falls under this route (on a segment boundary), the rest of
+    /// it as the guest should see it, always starting with `/`.
+    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.0 == "/" {
+            return Some(path);
+        }
+        let rest = path.strip_prefix(self.0.as_str())?;
+        if rest.is_empty() {
+            Some("/")
+        } else if rest.starts_with('/') {
+            Some(rest)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a guest is deployed as: name, route and outbound allow list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestConfig {
+    /// Unique name.
+    pub name: GuestName,
+    /// Route prefix it serves.
+    pub route: Route,
+    /// Destinations it may reach.
+    pub allow: Vec<AllowRule>,
+}
+
+impl GuestConfig {
+    /// A config with the default route `/NAME` when none is given.
+    pub fn new(name: GuestName, route: Option<Route>, allow: Vec<AllowRule>) -> Self {
+        let route = route.unwrap_or_else(|| Route::for_name(&name));
+        GuestConfig { name, route, allow }
+    }
+}
+
+/// A boot guest from `--guest NAME=PATH[;route=/p][;allow=HOST:PORT,...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootGuest {
+    /// Name, route and allow list.
+    pub config: GuestConfig,
+    /// The `.wasm` component file.
+    pub path: PathBuf,
+}
+
+impl FromStr for BootGuest {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(';');
+        let first = parts.next().unwrap_or_default();
+        let (name, path) = first.split_once('=').ok_or_else(|| {
+            format!("--guest {s:?}: expected NAME=PATH[;route=/p][;allow=HOST:PORT,...]")
+        })?;
+        let name: GuestName = name.parse()?;
+        if path.is_empty() {
+            return Err(format!("--guest {s:?}: the component path is empty"));
+        }
+        let mut route = None;
+        let mut allow = Vec::new();
+        for opt in parts.filter(|p| !p.is_empty()) {
+            match opt.split_once('=') {
+                Some(("route", r)) => route = Some(r.parse()?),
+                Some(("allow", list)) => {
+                    for a in list.split(',').filter(|a| !a.is_empty()) {
+                        allow.push(
+                            a.parse::<AllowRule>()
+                                .map_err(|e| format!("--guest {name}: {e}"))?,
+                        );
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "--guest {s:?}: unknown option {opt:?}; known: route=/p, allow=HOST:PORT,..."
+                    ));
+                }
+            }
+        }
+        Ok(BootGuest {
+            config: GuestConfig::new(name, route, allow),
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "hello", "0x", "a-b-c", &"a".repeat(63)] {
+            assert!(ok.parse::<GuestName>().is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "A", "a_b", "a.b", &"a".repeat(64), "héllo", "a/b"] {
+            assert!(bad.parse::<GuestName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routes_strip_on_segment_boundaries() {
+        let r: Route = "/api/".parse().unwrap();
+        assert_eq!(r.as_str(), "/api");
+        assert_eq!(r.strip("/api"), Some("/"));
+        assert_eq!(r.strip("/api/x/y"), Some("/x/y"));
+        assert_eq!(r.strip("/apix"), None);
+        let root: Route = "/".parse().unwrap();
+        assert_eq!(root.strip("/anything"), Some("/anything"));
+        for bad in ["api", "/a b", "/a//b", "/enclave", "/enclave/x", "/a?b"] {
+            assert!(bad.parse::<Route>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn boot_guest_flag() {
+        let g: BootGuest = "hello=/x/hello.wasm;route=/;allow=a.com:443,*.b.com:443"
+            .parse()
+            .unwrap();
+        assert_eq!(g.config.name.as_str(), "hello");
+        assert_eq!(g.config.route.as_str(), "/");
+        assert_eq!(g.config.allow.len(), 2);
+        assert_eq!(g.path, PathBuf::from("/x/hello.wasm"));
+        let d: BootGuest = "echo=e.wasm".parse().unwrap();
+        assert_eq!(d.config.route.as_str(), "/echo");
+        assert!(
+            "Bad=x.wasm"
+                .parse::<BootGuest>()
+                .unwrap_err()
+                .contains("Bad")
+        );
+        assert!(
+            "x=y.wasm;color=red"
+                .parse::<BootGuest>()
+                .unwrap_err()
+                .contains("color")
+        );
+        assert!("nopath".parse::<BootGuest>().is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! `nacre-runtime`: the process inside the enclave.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use nacre_runtime::app::App;
+use nacre_runtime::config::{Config, ConfigError, LogFormat};
+use nacre_runtime::guests::{BootGuest, GuestEngine, Limits, Registry};
+use nacre_runtime::tls::TlsIdentity;
+use nacre_transport::{AllowList, Listener};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Guest instances that may run at once across the process.
+const MAX_INSTANCES: u32 = 256;
+
+fn main() {
+    let config = match Config::load_from(std::env::args_os().collect()) {
+        Ok(c) => c,
+        Err(ConfigError::Flags(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(config.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(config)));
+    if let Err(e) = result {
+        tracing::error!("{e:#}");
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NACRE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
+    // Colour only for a person at a terminal; files and collectors get
+    // plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    refuse_unbuilt(&config)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key)?,
+        _ => TlsIdentity::self_signed(&config.fqdn)?,
+    };
+    tracing::info!(source = tls.source, sha256 = %hex::encode(tls.leaf_sha256), "TLS certificate ready");
+
+    let engine = GuestEngine::new(Limits {
+        memory: config.guest_memory,
+        request_timeout: config.request_timeout,
+        max_body: config.max_body,
+        max_instances: MAX_INSTANCES,
+    })?;
+    let cap = (!config.egress_allow.is_empty()).then(|| AllowList(config.egress_allow.clone()));
+    let registry = Arc::new(Registry::new(engine, cap));
+
+    // Read every boot guest first, so a typo in a path fails the start.
+    let mut boot = Vec::new();
+    for BootGuest { config: gc, path } in &config.guests {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("--guest {}: cannot read {}", gc.name, path.display()))?;
+        boot.push((gc.clone(), Bytes::from(bytes)));
+    }
+    if config.wait_for_app {
+        for (gc, bytes) in boot {
+            let name = gc.name.clone();
+            registry
+                .deploy(gc, bytes)
+                .await
+                .with_context(|| format!("--guest {name}"))?;
+        }
+    } else {
+        registry
+            .mark_starting(boot.iter().map(|(gc, _)| gc.clone()).collect())
+            .await;
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            for (gc, bytes) in boot {
+                let name = gc.name.clone();
+                if let Err(e) = registry.deploy(gc, bytes).await {
+                    tracing::error!(guest = %name, "boot guest not deployed: {e}");
+                    registry.remove(&name).await;
+                }
+            }
+        });
+    }
+
+    let listener = Listener::bind(&config.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
+    let bound = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+    let app = Arc::new(App::new(config, registry, tls));
+    // Scripts and tests read the bound address (the real port when 0 was
+    // asked) from this line on stdout.
+    println!("nacre-runtime listening on {bound}");
+    tracing::info!(%bound, "serving");
+
+    nacre_runtime::server::serve(listener, acceptor, app, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Flags of SPEC §3 whose features this build does not have yet: refused
+/// at start, so nobody believes they are on.
+fn refuse_unbuilt(config: &Config) -> anyhow::Result<()> {
+    let unbuilt = [
+        ("--acme-directory", config.acme_directory.is_some()),
+        ("--egress", config.egress.is_some()),
+        ("--extra-ca", config.extra_ca.is_some()),
+        ("--fqdn-leader", config.fqdn_leader.is_some()),
+        ("--metrics-listen", config.metrics_listen.is_some()),
+    ];
+    for (flag, set) in unbuilt {
+        if set {
+            bail!("{flag} is not supported by this build of nacre-runtime yet; remove it");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}

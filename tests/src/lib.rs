@@ -1,0 +1,369 @@
+//! Helpers for the end-to-end tests: build the binaries and guests, start
+//! a real `nacre-runtime`, and talk to it over real TLS.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Path of a workspace binary, built (once per test process) from the
+/// current sources so a test never runs a stale binary.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/debug/deps/e2e-HASH -> target/debug
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let status = cargo()
+            .args([
+                "build",
+                "-p",
+                "nacre-runtime",
+                "-p",
+                "nacre-cli",
+                "--manifest-path",
+            ])
+            .arg(root().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(dir.parent().expect("target root"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        dir
+    });
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} missing", path.display());
+    path
+}
+
+/// Path of a guest component from `guest-examples/`, built once per test
+/// process (`crate_name` with '-' as in Cargo.toml).
+pub fn guest(crate_name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let manifest = root().join("guest-examples/Cargo.toml");
+        let have_target = Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
+            .unwrap_or(false);
+        if !have_target {
+            let ok = Command::new("rustup")
+                .args(["target", "add", "wasm32-wasip2"])
+                .status();
+            assert!(
+                matches!(ok, Ok(s) if s.success()),
+                "rustup target add wasm32-wasip2 failed"
+            );
+        }
+        let status = cargo()
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("run cargo build for guests");
+        assert!(status.success(), "building guest-examples failed");
+        root().join("guest-examples/target/wasm32-wasip2/release")
+    });
+    // cdylib artifacts use '_' for '-'; bin artifacts keep the name.
+    let lib = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let path = if lib.is_file() {
+        lib
+    } else {
+        dir.join(format!("{crate_name}.wasm"))
+    };
+    assert!(path.is_file(), "{} missing", path.display());
+    path
+}
+
+/// A test CA and a `localhost` leaf it signed, written as PEM files.
+pub struct TestPki {
+    /// Directory holding ca.pem, cert.pem, key.pem.
+    pub dir: PathBuf,
+    /// The CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+impl TestPki {
+    /// Makes a fresh CA and leaf in a new temporary directory.
+    pub fn generate() -> TestPki {
+        let dir = temp_dir("pki");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "nacre test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        TestPki {
+            dir,
+            ca_pem: ca.pem(),
+        }
+    }
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("nacre-e2e-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The admin token every test runtime accepts.
+pub const TOKEN: &str = "test-admin-token";
+
+/// A running `nacre-runtime` on loopback; killed (and its log printed if
+/// the test failed) on drop.
+pub struct Runtime {
+    child: Child,
+    /// The bound address.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    pki: Option<TestPki>,
+}
+
+impl Runtime {
+    /// Starts a runtime with a test certificate and admin token, plus
+    /// `extra` flags.
+    pub fn start(extra: &[&str]) -> Runtime {
+        let pki = TestPki::generate();
+        let cert = pki.dir.join("cert.pem");
+        let key = pki.dir.join("key.pem");
+        let token_sha = sha256_hex(TOKEN.as_bytes());
+        let mut args: Vec<String> = vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--admin-token-sha256".into(),
+            token_sha,
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut rt = Runtime::start_raw(&args);
+        rt.pki = Some(pki);
+        rt
+    }
+
+    /// Starts a runtime with exactly `args` plus a loopback listener and
+    /// `--fqdn localhost`.
+    pub fn start_raw(args: &[String]) -> Runtime {
+        match Runtime::try_start(args) {
+            Ok(rt) => rt,
+            Err(log) => panic!("runtime did not start; its output:\n{log}"),
+        }
+    }
+
+    /// Like [`Runtime::start_raw`], returning the output when it exits
+    /// before listening.
+    pub fn try_start(args: &[String]) -> Result<Runtime, String> {
+        let mut child = Command::new(bin("nacre-runtime"))
+            .args(["--listen", "tcp://127.0.0.1:0", "--fqdn", "localhost"])
+            .args(args)
+            .env("NACRE_LOG", "info,nacre_runtime=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nacre-runtime");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("nacre-runtime listening on tcp://") {
+                    let _ = tx.send(a.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => Ok(Runtime {
+                child,
+                addr: a.parse().expect("bound address"),
+                log,
+                pki: None,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                let text = log.lock().unwrap().clone();
+                Err(text)
+            }
+        }
+    }
+
+    /// `https://localhost:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// A client trusting the test CA (or anything, for self-signed runtimes).
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    /// The builder behind [`Runtime::client`], for HTTP-version choices.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .resolve("localhost", self.addr)
+            .tls_info(true)
+            .timeout(Duration::from_secs(60));
+        match &self.pki {
+            Some(p) => {
+                b.add_root_certificate(reqwest::Certificate::from_pem(p.ca_pem.as_bytes()).unwrap())
+            }
+            None => b.danger_accept_invalid_certs(true),
+        }
+    }
+
+    /// The test CA's PEM file, when the runtime uses the test certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.pki.as_ref().map(|p| p.dir.join("ca.pem"))
+    }
+
+    /// Uploads `wasm` as `name` with an optional query (route, allow).
+    pub async fn deploy(&self, name: &str, wasm: &Path, query: &str) -> reqwest::Response {
+        let bytes = std::fs::read(wasm).unwrap();
+        self.client()
+            .put(format!("{}/enclave/guests/{name}?{query}", self.url()))
+            .bearer_auth(TOKEN)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads and asserts success.
+    pub async fn deploy_ok(&self, name: &str, wasm: &Path, query: &str) -> serde_json::Value {
+        let r = self.deploy(name, wasm, query).await;
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            status.is_success(),
+            "deploy {name}: {status} {body}\n{}",
+            self.log()
+        );
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// GET a path; returns status and body text.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .client()
+            .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Everything the runtime logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in bytes, from /proc.
+    pub fn rss(&self) -> u64 {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid())).unwrap();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4096
+    }
+
+    /// Open file descriptors, from /proc.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "runtime did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- nacre-runtime output ----\n{}", self.log());
+        }
+    }
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,94 @@
+//! The `nacre` CLI against real runtimes: trust flags, deploy, guests.
+
+use std::process::Command;
+
+use nacre_tests::{Runtime, TOKEN, bin, guest, sha256_hex};
+
+fn nacre(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("nacre")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_and_list_with_explicit_trust() {
+    let rt = Runtime::start(&[]);
+    let url = format!("https://127.0.0.1:{}", rt.addr.port());
+    let wasm = guest("hello");
+    let wasm_s = wasm.display().to_string();
+    let ca = rt.ca_file().unwrap();
+    let ca_s = ca.display().to_string();
+
+    // The test CA is not a public root: refused unless trusted explicitly.
+    let (ok, _, err) = nacre(&["deploy", &url, "hello", &wasm_s, "--token", TOKEN]);
+    assert!(!ok);
+    assert!(err.contains("--root"), "{err}");
+
+    // The certificate names localhost; the URL uses 127.0.0.1.
+    let url = rt.url();
+    let (ok, out, err) = nacre(&[
+        "deploy", &url, "hello", &wasm_s, "--route", "/hi", "--token", TOKEN, "--root", &ca_s,
+    ]);
+    assert!(ok, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["sha256"], sha256_hex(&std::fs::read(&wasm).unwrap()));
+    assert_eq!(info["route"], "/hi");
+
+    let (ok, _, err) = nacre(&[
+        "deploy", &url, "x", &wasm_s, "--token", "wrong", "--root", &ca_s,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+
+    let (ok, out, err) = nacre(&["guests", &url, "--token", TOKEN, "--root", &ca_s]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["name"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn self_signed_runtime_needs_insecure_and_serves_its_own_certificate() {
+    let token_sha = sha256_hex(TOKEN.as_bytes());
+    let rt = Runtime::start_raw(&["--admin-token-sha256".into(), token_sha]);
+
+    // The certificate was made in the runtime for --fqdn, and
+    // /enclave/config reports its hash.
+    let r = rt
+        .client()
+        .get(format!("{}/enclave/config", rt.url()))
+        .send()
+        .await
+        .unwrap();
+    let der = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .unwrap()
+        .to_vec();
+    let cfg: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(cfg["tls_certificate"], "self-signed");
+    assert_eq!(cfg["tls_certificate_sha256"], sha256_hex(&der));
+    assert!(
+        der.windows(9).any(|w| w == b"localhost"),
+        "SAN names the fqdn"
+    );
+
+    let url = rt.url();
+    let wasm = guest("hello").display().to_string();
+    let (ok, _, err) = nacre(&["deploy", &url, "hello", &wasm, "--token", TOKEN]);
+    assert!(!ok && err.contains("--insecure"), "{err}");
+    let (ok, _, err) = nacre(&[
+        "deploy",
+        &url,
+        "hello",
+        &wasm,
+        "--token",
+        TOKEN,
+        "--insecure",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(rt.get("/hello").await.0, 200);
+}

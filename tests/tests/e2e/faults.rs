@@ -1,0 +1,101 @@
+//! SPEC §3.3: traps, loops, memory bombs and oversized bodies each fail
+//! their own request only.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use nacre_tests::{Runtime, guest};
+
+async fn faulty(extra: &[&str]) -> Runtime {
+    let rt = Runtime::start(extra);
+    rt.deploy_ok("f", &guest("faulty"), "").await;
+    rt
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trap_is_500_and_the_next_request_succeeds() {
+    let rt = faulty(&[]).await;
+    let (status, body) = rt.get("/f/trap").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("guest f failed"), "{body}");
+    assert!(
+        !body.contains("unreachable"),
+        "trap details stay in the log: {body}"
+    );
+    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_is_504_within_the_timeout_and_others_keep_running() {
+    let rt = faulty(&["--request-timeout", "2s"]).await;
+    let client = rt.client();
+    let url = format!("{}/f/loop", rt.url());
+    let started = Instant::now();
+    let looping =
+        tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() });
+
+    // While it spins, other requests are served promptly.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "a looping guest delayed another request"
+        );
+    }
+
+    assert_eq!(looping.await.unwrap(), 504);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "504 after {took:?}"
+    );
+    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+
+    // A guest blocked in a host call is stopped too.
+    let t = Instant::now();
+    assert_eq!(rt.get("/f/sleep?60000").await.0, 504);
+    assert!(t.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bomb_fails_inside_the_guest() {
+    let rt = faulty(&["--guest-memory", "32MiB"]).await;
+    let (status, _) = rt.get("/f/membomb").await;
+    assert!(status >= 500, "membomb got {status}");
+    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+    // Growth past the limit is refused (memory.grow = -1), not a trap.
+    assert_eq!(
+        rt.get("/f/grow").await,
+        (200, "memory.grow returned -1".into())
+    );
+    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_body_over_the_limit_is_413() {
+    // The limit applies to uploads too: leave room for the component.
+    let rt = faulty(&["--max-body", "100KiB"]).await;
+    let c = rt.client();
+    let post = |body: reqwest::Body| c.post(format!("{}/f/body", rt.url())).body(body).send();
+
+    let r = post(vec![7u8; 1000].into()).await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (200, "1000".into())
+    );
+
+    // Declared too large: refused before the guest runs.
+    let r = post(vec![7u8; 101 * 1024].into()).await.unwrap();
+    assert_eq!(r.status(), 413);
+
+    // Chunked, no length: cut off at the limit, still 413.
+    let chunks =
+        futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![1u8; 16 * 1024])));
+    let r = post(reqwest::Body::wrap_stream(chunks.boxed()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+}

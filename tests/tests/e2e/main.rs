@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `nacre-runtime` and `nacre` binaries, real
+//! guests built for wasm32-wasip2, a real HTTPS client. One binary, so the
+//! builds happen once.
+
+mod admin;
+mod cli;
+mod faults;
+mod load;
+mod serving;
+mod transport;

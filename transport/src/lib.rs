@@ -1,0 +1,23 @@
+//! Addresses, listeners and connections shared by every Nacre binary.
+//!
+//! Nacre runs the same code over three transports: `tcp://HOST:PORT`,
+//! `unix:PATH` and `vsock://CID:PORT`. This crate is the only place that
+//! knows which one is in use; everything above it sees an [`Address`], a
+//! [`Listener`] and a [`Stream`].
+//!
+//! It also holds [`AllowRule`], the `HOST:PORT` egress patterns that both the
+//! runtime (inside the enclave) and the host proxy (outside) enforce, so the
+//! two sides can never disagree about what a pattern means.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod addr;
+mod allow;
+mod listener;
+mod stream;
+
+pub use addr::{Address, AddressError};
+pub use allow::{AllowError, AllowList, AllowRule};
+pub use listener::Listener;
+pub use stream::{Stream, connect};

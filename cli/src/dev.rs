@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::admin::deploy;
 use crate::client::TrustArgs;
-use crate::guest_build::{build_guests, sibling_binary, source_root};
+use nacre_cli::guest_build::{build_guests, sibling_binary, source_root};
 
 /// Examples deployed by `nacre dev`: (guest name, crate).
 const EXAMPLES: &[(&str, &str)] = &[("hello", "hello"), ("echo", "echo")];
@@ -125,23 +125,32 @@ impl DevCmd {
 
         let c = cert_path.display();
         let d = dir.display();
-        println!(
-            "\nNacre dev runtime is up.\n\n\
-  URL          {url}\n\
-  admin token  {token}\n\
-  dev root     {d}/root\n\
-  TLS cert     {c}   (made inside the runtime; pinned for the commands below)\n\
-  runtime log  {log}\n\n\
-Try:\n\
-  curl --cacert {c} {url}/hello/world\n\
-  curl --cacert {c} -d 'some body' '{url}/echo/path?x=1'\n\
-  curl --cacert {c} {url}/enclave/manifest\n\
-  curl --cacert {c} -H 'Authorization: Bearer {token}' {url}/enclave/guests\n\
-  nacre guests {url} --token {token} --root {c}\n\
-  nacre deploy {url} hello2 guest-examples/target/wasm32-wasip2/release/hello.wasm --route /hi --token {token} --root {c}\n\n\
-Press Ctrl-C to stop.",
-            log = log_path.display()
-        );
+        let log = log_path.display();
+        let nacre = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "nacre".into());
+        let hello = wasm[0].display();
+        let banner = [
+            String::new(),
+            "Nacre dev runtime is up.".into(),
+            String::new(),
+            format!("  URL          {url}"),
+            format!("  admin token  {token}"),
+            format!("  dev root     {d}/root"),
+            format!("  TLS cert     {c}  (made inside the runtime, pinned by the commands below)"),
+            format!("  runtime log  {log}"),
+            String::new(),
+            "Try:".into(),
+            format!("  curl --cacert {c} {url}/hello/world"),
+            format!("  curl --cacert {c} -d 'some body' '{url}/echo/path?x=1'"),
+            format!("  curl --cacert {c} {url}/enclave/manifest"),
+            format!("  curl --cacert {c} -H 'Authorization: Bearer {token}' {url}/enclave/guests"),
+            format!("  {nacre} guests {url} --token {token} --root {c}"),
+            format!("  {nacre} deploy {url} hi {hello} --route /hi --token {token} --root {c}"),
+            String::new(),
+            "Press Ctrl-C to stop.".into(),
+        ];
+        println!("{}", banner.join("\n"));
 
         tokio::select! {
             _ = tokio::signal::ctrl_c() => eprintln!("stopping"),

@@ -9,9 +9,28 @@ use anyhow::{Context, bail};
 /// The rustup target guests are built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
-/// The `cargo` that is running us, or the one on PATH.
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+/// The `cargo` that is running us, or the one on PATH, without the
+/// per-package variables `cargo run`/`cargo test` set for us: build
+/// scripts (ring's) track `CARGO_MANIFEST_DIR`, and inheriting ours would
+/// make every nested build look dirty and recompile half the tree.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                &*key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&*key);
+        }
+    }
+    cmd
 }
 
 /// The Nacre source checkout this binary was built from, if it is still
@@ -78,14 +97,13 @@ pub fn build_guests(manifest: &Path, packages: &[&str]) -> anyhow::Result<Vec<Pa
     packages
         .iter()
         .map(|p| {
-            let path = dir.join(format!("{}.wasm", p.replace('-', "_")));
-            if path.is_file() {
-                Ok(path)
-            } else {
-                bail!(
-                    "{} was not produced: is {p} a cdylib crate?",
-                    path.display()
-                )
+            // cdylib artifacts use '_' for '-'; bin artifacts keep the name.
+            let lib = dir.join(format!("{}.wasm", p.replace('-', "_")));
+            let bin = dir.join(format!("{p}.wasm"));
+            match (lib.is_file(), bin.is_file()) {
+                (true, _) => Ok(lib),
+                (false, true) => Ok(bin),
+                _ => bail!("{} was not produced: is {p} a cdylib crate?", lib.display()),
             }
         })
         .collect()

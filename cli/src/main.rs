@@ -3,7 +3,6 @@
 mod admin;
 mod client;
 mod dev;
-mod guest_build;
 
 use clap::{Parser, Subcommand};
 

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use nacre_cli::guest_build::{build_guests, cargo};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -14,10 +16,6 @@ pub fn root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 /// Path of a workspace binary, built (once per test process) from the
@@ -54,50 +52,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Path of a guest component from `guest-examples/`, built once per test
-/// process (`crate_name` with '-' as in Cargo.toml).
+/// Every crate of `guest-examples/` the tests use.
+const GUESTS: &[&str] = &["hello", "echo", "raw-hello", "faulty", "not-http"];
+
+/// Path of a guest component from `guest-examples/`, built (once per test
+/// process) the way `nacre dev` builds them.
 pub fn guest(crate_name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let manifest = root().join("guest-examples/Cargo.toml");
-        let have_target = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
-            .unwrap_or(false);
-        if !have_target {
-            let ok = Command::new("rustup")
-                .args(["target", "add", "wasm32-wasip2"])
-                .status();
-            assert!(
-                matches!(ok, Ok(s) if s.success()),
-                "rustup target add wasm32-wasip2 failed"
-            );
-        }
-        let status = cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo build for guests");
-        assert!(status.success(), "building guest-examples failed");
-        root().join("guest-examples/target/wasm32-wasip2/release")
+    static BUILT: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        build_guests(&root().join("guest-examples/Cargo.toml"), GUESTS)
+            .expect("building guest-examples")
     });
-    // cdylib artifacts use '_' for '-'; bin artifacts keep the name.
-    let lib = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
-    let path = if lib.is_file() {
-        lib
-    } else {
-        dir.join(format!("{crate_name}.wasm"))
-    };
-    assert!(path.is_file(), "{} missing", path.display());
-    path
+    let i = GUESTS
+        .iter()
+        .position(|g| *g == crate_name)
+        .unwrap_or_else(|| panic!("{crate_name} is not in GUESTS"));
+    built[i].clone()
 }
 
 /// A test CA and a `localhost` leaf it signed, written as PEM files.

@@ -1,0 +1,7 @@
+//! Library side of the `nacre` CLI: what other tools (and the end-to-end
+//! tests) reuse rather than rewrite.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod guest_build;

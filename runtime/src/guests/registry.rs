@@ -296,16 +296,24 @@ impl Registry {
         })
     }
 
-    /// Removes a guest; requests in flight on it finish. False when absent.
+    /// Removes a guest, or a boot guest still starting; requests in flight
+    /// on it finish. False when there was neither.
     pub async fn remove(&self, name: &GuestName) -> bool {
         let _w = self.write.lock().await;
         let cur = self.current.load();
         let mut guests = cur.guests.clone();
-        if guests.remove(name).is_none() {
+        let was_guest = guests.remove(name).is_some();
+        let starting: Vec<_> = cur
+            .starting
+            .iter()
+            .filter(|c| &c.name != name)
+            .cloned()
+            .collect();
+        if !was_guest && starting.len() == cur.starting.len() {
             return false;
         }
         self.current
-            .store(Arc::new(Snapshot::new(guests, cur.starting.clone())));
+            .store(Arc::new(Snapshot::new(guests, starting)));
         drop(_w);
         self.trim_cache();
         tracing::info!(guest = %name, "guest removed");

@@ -173,6 +173,22 @@ async fn boot_guests_with_wait_for_app() {
     let (status, _) = rt.get("/echo/x").await;
     assert_eq!(status, 200);
 
+    // Without --wait-for-app, a boot guest that cannot compile is logged
+    // and its route stops answering 503 ("starting").
+    let bad = nacre_tests::temp_dir("boot").join("bad.wasm");
+    std::fs::write(&bad, b"not a component").unwrap();
+    let spec = format!("bad={}", bad.display());
+    let rt = Runtime::start(&["--guest", &spec]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rt.get("/bad").await.0 != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/bad never left the starting state"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(rt.log().contains("boot guest not deployed"), "{}", rt.log());
+
     // A missing file fails the start and names the file.
     let err = Runtime::try_start(&["--guest".into(), "x=/no/such/file.wasm".into()])
         .err()

@@ -30,15 +30,10 @@ pub fn bin(name: &str) -> PathBuf {
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
+        // The whole workspace, so the feature set (and the compiled
+        // dependencies) match `cargo test --workspace`.
         let status = cargo()
-            .args([
-                "build",
-                "-p",
-                "nacre-runtime",
-                "-p",
-                "nacre-cli",
-                "--manifest-path",
-            ])
+            .args(["build", "--workspace", "--bins", "--manifest-path"])
             .arg(root().join("Cargo.toml"))
             .arg("--target-dir")
             .arg(dir.parent().expect("target root"))

@@ -104,7 +104,21 @@ where
     }));
 
     let outcome = match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(Ok(resp))) if !over_limit.load(Ordering::Relaxed) => return Outcome::Response(resp),
+        Ok(Ok(Ok(resp))) if !over_limit.load(Ordering::Relaxed) => {
+            // The head is on its way; the body may still be streaming from
+            // the guest. Whatever ends it later is logged and counted here.
+            tokio::spawn(async move {
+                let why = match task.await {
+                    Ok(Ok(Err(e))) => describe(&e),
+                    Ok(Err(_elapsed)) => "timed out while streaming its response".into(),
+                    Err(e) if e.is_panic() => format!("guest task failed: {e}"),
+                    _ => return,
+                };
+                guest.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(guest = %guest.config.name, "guest failed after sending its response head: {why}");
+            });
+            return Outcome::Response(resp);
+        }
         Ok(Ok(Ok(_))) => Outcome::BodyTooLarge,
         Ok(Ok(Err(code))) => Outcome::Failed(format!("guest returned error {code:?}")),
         Err(_elapsed) => {

@@ -1,13 +1,33 @@
-//! Nitro attestation documents: model, COSE/CBOR parsing, chain
-//! verification and the dev signer, shared by the runtime and clients.
+//! Nitro attestation documents: model, COSE/CBOR parsing and strict
+//! verification, shared by the runtime and every client.
 //!
-//! Not built yet; the runtime answers `/enclave/attestation` with 501
-//! until it is.
+//! ```no_run
+//! let bytes = std::fs::read("attestation.bin").unwrap();
+//! match nacre_attestation::Verifier::aws().verify(&bytes) {
+//!     Ok(v) => println!("module {} at {}", v.document.module_id, v.document.timestamp),
+//!     Err(e) => eprintln!("rejected: {e}"),
+//! }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-/// The SHA-256 of the DER of the AWS Nitro Enclaves root certificate (G1)
-/// that every real document chains to.
+mod chain;
+mod cose;
+mod document;
+mod error;
+mod verify;
+
+pub use chain::validity;
+pub use cose::CoseSign1;
+pub use document::{Document, MAX_CABUNDLE, MAX_DOCUMENT, MAX_FIELD, MAX_PCRS};
+pub use error::VerifyError;
+pub use verify::{Verified, Verifier, aws_root_der};
+
+/// The AWS Nitro Enclaves root certificate (G1), PEM.
+pub const AWS_NITRO_ROOT_PEM: &str = include_str!("aws_nitro_root_g1.pem");
+
+/// SHA-256 of the DER of [`AWS_NITRO_ROOT_PEM`]; every real document
+/// chains to it.
 pub const AWS_NITRO_ROOT_SHA256: &str =
     "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";

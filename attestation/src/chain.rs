@@ -1,0 +1,146 @@
+//! The certificate chain: pinned root → `cabundle` → leaf.
+//!
+//! Checked by hand with x509-parser and ring rather than a path-building
+//! library: real Nitro intermediates and leaves lack key identifiers that
+//! such libraries insist on, and the chain here is given in order anyway.
+
+use ring::signature::{ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA384;
+use x509_parser::prelude::FromDer;
+
+use crate::error::VerifyError;
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, VerifyError> {
+    match X509Certificate::from_der(der) {
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(VerifyError::malformed("certificate has trailing bytes")),
+        Err(e) => Err(VerifyError::malformed(format!(
+            "certificate is not X.509 DER: {e}"
+        ))),
+    }
+}
+
+/// `(notBefore, notAfter)` of a DER certificate, Unix seconds.
+pub fn validity(der: &[u8]) -> Result<(i64, i64), VerifyError> {
+    let cert = parse(der)?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// The uncompressed P-384 point of a certificate's key.
+fn p384_point<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    let point: &[u8] = &cert.public_key().subject_public_key.data;
+    (point.len() == 97 && point[0] == 0x04).then_some(point)
+}
+
+/// Verifies a COSE ES384 signature (`r || s`) by the leaf certificate.
+pub(crate) fn verify_es384(
+    leaf_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), VerifyError> {
+    let leaf = parse(leaf_der)?;
+    let point = p384_point(&leaf).ok_or(VerifyError::Signature)?;
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
+        .verify(message, signature)
+        .map_err(|_| VerifyError::Signature)
+}
+
+/// Checks every link from `root_der` (which `cabundle[0]` must equal) to
+/// `leaf_der` at Unix time `at`.
+pub(crate) fn verify(
+    root_der: &[u8],
+    cabundle: &[Vec<u8>],
+    leaf_der: &[u8],
+    at: i64,
+) -> Result<(), VerifyError> {
+    if cabundle.first().map(Vec::as_slice) != Some(root_der) {
+        return Err(VerifyError::ChainUntrusted {
+            why: "the first cabundle certificate is not the pinned root".into(),
+        });
+    }
+    let mut chain = Vec::with_capacity(cabundle.len() + 1);
+    for der in cabundle
+        .iter()
+        .map(Vec::as_slice)
+        .chain(std::iter::once(leaf_der))
+    {
+        chain.push(parse(der)?);
+    }
+    for cert in &chain {
+        let v = cert.validity();
+        if at < v.not_before.timestamp() {
+            return Err(VerifyError::CertNotYetValid {
+                subject: cert.subject().to_string(),
+                not_before: v.not_before.timestamp(),
+            });
+        }
+        if at > v.not_after.timestamp() {
+            return Err(VerifyError::CertExpired {
+                subject: cert.subject().to_string(),
+                not_after: v.not_after.timestamp(),
+            });
+        }
+    }
+    let n = chain.len();
+    for i in 1..n {
+        let (issuer, cert) = (&chain[i - 1], &chain[i]);
+        let untrusted = |why: String| VerifyError::ChainUntrusted { why };
+        let constraints = issuer
+            .basic_constraints()
+            .map_err(|_| {
+                untrusted(format!(
+                    "{} has malformed basic constraints",
+                    issuer.subject()
+                ))
+            })?
+            .map(|b| b.value.clone());
+        let Some(constraints) = constraints.filter(|b| b.ca) else {
+            return Err(untrusted(format!(
+                "{} is not a CA but issues {}",
+                issuer.subject(),
+                cert.subject()
+            )));
+        };
+        // CA certificates below this one, not counting the leaf.
+        let below = (n - 1 - i) as u32;
+        if constraints
+            .path_len_constraint
+            .is_some_and(|max| below > max)
+        {
+            return Err(untrusted(format!(
+                "{} allows a shorter chain",
+                issuer.subject()
+            )));
+        }
+        if cert.issuer() != issuer.subject() {
+            return Err(untrusted(format!(
+                "{} is not issued by {}",
+                cert.subject(),
+                issuer.subject()
+            )));
+        }
+        if cert.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA384 {
+            return Err(untrusted(format!(
+                "{} is not signed with ecdsa-with-SHA384",
+                cert.subject()
+            )));
+        }
+        let point = p384_point(issuer).ok_or_else(|| {
+            untrusted(format!(
+                "{} does not hold a P-384 public key",
+                issuer.subject()
+            ))
+        })?;
+        UnparsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, point)
+            .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+            .map_err(|_| {
+                untrusted(format!(
+                    "the signature on {} does not verify",
+                    cert.subject()
+                ))
+            })?;
+    }
+    Ok(())
+}

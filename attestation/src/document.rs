@@ -1,0 +1,218 @@
+//! The AWS attestation payload: a CBOR map with a fixed set of keys.
+
+use std::collections::BTreeMap;
+
+use ciborium::Value;
+
+use crate::cose::read_one;
+use crate::error::VerifyError;
+
+/// Largest document accepted, checked before anything is decoded.
+pub const MAX_DOCUMENT: usize = 32 * 1024;
+/// Most PCRs a document may carry (the NSM has 32).
+pub const MAX_PCRS: usize = 32;
+/// Most certificates in `cabundle`.
+pub const MAX_CABUNDLE: usize = 16;
+/// Largest `user_data`, `nonce` and `public_key` (the NSM allows 1024).
+pub const MAX_FIELD: usize = 1024;
+
+/// The payload of an attestation document (AWS format).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Document {
+    /// Enclave image module id (`nacre-dev...` for dev documents).
+    pub module_id: String,
+    /// Digest of the PCRs: always `SHA384`.
+    pub digest: String,
+    /// Milliseconds since the Unix epoch when the document was made.
+    pub timestamp: u64,
+    /// PCR index to value.
+    #[serde(serialize_with = "hex_map")]
+    pub pcrs: BTreeMap<u32, Vec<u8>>,
+    /// DER of the leaf certificate that signed the document.
+    #[serde(skip)]
+    pub certificate: Vec<u8>,
+    /// DER certificates from the root down to the leaf's issuer.
+    #[serde(skip)]
+    pub cabundle: Vec<Vec<u8>>,
+    /// Optional public key chosen by the enclave.
+    #[serde(serialize_with = "hex_opt")]
+    pub public_key: Option<Vec<u8>>,
+    /// Optional user data chosen by the enclave.
+    #[serde(serialize_with = "hex_opt")]
+    pub user_data: Option<Vec<u8>>,
+    /// Optional nonce chosen by the verifier.
+    #[serde(serialize_with = "hex_opt")]
+    pub nonce: Option<Vec<u8>>,
+}
+
+fn hex_map<S: serde::Serializer>(m: &BTreeMap<u32, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(k, v)| (k.to_string(), hex::encode(v))))
+}
+
+fn hex_opt<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(b) => s.serialize_str(&hex::encode(b)),
+        None => s.serialize_none(),
+    }
+}
+
+impl Document {
+    /// Decodes the payload (definite or indefinite-length CBOR).
+    pub fn from_payload(payload: &[u8]) -> Result<Document, VerifyError> {
+        let Value::Map(entries) = read_one(payload, "payload")? else {
+            return Err(VerifyError::malformed("payload is not a map"));
+        };
+        let mut fields: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in entries {
+            let Value::Text(k) = k else {
+                return Err(VerifyError::malformed("payload key is not text"));
+            };
+            if fields.insert(k.clone(), v).is_some() {
+                return Err(VerifyError::malformed(format!(
+                    "payload key {k:?} appears twice"
+                )));
+            }
+        }
+        let mut take = |k: &str| fields.remove(k).filter(|v| !v.is_null());
+        let required = |v: Option<Value>, k: &str| {
+            v.ok_or_else(|| VerifyError::malformed(format!("payload lacks {k}")))
+        };
+
+        let module_id = text(required(take("module_id"), "module_id")?, "module_id")?;
+        let digest = text(required(take("digest"), "digest")?, "digest")?;
+        if digest != "SHA384" {
+            return Err(VerifyError::malformed(format!(
+                "digest is {digest:?}, expected SHA384"
+            )));
+        }
+        let timestamp = required(take("timestamp"), "timestamp")?
+            .as_integer()
+            .and_then(|i| u64::try_from(i).ok())
+            .ok_or_else(|| VerifyError::malformed("timestamp is not an unsigned integer"))?;
+        let Value::Map(pcr_entries) = required(take("pcrs"), "pcrs")? else {
+            return Err(VerifyError::malformed("pcrs is not a map"));
+        };
+        if pcr_entries.len() > MAX_PCRS {
+            return Err(VerifyError::TooLarge {
+                what: "pcrs",
+                limit: MAX_PCRS,
+            });
+        }
+        let mut pcrs = BTreeMap::new();
+        for (k, v) in pcr_entries {
+            let index = k
+                .as_integer()
+                .and_then(|i| u32::try_from(i).ok())
+                .filter(|i| (*i as usize) < MAX_PCRS)
+                .ok_or_else(|| {
+                    VerifyError::malformed("PCR index is not an integer from 0 to 31")
+                })?;
+            let value = bytes(v, "PCR value")?;
+            if ![32, 48, 64].contains(&value.len()) {
+                return Err(VerifyError::malformed(format!(
+                    "PCR{index} has {} bytes",
+                    value.len()
+                )));
+            }
+            pcrs.insert(index, value);
+        }
+        let certificate = bytes(required(take("certificate"), "certificate")?, "certificate")?;
+        let Value::Array(bundle) = required(take("cabundle"), "cabundle")? else {
+            return Err(VerifyError::malformed("cabundle is not an array"));
+        };
+        if bundle.is_empty() || bundle.len() > MAX_CABUNDLE {
+            return Err(VerifyError::malformed(format!(
+                "cabundle has {} certificates; expected 1 to {MAX_CABUNDLE}",
+                bundle.len()
+            )));
+        }
+        let cabundle = bundle
+            .into_iter()
+            .map(|c| bytes(c, "cabundle entry"))
+            .collect::<Result<_, _>>()?;
+        let mut optional = |k: &'static str| -> Result<Option<Vec<u8>>, VerifyError> {
+            match take(k) {
+                None => Ok(None),
+                Some(v) => {
+                    let b = bytes(v, k)?;
+                    if b.len() > MAX_FIELD {
+                        return Err(VerifyError::TooLarge {
+                            what: k,
+                            limit: MAX_FIELD,
+                        });
+                    }
+                    Ok(Some(b))
+                }
+            }
+        };
+        Ok(Document {
+            module_id,
+            digest,
+            timestamp,
+            pcrs,
+            certificate,
+            cabundle,
+            public_key: optional("public_key")?,
+            user_data: optional("user_data")?,
+            nonce: optional("nonce")?,
+        })
+    }
+
+    /// Encodes as the NSM does: a definite-length map in the AWS key order.
+    pub fn to_payload(&self) -> Vec<u8> {
+        let opt = |v: &Option<Vec<u8>>| v.clone().map(Value::Bytes).unwrap_or(Value::Null);
+        let map = Value::Map(vec![
+            (
+                Value::Text("module_id".into()),
+                Value::Text(self.module_id.clone()),
+            ),
+            (
+                Value::Text("digest".into()),
+                Value::Text(self.digest.clone()),
+            ),
+            (
+                Value::Text("timestamp".into()),
+                Value::Integer(self.timestamp.into()),
+            ),
+            (
+                Value::Text("pcrs".into()),
+                Value::Map(
+                    self.pcrs
+                        .iter()
+                        .map(|(k, v)| (Value::Integer((*k).into()), Value::Bytes(v.clone())))
+                        .collect(),
+                ),
+            ),
+            (
+                Value::Text("certificate".into()),
+                Value::Bytes(self.certificate.clone()),
+            ),
+            (
+                Value::Text("cabundle".into()),
+                Value::Array(self.cabundle.iter().cloned().map(Value::Bytes).collect()),
+            ),
+            (Value::Text("public_key".into()), opt(&self.public_key)),
+            (Value::Text("user_data".into()), opt(&self.user_data)),
+            (Value::Text("nonce".into()), opt(&self.nonce)),
+        ]);
+        let mut out = Vec::new();
+        let _ = ciborium::into_writer(&map, &mut out);
+        out
+    }
+}
+
+fn text(v: Value, what: &str) -> Result<String, VerifyError> {
+    match v {
+        Value::Text(t) => Ok(t),
+        _ => Err(VerifyError::malformed(format!("{what} is not text"))),
+    }
+}
+
+fn bytes(v: Value, what: &str) -> Result<Vec<u8>, VerifyError> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        _ => Err(VerifyError::malformed(format!(
+            "{what} is not a byte string"
+        ))),
+    }
+}

@@ -3,6 +3,7 @@
 mod admin;
 mod client;
 mod dev;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Deploy(admin::DeployCmd),
     /// List the guests deployed on a runtime.
     Guests(admin::GuestsCmd),
+    /// Verify an attestation document offline and print a JSON summary.
+    Verify(verify::VerifyCmd),
 }
 
 #[tokio::main]
@@ -32,6 +35,7 @@ async fn main() {
         Command::Dev(c) => c.execute().await,
         Command::Deploy(c) => c.execute().await,
         Command::Guests(c) => c.execute().await,
+        Command::Verify(c) => c.execute(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -92,3 +92,85 @@ async fn self_signed_runtime_needs_insecure_and_serves_its_own_certificate() {
     assert!(ok, "{err}");
     assert_eq!(rt.get("/hello").await.0, 200);
 }
+
+fn testdata(name: &str) -> String {
+    nacre_tests::root()
+        .join("../shared/testdata/nitro")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn verify_real_documents_with_exit_codes_and_named_reasons() {
+    let doc = testdata("doc_7.bin");
+    let (ok, out, err) = nacre(&["verify", &doc, "--at", "2023-09-28T11:08:27Z"]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["kind"], "nitro");
+    assert_eq!(summary["timestamp_ms"], 1695899307117u64);
+    let pcr0 = summary["pcrs"]["0"].as_str().unwrap().to_string();
+    let nonce = summary["nonce"].as_str().unwrap().to_string();
+
+    // Unix seconds work too, and so do matching expectations.
+    let (ok, _, err) = nacre(&[
+        "verify",
+        &doc,
+        "--at",
+        "1695899307",
+        "--nonce",
+        &nonce,
+        "--pcr",
+        &format!("0={pcr0}"),
+    ]);
+    assert!(ok, "{err}");
+
+    for (args, needle) in [
+        (vec!["--at", "1695899307", "--pcr", "0=00"], "PCR0 mismatch"),
+        (
+            vec!["--at", "1695899307", "--nonce", "00"],
+            "nonce mismatch",
+        ),
+        (vec![], "expired"),
+        (vec!["--at", "1695899000"], "not valid before"),
+    ] {
+        let mut a = vec!["verify", doc.as_str()];
+        a.extend(args);
+        let (ok, out, err) = nacre(&a);
+        assert!(!ok && out.is_empty(), "{a:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{a:?}: {err}");
+    }
+}
+
+#[test]
+fn verify_dev_documents_only_with_the_dev_root() {
+    let dir = nacre_tests::temp_dir("devroot");
+    let signer = nacre_attestation::DevSigner::open(&dir).unwrap();
+    let doc = signer
+        .sign(nacre_attestation::DocumentRequest::default())
+        .unwrap();
+    // Base64, as /enclave/attestation serves it.
+    let path = dir.join("doc.b64");
+    use base64::Engine as _;
+    std::fs::write(
+        &path,
+        base64::engine::general_purpose::STANDARD.encode(&doc),
+    )
+    .unwrap();
+    let p = path.display().to_string();
+
+    let (ok, _, err) = nacre(&["verify", &p]);
+    assert!(!ok && err.contains("chain untrusted"), "{err}");
+    let root = dir.join("root.pem").display().to_string();
+    let (ok, out, err) = nacre(&["verify", &p, "--root", &root]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["kind"], "dev");
+    assert!(
+        summary["module_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("nacre-dev")
+    );
+}

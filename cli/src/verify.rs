@@ -1,0 +1,146 @@
+//! `nacre verify`: check an attestation document offline.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use clap::Args;
+use nacre_attestation::{GuestBinding, RuntimeBinding, Verified, Verifier, validity};
+
+/// Verify an attestation document (raw or Base64) and print a JSON summary.
+/// Exits 0 only when every check passes; otherwise prints one line naming
+/// the failed check and exits 1.
+#[derive(Debug, Args)]
+pub struct VerifyCmd {
+    /// The document: raw COSE_Sign1 bytes or their Base64.
+    pub file: PathBuf,
+    /// Trust this root (PEM) instead of the AWS Nitro root, e.g. a dev
+    /// runtime's DIR/root.pem.
+    #[arg(long, value_name = "PEM")]
+    pub root: Option<PathBuf>,
+    /// Check certificate validity at this time: RFC 3339 or Unix seconds
+    /// (default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<i64>,
+    /// Require this nonce (hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    pub nonce: Option<Hex>,
+    /// Require PCR N to hold HEX (repeatable).
+    #[arg(long, value_name = "N=HEX", value_parser = parse_pcr)]
+    pub pcr: Vec<(u32, Vec<u8>)>,
+}
+
+impl VerifyCmd {
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<()> {
+        let raw = std::fs::read(&self.file)
+            .with_context(|| format!("cannot read {}", self.file.display()))?;
+        let bytes = decode_document(raw);
+        let mut verifier = match &self.root {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--root {}: cannot read", path.display()))?;
+                Verifier::with_root_pem(&pem)
+                    .with_context(|| format!("--root {}", path.display()))?
+            }
+            None => Verifier::aws(),
+        };
+        if let Some(at) = self.at {
+            verifier = verifier.at(at);
+        }
+        if let Some(Hex(n)) = self.nonce {
+            verifier = verifier.nonce(n);
+        }
+        for (i, v) in self.pcr {
+            verifier = verifier.pcr(i, v);
+        }
+        match verifier.verify(&bytes) {
+            Ok(v) => {
+                println!("{}", serde_json::to_string_pretty(&summary(&v))?);
+                Ok(())
+            }
+            Err(e) => bail!("verification failed: {e}"),
+        }
+    }
+}
+
+/// Base64 text (as `/enclave/attestation` serves it) or raw bytes.
+pub fn decode_document(raw: Vec<u8>) -> Vec<u8> {
+    let text: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .unwrap_or(raw)
+}
+
+/// The JSON summary of a verified document.
+pub fn summary(v: &Verified) -> serde_json::Value {
+    let d = &v.document;
+    let user_data = match d.user_data.as_deref() {
+        None => serde_json::Value::Null,
+        Some(b) => match (RuntimeBinding::from_bytes(b), GuestBinding::from_bytes(b)) {
+            (Ok(r), _) => serde_json::json!({
+                "layout": "runtime",
+                "tls_certificate_sha256": hex::encode(r.tls_cert_sha256),
+                "manifest_sha256": hex::encode(r.manifest_sha256),
+            }),
+            (_, Ok(g)) => serde_json::json!({
+                "layout": "guest",
+                "guest_sha256": hex::encode(g.guest_sha256),
+                "data": g.data.map(hex::encode),
+            }),
+            _ => serde_json::json!({ "layout": "raw", "hex": hex::encode(b) }),
+        },
+    };
+    let (nb, na) = validity(&d.certificate).unwrap_or_default();
+    serde_json::json!({
+        "verified": true,
+        "kind": if v.dev { "dev" } else { "nitro" },
+        "module_id": d.module_id,
+        "timestamp_ms": d.timestamp,
+        "digest": d.digest,
+        "pcrs": d.pcrs.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(hex::encode(v)))).collect::<serde_json::Map<_, _>>(),
+        "nonce": d.nonce.as_ref().map(hex::encode),
+        "public_key": d.public_key.as_ref().map(hex::encode),
+        "user_data": user_data,
+        "leaf_valid": { "not_before": nb, "not_after": na },
+    })
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        format!("{s:?} is neither Unix seconds nor RFC 3339 ({e}); e.g. 2023-09-28T11:08:27Z")
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| format!("{s:?} is before 1970"))
+}
+
+/// Bytes given as hex on the command line (a newtype, so clap reads one
+/// value rather than a list of u8).
+#[derive(Debug, Clone)]
+pub struct Hex(pub Vec<u8>);
+
+fn parse_hex(s: &str) -> Result<Hex, String> {
+    hex::decode(s)
+        .map(Hex)
+        .map_err(|e| format!("{s:?} is not hex: {e}"))
+}
+
+fn parse_pcr(s: &str) -> Result<(u32, Vec<u8>), String> {
+    let (n, h) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write N=HEX, e.g. 0=abcd..."))?;
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|n| *n < 32)
+        .ok_or_else(|| format!("{s:?}: PCR index must be 0 to 31"))?;
+    Ok((n, parse_hex(h)?.0))
+}

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
 
+use crate::attest::Attester;
 use crate::config::Config;
 use crate::guests::{GuestBody, Outcome, Registry, invoke};
 use crate::http::error;
@@ -27,12 +28,19 @@ pub struct App {
     pub(crate) started: Instant,
     pub(crate) conns: ConnStats,
     pub(crate) requests: AtomicU64,
+    pub(crate) attester: Arc<dyn Attester>,
 }
 
 impl App {
     /// Builds the app from its parts.
-    pub fn new(config: Config, registry: Arc<Registry>, tls: TlsIdentity) -> App {
+    pub fn new(
+        config: Config,
+        registry: Arc<Registry>,
+        tls: TlsIdentity,
+        attester: Arc<dyn Attester>,
+    ) -> App {
         App {
+            attester,
             config,
             registry,
             tls,
@@ -65,6 +73,7 @@ impl App {
                 Some(rest) if rest.is_empty() || rest.starts_with('/') => {
                     admin::handle(self, req, rest).await
                 }
+                _ if path == "/enclave/attestation" => endpoints::attestation(self, &req).await,
                 _ => endpoints::handle(self, &req, &path),
             };
         }

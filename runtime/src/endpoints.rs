@@ -2,6 +2,10 @@
 
 use std::sync::atomic::Ordering;
 
+use base64::Engine as _;
+use nacre_attestation::{DocumentRequest, RuntimeBinding};
+use sha2::{Digest, Sha256};
+
 use http::{Method, Request, Response, StatusCode};
 
 use crate::app::App;
@@ -31,15 +35,80 @@ pub fn handle<B>(app: &App, req: &Request<B>, path: &str) -> Response<GuestBody>
             app.registry.snapshot().manifest().clone(),
         ),
         "/enclave/debug" if app.config.debug => json(StatusCode::OK, &debug(app)),
-        "/enclave/attestation" => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "attestation documents are not available from this build of nacre-runtime",
-        ),
         _ => error(
             StatusCode::NOT_FOUND,
             &format!("{path} is not an endpoint of this runtime"),
         ),
     }
+}
+
+/// `GET /enclave/attestation?nonce=HEX`: a document binding this TLS
+/// certificate and the current manifest, Base64 (SPEC §3.1, §5).
+pub async fn attestation<B>(app: &App, req: &Request<B>) -> Response<GuestBody> {
+    if req.method() != Method::GET {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "/enclave/attestation answers GET only",
+        );
+        r.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+        return r;
+    }
+    let nonce = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "nonce")
+        .map(|(_, v)| v.into_owned());
+    let nonce = match nonce.as_deref().map(parse_nonce) {
+        Some(Ok(n)) => n,
+        Some(Err(why)) => return error(StatusCode::BAD_REQUEST, &why),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "missing ?nonce=HEX: give 40 hex digits (20 random bytes)",
+            );
+        }
+    };
+    let binding = RuntimeBinding {
+        tls_cert_sha256: app.tls.leaf_sha256,
+        manifest_sha256: Sha256::digest(app.registry.snapshot().manifest()).into(),
+    };
+    let request = DocumentRequest {
+        nonce: Some(nonce),
+        user_data: Some(binding.to_bytes()),
+        ..DocumentRequest::default()
+    };
+    let attester = app.attester.clone();
+    // The NSM is an ioctl; signing is CPU work: both off the async threads.
+    match tokio::task::spawn_blocking(move || attester.attest(request)).await {
+        Ok(Ok(doc)) => with_type(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            base64::engine::general_purpose::STANDARD.encode(doc),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!("attestation failed: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the attestation provider failed; see the runtime log",
+            )
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("attestation task failed: {e}"),
+        ),
+    }
+}
+
+/// Exactly 40 hex digits (20 bytes), as nitriding requires.
+fn parse_nonce(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() != 40 {
+        return Err(format!(
+            "nonce must be exactly 40 hex digits (20 bytes), got {} characters",
+            s.len()
+        ));
+    }
+    hex::decode(s).map_err(|_| {
+        "nonce must be exactly 40 hex digits (20 bytes): it has a non-hex character".into()
+    })
 }
 
 fn index() -> String {

@@ -10,12 +10,14 @@
 //!   `/enclave/manifest`.
 //! - [`admin`]: `/enclave/guests` (deploy, list, delete).
 //! - [`guests`]: wasmtime engine, guest table, running one request.
+//! - [`attest`]: attestation documents from the NSM or the dev stand-in.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;
+pub mod attest;
 pub mod config;
 pub mod endpoints;
 pub mod guests;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use nacre_runtime::app::App;
-use nacre_runtime::config::{Config, ConfigError, LogFormat};
+use nacre_runtime::attest::{self, Attester};
+use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
 use nacre_runtime::guests::{BootGuest, GuestEngine, Limits, Registry};
 use nacre_runtime::tls::TlsIdentity;
 use nacre_transport::{AllowList, Listener};
@@ -55,6 +56,14 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     refuse_unbuilt(&config)?;
+    let attester: Arc<dyn Attester> = match (config.attestation, &config.dev_root) {
+        (AttestationMode::Nsm, _) => Arc::new(attest::Nsm::open()?),
+        (AttestationMode::Dev, Some(dir)) => Arc::new(attest::Dev::open(dir)?),
+        (AttestationMode::Dev, None) => {
+            bail!("--attestation dev needs --dev-root DIR (where the dev CA is kept)")
+        }
+    };
+    tracing::info!(provider = attester.kind(), "attestation ready");
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key)?,
         _ => TlsIdentity::self_signed(&config.fqdn)?,
@@ -106,7 +115,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
     let bound = listener.local_addr()?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    let app = Arc::new(App::new(config, registry, tls));
+    let app = Arc::new(App::new(config, registry, tls, attester));
     // Scripts and tests read the bound address (the real port when 0 was
     // asked) from this line on stdout.
     println!("nacre-runtime listening on {bound}");

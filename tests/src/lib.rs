@@ -121,6 +121,8 @@ pub struct Runtime {
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
     pki: Option<TestPki>,
+    /// The `--dev-root` directory (dev attestation CA).
+    pub dev_root: PathBuf,
 }
 
 impl Runtime {
@@ -157,8 +159,18 @@ impl Runtime {
     /// Like [`Runtime::start_raw`], returning the output when it exits
     /// before listening.
     pub fn try_start(args: &[String]) -> Result<Runtime, String> {
+        let dev_root = temp_dir("devroot");
         let mut child = Command::new(bin("nacre-runtime"))
-            .args(["--listen", "tcp://127.0.0.1:0", "--fqdn", "localhost"])
+            .args([
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--fqdn",
+                "localhost",
+                "--attestation",
+                "dev",
+            ])
+            .arg("--dev-root")
+            .arg(&dev_root)
             .args(args)
             .env("NACRE_LOG", "info,nacre_runtime=debug")
             .stdout(Stdio::piped())
@@ -190,6 +202,7 @@ impl Runtime {
                 addr: a.parse().expect("bound address"),
                 log,
                 pki: None,
+                dev_root,
             }),
             Err(_) => {
                 let _ = child.kill();

@@ -3,6 +3,7 @@
 //! builds happen once.
 
 mod admin;
+mod attestation;
 mod cli;
 mod faults;
 mod load;

@@ -130,6 +130,9 @@ impl DevCmd {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "nacre".into());
         let hello = wasm[0].display();
+        let mut nonce = [0u8; 20];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let nonce = hex::encode(nonce);
         let banner = [
             String::new(),
             "Nacre dev runtime is up.".into(),
@@ -145,6 +148,12 @@ impl DevCmd {
             format!("  curl --cacert {c} -d 'some body' '{url}/echo/path?x=1'"),
             format!("  curl --cacert {c} {url}/enclave/manifest"),
             format!("  curl --cacert {c} -H 'Authorization: Bearer {token}' {url}/enclave/guests"),
+            format!(
+                "  curl -s --cacert {c} '{url}/enclave/attestation?nonce={nonce}' > {d}/attestation.b64"
+            ),
+            format!(
+                "  {nacre} verify {d}/attestation.b64 --root {d}/root/root.pem --nonce {nonce}"
+            ),
             format!("  {nacre} guests {url} --token {token} --root {c}"),
             format!("  {nacre} deploy {url} hi {hello} --route /hi --token {token} --root {c}"),
             String::new(),

@@ -115,13 +115,16 @@ impl DevCmd {
             insecure: false,
         }
         .client()?;
+        let mut shas = Vec::new();
         for ((name, _), path) in EXAMPLES.iter().zip(&wasm) {
             let info = deploy(&client, &url, &token, name, path, None, &[]).await?;
             eprintln!(
                 "deployed {name}: sha256 {}",
                 info["sha256"].as_str().unwrap_or("?")
             );
+            shas.push(info["sha256"].as_str().unwrap_or_default().to_string());
         }
+        let hello_sha = &shas[0];
 
         let c = cert_path.display();
         let d = dir.display();
@@ -154,6 +157,7 @@ impl DevCmd {
             format!(
                 "  {nacre} verify {d}/attestation.b64 --root {d}/root/root.pem --nonce {nonce}"
             ),
+            format!("  {nacre} attest {url} --root {d}/root/root.pem --guest hello={hello_sha}"),
             format!("  {nacre} guests {url} --token {token} --root {c}"),
             format!("  {nacre} deploy {url} hi {hello} --route /hi --token {token} --root {c}"),
             String::new(),

@@ -1,6 +1,7 @@
 //! `nacre`: the command-line client and local dev environment.
 
 mod admin;
+mod attest;
 mod client;
 mod dev;
 mod verify;
@@ -26,6 +27,8 @@ enum Command {
     Guests(admin::GuestsCmd),
     /// Verify an attestation document offline and print a JSON summary.
     Verify(verify::VerifyCmd),
+    /// Attest a live runtime: document, TLS binding, manifest and guests.
+    Attest(attest::AttestCmd),
 }
 
 #[tokio::main]
@@ -36,6 +39,7 @@ async fn main() {
         Command::Deploy(c) => c.execute().await,
         Command::Guests(c) => c.execute().await,
         Command::Verify(c) => c.execute(),
+        Command::Attest(c) => c.execute().await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

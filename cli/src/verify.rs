@@ -133,7 +133,8 @@ fn parse_hex(s: &str) -> Result<Hex, String> {
         .map_err(|e| format!("{s:?} is not hex: {e}"))
 }
 
-fn parse_pcr(s: &str) -> Result<(u32, Vec<u8>), String> {
+/// Parses `N=HEX`.
+pub fn parse_pcr(s: &str) -> Result<(u32, Vec<u8>), String> {
     let (n, h) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: write N=HEX, e.g. 0=abcd..."))?;

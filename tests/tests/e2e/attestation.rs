@@ -83,3 +83,115 @@ fn nsm_mode_outside_an_enclave_fails_at_start_with_the_fix() {
         "{err}"
     );
 }
+
+fn nacre(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(bin("nacre"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A man in the middle: terminates TLS with its own certificate and opens
+/// a new TLS connection to the runtime, copying bytes between the two.
+async fn tls_relay(rt: &Runtime) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(rt.ca_file().unwrap()).unwrap();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = rt.addr;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, connector) = (acceptor.clone(), connector.clone());
+            tokio::spawn(async move {
+                let Ok(mut down) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                let Ok(mut up) = connector.connect(name, up).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nacre_attest_checks_document_connection_and_guests() {
+    let rt = Runtime::start(&[]);
+    let wasm = guest("hello");
+    rt.deploy_ok("hello", &wasm, "").await;
+    let sha = nacre_tests::sha256_hex(&std::fs::read(&wasm).unwrap());
+    let root = rt.dev_root.join("root.pem").display().to_string();
+    let url = rt.url();
+    let pcr0 = hex::encode(Sha384::digest(std::fs::read(bin("nacre-runtime")).unwrap()));
+
+    let guest_ok = format!("hello={sha}");
+    let pcr_ok = format!("0={pcr0}");
+    let (ok, out, err) = nacre(&[
+        "attest", &url, "--root", &root, "--guest", &guest_ok, "--pcr", &pcr_ok,
+    ]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["kind"], "dev");
+    assert_eq!(summary["manifest"]["guests"][0]["sha256"], sha.as_str());
+
+    let wrong = format!("hello={}", "0".repeat(64));
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["--root", &root, "--guest", &wrong], "guest mismatch"),
+        (
+            vec!["--root", &root, "--guest", "absent=aa"],
+            "64 hex digits",
+        ),
+        (vec!["--root", &root, "--pcr", "0=00"], "PCR0 mismatch"),
+        (vec![], "chain untrusted"),
+    ];
+    for (extra, needle) in cases {
+        let mut a = vec!["attest", url.as_str()];
+        a.extend(extra);
+        let (ok, _, err) = nacre(&a);
+        assert!(!ok && err.contains(needle), "{a:?}: {err}");
+    }
+
+    // Through a relay that terminates TLS with another certificate, the
+    // document still verifies but is not about this connection.
+    let relay = tls_relay(&rt).await;
+    let relay_url = format!("https://localhost:{}", relay.port());
+    let (ok, _, err) = nacre(&["attest", &relay_url, "--root", &root]);
+    assert!(!ok, "attest passed through a TLS-terminating relay");
+    assert!(
+        err.contains("binding mismatch") && err.contains("terminates TLS"),
+        "{err}"
+    );
+}

@@ -1,0 +1,170 @@
+//! `nacre attest`: check a live runtime — its document, that this very
+//! connection's TLS certificate is the attested one, and its guests.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine as _;
+use clap::Args;
+use nacre_attestation::{RuntimeBinding, Verified, Verifier};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::client::{TrustArgs, connect_error, fail};
+use crate::verify::{parse_pcr, summary};
+
+/// Attest a running runtime: fetch a document for a fresh nonce, verify it,
+/// check that the TLS certificate of this same connection is the one it
+/// binds, then fetch the manifest, check its hash and the expected guests.
+/// Exits 0 only when all of that holds.
+///
+/// The TLS certificate is trusted because the document binds it, not
+/// because a CA signed it: self-signed enclave certificates work without
+/// --insecure.
+#[derive(Debug, Args)]
+pub struct AttestCmd {
+    /// Base URL of the runtime, e.g. https://localhost:8443.
+    pub url: String,
+    /// Trust this attestation root (PEM) instead of the AWS Nitro root,
+    /// e.g. a dev runtime's DIR/root.pem.
+    #[arg(long, value_name = "PEM")]
+    pub root: Option<PathBuf>,
+    /// Require PCR N to hold HEX (repeatable).
+    #[arg(long, value_name = "N=HEX", value_parser = parse_pcr)]
+    pub pcr: Vec<(u32, Vec<u8>)>,
+    /// Require guest NAME to be deployed with this SHA-256 (repeatable).
+    #[arg(long, value_name = "NAME=SHA256", value_parser = parse_guest)]
+    pub guest: Vec<(String, String)>,
+}
+
+impl AttestCmd {
+    /// Runs the command.
+    pub async fn execute(self) -> anyhow::Result<()> {
+        let mut verifier = match &self.root {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--root {}: cannot read", path.display()))?;
+                Verifier::with_root_pem(&pem)
+                    .with_context(|| format!("--root {}", path.display()))?
+            }
+            None => Verifier::aws(),
+        };
+        for (i, v) in &self.pcr {
+            verifier = verifier.pcr(*i, v.clone());
+        }
+        // Certificate checks happen below, against the attested hash.
+        let client = TrustArgs {
+            root: None,
+            insecure: true,
+        }
+        .client()?;
+        let base = self.url.trim_end_matches('/');
+
+        // The manifest may change between the two requests (a deploy): try
+        // once more before calling it a mismatch.
+        let mut last_err = None;
+        for _ in 0..2 {
+            let (verified, binding) = attest_once(&client, base, &verifier).await?;
+            let (manifest, cert) = get(&client, base, "/enclave/manifest").await?;
+            check_cert(&binding, &cert)?;
+            if <[u8; 32]>::from(Sha256::digest(&manifest)) != binding.manifest_sha256 {
+                last_err = Some(anyhow!(
+                    "binding mismatch: /enclave/manifest does not hash to the manifest SHA-256 in the document"
+                ));
+                continue;
+            }
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&manifest).context("manifest is not JSON")?;
+            check_guests(&manifest, &self.guest)?;
+            let mut out = summary(&verified);
+            out["manifest"] = manifest;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(());
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("attestation failed")))
+    }
+}
+
+async fn attest_once(
+    client: &reqwest::Client,
+    base: &str,
+    verifier: &Verifier,
+) -> anyhow::Result<(Verified, RuntimeBinding)> {
+    let mut nonce = [0u8; 20];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let path = format!("/enclave/attestation?nonce={}", hex::encode(nonce));
+    let (body, cert) = get(client, base, &path).await?;
+    let doc = base64::engine::general_purpose::STANDARD
+        .decode(body.trim_ascii())
+        .context("/enclave/attestation did not answer Base64")?;
+    let verified = verifier
+        .clone()
+        .nonce(nonce.to_vec())
+        .verify(&doc)
+        .map_err(|e| anyhow!("verification failed: {e}"))?;
+    let user_data = verified.document.user_data.as_deref().unwrap_or_default();
+    let binding =
+        RuntimeBinding::from_bytes(user_data).map_err(|e| anyhow!("verification failed: {e}"))?;
+    check_cert(&binding, &cert)?;
+    Ok((verified, binding))
+}
+
+/// GET `path`; returns the body and the DER of the certificate the server
+/// presented on the connection that answered.
+async fn get(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let resp = client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .map_err(|e| connect_error(base, e))?;
+    let cert = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| anyhow!("{base}: no TLS certificate seen (is the URL https://?)"))?;
+    if !resp.status().is_success() {
+        return Err(fail(resp).await.context(format!("GET {path}")));
+    }
+    Ok((resp.bytes().await?.to_vec(), cert))
+}
+
+fn check_cert(binding: &RuntimeBinding, cert_der: &[u8]) -> anyhow::Result<()> {
+    if <[u8; 32]>::from(Sha256::digest(cert_der)) != binding.tls_cert_sha256 {
+        bail!(
+            "binding mismatch: the TLS certificate of this connection (SHA-256 {}) is not the one the enclave attested ({}): something between you and the enclave terminates TLS",
+            hex::encode(Sha256::digest(cert_der)),
+            hex::encode(binding.tls_cert_sha256)
+        );
+    }
+    Ok(())
+}
+
+fn check_guests(manifest: &serde_json::Value, expected: &[(String, String)]) -> anyhow::Result<()> {
+    let guests = manifest["guests"].as_array().cloned().unwrap_or_default();
+    for (name, sha) in expected {
+        let found = guests.iter().find(|g| g["name"] == name.as_str());
+        match found.and_then(|g| g["sha256"].as_str()) {
+            None => bail!("guest mismatch: no guest {name} is deployed"),
+            Some(actual) if !actual.eq_ignore_ascii_case(sha) => {
+                bail!("guest mismatch: {name} runs code with SHA-256 {actual}, not {sha}")
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse_guest(s: &str) -> Result<(String, String), String> {
+    let (name, sha) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write NAME=SHA256"))?;
+    if sha.len() != 64 || hex::decode(sha).is_err() {
+        return Err(format!("{s:?}: the SHA-256 must be 64 hex digits"));
+    }
+    Ok((name.to_string(), sha.to_ascii_lowercase()))
+}

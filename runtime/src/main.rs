@@ -7,7 +7,7 @@ use bytes::Bytes;
 use nacre_runtime::app::App;
 use nacre_runtime::attest::{self, Attester};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
-use nacre_runtime::guests::{BootGuest, GuestEngine, Limits, Registry};
+use nacre_runtime::guests::{BootGuest, EnclaveCtx, GuestEngine, Limits, Registry};
 use nacre_runtime::tls::TlsIdentity;
 use nacre_transport::{AllowList, Listener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -70,12 +70,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(source = tls.source, sha256 = %hex::encode(tls.leaf_sha256), "TLS certificate ready");
 
-    let engine = GuestEngine::new(Limits {
-        memory: config.guest_memory,
-        request_timeout: config.request_timeout,
-        max_body: config.max_body,
-        max_instances: MAX_INSTANCES,
-    })?;
+    let engine = GuestEngine::new(
+        Limits {
+            memory: config.guest_memory,
+            request_timeout: config.request_timeout,
+            max_body: config.max_body,
+            max_instances: MAX_INSTANCES,
+        },
+        EnclaveCtx::new(attester.clone()),
+    )?;
     let cap = (!config.egress_allow.is_empty()).then(|| AllowList(config.egress_allow.clone()));
     let registry = Arc::new(Registry::new(engine, cap));
 

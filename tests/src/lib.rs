@@ -48,7 +48,14 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Every crate of `guest-examples/` the tests use.
-const GUESTS: &[&str] = &["hello", "echo", "raw-hello", "faulty", "not-http"];
+const GUESTS: &[&str] = &[
+    "hello",
+    "echo",
+    "raw-hello",
+    "faulty",
+    "not-http",
+    "attest-guest",
+];
 
 /// Path of a guest component from `guest-examples/`, built (once per test
 /// process) the way `nacre dev` builds them.

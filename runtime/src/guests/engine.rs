@@ -1,11 +1,14 @@
 //! The wasmtime engine, its linker and the epoch ticker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::EnclaveCtx;
+use super::enclave::EnclaveWorld;
 use super::host::Host;
 
 /// How often the epoch advances. A running guest yields to the executor at
@@ -40,12 +43,13 @@ pub struct GuestEngine {
     engine: Engine,
     linker: Linker<Host>,
     limits: Limits,
+    enclave: Arc<EnclaveCtx>,
 }
 
 impl GuestEngine {
     /// Builds the engine (pooling allocator, epoch interruption) and links
     /// all of WASI p2 plus wasi:http, then starts the epoch ticker thread.
-    pub fn new(limits: Limits) -> Result<Self, EngineError> {
+    pub fn new(limits: Limits, enclave: Arc<EnclaveCtx>) -> Result<Self, EngineError> {
         let err = |e: wasmtime::Error| EngineError::Config(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         let memory = usize::try_from(limits.memory)
@@ -74,18 +78,24 @@ impl GuestEngine {
         // serve HTTP, and components made for `wasmtime serve -Scli` do too.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
+        EnclaveWorld::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h).map_err(err)?;
 
         spawn_ticker(&engine)?;
         Ok(GuestEngine {
             engine,
             linker,
             limits,
+            enclave,
         })
     }
 
     /// The limits every instance gets.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    pub(crate) fn enclave(&self) -> Arc<EnclaveCtx> {
+        self.enclave.clone()
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -8,7 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::log::GuestLog;
-use super::{GuestConfig, Limits};
+use super::{EnclaveCtx, GuestConfig, Limits};
 
 /// Store data for one request's instance.
 pub struct Host {
@@ -17,12 +17,20 @@ pub struct Host {
     http: WasiHttpCtx,
     hooks: Egress,
     pub(crate) limits: StoreLimits,
+    /// SHA-256 of the guest's component: stamped into its documents.
+    pub(crate) code_hash: [u8; 32],
+    pub(crate) enclave: Arc<EnclaveCtx>,
 }
 
 impl Host {
     /// Fresh state for one request to `guest`: no files, no environment,
     /// no sockets, output into the log.
-    pub(crate) fn new(guest: &Arc<GuestConfig>, limits: &Limits) -> Host {
+    pub(crate) fn new(
+        guest: &Arc<GuestConfig>,
+        code_hash: [u8; 32],
+        limits: &Limits,
+        enclave: Arc<EnclaveCtx>,
+    ) -> Host {
         let (stdout, stderr) = GuestLog::pair(&guest.name);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout)
@@ -40,6 +48,8 @@ impl Host {
             hooks: Egress {
                 guest: guest.clone(),
             },
+            code_hash,
+            enclave,
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory)
                 // Growth past the limit fails inside the guest (memory.grow

@@ -63,7 +63,10 @@ where
 
     let deadline = Instant::now() + limits.request_timeout;
     let timed_out = Arc::new(AtomicBool::new(false));
-    let mut store = Store::new(engine.engine(), Host::new(&guest.config, &limits));
+    let mut store = Store::new(
+        engine.engine(),
+        Host::new(&guest.config, guest.sha256, &limits, engine.enclave()),
+    );
     store.limiter(|h| &mut h.limits);
     store.set_epoch_deadline(1);
     let flag = timed_out.clone();

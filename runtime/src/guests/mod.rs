@@ -7,6 +7,7 @@
 //! - [`registry`]: deployed guests, the compile cache and the manifest.
 //! - [`invoke`]: one HTTP request through one fresh instance.
 
+mod enclave;
 mod engine;
 mod host;
 mod invoke;
@@ -14,6 +15,7 @@ mod log;
 mod registry;
 mod spec;
 
+pub use enclave::EnclaveCtx;
 pub use engine::{EngineError, GuestEngine, Limits};
 pub use invoke::{GuestBody, Outcome, invoke};
 pub use registry::{DeployError, Deployed, Guest, GuestInfo, Registry, Snapshot};

@@ -195,3 +195,40 @@ async fn nacre_attest_checks_document_connection_and_guests() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_get_documents_stamped_with_their_own_code_hash() {
+    use nacre_attestation::GuestBinding;
+    let rt = Runtime::start(&[]);
+    let wasm = guest("attest-guest");
+    let sha: [u8; 32] = Sha256::digest(std::fs::read(&wasm).unwrap()).into();
+    rt.deploy_ok("ag", &wasm, "").await;
+    assert_eq!(rt.get("/ag/hash").await, (200, hex::encode(sha)));
+
+    let root = std::fs::read(rt.dev_root.join("root.pem")).unwrap();
+    let nonce = [0xabu8; 20];
+    for path in ["/ag/attest", "/ag/spoof"] {
+        let (status, body) = rt.get(&format!("{path}?{}", hex::encode(nonce))).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let doc = hex::decode(body.trim()).unwrap();
+        let v = Verifier::with_root_pem(&root)
+            .unwrap()
+            .nonce(nonce.to_vec())
+            .verify(&doc)
+            .unwrap();
+        let binding = GuestBinding::from_bytes(v.document.user_data.as_deref().unwrap()).unwrap();
+        // Whatever the guest put in its user data, the runtime names the
+        // code that asked.
+        assert_eq!(binding.guest_sha256, sha, "{path}");
+        match path {
+            "/ag/attest" => assert_eq!(binding.data.as_deref(), Some(&b"guest-data"[..])),
+            _ => {
+                let inner = GuestBinding::from_bytes(binding.data.as_deref().unwrap()).unwrap();
+                assert_eq!(
+                    inner.guest_sha256, [0u8; 32],
+                    "the spoof is only opaque data inside"
+                );
+            }
+        }
+    }
+}

@@ -80,13 +80,7 @@ impl DevSigner {
         let key_path = dir.join("root.key");
         if !cert_path.exists() {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).map_err(crypto)?;
-            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, "Nacre");
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "nacre dev root (not AWS)");
+            let mut params = params_named("nacre dev root (not AWS)")?;
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![
                 KeyUsagePurpose::KeyCertSign,
@@ -164,16 +158,23 @@ impl DevSigner {
     }
 }
 
-fn issue_leaf(root: &Issuer<'static, KeyPair>) -> Result<Leaf, DevError> {
-    let crypto = |e: rcgen::Error| DevError::Crypto(e.to_string());
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).map_err(crypto)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
+/// Certificate parameters with subject `O=Nacre, CN=common_name`.
+fn params_named(common_name: &str) -> Result<CertificateParams, DevError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| DevError::Crypto(e.to_string()))?;
     params
         .distinguished_name
         .push(DnType::OrganizationName, "Nacre");
     params
         .distinguished_name
-        .push(DnType::CommonName, "nacre dev enclave");
+        .push(DnType::CommonName, common_name);
+    Ok(params)
+}
+
+fn issue_leaf(root: &Issuer<'static, KeyPair>) -> Result<Leaf, DevError> {
+    let crypto = |e: rcgen::Error| DevError::Crypto(e.to_string());
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).map_err(crypto)?;
+    let mut params = params_named("nacre dev enclave")?;
     params.is_ca = IsCa::ExplicitNoCa;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::minutes(1);

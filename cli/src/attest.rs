@@ -11,7 +11,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::client::{TrustArgs, connect_error, fail};
-use crate::verify::{parse_pcr, summary};
+use crate::verify::{parse_pcr, summary, verifier_for};
 
 /// Attest a running runtime: fetch a document for a fresh nonce, verify it,
 /// check that the TLS certificate of this same connection is the one it
@@ -40,15 +40,7 @@ pub struct AttestCmd {
 impl AttestCmd {
     /// Runs the command.
     pub async fn execute(self) -> anyhow::Result<()> {
-        let mut verifier = match &self.root {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("--root {}: cannot read", path.display()))?;
-                Verifier::with_root_pem(&pem)
-                    .with_context(|| format!("--root {}", path.display()))?
-            }
-            None => Verifier::aws(),
-        };
+        let mut verifier = verifier_for(self.root.as_deref())?;
         for (i, v) in &self.pcr {
             verifier = verifier.pcr(*i, v.clone());
         }

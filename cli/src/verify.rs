@@ -36,15 +36,7 @@ impl VerifyCmd {
         let raw = std::fs::read(&self.file)
             .with_context(|| format!("cannot read {}", self.file.display()))?;
         let bytes = decode_document(raw);
-        let mut verifier = match &self.root {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("--root {}: cannot read", path.display()))?;
-                Verifier::with_root_pem(&pem)
-                    .with_context(|| format!("--root {}", path.display()))?
-            }
-            None => Verifier::aws(),
-        };
+        let mut verifier = verifier_for(self.root.as_deref())?;
         if let Some(at) = self.at {
             verifier = verifier.at(at);
         }
@@ -62,6 +54,16 @@ impl VerifyCmd {
             Err(e) => bail!("verification failed: {e}"),
         }
     }
+}
+
+/// A verifier trusting `--root PEM` when given, else the AWS Nitro root.
+pub fn verifier_for(root: Option<&std::path::Path>) -> anyhow::Result<Verifier> {
+    let Some(path) = root else {
+        return Ok(Verifier::aws());
+    };
+    let pem =
+        std::fs::read(path).with_context(|| format!("--root {}: cannot read", path.display()))?;
+    Verifier::with_root_pem(&pem).with_context(|| format!("--root {}", path.display()))
 }
 
 /// Base64 text (as `/enclave/attestation` serves it) or raw bytes.

@@ -347,6 +347,28 @@ impl Drop for Runtime {
     }
 }
 
+/// Runs the `nacre` CLI; returns success, stdout and stderr.
+pub fn nacre(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("nacre"))
+        .args(args)
+        .output()
+        .expect("run nacre");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// DER of the certificate the server presented for this response.
+pub fn peer_certificate(r: &reqwest::Response) -> Vec<u8> {
+    r.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .expect("a TLS peer certificate")
+        .to_vec()
+}
+
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use nacre_attestation::{RuntimeBinding, Verifier};
-use nacre_tests::{Runtime, bin, guest};
+use nacre_tests::{Runtime, bin, guest, nacre, peer_certificate};
 use sha2::{Digest, Sha256, Sha384};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -18,12 +18,7 @@ async fn runtime_document_binds_certificate_and_manifest() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let cert = r
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|t| t.peer_certificate())
-        .unwrap()
-        .to_vec();
+    let cert = peer_certificate(&r);
     let doc = base64::engine::general_purpose::STANDARD
         .decode(r.text().await.unwrap())
         .unwrap();
@@ -82,18 +77,6 @@ fn nsm_mode_outside_an_enclave_fails_at_start_with_the_fix() {
         err.contains("/dev/nsm") && err.contains("--attestation dev"),
         "{err}"
     );
-}
-
-fn nacre(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(bin("nacre"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A man in the middle: terminates TLS with its own certificate and opens

@@ -1,17 +1,6 @@
 //! The `nacre` CLI against real runtimes: trust flags, deploy, guests.
 
-use std::process::Command;
-
-use nacre_tests::{Runtime, TOKEN, bin, guest, sha256_hex};
-
-fn nacre(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin("nacre")).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use nacre_tests::{Runtime, TOKEN, guest, nacre, peer_certificate, sha256_hex};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_and_list_with_explicit_trust() {
@@ -62,12 +51,7 @@ async fn self_signed_runtime_needs_insecure_and_serves_its_own_certificate() {
         .send()
         .await
         .unwrap();
-    let der = r
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|t| t.peer_certificate())
-        .unwrap()
-        .to_vec();
+    let der = peer_certificate(&r);
     let cfg: serde_json::Value = r.json().await.unwrap();
     assert_eq!(cfg["tls_certificate"], "self-signed");
     assert_eq!(cfg["tls_certificate_sha256"], sha256_hex(&der));

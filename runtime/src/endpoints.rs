@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 
 use base64::Engine as _;
 use nacre_attestation::{DocumentRequest, RuntimeBinding};
-use sha2::{Digest, Sha256};
 
 use http::{Method, Request, Response, StatusCode};
 
@@ -69,7 +68,7 @@ pub async fn attestation<B>(app: &App, req: &Request<B>) -> Response<GuestBody> 
     };
     let binding = RuntimeBinding {
         tls_cert_sha256: app.tls.leaf_sha256,
-        manifest_sha256: Sha256::digest(app.registry.snapshot().manifest()).into(),
+        manifest_sha256: app.registry.snapshot().manifest_sha256(),
     };
     let request = DocumentRequest {
         nonce: Some(nonce),

@@ -74,7 +74,6 @@ impl Guest {
 }
 
 /// One consistent view of the guest table and its manifest.
-#[derive(Default)]
 pub struct Snapshot {
     guests: BTreeMap<GuestName, Arc<Guest>>,
     /// Longest route first, so the first match is the longest prefix.
@@ -82,6 +81,8 @@ pub struct Snapshot {
     /// Boot guests still compiling (without --wait-for-app).
     starting: Vec<Arc<GuestConfig>>,
     manifest: Bytes,
+    /// SHA-256 of `manifest`, bound into every runtime document.
+    manifest_sha256: [u8; 32],
 }
 
 impl Snapshot {
@@ -89,11 +90,13 @@ impl Snapshot {
         let mut routes: Vec<_> = guests.values().cloned().collect();
         routes.sort_by_key(|g| std::cmp::Reverse(g.config.route.as_str().len()));
         let manifest = manifest(&guests);
+        let manifest_sha256 = Sha256::digest(&manifest).into();
         Snapshot {
             guests,
             routes,
             starting,
             manifest,
+            manifest_sha256,
         }
     }
 
@@ -116,6 +119,11 @@ impl Snapshot {
     /// The exact manifest bytes (SPEC §5).
     pub fn manifest(&self) -> &Bytes {
         &self.manifest
+    }
+
+    /// SHA-256 of [`Snapshot::manifest`].
+    pub fn manifest_sha256(&self) -> [u8; 32] {
+        self.manifest_sha256
     }
 
     /// Every guest, sorted by name.
@@ -208,7 +216,7 @@ impl Registry {
     pub fn new(engine: GuestEngine, egress_cap: Option<AllowList>) -> Registry {
         Registry {
             engine,
-            current: ArcSwap::from_pointee(Snapshot::default()),
+            current: ArcSwap::from_pointee(Snapshot::new(BTreeMap::new(), Vec::new())),
             write: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
             compile: tokio::sync::Semaphore::new(1),

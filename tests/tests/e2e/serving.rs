@@ -240,3 +240,13 @@ async fn guest_output_goes_to_the_log_tagged_with_its_name() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_runtime_serves_the_empty_manifest() {
+    // --wait-for-app with no guests never rebuilds the initial table.
+    let rt = Runtime::start(&["--wait-for-app"]);
+    assert_eq!(
+        rt.get("/enclave/manifest").await,
+        (200, r#"{"version":1,"guests":[]}"#.to_string())
+    );
+}

@@ -6,11 +6,8 @@
 //! - `/spoof?NONCEHEX`: a document whose user data is a guest binding that
 //!   claims an all-zero code hash; the runtime must still stamp the real one
 
-use std::io::Write as _;
-
-use wasip2::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use guest_test_support::respond;
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -22,18 +19,6 @@ use nacre::enclave::attestation;
 wasip2::http::proxy::export!(AttestGuest);
 
 struct AttestGuest;
-
-fn respond(out: ResponseOutparam, status: u16, text: &str) {
-    let resp = OutgoingResponse::new(Fields::new());
-    let _ = resp.set_status_code(status);
-    let Ok(body) = resp.body() else { return };
-    ResponseOutparam::set(out, Ok(resp));
-    if let Ok(mut w) = body.write() {
-        let _ = w.write_all(text.as_bytes());
-        let _ = w.flush();
-    }
-    let _ = OutgoingBody::finish(body, None);
-}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -10,28 +10,13 @@
 //! - `/body`: reads the whole body and answers its length
 //! - `/log`: writes a line to stdout and one to stderr
 
-use std::io::Write as _;
-
-use wasip2::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use guest_test_support::respond;
+use wasip2::http::types::{IncomingRequest, ResponseOutparam};
 use wasip2::io::streams::StreamError;
 
 wasip2::http::proxy::export!(Faulty);
 
 struct Faulty;
-
-fn respond(out: ResponseOutparam, status: u16, text: &str) {
-    let resp = OutgoingResponse::new(Fields::new());
-    let _ = resp.set_status_code(status);
-    let Ok(body) = resp.body() else { return };
-    ResponseOutparam::set(out, Ok(resp));
-    if let Ok(mut w) = body.write() {
-        let _ = w.write_all(text.as_bytes());
-        let _ = w.flush();
-    }
-    let _ = OutgoingBody::finish(body, None);
-}
 
 fn body_len(request: &IncomingRequest) -> Result<u64, String> {
     let body = request

@@ -1,10 +1,15 @@
 //! The certificate chain: pinned root → `cabundle` → leaf.
 //!
-//! Checked by hand with x509-parser and ring rather than a path-building
-//! library: real Nitro intermediates and leaves lack key identifiers that
-//! such libraries insist on, and the chain here is given in order anyway.
+//! Checked by hand with x509-parser and aws-lc-rs rather than a
+//! path-building library: real Nitro intermediates and leaves lack key
+//! identifiers that such libraries insist on, and the chain here is given in
+//! order anyway.
 
-use ring::signature::{ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA384;
 use x509_parser::prelude::FromDer;
@@ -47,6 +52,42 @@ pub(crate) fn verify_es384(
         .map_err(|_| VerifyError::Signature)
 }
 
+/// Certificate signatures already checked, as `(SHA-256 of the issuer's
+/// DER, SHA-256 of the subject's DER)`.
+///
+/// A certificate's signature by a given issuer is a fact about those two
+/// exact byte strings: it does not depend on the time or on any expectation,
+/// so once checked it need not be checked again. Every other check (validity
+/// at the check time, CA constraints, names, algorithm) still runs on every
+/// document, and the document's own signature is never cached. Successive
+/// documents from one enclave share their whole chain, and enclaves of one
+/// region share all but the last links, so a client that keeps its
+/// [`Verifier`](crate::Verifier) spends one ECDSA check per document instead
+/// of five.
+#[derive(Debug, Default)]
+pub(crate) struct LinkCache {
+    links: Mutex<HashSet<([u8; 32], [u8; 32])>>,
+}
+
+impl LinkCache {
+    /// Enough for every region's intermediates and many enclaves' leaves;
+    /// past it the cache starts over rather than grow without bound.
+    const CAPACITY: usize = 4096;
+
+    fn contains(&self, link: &([u8; 32], [u8; 32])) -> bool {
+        self.links.lock().is_ok_and(|links| links.contains(link))
+    }
+
+    fn insert(&self, link: ([u8; 32], [u8; 32])) {
+        if let Ok(mut links) = self.links.lock() {
+            if links.len() >= Self::CAPACITY {
+                links.clear();
+            }
+            links.insert(link);
+        }
+    }
+}
+
 /// Checks every link from `root_der` (which `cabundle[0]` must equal) to
 /// `leaf_der` at Unix time `at`.
 pub(crate) fn verify(
@@ -54,20 +95,22 @@ pub(crate) fn verify(
     cabundle: &[Vec<u8>],
     leaf_der: &[u8],
     at: i64,
+    cache: &LinkCache,
 ) -> Result<(), VerifyError> {
     if cabundle.first().map(Vec::as_slice) != Some(root_der) {
         return Err(VerifyError::ChainUntrusted {
             why: "the first cabundle certificate is not the pinned root".into(),
         });
     }
-    let mut chain = Vec::with_capacity(cabundle.len() + 1);
-    for der in cabundle
+    let ders: Vec<&[u8]> = cabundle
         .iter()
         .map(Vec::as_slice)
         .chain(std::iter::once(leaf_der))
-    {
-        chain.push(parse(der)?);
-    }
+        .collect();
+    let chain = ders
+        .iter()
+        .map(|der| parse(der))
+        .collect::<Result<Vec<_>, _>>()?;
     for cert in &chain {
         let v = cert.validity();
         if at < v.not_before.timestamp() {
@@ -127,6 +170,13 @@ pub(crate) fn verify(
                 cert.subject()
             )));
         }
+        let link = (
+            Sha256::digest(ders[i - 1]).into(),
+            Sha256::digest(ders[i]).into(),
+        );
+        if cache.contains(&link) {
+            continue;
+        }
         let point = p384_point(issuer).ok_or_else(|| {
             untrusted(format!(
                 "{} does not hold a P-384 public key",
@@ -141,6 +191,7 @@ pub(crate) fn verify(
                     cert.subject()
                 ))
             })?;
+        cache.insert(link);
     }
     Ok(())
 }

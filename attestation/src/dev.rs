@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     PKCS_ECDSA_P384_SHA384,
 };
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
 use time::{Duration, OffsetDateTime};
 
 use crate::cose::{CoseSign1, ES384};
@@ -180,12 +180,8 @@ fn issue_leaf(root: &Issuer<'static, KeyPair>) -> Result<Leaf, DevError> {
     params.not_before = now - Duration::minutes(1);
     params.not_after = now + LEAF_LIFETIME;
     let cert = params.signed_by(&key, root).map_err(crypto)?;
-    let signing = EcdsaKeyPair::from_pkcs8(
-        &ECDSA_P384_SHA384_FIXED_SIGNING,
-        &key.serialize_der(),
-        &SystemRandom::new(),
-    )
-    .map_err(|e| DevError::Crypto(format!("leaf key: {e}")))?;
+    let signing = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &key.serialize_der())
+        .map_err(|e| DevError::Crypto(format!("leaf key: {e}")))?;
     Ok(Leaf {
         der: cert.der().to_vec(),
         key: signing,
@@ -195,7 +191,7 @@ fn issue_leaf(root: &Issuer<'static, KeyPair>) -> Result<Leaf, DevError> {
 
 fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut b);
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&SystemRandom::new(), &mut b);
     u64::from_le_bytes(b)
 }
 

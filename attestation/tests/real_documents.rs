@@ -87,10 +87,36 @@ fn outside_the_leaf_validity_fails_with_the_named_reason() {
 }
 
 #[test]
+fn a_reused_verifier_still_checks_time_and_expectations() {
+    for name in DOCS {
+        let (bytes, doc, nb, na) = open(name);
+        let warm = Verifier::aws().at(doc.timestamp as i64 / 1000);
+        warm.verify(&bytes).unwrap();
+        // Clones share the cache of checked signatures, never the checks.
+        assert!(matches!(
+            warm.clone().at(na + 1).verify(&bytes),
+            Err(VerifyError::CertExpired { .. })
+        ));
+        assert!(matches!(
+            warm.clone().at(nb - 1).verify(&bytes),
+            Err(VerifyError::CertNotYetValid { .. })
+        ));
+        assert!(matches!(
+            warm.clone().nonce(vec![1; 20]).verify(&bytes),
+            Err(VerifyError::NonceMismatch)
+        ));
+        warm.verify(&bytes).unwrap();
+    }
+}
+
+#[test]
 fn any_flipped_byte_fails() {
     for name in DOCS {
         let (bytes, doc, ..) = open(name);
         let verifier = Verifier::aws().at(doc.timestamp as i64 / 1000);
+        // Verified once first, so every link is in the verifier's cache: a
+        // tampered copy must fail all the same.
+        verifier.verify(&bytes).unwrap();
         // Every single byte: headers, payload, certificates, signature.
         for i in 0..bytes.len() {
             let mut b = bytes.clone();

@@ -1,6 +1,8 @@
-//! `nacre dev`: a runtime on this machine with the examples deployed.
+//! `nacre dev`: the production layout on one machine. A host proxy and a
+//! runtime linked by unix sockets, as the parent and the enclave are by
+//! vsock, with the guest examples deployed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,25 +12,70 @@ use clap::Args;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 use crate::admin::deploy;
 use crate::client::TrustArgs;
-use nacre_cli::guest_build::{build_guests, sibling_binary, source_root};
+use nacre_cli::guest_build::{build_guests, sibling_binaries, source_root};
 
 /// Examples deployed by `nacre dev`: (guest name, crate).
-const EXAMPLES: &[(&str, &str)] = &[("hello", "hello"), ("echo", "echo")];
+const EXAMPLES: &[(&str, &str)] = &[("hello", "hello"), ("echo", "echo"), ("fetch", "fetch")];
 
-/// Run a local runtime (dev attestation, self-signed certificate) with the
-/// guest examples deployed, and print how to reach it.
+/// Where the `fetch` example may go unless `--allow` says otherwise.
+const DEFAULT_EGRESS: &[&str] = &["example.com:443"];
+
+/// Run a local host proxy and runtime (dev attestation, self-signed
+/// certificate) with the guest examples deployed, and print how to reach
+/// them.
 #[derive(Debug, Args)]
 pub struct DevCmd {
-    /// Port of the HTTPS listener on 127.0.0.1.
+    /// Port of the HTTPS listener (the host proxy's) on 127.0.0.1.
     #[arg(long, default_value_t = 8443)]
     pub port: u16,
-    /// Directory for the dev CA, the server certificate and logs
+    /// Directory for the dev CA, the server certificate, sockets and logs
     /// (default: .nacre-dev in the source checkout).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Hosts the `fetch` example may reach (repeatable; default
+    /// example.com:443). Both the runtime and the host proxy allow them.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub allow: Vec<String>,
+}
+
+/// Starts `program`, logging to `log`, and waits for a stdout line that
+/// starts with `ready`.
+async fn start(program: &Path, args: &[String], log: &Path, ready: &str) -> anyhow::Result<Child> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let up = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with(ready) {
+                return Ok::<_, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    if !matches!(up, Ok(Ok(true))) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        bail!(
+            "{} did not start; its log ({}):\n{text}",
+            program.display(),
+            log.display()
+        );
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(child)
 }
 
 impl DevCmd {
@@ -48,57 +95,69 @@ impl DevCmd {
                 "nacre dev builds the examples from the Nacre source checkout, which is not where this binary was built"
             );
         };
+        let allow: Vec<String> = if self.allow.is_empty() {
+            DEFAULT_EGRESS.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.allow.clone()
+        };
 
         let wasm = build_guests(
             &root.join("guest-examples/Cargo.toml"),
             &EXAMPLES.iter().map(|e| e.1).collect::<Vec<_>>(),
         )?;
-        let runtime = sibling_binary(Some(&root), "nacre-runtime", "nacre-runtime")?;
+        let bins = sibling_binaries(
+            Some(&root),
+            &[
+                ("nacre-runtime", "nacre-runtime"),
+                ("nacre-host-proxy", "nacre-host-proxy"),
+            ],
+        )?;
 
         let mut raw = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut raw);
         let token = hex::encode(raw);
         let token_sha = hex::encode(Sha256::digest(token.as_bytes()));
-        let log_path = dir.join("runtime.log");
-        let log = std::fs::File::create(&log_path)?;
-        let listen = format!("tcp://127.0.0.1:{}", self.port);
-        let mut child = tokio::process::Command::new(&runtime)
-            .args([
-                "--listen",
-                &listen,
-                "--fqdn",
-                "localhost",
-                "--attestation",
-                "dev",
-                "--debug",
-            ])
-            .arg("--dev-root")
-            .arg(dir.join("root"))
-            .args(["--admin-token-sha256", &token_sha])
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", runtime.display()))?;
-
-        let stdout = child.stdout.take().context("no stdout from the runtime")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                if line.starts_with("nacre-runtime listening on") {
-                    return Ok::<_, std::io::Error>(true);
-                }
-            }
-            Ok(false)
-        })
-        .await;
-        if !matches!(ready, Ok(Ok(true))) {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            bail!(
-                "the runtime did not start; its log ({}):\n{log}",
-                log_path.display()
-            );
+        // The two sockets stand for the enclave's vsock ports.
+        let runtime_sock = format!("unix:{}", dir.join("runtime.sock").display());
+        let egress_sock = format!("unix:{}", dir.join("egress.sock").display());
+        let mut runtime_args: Vec<String> = [
+            "--listen",
+            &runtime_sock,
+            "--fqdn",
+            "localhost",
+            "--attestation",
+            "dev",
+            "--debug",
+            "--egress",
+            &egress_sock,
+            "--admin-token-sha256",
+            &token_sha,
+            "--dev-root",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        runtime_args.push(dir.join("root").display().to_string());
+        let mut proxy_args = vec![
+            "--inbound".to_string(),
+            format!("tcp://127.0.0.1:{}={runtime_sock}", self.port),
+            "--egress-listen".into(),
+            egress_sock.clone(),
+        ];
+        for a in &allow {
+            runtime_args.extend(["--egress-allow".to_string(), a.clone()]);
+            proxy_args.extend(["--egress-allow".to_string(), a.clone()]);
         }
+        let runtime_log = dir.join("runtime.log");
+        let proxy_log = dir.join("host-proxy.log");
+        let mut runtime = start(
+            &bins[0],
+            &runtime_args,
+            &runtime_log,
+            "nacre-runtime listening",
+        )
+        .await?;
+        let mut proxy = start(&bins[1], &proxy_args, &proxy_log, "nacre-host-proxy ready").await?;
 
         let url = format!("https://localhost:{}", self.port);
         // The runtime made its certificate itself: fetch it once (trust on
@@ -117,7 +176,8 @@ impl DevCmd {
         .client()?;
         let mut shas = Vec::new();
         for ((name, _), path) in EXAMPLES.iter().zip(&wasm) {
-            let info = deploy(&client, &url, &token, name, path, None, &[]).await?;
+            let guest_allow: &[String] = if *name == "fetch" { &allow } else { &[] };
+            let info = deploy(&client, &url, &token, name, path, None, guest_allow).await?;
             eprintln!(
                 "deployed {name}: sha256 {}",
                 info["sha256"].as_str().unwrap_or("?")
@@ -128,7 +188,8 @@ impl DevCmd {
 
         let c = cert_path.display();
         let d = dir.display();
-        let log = log_path.display();
+        let log = runtime_log.display();
+        let plog = proxy_log.display();
         let nacre = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "nacre".into());
@@ -138,17 +199,30 @@ impl DevCmd {
         let nonce = hex::encode(nonce);
         let banner = [
             String::new(),
-            "Nacre dev runtime is up.".into(),
+            "Nacre dev is up: host proxy on 127.0.0.1, runtime behind it on a unix socket.".into(),
             String::new(),
             format!("  URL          {url}"),
             format!("  admin token  {token}"),
             format!("  dev root     {d}/root"),
             format!("  TLS cert     {c}  (made inside the runtime, pinned by the commands below)"),
             format!("  runtime log  {log}"),
+            format!("  proxy log    {plog}"),
+            format!(
+                "  egress       {}  (runtime and host proxy; --allow to change)",
+                allow.join(", ")
+            ),
             String::new(),
             "Try:".into(),
             format!("  curl --cacert {c} {url}/hello/world"),
             format!("  curl --cacert {c} -d 'some body' '{url}/echo/path?x=1'"),
+            format!(
+                "  curl --cacert {c} '{url}/fetch/?url=https://{}/'",
+                allow[0]
+                    .trim_start_matches("*.")
+                    .split(':')
+                    .next()
+                    .unwrap_or("example.com")
+            ),
             format!("  curl --cacert {c} {url}/enclave/manifest"),
             format!("  curl --cacert {c} -H 'Authorization: Bearer {token}' {url}/enclave/guests"),
             format!(
@@ -167,10 +241,13 @@ impl DevCmd {
 
         tokio::select! {
             _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
-            status = child.wait() => bail!("the runtime exited ({}); see {}", status?, log_path.display()),
+            status = runtime.wait() => bail!("the runtime exited ({}); see {log}", status?),
+            status = proxy.wait() => bail!("the host proxy exited ({}); see {plog}", status?),
         }
-        child.start_kill()?;
-        let _ = child.wait().await;
+        for child in [&mut proxy, &mut runtime] {
+            child.start_kill()?;
+            let _ = child.wait().await;
+        }
         Ok(())
     }
 }

@@ -109,9 +109,14 @@ pub fn build_guests(manifest: &Path, packages: &[&str]) -> anyhow::Result<Vec<Pa
         .collect()
 }
 
-/// Path of a sibling binary of this one (same target directory and
-/// profile), built first from the source checkout when there is one.
-pub fn sibling_binary(root: Option<&Path>, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+/// Paths of sibling binaries of this one (same target directory and
+/// profile), `(package, bin)` each, built first from the source checkout
+/// when there is one. One cargo run builds them all, so their shared
+/// dependencies are compiled once with one feature set.
+pub fn sibling_binaries(
+    root: Option<&Path>,
+    bins: &[(&str, &str)],
+) -> anyhow::Result<Vec<PathBuf>> {
     let exe = std::env::current_exe().context("cannot locate the nacre binary")?;
     let dir = exe
         .parent()
@@ -119,8 +124,11 @@ pub fn sibling_binary(root: Option<&Path>, package: &str, bin: &str) -> anyhow::
         .to_path_buf();
     if let Some(root) = root {
         let mut cmd = cargo();
-        cmd.args(["build", "-p", package, "--bin", bin, "--manifest-path"])
-            .arg(root.join("Cargo.toml"));
+        cmd.arg("build");
+        for (package, bin) in bins {
+            cmd.args(["-p", package, "--bin", bin]);
+        }
+        cmd.arg("--manifest-path").arg(root.join("Cargo.toml"));
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
@@ -130,15 +138,19 @@ pub fn sibling_binary(root: Option<&Path>, package: &str, bin: &str) -> anyhow::
         }
         let status = cmd.status().context("cannot run cargo")?;
         if !status.success() {
-            bail!("building {bin} failed (see cargo's output above)");
+            bail!("building the Nacre binaries failed (see cargo's output above)");
         }
     }
-    let path = dir.join(bin);
-    if !path.is_file() {
-        bail!(
-            "{} not found: build it with `cargo build -p {package}`",
-            path.display()
-        );
-    }
-    Ok(path)
+    bins.iter()
+        .map(|(package, bin)| {
+            let path = dir.join(bin);
+            if !path.is_file() {
+                bail!(
+                    "{} not found: build it with `cargo build -p {package}`",
+                    path.display()
+                );
+            }
+            Ok(path)
+        })
+        .collect()
 }

@@ -1,11 +1,152 @@
-//! `nacre-host-proxy`: the parent-instance side (SPEC §8).
+//! `nacre-host-proxy`: the parent-instance side of Nacre (SPEC §8).
 //!
-//! Not built yet: this binary exists so the workspace has every process of
-//! SPEC §1, and says so plainly when run.
+//! It never holds a key: inbound it copies the client's TLS bytes to the
+//! enclave, outbound it opens CONNECT tunnels the enclave's own TLS runs
+//! through. What it may see is exactly what the tests record: byte counts,
+//! and the `CONNECT host:port` line of each tunnel.
+//!
+//! - [`inbound`]: `--inbound LISTEN=TARGET` byte forwarding
+//! - [`egress`]: the `--egress-listen` CONNECT proxy and its allow list
+//! - [`metrics`]: `--metrics-listen`, Prometheus text
+//! - [`relay`]: the counted, half-close-aware byte copy both share, and
+//!   [`splice`], its zero-copy path
+
+mod args;
+mod egress;
+mod inbound;
+mod metrics;
+mod relay;
+mod splice;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use nacre_transport::Listener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::task::TaskTracker;
+
+use crate::args::{Args, LogFormat};
+use crate::metrics::Metrics;
+use crate::relay::Limits;
 
 fn main() {
-    eprintln!(
-        "nacre-host-proxy: not yet implemented (inbound forwarding and the egress CONNECT proxy arrive in a later release)"
-    );
-    std::process::exit(2);
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    if let Err(e) = result {
+        tracing::error!("{e:#}");
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NACRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Each relayed connection holds two sockets and, when spliced, two pipes:
+/// the usual soft limit of 1024 descriptors would cap the proxy far below
+/// `--max-connections`, so take the hard limit, as servers commonly do.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.inbound.is_empty() && args.egress_listen.is_none() {
+        anyhow::bail!(
+            "nothing to do: give --inbound LISTEN=TARGET and/or --egress-listen ADDR (see --help)"
+        );
+    }
+    raise_fd_limit();
+    let metrics = Arc::new(Metrics::default());
+    let limits = Limits::new(args.max_connections, metrics.clone());
+    // Every connection task is tracked, so SIGTERM can wait for them.
+    let tasks = TaskTracker::new();
+    let mut accept_loops = Vec::new();
+
+    for route in &args.inbound {
+        let listener = Listener::bind(&route.listen)
+            .await
+            .with_context(|| format!("--inbound: cannot listen on {}", route.listen))?;
+        let bound = listener.local_addr()?;
+        println!("nacre-host-proxy inbound {bound} -> {}", route.target);
+        accept_loops.push(tokio::spawn(inbound::serve(
+            listener,
+            route.target.clone(),
+            limits.clone(),
+            tasks.clone(),
+        )));
+    }
+    if let Some(addr) = &args.egress_listen {
+        let listener = Listener::bind(addr)
+            .await
+            .with_context(|| format!("--egress-listen: cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        if args.egress_allow.is_empty() {
+            tracing::warn!("no --egress-allow: every CONNECT will be refused");
+        }
+        println!("nacre-host-proxy egress {bound}");
+        let policy = Arc::new(egress::Policy {
+            allow: nacre_transport::AllowList(args.egress_allow.clone()),
+            connect_timeout: args.connect_timeout.into(),
+        });
+        accept_loops.push(tokio::spawn(egress::serve(
+            listener,
+            policy,
+            limits.clone(),
+            tasks.clone(),
+        )));
+    }
+    if let Some(addr) = &args.metrics_listen {
+        let listener = Listener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen: cannot listen on {addr}"))?;
+        println!("nacre-host-proxy metrics {}", listener.local_addr()?);
+        tokio::spawn(metrics::serve(listener, metrics.clone()));
+    }
+    println!("nacre-host-proxy ready");
+
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // Stop accepting (dropping the listeners removes unix socket files),
+    // then let open connections finish.
+    for l in &accept_loops {
+        l.abort();
+    }
+    tasks.close();
+    tracing::info!(open = tasks.len(), "draining");
+    if tokio::time::timeout(args.drain_timeout.into(), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            "drain timeout: closing remaining connections"
+        );
+    }
+    Ok(())
 }

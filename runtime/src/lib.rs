@@ -11,6 +11,8 @@
 //! - [`admin`]: `/enclave/guests` (deploy, list, delete).
 //! - [`guests`]: wasmtime engine, guest table, running one request.
 //! - [`attest`]: attestation documents from the NSM or the dev stand-in.
+//! - [`egress`]: guests' outbound HTTP(S): policy, CONNECT tunnel through
+//!   the host proxy, TLS inside the enclave.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod attest;
 pub mod config;
+pub mod egress;
 pub mod endpoints;
 pub mod guests;
 pub mod http;

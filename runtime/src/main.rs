@@ -7,6 +7,7 @@ use bytes::Bytes;
 use nacre_runtime::app::App;
 use nacre_runtime::attest::{self, Attester};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
+use nacre_runtime::egress::Egress;
 use nacre_runtime::guests::{BootGuest, EnclaveCtx, GuestEngine, Limits, Registry};
 use nacre_runtime::tls::TlsIdentity;
 use nacre_transport::{AllowList, Listener};
@@ -70,6 +71,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(source = tls.source, sha256 = %hex::encode(tls.leaf_sha256), "TLS certificate ready");
 
+    let cap = (!config.egress_allow.is_empty()).then(|| AllowList(config.egress_allow.clone()));
+    let egress = Egress::new(
+        config.egress.clone(),
+        cap.clone(),
+        config.extra_ca.as_deref(),
+    )?;
+    match &config.egress {
+        Some(proxy) => tracing::info!(%proxy, "guest egress through the host proxy"),
+        None => tracing::info!("no --egress: guests have no outbound network"),
+    }
     let engine = GuestEngine::new(
         Limits {
             memory: config.guest_memory,
@@ -78,8 +89,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_instances: MAX_INSTANCES,
         },
         EnclaveCtx::new(attester.clone()),
+        Arc::new(egress),
     )?;
-    let cap = (!config.egress_allow.is_empty()).then(|| AllowList(config.egress_allow.clone()));
     let registry = Arc::new(Registry::new(engine, cap));
 
     // Read every boot guest first, so a typo in a path fails the start.
@@ -134,8 +145,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
 fn refuse_unbuilt(config: &Config) -> anyhow::Result<()> {
     let unbuilt = [
         ("--acme-directory", config.acme_directory.is_some()),
-        ("--egress", config.egress.is_some()),
-        ("--extra-ca", config.extra_ca.is_some()),
         ("--fqdn-leader", config.fqdn_leader.is_some()),
         ("--metrics-listen", config.metrics_listen.is_some()),
     ];

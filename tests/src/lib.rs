@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use nacre_cli::guest_build::{build_guests, cargo};
 use std::time::{Duration, Instant};
 
+pub mod net;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,6 +57,7 @@ const GUESTS: &[&str] = &[
     "faulty",
     "not-http",
     "attest-guest",
+    "fetch",
 ];
 
 /// Path of a guest component from `guest-examples/`, built (once per test
@@ -166,11 +169,53 @@ impl Runtime {
     /// Like [`Runtime::start_raw`], returning the output when it exits
     /// before listening.
     pub fn try_start(args: &[String]) -> Result<Runtime, String> {
+        Runtime::launch(&[], "tcp://127.0.0.1:0", args)
+    }
+
+    /// Starts a runtime listening on `listen` (for example a unix socket
+    /// behind a host proxy), run through `wrapper` (for example
+    /// `unshare -n`), with the test certificate and admin token; point
+    /// clients at it with [`Runtime::via`].
+    pub fn start_behind(wrapper: &[&str], listen: &str, extra: &[&str]) -> Runtime {
+        let pki = TestPki::generate();
+        let mut args: Vec<String> = vec![
+            "--tls-cert".into(),
+            pki.dir.join("cert.pem").display().to_string(),
+            "--tls-key".into(),
+            pki.dir.join("key.pem").display().to_string(),
+            "--admin-token-sha256".into(),
+            sha256_hex(TOKEN.as_bytes()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        match Runtime::launch(wrapper, listen, &args) {
+            Ok(mut rt) => {
+                rt.pki = Some(pki);
+                rt
+            }
+            Err(log) => panic!("runtime did not start; its output:\n{log}"),
+        }
+    }
+
+    /// Clients of this runtime connect to `addr` (a proxy or relay in
+    /// front of it) from now on.
+    pub fn via(&mut self, addr: SocketAddr) {
+        self.addr = addr;
+    }
+
+    fn launch(wrapper: &[&str], listen: &str, args: &[String]) -> Result<Runtime, String> {
         let dev_root = temp_dir("devroot");
-        let mut child = Command::new(bin("nacre-runtime"))
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin("nacre-runtime"));
+                c
+            }
+            None => Command::new(bin("nacre-runtime")),
+        };
+        let mut child = command
             .args([
                 "--listen",
-                "tcp://127.0.0.1:0",
+                listen,
                 "--fqdn",
                 "localhost",
                 "--attestation",
@@ -184,21 +229,12 @@ impl Runtime {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn nacre-runtime");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let log = capture_stderr(&mut child);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("nacre-runtime listening on tcp://") {
+                if let Some(a) = line.strip_prefix("nacre-runtime listening on ") {
                     let _ = tx.send(a.to_string());
                 }
             }
@@ -206,7 +242,11 @@ impl Runtime {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(a) => Ok(Runtime {
                 child,
-                addr: a.parse().expect("bound address"),
+                // Not TCP: reachable only through whatever `via` names.
+                addr: a
+                    .strip_prefix("tcp://")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
                 log,
                 pki: None,
                 dev_root,
@@ -345,6 +385,21 @@ impl Drop for Runtime {
             eprintln!("---- nacre-runtime output ----\n{}", self.log());
         }
     }
+}
+
+/// Collects a child's stderr, line by line, into a shared string.
+pub fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    let stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
 }
 
 /// Runs the `nacre` CLI; returns success, stdout and stderr.

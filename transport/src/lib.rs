@@ -7,7 +7,8 @@
 //!
 //! It also holds [`AllowRule`], the `HOST:PORT` egress patterns that both the
 //! runtime (inside the enclave) and the host proxy (outside) enforce, so the
-//! two sides can never disagree about what a pattern means.
+//! two sides can never disagree about what a pattern means, and [`tunnel`],
+//! the HTTP `CONNECT` exchange between them.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@ mod addr;
 mod allow;
 mod listener;
 mod stream;
+pub mod tunnel;
 
 pub use addr::{Address, AddressError};
 pub use allow::{AllowError, AllowList, AllowRule};

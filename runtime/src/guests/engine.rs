@@ -10,6 +10,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use super::EnclaveCtx;
 use super::enclave::EnclaveWorld;
 use super::host::Host;
+use crate::egress::Egress;
 
 /// How often the epoch advances. A running guest yields to the executor at
 /// every tick, so one guest spinning in a loop never holds a worker thread
@@ -44,12 +45,17 @@ pub struct GuestEngine {
     linker: Linker<Host>,
     limits: Limits,
     enclave: Arc<EnclaveCtx>,
+    egress: Arc<Egress>,
 }
 
 impl GuestEngine {
     /// Builds the engine (pooling allocator, epoch interruption) and links
     /// all of WASI p2 plus wasi:http, then starts the epoch ticker thread.
-    pub fn new(limits: Limits, enclave: Arc<EnclaveCtx>) -> Result<Self, EngineError> {
+    pub fn new(
+        limits: Limits,
+        enclave: Arc<EnclaveCtx>,
+        egress: Arc<Egress>,
+    ) -> Result<Self, EngineError> {
         let err = |e: wasmtime::Error| EngineError::Config(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         let memory = usize::try_from(limits.memory)
@@ -86,6 +92,7 @@ impl GuestEngine {
             linker,
             limits,
             enclave,
+            egress,
         })
     }
 
@@ -96,6 +103,10 @@ impl GuestEngine {
 
     pub(crate) fn enclave(&self) -> Arc<EnclaveCtx> {
         self.enclave.clone()
+    }
+
+    pub(crate) fn egress(&self) -> Arc<Egress> {
+        self.egress.clone()
     }
 
     pub(crate) fn engine(&self) -> &Engine {

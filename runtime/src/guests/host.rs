@@ -9,13 +9,14 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::log::GuestLog;
 use super::{EnclaveCtx, GuestConfig, Limits};
+use crate::egress::Egress;
 
 /// Store data for one request's instance.
 pub struct Host {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: Egress,
+    hooks: Hooks,
     pub(crate) limits: StoreLimits,
     /// SHA-256 of the guest's component: stamped into its documents.
     pub(crate) code_hash: [u8; 32],
@@ -30,6 +31,7 @@ impl Host {
         code_hash: [u8; 32],
         limits: &Limits,
         enclave: Arc<EnclaveCtx>,
+        egress: Arc<Egress>,
     ) -> Host {
         let (stdout, stderr) = GuestLog::pair(&guest.name);
         let mut wasi = WasiCtxBuilder::new();
@@ -45,8 +47,9 @@ impl Host {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: Egress {
+            hooks: Hooks {
                 guest: guest.clone(),
+                egress,
             },
             code_hash,
             enclave,
@@ -79,31 +82,28 @@ impl WasiHttpView for Host {
     }
 }
 
-/// The outbound-request policy of one guest instance.
-struct Egress {
+/// Where one guest instance's outbound requests go: its own allow list,
+/// then the runtime's [`Egress`].
+struct Hooks {
     guest: Arc<GuestConfig>,
+    egress: Arc<Egress>,
 }
 
-type SendResult = wasmtime_wasi_http::Result<(
-    http::Response<wasmtime_wasi_http::WasiBody>,
-    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-)>;
+type SendResult = wasmtime_wasi_http::Result<crate::egress::Sent>;
 
-impl WasiHttpHooks for Egress {
+impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        // Outbound HTTPS through the host proxy (TLS inside the enclave)
-        // is not built yet: every request is denied here, inside the
-        // enclave, and nothing leaves it.
-        tracing::info!(
-            guest = %self.guest.name,
-            uri = %request.uri(),
-            "outbound request denied: this runtime has no egress"
-        );
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let guest = self.guest.clone();
+        let egress = self.egress.clone();
+        Box::new(async move {
+            egress
+                .send(guest.name.as_str(), &guest.allow, request, options)
+                .await
+        })
     }
 }

@@ -65,7 +65,13 @@ where
     let timed_out = Arc::new(AtomicBool::new(false));
     let mut store = Store::new(
         engine.engine(),
-        Host::new(&guest.config, guest.sha256, &limits, engine.enclave()),
+        Host::new(
+            &guest.config,
+            guest.sha256,
+            &limits,
+            engine.enclave(),
+            engine.egress(),
+        ),
     );
     store.limiter(|h| &mut h.limits);
     store.set_epoch_deadline(1);

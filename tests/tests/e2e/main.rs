@@ -5,7 +5,9 @@
 mod admin;
 mod attestation;
 mod cli;
+mod egress;
 mod faults;
+mod hostproxy;
 mod load;
 mod serving;
 mod transport;

@@ -1,0 +1,125 @@
+//! Command-line flags (SPEC §8).
+
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+use nacre_transport::{Address, AllowRule};
+
+/// The parent-instance proxy of a Nacre enclave: forwards ciphertext in and
+/// opens CONNECT tunnels out. It never sees plaintext.
+#[derive(Debug, Parser)]
+#[command(name = "nacre-host-proxy", version)]
+pub struct Args {
+    /// Forward every connection on LISTEN to TARGET, bytes only, e.g.
+    /// `tcp://0.0.0.0:443=vsock://16:443` (repeatable).
+    #[arg(long, value_name = "LISTEN=TARGET")]
+    pub inbound: Vec<Inbound>,
+
+    /// Serve the enclave's HTTP CONNECT egress proxy here, e.g.
+    /// `vsock://any:8080`.
+    #[arg(long, value_name = "ADDR")]
+    pub egress_listen: Option<Address>,
+
+    /// Allow CONNECT to HOST:PORT (repeatable; `*.example.com:443`
+    /// wildcards). None: every CONNECT is refused.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub egress_allow: Vec<AllowRule>,
+
+    /// Serve Prometheus metrics (connections, bytes, refusals) here.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<Address>,
+
+    /// Connections open at once across all listeners; more are closed at
+    /// once (inbound) or answered 503 (egress).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_connections: usize,
+
+    /// How long an egress target may take to accept a connection before
+    /// the enclave gets 502.
+    #[arg(long, default_value = "4s", value_name = "DUR")]
+    pub connect_timeout: humantime::Duration,
+
+    /// After SIGTERM, how long open connections may take to finish.
+    #[arg(long, default_value = "30s", value_name = "DUR")]
+    pub drain_timeout: humantime::Duration,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One `--inbound LISTEN=TARGET` route.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// Where clients connect.
+    pub listen: Address,
+    /// Where their bytes go (the enclave).
+    pub target: Address,
+}
+
+impl FromStr for Inbound {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Addresses contain ':' but never '=', so the split is unambiguous.
+        let (listen, target) = s.split_once('=').ok_or_else(|| {
+            format!("--inbound {s:?}: write LISTEN=TARGET, e.g. tcp://0.0.0.0:443=vsock://16:443")
+        })?;
+        Ok(Inbound {
+            listen: listen
+                .parse()
+                .map_err(|e| format!("--inbound {s:?}: listen side: {e}"))?,
+            target: target
+                .parse()
+                .map_err(|e| format!("--inbound {s:?}: target side: {e}"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_routes_parse_and_name_the_bad_side() {
+        let r: Inbound = "tcp://0.0.0.0:443=vsock://16:443".parse().unwrap();
+        assert_eq!(r.listen.to_string(), "tcp://0.0.0.0:443");
+        assert_eq!(r.target, Address::Vsock { cid: 16, port: 443 });
+        let r: Inbound = "unix:/tmp/a.sock=unix:/tmp/b.sock".parse().unwrap();
+        assert_eq!(r.target.to_string(), "unix:/tmp/b.sock");
+        let e = "tcp://0.0.0.0:443".parse::<Inbound>().unwrap_err();
+        assert!(e.contains("LISTEN=TARGET"), "{e}");
+        let e = "tcp://0.0.0.0:443=vsock://x:1"
+            .parse::<Inbound>()
+            .unwrap_err();
+        assert!(e.contains("target side"), "{e}");
+        let e = "foo=vsock://16:443".parse::<Inbound>().unwrap_err();
+        assert!(e.contains("listen side"), "{e}");
+    }
+
+    #[test]
+    fn flags_parse() {
+        let a = Args::try_parse_from([
+            "nacre-host-proxy",
+            "--inbound",
+            "tcp://127.0.0.1:0=unix:/tmp/r.sock",
+            "--egress-listen",
+            "vsock://any:8080",
+            "--egress-allow",
+            "*.example.com:443",
+        ])
+        .unwrap();
+        assert_eq!(a.inbound.len(), 1);
+        assert_eq!(a.egress_allow[0].to_string(), "*.example.com:443");
+        assert!(Args::try_parse_from(["nacre-host-proxy", "--egress-allow", "*:443"]).is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics: connections, bytes and refusals, and the
+//! `--metrics-listen` endpoint that serves them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nacre_transport::Listener;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `--inbound`: client ciphertext to the enclave.
+    Inbound,
+    /// `--egress-listen`: the enclave's CONNECT tunnels.
+    Egress,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Inbound => "inbound",
+            Kind::Egress => "egress",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabel {
+    kind: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    kind: &'static str,
+    reason: &'static str,
+}
+
+/// Every counter the proxy keeps.
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<KindLabel, Counter>,
+    open: Family<KindLabel, Gauge>,
+    bytes: Family<BytesLabel, Counter>,
+    refusals: Family<RefusalLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nacre_proxy");
+        let connections = Family::<KindLabel, Counter>::default();
+        let open = Family::<KindLabel, Gauge>::default();
+        let bytes = Family::<BytesLabel, Counter>::default();
+        let refusals = Family::<RefusalLabel, Counter>::default();
+        registry.register("connections", "Connections accepted", connections.clone());
+        registry.register("open_connections", "Connections open now", open.clone());
+        registry.register(
+            "bytes",
+            "Bytes relayed, to or from the enclave",
+            bytes.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Connections refused, by reason",
+            refusals.clone(),
+        );
+        Metrics {
+            registry,
+            connections,
+            open,
+            bytes,
+            refusals,
+        }
+    }
+}
+
+impl Metrics {
+    /// Accepted connections of `kind`.
+    pub fn connections(&self, kind: Kind) -> Counter {
+        self.connections
+            .get_or_create(&KindLabel { kind: kind.label() })
+            .clone()
+    }
+
+    /// Connections of `kind` open now.
+    pub fn open(&self, kind: Kind) -> Gauge {
+        self.open
+            .get_or_create(&KindLabel { kind: kind.label() })
+            .clone()
+    }
+
+    /// Bytes of `kind` moving in `direction` (`to_enclave`, `from_enclave`).
+    pub fn bytes(&self, kind: Kind, direction: &'static str) -> Counter {
+        self.bytes
+            .get_or_create(&BytesLabel {
+                kind: kind.label(),
+                direction,
+            })
+            .clone()
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, kind: Kind, reason: &'static str) {
+        self.refusals
+            .get_or_create(&RefusalLabel {
+                kind: kind.label(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` (any path) over plain HTTP/1.1.
+pub async fn serve(listener: Listener, metrics: Arc<Metrics>) {
+    loop {
+        let (stream, _) = listener.accept().await;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                let body = metrics.render();
+                async move {
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(Full::new(Bytes::from(body)))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

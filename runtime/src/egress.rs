@@ -1,0 +1,435 @@
+//! Guests' outbound HTTP: policy, tunnel, TLS and HTTP, all inside the
+//! enclave (SPEC §3, §8).
+//!
+//! A guest's request is checked against its own `allow` list and the
+//! runtime's `--egress-allow` cap here, so a denied request never reaches
+//! the host. An allowed one goes out as a `CONNECT host:port` to the host
+//! proxy at `--egress`; the TLS session to the origin runs inside the
+//! enclave (rustls, Mozilla roots plus `--extra-ca`, SNI and certificate
+//! checks), so the host sees only the CONNECT line and ciphertext.
+//! HTTP/1.1 or, when the origin offers it by ALPN, HTTP/2.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http::uri::Scheme;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nacre_transport::tunnel::{self, Target, TunnelError};
+use nacre_transport::{Address, AllowList, AllowRule};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+/// Tunnel, TLS and HTTP handshakes together, unless the guest sets its own
+/// `connect-timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Until the response head, unless the guest sets `first-byte-timeout`.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Between body frames, unless the guest sets `between-bytes-timeout`.
+const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `send` gives wasmtime-wasi-http: the response, and the connection
+/// task it drives for as long as the guest holds the response.
+pub type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), Error>> + Send>,
+);
+
+/// The process-wide egress settings.
+pub struct Egress {
+    proxy: Option<Address>,
+    cap: Option<AllowList>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// Why the egress settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// `--extra-ca` is unreadable or holds no certificate rustls accepts.
+    #[error("--extra-ca {path}: {why}")]
+    ExtraCa {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Where an allowed request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Destination {
+    host: String,
+    port: u16,
+    tls: bool,
+}
+
+impl Egress {
+    /// `proxy` is `--egress` (None: no outbound network), `cap` is
+    /// `--egress-allow` (None: no cap), `extra_ca` is `--extra-ca`.
+    pub fn new(
+        proxy: Option<Address>,
+        cap: Option<AllowList>,
+        extra_ca: Option<&Path>,
+    ) -> Result<Egress, EgressError> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = extra_ca {
+            let err = |why: String| EgressError::ExtraCa {
+                path: path.to_path_buf(),
+                why,
+            };
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(format!("not a PEM file: {e}")))?;
+            if certs.is_empty() {
+                return Err(err("no CERTIFICATE block found".into()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| err(format!("not a usable CA certificate: {e}")))?;
+            }
+        }
+        let mut tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Egress {
+            proxy,
+            cap,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// No outbound network at all: every request is denied in the enclave.
+    pub fn none() -> Egress {
+        Egress {
+            proxy: None,
+            cap: None,
+            tls: Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        }
+    }
+
+    /// The policy decision, made before any byte leaves the enclave.
+    fn check(&self, allow: &[AllowRule], uri: &Uri) -> Result<Destination, &'static str> {
+        let tls = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTPS => true,
+            Some(s) if *s == Scheme::HTTP => false,
+            _ => return Err("only http and https URLs are served"),
+        };
+        let host = uri.host().ok_or("the URL has no host")?;
+        // `[::1]` in a URL is `::1` in an allow rule and a CONNECT target.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if !AllowList(allow.to_vec()).allows(host, port, tls) {
+            return Err("not in the guest's allow list");
+        }
+        if self
+            .cap
+            .as_ref()
+            .is_some_and(|c| !c.allows(host, port, tls))
+        {
+            return Err("not in the runtime's --egress-allow list");
+        }
+        if self.proxy.is_none() {
+            return Err("this runtime has no --egress proxy");
+        }
+        Ok(Destination {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+
+    /// Sends one guest request, or denies it.
+    pub async fn send(
+        self: Arc<Self>,
+        guest: &str,
+        allow: &[AllowRule],
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<Sent, Error> {
+        let dest = match self.check(allow, request.uri()) {
+            Ok(d) => d,
+            Err(why) => {
+                tracing::info!(%guest, uri = %request.uri(), why, "outbound request denied");
+                return Err(Error::HttpRequestDenied);
+            }
+        };
+        let options = options.unwrap_or_default();
+        let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let (sender, conn) = tokio::time::timeout(connect_timeout, self.connect(&dest))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .inspect_err(|e| {
+                tracing::info!(%guest, target = %format!("{}:{}", dest.host, dest.port), error = %e, "outbound connection failed");
+            })?;
+
+        let mut conn = Box::into_pin(conn);
+        if matches!(sender, Sender::Http1(_)) {
+            // HTTP/1.1 wants origin-form; h2 takes scheme and authority
+            // from the full URI.
+            let path = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+        }
+        let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
+        let between = options
+            .between_bytes_timeout
+            .unwrap_or(BETWEEN_BYTES_TIMEOUT)
+            .max(Duration::from_millis(1));
+        let response = sender.send(request);
+        tokio::pin!(response);
+        let mut conn_done = false;
+        let response = tokio::time::timeout(first_byte, async {
+            // Drive the connection while waiting for the head.
+            tokio::select! {
+                r = &mut response => r,
+                done = &mut conn => {
+                    conn_done = true;
+                    match done {
+                        Ok(()) => response.await,
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)?
+        .map_err(Error::from)?;
+        tracing::debug!(%guest, host = %dest.host, port = dest.port, status = %response.status(), "outbound response");
+        let response = response.map(|incoming| {
+            TimedBody {
+                inner: incoming,
+                between,
+                timer: Box::pin(tokio::time::sleep(between)),
+            }
+            .boxed_unsync()
+        });
+        // A finished future must not be polled again.
+        let io = async move {
+            if conn_done {
+                return Ok(());
+            }
+            conn.await.map_err(Error::from)
+        };
+        Ok((response, Box::new(io)))
+    }
+
+    /// CONNECT through the host proxy, then TLS (for https), then the HTTP
+    /// handshake.
+    async fn connect(&self, dest: &Destination) -> Result<(Sender, Box<Conn>), Error> {
+        let proxy = self.proxy.as_ref().ok_or(Error::HttpRequestDenied)?;
+        let mut stream = nacre_transport::connect(proxy)
+            .await
+            .map_err(|_| Error::ConnectionRefused)?;
+        let target = Target {
+            host: dest.host.clone(),
+            port: dest.port,
+        };
+        tunnel::open(&mut stream, &target)
+            .await
+            .map_err(|e| match e {
+                TunnelError::Refused { status: 403, .. } => Error::HttpRequestDenied,
+                TunnelError::Refused { status: 502, .. } => Error::DestinationUnavailable,
+                TunnelError::Refused { status: 503, .. } => Error::ConnectionLimitReached,
+                TunnelError::Refused { status: 400, .. } => Error::HttpRequestUriInvalid,
+                _ => Error::ConnectionTerminated,
+            })?;
+        if !dest.tls {
+            return http1(stream).await;
+        }
+        let name = match dest.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => {
+                ServerName::try_from(dest.host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?
+            }
+        };
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, stream)
+            .await
+            .map_err(tls_error)?;
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(Error::from)?;
+            return Ok((Sender::Http2(sender), Box::new(conn)));
+        }
+        http1(tls).await
+    }
+}
+
+type Conn = dyn Future<Output = Result<(), hyper::Error>> + Send;
+
+async fn http1<S>(io: S) -> Result<(Sender, Box<Conn>), Error>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(Error::from)?;
+    Ok((Sender::Http1(sender), Box::new(conn)))
+}
+
+/// rustls reports through `io::Error`; the guest gets the matching
+/// wasi:http error code.
+fn tls_error(e: std::io::Error) -> Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => Error::TlsCertificateError,
+        Some(rustls::Error::AlertReceived(alert)) => Error::TlsAlertReceived {
+            alert_id: Some(u8::from(*alert)),
+            alert_message: Some(format!("{alert:?}")),
+        },
+        Some(_) => Error::TlsProtocolError,
+        None => Error::ConnectionTerminated,
+    }
+}
+
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<WasiBody>),
+    Http2(hyper::client::conn::http2::SendRequest<WasiBody>),
+}
+
+impl Sender {
+    async fn send(
+        self,
+        request: http::Request<WasiBody>,
+    ) -> Result<http::Response<Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(mut s) => s.send_request(request).await,
+            Sender::Http2(mut s) => s.send_request(request).await,
+        }
+    }
+}
+
+/// A response body that fails when the origin goes quiet between frames.
+struct TimedBody {
+    inner: Incoming,
+    between: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + self.between;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egress(cap: Option<&[&str]>) -> Egress {
+        Egress::new(
+            Some("unix:/nonexistent/egress.sock".parse().unwrap()),
+            cap.map(|c| AllowList(c.iter().map(|r| r.parse().unwrap()).collect())),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn rules(r: &[&str]) -> Vec<AllowRule> {
+        r.iter().map(|r| r.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_guest_list_the_cap_and_the_scheme_decide() {
+        let e = egress(None);
+        let allow = rules(&[
+            "api.example.com:443",
+            "http://plain.test:8080",
+            "[::1]:8443",
+        ]);
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        assert_eq!(
+            e.check(&allow, &uri("https://api.example.com/x")),
+            Ok(Destination {
+                host: "api.example.com".into(),
+                port: 443,
+                tls: true
+            })
+        );
+        assert!(
+            e.check(&allow, &uri("http://api.example.com:443/"))
+                .is_err()
+        );
+        assert!(e.check(&allow, &uri("http://plain.test:8080/")).is_ok());
+        assert!(e.check(&allow, &uri("https://other.example.com/")).is_err());
+        assert_eq!(
+            e.check(&allow, &uri("https://[::1]:8443/")).map(|d| d.host),
+            Ok("::1".to_string())
+        );
+        assert!(e.check(&[], &uri("https://api.example.com/")).is_err());
+        let capped = egress(Some(&["plain.test:8080"]));
+        assert_eq!(
+            capped.check(&allow, &uri("https://api.example.com/")),
+            Err("not in the runtime's --egress-allow list")
+        );
+        assert_eq!(
+            Egress::none().check(&allow, &uri("https://api.example.com/")),
+            Err("this runtime has no --egress proxy")
+        );
+    }
+
+    #[test]
+    fn extra_ca_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("nacre-egress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no pem here").unwrap();
+        for path in [empty, dir.join("missing.pem")] {
+            let e = Egress::new(None, None, Some(&path))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The parent-instance side in tests: a real `nacre-host-proxy`, recording
+//! relays to put on each link, and an HTTPS origin for guests to fetch.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nacre_transport::{Address, Listener, connect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{TestPki, bin, capture_stderr};
+
+/// A running `nacre-host-proxy`; killed on drop.
+pub struct HostProxy {
+    child: Child,
+    args: Vec<String>,
+    /// Bound `--inbound` listen addresses, in flag order.
+    pub inbound: Vec<Address>,
+    /// Bound `--egress-listen` address.
+    pub egress: Option<Address>,
+    /// Bound `--metrics-listen` address.
+    pub metrics: Option<Address>,
+    log: Arc<Mutex<String>>,
+}
+
+impl HostProxy {
+    /// Starts the proxy with `args` and waits until it is ready.
+    pub fn start(args: &[String]) -> HostProxy {
+        let mut child = Command::new(bin("nacre-host-proxy"))
+            .args(args)
+            .env("NACRE_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nacre-host-proxy");
+        let log = capture_stderr(&mut child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut proxy = HostProxy {
+            child,
+            args: args.to_vec(),
+            inbound: Vec::new(),
+            egress: None,
+            metrics: None,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => panic!("host proxy did not start:\n{}", proxy.log()),
+            };
+            let addr = |s: &str| s.parse::<Address>().expect("printed address");
+            if let Some(rest) = line.strip_prefix("nacre-host-proxy inbound ") {
+                let (listen, _) = rest.split_once(" -> ").expect("LISTEN -> TARGET");
+                proxy.inbound.push(addr(listen));
+            } else if let Some(a) = line.strip_prefix("nacre-host-proxy egress ") {
+                proxy.egress = Some(addr(a));
+            } else if let Some(a) = line.strip_prefix("nacre-host-proxy metrics ") {
+                proxy.metrics = Some(addr(a));
+            } else if line == "nacre-host-proxy ready" {
+                return proxy;
+            }
+        }
+    }
+
+    /// Kills the proxy at once (SIGKILL: connections in flight are lost)
+    /// and starts it again with the same flags, on the same addresses.
+    pub fn restart_after_kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The same ports and socket paths, not fresh ones: each
+        // `--inbound` value (in order) gets the address bound the first time.
+        let mut bound = self.inbound.iter();
+        let mut args = Vec::new();
+        let mut it = self.args.iter();
+        while let Some(a) = it.next() {
+            args.push(a.clone());
+            if a == "--inbound"
+                && let (Some(v), Some(b)) = (it.next(), bound.next())
+            {
+                let (_, target) = v.split_once('=').expect("LISTEN=TARGET");
+                args.push(format!("{b}={target}"));
+            }
+        }
+        *self = HostProxy::start(&args);
+    }
+
+    /// The first `--inbound` listener as a TCP socket address.
+    pub fn inbound_tcp(&self) -> SocketAddr {
+        match self.inbound.first() {
+            Some(Address::Tcp { host, port }) => format!("{host}:{port}").parse().unwrap(),
+            other => panic!("no TCP inbound listener: {other:?}"),
+        }
+    }
+
+    /// The Prometheus text from `--metrics-listen`.
+    pub async fn metrics_text(&self) -> String {
+        let Some(Address::Tcp { host, port }) = &self.metrics else {
+            panic!("no TCP --metrics-listen");
+        };
+        reqwest::get(format!("http://{host}:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The sum of every sample whose name and labels start with `prefix`,
+    /// e.g. `nacre_proxy_refusals_total{kind="egress",reason="not_allowed"`.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Sends SIGTERM; returns at once.
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything the proxy logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for HostProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- nacre-host-proxy output ----\n{}", self.log());
+        }
+    }
+}
+
+/// Open file descriptors of a process, from /proc.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A byte relay that records everything crossing it, both ways: put on a
+/// link, it sees exactly what a host-side observer of that link would.
+pub struct Relay {
+    /// Where it listens.
+    pub listen: Address,
+    recorded: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Listens on `listen` and forwards every connection to `target`.
+    pub async fn start(listen: Address, target: Address) -> Relay {
+        let listener = Listener::bind(&listen).await.expect("relay listen");
+        let listen = listener.local_addr().unwrap();
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let rec = recorded.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (inner, _) = listener.accept().await;
+                let target = target.clone();
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let Ok(outer) = connect(&target).await else {
+                        return;
+                    };
+                    let (ar, aw) = tokio::io::split(inner);
+                    let (br, bw) = tokio::io::split(outer);
+                    tokio::join!(pump(ar, bw, rec.clone()), pump(br, aw, rec));
+                });
+            }
+        });
+        Relay {
+            listen,
+            recorded,
+            task,
+        }
+    }
+
+    /// Everything recorded so far, both directions.
+    pub fn recorded(&self) -> Vec<u8> {
+        self.recorded.lock().unwrap().clone()
+    }
+
+    /// The listen address as a TCP socket address.
+    pub fn tcp(&self) -> SocketAddr {
+        match &self.listen {
+            Address::Tcp { host, port } => format!("{host}:{port}").parse().unwrap(),
+            other => panic!("not TCP: {other}"),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump<R, W>(mut from: R, mut to: W, rec: Arc<Mutex<Vec<u8>>>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// An HTTPS origin on loopback with a `localhost` certificate from a test
+/// CA. It answers every path with [`Origin::BODY`] followed by the path,
+/// after waiting `?delay_ms=N` if asked; it records each path it served.
+pub struct Origin {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The CA that signed its certificate.
+    pub pki: TestPki,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    /// The fixed part of every answer.
+    pub const BODY: &'static str = "origin-says-CONFIDENTIAL-7f3a";
+
+    /// Starts an origin; `h2` makes it offer HTTP/2 by ALPN.
+    pub async fn start(h2: bool) -> Origin {
+        let pki = TestPki::generate();
+        let cert = std::fs::read(pki.dir.join("cert.pem")).unwrap();
+        let key = std::fs::read(pki.dir.join("key.pem")).unwrap();
+        let certs = rustls_pemfile::certs(&mut cert.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key.as_slice())
+            .unwrap()
+            .unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            log.lock()
+                                .unwrap()
+                                .push(format!("{:?} {path}", req.version()));
+                            let delay = req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("delay_ms="))
+                                .and_then(|n| n.parse::<u64>().ok())
+                                .unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                            let body = format!("{} {path}", Origin::BODY);
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Origin {
+            port,
+            pki,
+            seen,
+            task,
+        }
+    }
+
+    /// `HTTP/x.y PATH` of every request served so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The test CA's PEM file, for the runtime's `--extra-ca`.
+    pub fn ca_file(&self) -> String {
+        self.pki.dir.join("ca.pem").display().to_string()
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

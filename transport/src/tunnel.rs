@@ -1,0 +1,234 @@
+//! The HTTP/1.1 `CONNECT` exchange between the runtime (client, inside the
+//! enclave) and the host proxy (server, on the parent).
+//!
+//! Both sides live here so the request line, the header limits and the
+//! status codes they agree on are written once. After the exchange the
+//! stream carries the guest's TLS bytes, which neither function looks at.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::addr::split_host_port;
+
+/// Largest request or response head either side reads: a CONNECT head is a
+/// few dozen bytes, so anything near this is not a CONNECT.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// A `CONNECT` target: the name as the guest wrote it (resolved on the
+/// parent) and the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// DNS name or IP literal, without brackets.
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why a tunnel could not be opened or accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TunnelError {
+    /// The stream failed or closed during the exchange.
+    #[error("tunnel I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The head grew past [`MAX_HEAD`] without ending.
+    #[error("CONNECT head longer than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// The bytes are not an HTTP/1.1 head of the expected kind.
+    #[error("malformed CONNECT exchange: {0}")]
+    Malformed(&'static str),
+    /// The proxy answered with a status other than 200.
+    #[error("the egress proxy answered {status} for {target}")]
+    Refused {
+        /// HTTP status from the proxy: 403 not allowed, 502 unreachable.
+        status: u16,
+        /// What was asked for.
+        target: Target,
+    },
+}
+
+/// Reads one HTTP head (through the blank line) without reading past it,
+/// so whatever follows stays in the stream for the tunnel.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, TunnelError> {
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    // Byte by byte: a CONNECT head is tiny, and over-reading would swallow
+    // the first bytes of the TLS handshake behind it.
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= MAX_HEAD {
+            return Err(TunnelError::HeadTooLarge);
+        }
+        if stream.read(&mut byte).await? == 0 {
+            return Err(TunnelError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        head.push(byte[0]);
+    }
+    Ok(head)
+}
+
+/// Client side: asks the proxy on `stream` for a tunnel to `target` and
+/// returns once it answered 200.
+pub async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: &Target,
+) -> Result<(), TunnelError> {
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let head = read_head(stream).await?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(TunnelError::Malformed("the proxy's answer is not HTTP/1.1")),
+    }
+    match response.code {
+        Some(200) => Ok(()),
+        Some(status) => Err(TunnelError::Refused {
+            status,
+            target: target.clone(),
+        }),
+        None => Err(TunnelError::Malformed("the proxy's answer has no status")),
+    }
+}
+
+/// Server side: reads a CONNECT request and returns its target. The caller
+/// decides, then answers with [`respond`].
+pub async fn accept<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Target, TunnelError> {
+    let head = read_head(stream).await?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(TunnelError::Malformed("not an HTTP/1.1 request")),
+    }
+    if request.method != Some("CONNECT") {
+        return Err(TunnelError::Malformed("only CONNECT is served"));
+    }
+    let authority = request.path.unwrap_or_default();
+    let (host, port) =
+        split_host_port(authority).ok_or(TunnelError::Malformed("the target must be HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(TunnelError::Malformed("the target port must be 1 to 65535"))?;
+    if host.is_empty() || host.len() > 253 {
+        return Err(TunnelError::Malformed(
+            "the target host is empty or too long",
+        ));
+    }
+    Ok(Target {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Server side: answers a CONNECT request with `status` (200 opens the
+/// tunnel; 400, 403, 502 and 504 close it).
+pub async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16) -> io::Result<()> {
+    let reason = match status {
+        200 => "Connection Established",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    };
+    let close = if status == 200 {
+        ""
+    } else {
+        "Content-Length: 0\r\nConnection: close\r\n"
+    };
+    let head = format!("HTTP/1.1 {status} {reason}\r\n{close}\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(host: &str, port: u16) -> Target {
+        Target {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[tokio::test]
+    async fn open_and_accept_agree_and_leave_the_tunnel_bytes() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let t = target("api.example.com", 443);
+        let proxy = tokio::spawn(async move {
+            let got = accept(&mut server).await.unwrap();
+            respond(&mut server, 200).await.unwrap();
+            let mut rest = [0u8; 5];
+            server.read_exact(&mut rest).await.unwrap();
+            (got, rest)
+        });
+        open(&mut client, &t).await.unwrap();
+        client.write_all(b"\x16\x03\x01hi").await.unwrap();
+        let (got, rest) = proxy.await.unwrap();
+        assert_eq!(got, t);
+        assert_eq!(&rest, b"\x16\x03\x01hi");
+    }
+
+    #[tokio::test]
+    async fn ipv6_targets_round_trip() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let t = target("::1", 8443);
+        assert_eq!(t.to_string(), "[::1]:8443");
+        let proxy = tokio::spawn(async move { accept(&mut server).await.unwrap() });
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), open(&mut client, &t))
+            .await;
+        assert_eq!(proxy.await.unwrap(), t);
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_the_status() {
+        for status in [403, 502] {
+            let (mut client, mut server) = tokio::io::duplex(1024);
+            tokio::spawn(async move {
+                let _ = accept(&mut server).await;
+                respond(&mut server, status).await.unwrap();
+            });
+            match open(&mut client, &target("x.test", 443)).await {
+                Err(TunnelError::Refused { status: s, .. }) => assert_eq!(s, status),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_are_named() {
+        for (input, why) in [
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], "only CONNECT"),
+            (b"CONNECT nohost HTTP/1.1\r\n\r\n", "HOST:PORT"),
+            (b"CONNECT h:0 HTTP/1.1\r\n\r\n", "1 to 65535"),
+            (b"\x16\x03\x01garbage\r\n\r\n", "not an HTTP/1.1"),
+        ] {
+            let mut s = input;
+            let e = accept(&mut s).await.unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let long = [b'a'; MAX_HEAD + 10];
+        let mut s = &long[..];
+        assert!(matches!(
+            accept(&mut s).await,
+            Err(TunnelError::HeadTooLarge)
+        ));
+    }
+}

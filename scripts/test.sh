@@ -18,10 +18,12 @@ cargo fmt --manifest-path sdk/Cargo.toml -- --check
 
 step "guest components (wasm32-wasip2)"
 cargo build --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml
-cargo build --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml
+cargo build --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml --lib --examples
 
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml -- -D warnings
+cargo clippy --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml --lib --examples -- -D warnings
 
 step "tests"
 cargo test --workspace

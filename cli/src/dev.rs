@@ -19,7 +19,13 @@ use crate::client::TrustArgs;
 use nacre_cli::guest_build::{build_guests, sibling_binaries, source_root};
 
 /// Examples deployed by `nacre dev`: (guest name, crate).
-const EXAMPLES: &[(&str, &str)] = &[("hello", "hello"), ("echo", "echo"), ("fetch", "fetch")];
+const EXAMPLES: &[(&str, &str)] = &[
+    ("hello", "hello"),
+    ("echo", "echo"),
+    ("fetch", "fetch"),
+    ("kv-counter", "kv-counter"),
+    ("attested-signer", "attested-signer"),
+];
 
 /// Where the `fetch` example may go unless `--allow` says otherwise.
 const DEFAULT_EGRESS: &[&str] = &["example.com:443"];
@@ -223,6 +229,9 @@ impl DevCmd {
                     .next()
                     .unwrap_or("example.com")
             ),
+            format!("  curl --cacert {c} -X POST {url}/kv-counter/incr"),
+            format!("  curl --cacert {c} {url}/attested-signer/public-key"),
+            format!("  curl --cacert {c} -d 'a message' {url}/attested-signer/sign"),
             format!("  curl --cacert {c} {url}/enclave/manifest"),
             format!("  curl --cacert {c} -H 'Authorization: Bearer {token}' {url}/enclave/guests"),
             format!(

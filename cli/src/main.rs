@@ -2,6 +2,7 @@
 
 mod admin;
 mod attest;
+mod build;
 mod client;
 mod dev;
 mod verify;
@@ -29,6 +30,8 @@ enum Command {
     Verify(verify::VerifyCmd),
     /// Attest a live runtime: document, TLS binding, manifest and guests.
     Attest(attest::AttestCmd),
+    /// Build a guest crate into a component; prints the .wasm path last.
+    Build(build::BuildCmd),
 }
 
 #[tokio::main]
@@ -40,6 +43,7 @@ async fn main() {
         Command::Guests(c) => c.execute().await,
         Command::Verify(c) => c.execute(),
         Command::Attest(c) => c.execute().await,
+        Command::Build(c) => c.execute(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -137,6 +137,19 @@ pub struct Config {
     #[arg(long, env = "NACRE_MAX_BODY", default_value = "16MiB", value_parser = parse_size, value_name = "BYTES")]
     pub max_body: u64,
 
+    /// wasi:keyvalue quota: keys one guest may keep, across its buckets.
+    #[arg(
+        long,
+        env = "NACRE_KV_MAX_KEYS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub kv_max_keys: u64,
+
+    /// wasi:keyvalue quota: bytes of keys plus values one guest may keep.
+    #[arg(long, env = "NACRE_KV_MAX_BYTES", default_value = "64MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub kv_max_bytes: u64,
+
     /// Log format.
     #[arg(long, env = "NACRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

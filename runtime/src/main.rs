@@ -8,7 +8,7 @@ use nacre_runtime::app::App;
 use nacre_runtime::attest::{self, Attester};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
 use nacre_runtime::egress::Egress;
-use nacre_runtime::guests::{BootGuest, EnclaveCtx, GuestEngine, Limits, Registry};
+use nacre_runtime::guests::{BootGuest, EnclaveCtx, GuestEngine, KvLimits, Limits, Registry};
 use nacre_runtime::tls::TlsIdentity;
 use nacre_transport::{AllowList, Listener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -88,7 +88,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_body: config.max_body,
             max_instances: MAX_INSTANCES,
         },
-        EnclaveCtx::new(attester.clone()),
+        EnclaveCtx::new(
+            attester.clone(),
+            KvLimits {
+                max_keys: config.kv_max_keys,
+                max_bytes: config.kv_max_bytes,
+            },
+        ),
         Arc::new(egress),
     )?;
     let registry = Arc::new(Registry::new(engine, cap));

@@ -58,6 +58,9 @@ const GUESTS: &[&str] = &[
     "not-http",
     "attest-guest",
     "fetch",
+    "kv-counter",
+    "kv-probe",
+    "attested-signer",
 ];
 
 /// Path of a guest component from `guest-examples/`, built (once per test
@@ -321,6 +324,18 @@ impl Runtime {
         let r = self
             .client()
             .get(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// POST `body` to a path; returns status and body text.
+    pub async fn post(&self, path: &str, body: &'static str) -> (u16, String) {
+        let r = self
+            .client()
+            .post(format!("{}{path}", self.url()))
+            .body(body)
             .send()
             .await
             .unwrap();

@@ -1,22 +1,25 @@
 //! The `nacre:enclave` imports guests may use (SPEC §4): their own
-//! attestation documents, and the deployment's application state.
+//! attestation documents, and the deployment's application state. The
+//! bindings also carry `wasi:keyvalue`, implemented in [`super::kv`].
 
 use std::sync::{Arc, Mutex};
 
 use nacre_attestation::{DocumentRequest, GuestBinding};
 
 use super::host::Host;
+use super::kv::{KvLimits, KvStore};
 use crate::attest::Attester;
 
-mod bindings {
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "nacre:enclave/guest",
+        world: "nacre:enclave/imports",
         imports: { default: async },
+        with: { "wasi:keyvalue/store.bucket": crate::guests::kv::Bucket },
     });
 }
 
-pub(crate) use bindings::Guest as EnclaveWorld;
+pub(crate) use bindings::Imports as EnclaveWorld;
 use bindings::nacre::enclave::{attestation, state};
 
 /// Largest `user-data`, `nonce` or `public-key` a guest may ask for; the
@@ -26,19 +29,22 @@ const MAX_GUEST_FIELD: usize = 512;
 /// Largest application state (`state.put`).
 const MAX_STATE: usize = 1 << 20;
 
-/// What every guest instance shares: the attestation provider and the
-/// application state (local while multi-enclave sync is off).
+/// What every guest instance shares: the attestation provider, the
+/// application state (local while multi-enclave sync is off) and the
+/// guests' key-value data.
 pub struct EnclaveCtx {
     attester: Arc<dyn Attester>,
     state: Mutex<Option<Vec<u8>>>,
+    pub(crate) kv: KvStore,
 }
 
 impl EnclaveCtx {
     /// Shared context for the process.
-    pub fn new(attester: Arc<dyn Attester>) -> Arc<EnclaveCtx> {
+    pub fn new(attester: Arc<dyn Attester>, kv: KvLimits) -> Arc<EnclaveCtx> {
         Arc::new(EnclaveCtx {
             attester,
             state: Mutex::new(None),
+            kv: KvStore::new(kv),
         })
     }
 }

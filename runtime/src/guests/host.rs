@@ -13,7 +13,9 @@ use crate::egress::Egress;
 
 /// Store data for one request's instance.
 pub struct Host {
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    /// Who is calling: the key-value namespace comes from here.
+    pub(crate) guest: Arc<GuestConfig>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: Hooks,
@@ -45,6 +47,7 @@ impl Host {
         let memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);
         Host {
             table: ResourceTable::new(),
+            guest: guest.clone(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: Hooks {

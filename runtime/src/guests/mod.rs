@@ -6,11 +6,13 @@
 //! - [`host`]: the per-request store data guests see through WASI.
 //! - [`registry`]: deployed guests, the compile cache and the manifest.
 //! - [`invoke`]: one HTTP request through one fresh instance.
+//! - [`kv`]: `wasi:keyvalue`, one namespace per guest name.
 
 mod enclave;
 mod engine;
 mod host;
 mod invoke;
+mod kv;
 mod log;
 mod registry;
 mod spec;
@@ -18,5 +20,6 @@ mod spec;
 pub use enclave::EnclaveCtx;
 pub use engine::{EngineError, GuestEngine, Limits};
 pub use invoke::{GuestBody, Outcome, invoke};
+pub use kv::{KvLimits, KvStore};
 pub use registry::{DeployError, Deployed, Guest, GuestInfo, Registry, Snapshot};
 pub use spec::{BootGuest, GuestConfig, GuestName, Route};

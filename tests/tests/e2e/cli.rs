@@ -158,3 +158,23 @@ fn verify_dev_documents_only_with_the_dev_root() {
             .starts_with("nacre-dev")
     );
 }
+
+#[test]
+fn build_prints_the_component_path_last() {
+    let krate = nacre_tests::root().join("guest-examples/kv-counter");
+    let (ok, out, err) = nacre_tests::nacre(&["build", krate.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let last = out.lines().last().expect("a path");
+    assert!(last.ends_with("kv_counter.wasm"), "{out}");
+    let bytes = std::fs::read(last).unwrap();
+    // A component, not a core module: layer 1 in the preamble.
+    assert_eq!(&bytes[..8], b"\0asm\x0d\0\x01\0");
+
+    let missing = nacre_tests::temp_dir("nobuild");
+    let (ok, _, err) = nacre_tests::nacre(&["build", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(missing.to_str().unwrap()) && err.contains("Cargo.toml"),
+        "{err}"
+    );
+}

@@ -8,6 +8,7 @@ mod cli;
 mod egress;
 mod faults;
 mod hostproxy;
+mod keyvalue;
 mod load;
 mod serving;
 mod transport;

@@ -1,0 +1,366 @@
+//! `wasi:keyvalue` for guests (store, atomics, batch).
+//!
+//! Each guest name has its own namespace of buckets, held by the runtime
+//! for the life of the process: values outlive the per-request instance
+//! and survive redeploys under the same name. A guest can only ever name
+//! buckets inside its own namespace, because the namespace comes from the
+//! runtime's record of who is calling, never from the guest. Quotas (keys
+//! and bytes per guest) and size limits turn into errors, never traps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use wasmtime::component::Resource;
+
+use super::enclave::bindings::wasi::keyvalue::{atomics, batch, store};
+use super::host::Host;
+
+/// Longest key.
+const MAX_KEY: usize = 1024;
+/// Largest value.
+const MAX_VALUE: usize = 1 << 20;
+/// Longest bucket identifier.
+const MAX_BUCKET: usize = 128;
+/// Buckets per guest.
+const MAX_BUCKETS: usize = 64;
+/// Keys per `list-keys` page.
+const PAGE: usize = 1000;
+
+/// Per-guest quotas (`--kv-max-keys`, `--kv-max-bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct KvLimits {
+    /// Keys across all of one guest's buckets.
+    pub max_keys: u64,
+    /// Bytes of keys plus values across all of one guest's buckets.
+    pub max_bytes: u64,
+}
+
+#[derive(Default)]
+struct Namespace {
+    buckets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    keys: u64,
+    bytes: u64,
+}
+
+/// Every guest's key-value data.
+pub struct KvStore {
+    limits: KvLimits,
+    namespaces: Mutex<HashMap<String, Namespace>>,
+}
+
+/// What a guest's `bucket` handle stands for.
+pub struct Bucket {
+    namespace: String,
+    name: String,
+}
+
+type KvResult<T> = Result<T, store::Error>;
+
+fn other(msg: String) -> store::Error {
+    store::Error::Other(msg)
+}
+
+impl KvStore {
+    /// An empty store with these quotas.
+    pub fn new(limits: KvLimits) -> KvStore {
+        KvStore {
+            limits,
+            namespaces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `f` on one bucket with the lock held: each call is atomic.
+    fn with<R>(
+        &self,
+        b: &Bucket,
+        f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>, &mut Usage<'_>) -> KvResult<R>,
+    ) -> KvResult<R> {
+        let mut all = self
+            .namespaces
+            .lock()
+            .map_err(|_| other("key-value store unavailable".into()))?;
+        let ns = all.entry(b.namespace.clone()).or_default();
+        let bucket = ns.buckets.entry(b.name.clone()).or_default();
+        let mut usage = Usage {
+            keys: &mut ns.keys,
+            bytes: &mut ns.bytes,
+            limits: self.limits,
+        };
+        f(bucket, &mut usage)
+    }
+
+    fn open(&self, namespace: &str, name: String) -> KvResult<Bucket> {
+        if name.len() > MAX_BUCKET {
+            return Err(other(format!(
+                "bucket identifier is {} bytes; the limit is {MAX_BUCKET}",
+                name.len()
+            )));
+        }
+        let all = self
+            .namespaces
+            .lock()
+            .map_err(|_| other("key-value store unavailable".into()))?;
+        let count = all.get(namespace).map_or(0, |ns| ns.buckets.len());
+        let exists = all
+            .get(namespace)
+            .is_some_and(|ns| ns.buckets.contains_key(&name));
+        if !exists && count >= MAX_BUCKETS {
+            return Err(other(format!(
+                "this guest already has {MAX_BUCKETS} buckets, the limit"
+            )));
+        }
+        Ok(Bucket {
+            namespace: namespace.to_string(),
+            name,
+        })
+    }
+}
+
+/// One guest's running totals, checked before every write.
+struct Usage<'a> {
+    keys: &'a mut u64,
+    bytes: &'a mut u64,
+    limits: KvLimits,
+}
+
+impl Usage<'_> {
+    /// Stores `value` under `key`, or fails without changing anything.
+    fn set(
+        &mut self,
+        bucket: &mut BTreeMap<String, Vec<u8>>,
+        key: String,
+        value: Vec<u8>,
+    ) -> KvResult<()> {
+        check_key(&key)?;
+        if value.len() > MAX_VALUE {
+            return Err(other(format!(
+                "value for {key:?} is {} bytes; the limit is {MAX_VALUE}",
+                value.len()
+            )));
+        }
+        let old = bucket.get(&key).map(|v| (key.len() + v.len()) as u64);
+        let new = (key.len() + value.len()) as u64;
+        let keys = *self.keys + u64::from(old.is_none());
+        let bytes = *self.bytes - old.unwrap_or(0) + new;
+        if keys > self.limits.max_keys {
+            return Err(other(format!(
+                "key quota exceeded: this guest may keep {} keys (--kv-max-keys)",
+                self.limits.max_keys
+            )));
+        }
+        if bytes > self.limits.max_bytes {
+            return Err(other(format!(
+                "byte quota exceeded: this guest may keep {} bytes of keys and values (--kv-max-bytes)",
+                self.limits.max_bytes
+            )));
+        }
+        bucket.insert(key, value);
+        (*self.keys, *self.bytes) = (keys, bytes);
+        Ok(())
+    }
+
+    fn delete(&mut self, bucket: &mut BTreeMap<String, Vec<u8>>, key: &str) {
+        if let Some(v) = bucket.remove(key) {
+            *self.keys -= 1;
+            *self.bytes -= (key.len() + v.len()) as u64;
+        }
+    }
+}
+
+fn check_key(key: &str) -> KvResult<()> {
+    if key.len() > MAX_KEY {
+        return Err(other(format!(
+            "key is {} bytes; the limit is {MAX_KEY}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Host {
+    fn bucket(&self, b: &Resource<Bucket>) -> KvResult<&Bucket> {
+        self.table
+            .get(b)
+            .map_err(|_| other("invalid bucket handle".into()))
+    }
+
+    fn kv(&self) -> &KvStore {
+        &self.enclave.kv
+    }
+}
+
+impl store::Host for Host {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+        let bucket = self.kv().open(self.guest.name.as_str(), identifier)?;
+        self.table
+            .push(bucket)
+            .map_err(|e| other(format!("cannot open bucket: {e}")))
+    }
+}
+
+impl store::HostBucket for Host {
+    async fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+        check_key(&key)?;
+        let b = self.bucket(&b)?;
+        self.kv().with(b, |bucket, _| Ok(bucket.get(&key).cloned()))
+    }
+
+    async fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+        let b = self.bucket(&b)?;
+        self.kv()
+            .with(b, |bucket, usage| usage.set(bucket, key, value))
+    }
+
+    async fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
+        check_key(&key)?;
+        let b = self.bucket(&b)?;
+        self.kv().with(b, |bucket, usage| {
+            usage.delete(bucket, &key);
+            Ok(())
+        })
+    }
+
+    async fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
+        check_key(&key)?;
+        let b = self.bucket(&b)?;
+        self.kv().with(b, |bucket, _| Ok(bucket.contains_key(&key)))
+    }
+
+    async fn list_keys(
+        &mut self,
+        b: Resource<Bucket>,
+        cursor: Option<u64>,
+    ) -> KvResult<store::KeyResponse> {
+        let b = self.bucket(&b)?;
+        let skip = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
+        self.kv().with(b, |bucket, _| {
+            let keys: Vec<String> = bucket.keys().skip(skip).take(PAGE).cloned().collect();
+            let next = skip.saturating_add(keys.len());
+            let cursor = (next < bucket.len()).then_some(next as u64);
+            Ok(store::KeyResponse { keys, cursor })
+        })
+    }
+
+    async fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for Host {
+    async fn increment(&mut self, b: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
+        let b = self.bucket(&b)?;
+        self.kv().with(b, |bucket, usage| {
+            // Decimal text, as wasmtime's key-value host keeps counters.
+            let current = match bucket.get(&key) {
+                None => 0,
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| other(format!("{key:?} does not hold a decimal number")))?,
+            };
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| other(format!("incrementing {key:?} overflows u64")))?;
+            usage.set(bucket, key, next.to_string().into_bytes())?;
+            Ok(next)
+        })
+    }
+}
+
+impl batch::Host for Host {
+    async fn get_many(
+        &mut self,
+        b: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+        keys.iter().try_for_each(|k| check_key(k))?;
+        let b = self.bucket(&b)?;
+        self.kv().with(b, |bucket, _| {
+            Ok(keys
+                .into_iter()
+                .map(|k| bucket.get(&k).cloned().map(|v| (k, v)))
+                .collect())
+        })
+    }
+
+    async fn set_many(
+        &mut self,
+        b: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> KvResult<()> {
+        let b = self.bucket(&b)?;
+        self.kv().with(b, |bucket, usage| {
+            key_values
+                .into_iter()
+                .try_for_each(|(k, v)| usage.set(bucket, k, v))
+        })
+    }
+
+    async fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+        keys.iter().try_for_each(|k| check_key(k))?;
+        let b = self.bucket(&b)?;
+        self.kv().with(b, |bucket, usage| {
+            keys.iter().for_each(|k| usage.delete(bucket, k));
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(ns: &str, name: &str) -> Bucket {
+        Bucket {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn quotas_refuse_without_changing_anything() {
+        let kv = KvStore::new(KvLimits {
+            max_keys: 2,
+            max_bytes: 20,
+        });
+        let a = bucket("a", "");
+        let set = |k: &str, v: &[u8]| kv.with(&a, |bkt, u| u.set(bkt, k.into(), v.to_vec()));
+        set("k1", b"12345").unwrap();
+        set("k2", b"12345").unwrap();
+        let e = set("k3", b"1").unwrap_err();
+        assert!(matches!(&e, store::Error::Other(m) if m.contains("--kv-max-keys")));
+        // Replacing a value counts the difference only.
+        set("k1", b"1234567890").unwrap();
+        let e = set("k1", b"123456789012345").unwrap_err();
+        assert!(matches!(&e, store::Error::Other(m) if m.contains("--kv-max-bytes")));
+        let got = kv.with(&a, |bkt, _| Ok(bkt.get("k1").cloned())).unwrap();
+        assert_eq!(got.as_deref(), Some(&b"1234567890"[..]));
+        // Deleting frees both.
+        kv.with(&a, |bkt, u| {
+            u.delete(bkt, "k2");
+            Ok(())
+        })
+        .unwrap();
+        set("k3", b"1").unwrap();
+        // Oversized keys and values are errors too.
+        assert!(set(&"x".repeat(MAX_KEY + 1), b"").is_err());
+    }
+
+    #[test]
+    fn namespaces_and_buckets_are_separate() {
+        let kv = KvStore::new(KvLimits {
+            max_keys: 10,
+            max_bytes: 1000,
+        });
+        kv.with(&bucket("a", "x"), |b, u| {
+            u.set(b, "k".into(), b"a".to_vec())
+        })
+        .unwrap();
+        for other in [bucket("b", "x"), bucket("a", "y")] {
+            let got = kv.with(&other, |b, _| Ok(b.get("k").cloned())).unwrap();
+            assert_eq!(got, None);
+        }
+        assert!(kv.open("a", "z".repeat(MAX_BUCKET + 1)).is_err());
+    }
+}

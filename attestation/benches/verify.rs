@@ -2,9 +2,10 @@
 //! four certificates, expectations. Target: median under 1 ms.
 //!
 //! Two cases: "cold" builds a new verifier for every document, so all five
-//! ECDSA checks run; "warm" reuses one verifier, as a client checking an
-//! enclave repeatedly does, so the chain's signatures come from its cache
-//! and only the document's own signature is checked.
+//! ECDSA checks run (split over two threads on a multi-core machine);
+//! "warm" reuses one verifier, as a client checking an enclave repeatedly
+//! does, so the chain's signatures come from its cache and only the
+//! document's own signature is checked.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nacre_attestation::{CoseSign1, Document, Verifier, aws_root_der};

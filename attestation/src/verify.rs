@@ -100,16 +100,18 @@ impl Verifier {
         let cose = CoseSign1::from_slice(bytes)?;
         cose.check_algorithm()?;
         let document = Document::from_payload(&cose.payload)?;
-        // The document's own signature first: one ECDSA check rejects any
-        // tampering before the chain's several are spent.
-        chain::verify_es384(&document.certificate, &cose.to_be_signed(), &cose.signature)?;
         let at = self.at.unwrap_or_else(now);
+        let message = cose.to_be_signed();
         chain::verify(
             &self.root_der,
             &document.cabundle,
             &document.certificate,
             at,
             &self.links,
+            chain::DocSignature {
+                message: &message,
+                signature: &cose.signature,
+            },
         )?;
 
         if self

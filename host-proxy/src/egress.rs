@@ -2,6 +2,8 @@
 //! through. The only thing read is the `CONNECT host:port` head; after the
 //! 200 the bytes are the enclave's TLS and are copied unread.
 
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,11 +89,49 @@ async fn handle(mut enclave: Stream, policy: &Policy, metrics: &Metrics) {
     relay::copy(Stream::Tcp(origin), enclave, metrics, Kind::Egress).await;
 }
 
+/// Whether `ip` is link-local, where a cloud instance's metadata service
+/// lives (169.254.169.254, fd00:ec2::254): the parent's credentials.
+fn is_metadata(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}
+
+/// The resolved addresses the proxy may dial for `target`, and why any were
+/// dropped. A name is never followed to a link-local address: an allowed
+/// domain whose DNS is pointed at the instance metadata service would
+/// otherwise hand the enclave the parent's credentials. An IP literal in the
+/// allow list is taken as meant.
+fn usable(target: &Target, resolved: Vec<SocketAddr>) -> (Vec<SocketAddr>, Option<io::Error>) {
+    let literal = target.host.parse::<IpAddr>().is_ok();
+    let mut refused = None;
+    let ok = resolved
+        .into_iter()
+        .filter(|a| {
+            let keep = literal || !is_metadata(a.ip());
+            if !keep {
+                refused = Some(io::Error::other(format!(
+                    "{} resolves to the link-local address {}, which is never dialled by name",
+                    target.host,
+                    a.ip()
+                )));
+            }
+            keep
+        })
+        .collect();
+    (ok, refused)
+}
+
 /// Resolves on this host (the enclave has no resolver) and connects to the
-/// first address that answers.
-async fn dial(target: &Target) -> std::io::Result<TcpStream> {
-    let mut last = None;
-    for addr in tokio::net::lookup_host((target.host.as_str(), target.port)).await? {
+/// first usable address that answers.
+async fn dial(target: &Target) -> io::Result<TcpStream> {
+    let resolved = tokio::net::lookup_host((target.host.as_str(), target.port)).await?;
+    let (addrs, mut last) = usable(target, resolved.collect());
+    for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
@@ -100,5 +140,47 @@ async fn dial(target: &Target) -> std::io::Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| std::io::Error::other("the name has no addresses")))
+    Err(last.unwrap_or_else(|| io::Error::other("the name has no addresses")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_addresses_are_recognised() {
+        for ip in ["169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254"] {
+            assert!(is_metadata(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "93.184.216.34",
+            "::1",
+            "fd00:ec2::1",
+        ] {
+            assert!(!is_metadata(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn names_are_not_followed_to_link_local_but_literals_are() {
+        let addrs: Vec<SocketAddr> = vec![
+            "169.254.169.254:80".parse().unwrap(),
+            "93.184.216.34:80".parse().unwrap(),
+        ];
+        let name = Target {
+            host: "metadata.example".into(),
+            port: 80,
+        };
+        let (ok, refused) = usable(&name, addrs.clone());
+        assert_eq!(ok, vec![addrs[1]]);
+        let why = refused.map(|e| e.to_string()).unwrap_or_default();
+        assert!(why.contains("never dialled by name"), "{why}");
+        let literal = Target {
+            host: "169.254.169.254".into(),
+            port: 80,
+        };
+        assert_eq!(usable(&literal, addrs.clone()).0, addrs);
+    }
 }

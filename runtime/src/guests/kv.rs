@@ -96,6 +96,18 @@ impl KvStore {
                 name.len()
             )));
         }
+        // Anything path- or namespace-like is refused outright, so an
+        // attempt to reach another guest's data is an error, not a quiet
+        // miss in one's own namespace.
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            || name.starts_with('.')
+        {
+            return Err(other(format!(
+                "bucket identifier {name:?} is refused: use letters, digits, '.', '_' and '-' (not first '.'); it names a bucket in this guest's own namespace, and no other is reachable"
+            )));
+        }
         let all = self
             .namespaces
             .lock()
@@ -362,5 +374,11 @@ mod tests {
             assert_eq!(got, None);
         }
         assert!(kv.open("a", "z".repeat(MAX_BUCKET + 1)).is_err());
+        for bad in ["../b", "b/x", "b:x", ".hidden", "a%2Fb", "sp ace"] {
+            assert!(kv.open("a", bad.into()).is_err(), "{bad}");
+        }
+        for good in ["", "default", "my-bucket_1.v2"] {
+            assert!(kv.open("a", good.into()).is_ok(), "{good}");
+        }
     }
 }

@@ -61,10 +61,20 @@ async fn namespaces_and_quotas_hold_and_serving_continues() {
         200
     );
     assert_eq!(rt.get("/a/k/shared/secret").await, (200, "a-secret".into()));
-    // b names the same bucket and key, a bucket called `a`, a path-like
-    // bucket: all inside b's own namespace, all empty.
-    for path in ["/b/k/shared/secret", "/b/k/a/secret", "/b/k/..%2Fa/secret"] {
+    // b names the same bucket and key, or a bucket called `a`: both inside
+    // b's own namespace, both empty.
+    for path in ["/b/k/shared/secret", "/b/k/a/secret"] {
         assert_eq!(rt.get(path).await.0, 404, "{path}");
+    }
+    // Anything that tries to name another namespace is an error.
+    for path in [
+        "/b/k/..%2Fa/secret",
+        "/b/k/a:shared/secret",
+        "/b/k/.a/secret",
+    ] {
+        let (status, body) = rt.get(path).await;
+        assert_eq!(status, 507, "{path}: {body}");
+        assert!(body.contains("no other is reachable"), "{body}");
     }
 
     // a runs into its key quota: an error inside the guest, nothing stored

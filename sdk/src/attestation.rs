@@ -17,6 +17,12 @@ use crate::bindings::nacre::enclave::attestation as wit;
 
 /// Why no document was made (a field too large, the security module
 /// unavailable); the message says which.
+///
+/// ```rust,ignore
+/// if let Err(nacre_sdk::attestation::Error(why)) = attestation::request(None, None, None) {
+///     eprintln!("no document: {why}");
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Error(pub String);
 

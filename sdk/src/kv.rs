@@ -22,6 +22,13 @@ use serde::de::DeserializeOwned;
 use crate::bindings::wasi::keyvalue::{atomics, store};
 
 /// Why a key-value operation failed.
+///
+/// ```rust,ignore
+/// match store.set("k", &big) {
+///     Err(nacre_sdk::kv::Error::Store(why)) => eprintln!("refused: {why}"),
+///     other => other?,
+/// }
+/// ```
 #[derive(Debug)]
 pub enum Error {
     /// The runtime refused: a quota, a size limit, or a bad identifier. The
@@ -54,6 +61,11 @@ impl From<store::Error> for Error {
 }
 
 /// One bucket of this guest's key-value namespace.
+///
+/// ```rust,ignore
+/// let store = nacre_sdk::kv::Store::open("default")?;
+/// store.set("greeting", b"hello")?;
+/// ```
 pub struct Store {
     bucket: store::Bucket,
 }

@@ -24,6 +24,12 @@ use std::pin::Pin;
 use wstd::http::{Body, Error, Method, Request, Response, StatusCode};
 
 /// The `:name` captures of the matched pattern.
+///
+/// ```rust,ignore
+/// async fn user(_req: Request<Body>, p: Params) -> Result<Response<Body>, Error> {
+///     Ok(Response::new(format!("user {}\n", p.get("id").unwrap_or("?")).into()))
+/// }
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct Params(Vec<(String, String)>);
 
@@ -45,6 +51,10 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>>>>;
 type Handler = Box<dyn Fn(Request<Body>, Params) -> BoxFuture>;
 
 /// Routes requests to handlers by method and path.
+///
+/// ```rust,ignore
+/// let router = Router::new().get("/users/:id", user).post("/users", create);
+/// ```
 #[derive(Default)]
 pub struct Router {
     routes: Vec<(Method, Vec<String>, Handler)>,

@@ -12,6 +12,13 @@ use std::fmt;
 use crate::bindings::nacre::enclave::state as wit;
 
 /// Why the state could not be read or written.
+///
+/// ```rust,ignore
+/// match nacre_sdk::state::put(b"v2") {
+///     Err(nacre_sdk::state::Error::NotLeader) => { /* write on the leader instead */ }
+///     other => other?,
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
     /// Only the leader enclave writes; this one is a worker.

@@ -29,8 +29,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<Address>,
 
-    /// Connections open at once across all listeners; more are closed at
-    /// once (inbound) or answered 503 (egress).
+    /// Connections open at once, for inbound and for egress separately;
+    /// more are closed at once (inbound) or answered 503 (egress).
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_connections: usize,
 

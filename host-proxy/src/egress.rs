@@ -94,10 +94,14 @@ async fn handle(mut enclave: Stream, policy: &Policy, metrics: &Metrics) {
 fn is_metadata(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
+        // ::ffff:169.254.169.254 reaches the same service over IPv4.
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.is_link_local(),
+            None => {
+                (v6.segments()[0] & 0xffc0) == 0xfe80
+                    || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+            }
+        },
     }
 }
 
@@ -149,7 +153,13 @@ mod tests {
 
     #[test]
     fn metadata_addresses_are_recognised() {
-        for ip in ["169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254"] {
+        for ip in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+        ] {
             assert!(is_metadata(ip.parse().unwrap()), "{ip}");
         }
         for ip in [

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use nacre_transport::Listener;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -132,12 +132,21 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (any path) over plain HTTP/1.1.
+/// Scrapers connected at once; more are closed at once.
+const MAX_SCRAPERS: usize = 16;
+
+/// Serves `GET /metrics` (any path) over plain HTTP/1.1, to at most
+/// [`MAX_SCRAPERS`] connections, each given 10 s to send its request head.
 pub async fn serve(listener: Listener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPERS));
     loop {
         let (stream, _) = listener.accept().await;
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
                 let body = metrics.render();
                 async move {
@@ -151,6 +160,8 @@ pub async fn serve(listener: Listener, metrics: Arc<Metrics>) {
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -18,7 +18,10 @@ use crate::splice::{self, Sock};
 /// The cap on open connections, and the metrics they update.
 #[derive(Clone)]
 pub struct Limits {
-    slots: Arc<Semaphore>,
+    /// One pool per kind: the enclave's outbound tunnels can never take
+    /// the slots clients need to reach it, nor the other way round.
+    inbound: Arc<Semaphore>,
+    egress: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -36,10 +39,11 @@ impl Drop for Admitted {
 }
 
 impl Limits {
-    /// At most `max` connections at once.
+    /// At most `max` connections of each kind at once.
     pub fn new(max: usize, metrics: Arc<Metrics>) -> Limits {
         Limits {
-            slots: Arc::new(Semaphore::new(max)),
+            inbound: Arc::new(Semaphore::new(max)),
+            egress: Arc::new(Semaphore::new(max)),
             metrics,
         }
     }
@@ -47,7 +51,11 @@ impl Limits {
     /// A slot for a new connection, or `None` when all are taken (counted
     /// as a refusal).
     pub fn admit(&self, kind: Kind) -> Option<Admitted> {
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let slots = match kind {
+            Kind::Inbound => &self.inbound,
+            Kind::Egress => &self.egress,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
             self.metrics.refused(kind, "capacity");
             return None;
         };
@@ -212,11 +220,16 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let limits = Limits::new(2, metrics.clone());
         let a = limits.admit(Kind::Inbound).unwrap();
-        let _b = limits.admit(Kind::Egress).unwrap();
+        let _b = limits.admit(Kind::Inbound).unwrap();
         assert!(limits.admit(Kind::Inbound).is_none());
-        assert_eq!(metrics.open(Kind::Inbound).get(), 1);
+        // Egress has its own pool: a full inbound side does not touch it,
+        // and a full egress side would not touch inbound.
+        let _e1 = limits.admit(Kind::Egress).unwrap();
+        let _e2 = limits.admit(Kind::Egress).unwrap();
+        assert!(limits.admit(Kind::Egress).is_none());
+        assert_eq!(metrics.open(Kind::Inbound).get(), 2);
         drop(a);
-        assert_eq!(metrics.open(Kind::Inbound).get(), 0);
+        assert_eq!(metrics.open(Kind::Inbound).get(), 1);
         assert!(limits.admit(Kind::Inbound).is_some());
         assert!(metrics.render().contains("reason=\"capacity\""));
     }

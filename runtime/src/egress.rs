@@ -183,11 +183,12 @@ impl Egress {
         if matches!(sender, Sender::Http1(_)) {
             // HTTP/1.1 wants origin-form; h2 takes scheme and authority
             // from the full URI.
-            let path = request
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "/".into());
+            let path = match request.uri().path_and_query().map(|p| p.as_str()) {
+                // A query with an empty path is still a request for "/".
+                Some(pq) if pq.starts_with('/') => pq.to_string(),
+                Some(pq) => format!("/{pq}"),
+                None => "/".into(),
+            };
             *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
         }
         let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
@@ -220,6 +221,7 @@ impl Egress {
                 inner: incoming,
                 between,
                 timer: Box::pin(tokio::time::sleep(between)),
+                waiting: false,
             }
             .boxed_unsync()
         });
@@ -324,10 +326,13 @@ impl Sender {
 }
 
 /// A response body that fails when the origin goes quiet between frames.
+/// The clock runs only while the guest is actually waiting for a frame, so
+/// a guest that pauses between reads is not blamed on the origin.
 struct TimedBody {
     inner: Incoming,
     between: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
 }
 
 impl Body for TimedBody {
@@ -340,16 +345,22 @@ impl Body for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let next = tokio::time::Instant::now() + self.between;
-                self.timer.as_mut().reset(next);
+                self.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    let next = tokio::time::Instant::now() + self.between;
+                    self.timer.as_mut().reset(next);
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -53,6 +53,7 @@ impl Host {
             hooks: Hooks {
                 guest: guest.clone(),
                 egress,
+                outbound: Arc::new(tokio::sync::Semaphore::new(MAX_OUTBOUND_PER_INSTANCE)),
             },
             code_hash,
             enclave,
@@ -90,7 +91,13 @@ impl WasiHttpView for Host {
 struct Hooks {
     guest: Arc<GuestConfig>,
     egress: Arc<Egress>,
+    /// Outbound connections this instance holds open at once.
+    outbound: Arc<tokio::sync::Semaphore>,
 }
+
+/// Per instance: enough for fan-out, few enough that one guest cannot take
+/// every tunnel the host proxy has.
+const MAX_OUTBOUND_PER_INSTANCE: usize = 16;
 
 type SendResult = wasmtime_wasi_http::Result<crate::egress::Sent>;
 
@@ -103,10 +110,20 @@ impl WasiHttpHooks for Hooks {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let guest = self.guest.clone();
         let egress = self.egress.clone();
+        let Ok(permit) = self.outbound.clone().try_acquire_owned() else {
+            tracing::info!(guest = %guest.name, "outbound request refused: {MAX_OUTBOUND_PER_INSTANCE} already open");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+        };
         Box::new(async move {
-            egress
+            let (response, io) = egress
                 .send(guest.name.as_str(), &guest.allow, request, options)
-                .await
+                .await?;
+            // The slot is held until the connection is done with.
+            let io = async move {
+                let _permit = permit;
+                Box::into_pin(io).await
+            };
+            Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }

@@ -23,8 +23,11 @@ const MAX_VALUE: usize = 1 << 20;
 const MAX_BUCKET: usize = 128;
 /// Buckets per guest.
 const MAX_BUCKETS: usize = 64;
-/// Keys per `list-keys` page.
+/// Keys per `list-keys` page, and per batch call.
 const PAGE: usize = 1000;
+/// Bytes of values one `get-many` may return: the runtime builds the answer
+/// before the guest sees it, so the guest's own memory limit is no bound.
+const MAX_BATCH_BYTES: usize = 16 << 20;
 
 /// Per-guest quotas (`--kv-max-keys`, `--kv-max-bytes`).
 #[derive(Debug, Clone, Copy)]
@@ -108,18 +111,20 @@ impl KvStore {
                 "bucket identifier {name:?} is refused: use letters, digits, '.', '_' and '-' (not first '.'); it names a bucket in this guest's own namespace, and no other is reachable"
             )));
         }
-        let all = self
+        let mut all = self
             .namespaces
             .lock()
             .map_err(|_| other("key-value store unavailable".into()))?;
-        let count = all.get(namespace).map_or(0, |ns| ns.buckets.len());
-        let exists = all
-            .get(namespace)
-            .is_some_and(|ns| ns.buckets.contains_key(&name));
-        if !exists && count >= MAX_BUCKETS {
-            return Err(other(format!(
-                "this guest already has {MAX_BUCKETS} buckets, the limit"
-            )));
+        let ns = all.entry(namespace.to_string()).or_default();
+        // Made here, under the limit, so handles can never create buckets
+        // past it later.
+        if !ns.buckets.contains_key(&name) {
+            if ns.buckets.len() >= MAX_BUCKETS {
+                return Err(other(format!(
+                    "this guest already has {MAX_BUCKETS} buckets, the limit"
+                )));
+            }
+            ns.buckets.insert(name.clone(), BTreeMap::new());
         }
         Ok(Bucket {
             namespace: namespace.to_string(),
@@ -177,6 +182,16 @@ impl Usage<'_> {
             *self.bytes -= (key.len() + v.len()) as u64;
         }
     }
+}
+
+fn check_batch(keys: &[String]) -> KvResult<()> {
+    if keys.len() > PAGE {
+        return Err(other(format!(
+            "{} keys in one batch; the limit is {PAGE}",
+            keys.len()
+        )));
+    }
+    keys.iter().try_for_each(|k| check_key(k))
 }
 
 fn check_key(key: &str) -> KvResult<()> {
@@ -286,9 +301,18 @@ impl batch::Host for Host {
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
-        keys.iter().try_for_each(|k| check_key(k))?;
+        check_batch(&keys)?;
         let b = self.bucket(&b)?;
         self.kv().with(b, |bucket, _| {
+            let total: usize = keys
+                .iter()
+                .filter_map(|k| bucket.get(k).map(Vec::len))
+                .sum();
+            if total > MAX_BATCH_BYTES {
+                return Err(other(format!(
+                    "get-many would return {total} bytes; the limit is {MAX_BATCH_BYTES}: ask for fewer keys"
+                )));
+            }
             Ok(keys
                 .into_iter()
                 .map(|k| bucket.get(&k).cloned().map(|v| (k, v)))
@@ -301,6 +325,12 @@ impl batch::Host for Host {
         b: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> KvResult<()> {
+        if key_values.len() > PAGE {
+            return Err(other(format!(
+                "{} keys in one batch; the limit is {PAGE}",
+                key_values.len()
+            )));
+        }
         let b = self.bucket(&b)?;
         self.kv().with(b, |bucket, usage| {
             key_values
@@ -310,7 +340,7 @@ impl batch::Host for Host {
     }
 
     async fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
-        keys.iter().try_for_each(|k| check_key(k))?;
+        check_batch(&keys)?;
         let b = self.bucket(&b)?;
         self.kv().with(b, |bucket, usage| {
             keys.iter().for_each(|k| usage.delete(bucket, k));
@@ -380,5 +410,12 @@ mod tests {
         for good in ["", "default", "my-bucket_1.v2"] {
             assert!(kv.open("a", good.into()).is_ok(), "{good}");
         }
+        // The bucket limit counts buckets as they are opened.
+        for i in 0..MAX_BUCKETS {
+            let _ = kv.open("c", format!("b{i}"));
+        }
+        assert!(kv.open("c", "one-more".into()).is_err());
+        assert!(kv.open("c", "b0".into()).is_ok(), "reopening is fine");
+        assert!(check_batch(&vec![String::new(); PAGE + 1]).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use nacre_cli::guest_build::{WASM_TARGET, cargo, ensure_wasm_target};
+use nacre_cli::guest_build::wasm_build;
 
 /// Build a guest crate into a WebAssembly component (release,
 /// wasm32-wasip2, installing the target if missing); the last line printed
@@ -34,13 +34,8 @@ impl BuildCmd {
             );
         }
         let manifest = manifest.canonicalize()?;
-        ensure_wasm_target()?;
-        let mut child = cargo()
-            .args(["build", "--release", "--target", WASM_TARGET])
+        let mut child = wasm_build(&manifest)?
             .args(["--message-format", "json-render-diagnostics"])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .env_remove("CARGO_TARGET_DIR")
             .stdout(Stdio::piped())
             .spawn()
             .context("cannot run cargo")?;

@@ -66,9 +66,10 @@ pub fn ensure_wasm_target() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `packages` of the guest workspace at `manifest` in release mode
-/// and returns each component's path, in the same order.
-pub fn build_guests(manifest: &Path, packages: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+/// `cargo build --release --target wasm32-wasip2 --manifest-path
+/// MANIFEST`, with the target installed first: the one guest build that
+/// `nacre dev`, `nacre build` and the tests all run.
+pub fn wasm_build(manifest: &Path) -> anyhow::Result<Command> {
     ensure_wasm_target()?;
     let mut cmd = cargo();
     cmd.args([
@@ -81,6 +82,13 @@ pub fn build_guests(manifest: &Path, packages: &[&str]) -> anyhow::Result<Vec<Pa
     .arg(manifest)
     // The host build's target dir must not leak into the guest build.
     .env_remove("CARGO_TARGET_DIR");
+    Ok(cmd)
+}
+
+/// Builds `packages` of the guest workspace at `manifest` in release mode
+/// and returns each component's path, in the same order.
+pub fn build_guests(manifest: &Path, packages: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut cmd = wasm_build(manifest)?;
     for p in packages {
         cmd.args(["-p", p]);
     }

@@ -67,16 +67,13 @@ async fn handle(mut enclave: Stream, policy: &Policy, metrics: &Metrics) {
         let _ = tunnel::respond(&mut enclave, 403).await;
         return;
     }
-    let origin = match tokio::time::timeout(policy.connect_timeout, dial(&target)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let dialled = tokio::time::timeout(policy.connect_timeout, dial(&target))
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")));
+    let origin = match dialled {
+        Ok(s) => s,
+        Err(e) => {
             tracing::info!(%target, error = %e, "egress: target unreachable");
-            metrics.refused(Kind::Egress, "unreachable");
-            let _ = tunnel::respond(&mut enclave, 502).await;
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%target, "egress: connect timed out");
             metrics.refused(Kind::Egress, "unreachable");
             let _ = tunnel::respond(&mut enclave, 502).await;
             return;

@@ -142,22 +142,7 @@ impl Runtime {
     /// Starts a runtime with a test certificate and admin token, plus
     /// `extra` flags.
     pub fn start(extra: &[&str]) -> Runtime {
-        let pki = TestPki::generate();
-        let cert = pki.dir.join("cert.pem");
-        let key = pki.dir.join("key.pem");
-        let token_sha = sha256_hex(TOKEN.as_bytes());
-        let mut args: Vec<String> = vec![
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
-            "--admin-token-sha256".into(),
-            token_sha,
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut rt = Runtime::start_raw(&args);
-        rt.pki = Some(pki);
-        rt
+        Runtime::start_behind(&[], "tcp://127.0.0.1:0", extra)
     }
 
     /// Starts a runtime with exactly `args` plus a loopback listener and

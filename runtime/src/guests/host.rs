@@ -14,8 +14,6 @@ use crate::egress::Egress;
 /// Store data for one request's instance.
 pub struct Host {
     pub(crate) table: ResourceTable,
-    /// Who is calling: the key-value namespace comes from here.
-    pub(crate) guest: Arc<GuestConfig>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: Hooks,
@@ -47,7 +45,6 @@ impl Host {
         let memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);
         Host {
             table: ResourceTable::new(),
-            guest: guest.clone(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: Hooks {
@@ -64,6 +61,14 @@ impl Host {
                 .trap_on_grow_failure(false)
                 .build(),
         }
+    }
+}
+
+impl Host {
+    /// Who is calling: the key-value namespace comes from here, never from
+    /// the guest.
+    pub(crate) fn guest_name(&self) -> &str {
+        self.hooks.guest.name.as_str()
     }
 }
 

@@ -82,8 +82,12 @@ impl KvStore {
             .namespaces
             .lock()
             .map_err(|_| other("key-value store unavailable".into()))?;
-        let ns = all.entry(b.namespace.clone()).or_default();
-        let bucket = ns.buckets.entry(b.name.clone()).or_default();
+        // `open` made both; a handle never outlives its bucket.
+        let ns = all.get_mut(&b.namespace).ok_or(store::Error::NoSuchStore)?;
+        let bucket = ns
+            .buckets
+            .get_mut(&b.name)
+            .ok_or(store::Error::NoSuchStore)?;
         let mut usage = Usage {
             keys: &mut ns.keys,
             bytes: &mut ns.bytes,
@@ -218,7 +222,7 @@ impl Host {
 
 impl store::Host for Host {
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        let bucket = self.kv().open(self.guest.name.as_str(), identifier)?;
+        let bucket = self.kv().open(self.guest_name(), identifier)?;
         self.table
             .push(bucket)
             .map_err(|e| other(format!("cannot open bucket: {e}")))
@@ -353,11 +357,8 @@ impl batch::Host for Host {
 mod tests {
     use super::*;
 
-    fn bucket(ns: &str, name: &str) -> Bucket {
-        Bucket {
-            namespace: ns.into(),
-            name: name.into(),
-        }
+    fn bucket(kv: &KvStore, ns: &str, name: &str) -> Bucket {
+        kv.open(ns, name.into()).unwrap()
     }
 
     #[test]
@@ -366,7 +367,7 @@ mod tests {
             max_keys: 2,
             max_bytes: 20,
         });
-        let a = bucket("a", "");
+        let a = bucket(&kv, "a", "");
         let set = |k: &str, v: &[u8]| kv.with(&a, |bkt, u| u.set(bkt, k.into(), v.to_vec()));
         set("k1", b"12345").unwrap();
         set("k2", b"12345").unwrap();
@@ -395,11 +396,11 @@ mod tests {
             max_keys: 10,
             max_bytes: 1000,
         });
-        kv.with(&bucket("a", "x"), |b, u| {
+        kv.with(&bucket(&kv, "a", "x"), |b, u| {
             u.set(b, "k".into(), b"a".to_vec())
         })
         .unwrap();
-        for other in [bucket("b", "x"), bucket("a", "y")] {
+        for other in [bucket(&kv, "b", "x"), bucket(&kv, "a", "y")] {
             let got = kv.with(&other, |b, _| Ok(b.get("k").cloned())).unwrap();
             assert_eq!(got, None);
         }

@@ -4,7 +4,7 @@
 //! On a two-core parent instance the proxy competes with the client and the
 //! enclave's vsock device for CPU; copying every byte through a user buffer
 //! held bulk transfers to about a third of a direct connection, splicing
-//! brings them close to it (figures in `benches/proxy.rs`).
+//! brings them close to it (figures in BENCHMARKS.md, scenario g).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

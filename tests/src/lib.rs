@@ -25,17 +25,23 @@ pub fn root() -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        // target/debug/deps/e2e-HASH -> target/debug
+        // target/debug/deps/e2e-HASH -> target/debug (tests);
+        // target/release/nacre-bench -> target/release (benchmarks).
         let exe = std::env::current_exe().expect("test binary path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf();
+        let mut dir = exe.parent().expect("target dir");
+        if dir.ends_with("deps") {
+            dir = dir.parent().expect("target dir");
+        }
+        let dir = dir.to_path_buf();
         // The whole workspace, so the feature set (and the compiled
         // dependencies) match `cargo test --workspace`.
-        let status = cargo()
-            .args(["build", "--workspace", "--bins", "--manifest-path"])
+        let mut build = cargo();
+        build.args(["build", "--workspace", "--bins"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build
+            .arg("--manifest-path")
             .arg(root().join("Cargo.toml"))
             .arg("--target-dir")
             .arg(dir.parent().expect("target root"))
@@ -121,6 +127,19 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+static LOG_FILTER: OnceLock<String> = OnceLock::new();
+
+/// Sets the `NACRE_LOG` filter of every runtime and host proxy started
+/// from now on in this process (benchmarks want `warn`; tests keep the
+/// default, which their assertions on log lines rely on).
+pub fn set_log_filter(filter: &str) {
+    let _ = LOG_FILTER.set(filter.to_string());
+}
+
+pub(crate) fn log_filter(default: &str) -> &str {
+    LOG_FILTER.get().map_or(default, String::as_str)
 }
 
 /// The admin token every test runtime accepts.
@@ -212,7 +231,7 @@ impl Runtime {
             .arg("--dev-root")
             .arg(&dev_root)
             .args(args)
-            .env("NACRE_LOG", "info,nacre_runtime=debug")
+            .env("NACRE_LOG", log_filter("info,nacre_runtime=debug"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -34,7 +34,7 @@ impl HostProxy {
     pub fn start(args: &[String]) -> HostProxy {
         let mut child = Command::new(bin("nacre-host-proxy"))
             .args(args)
-            .env("NACRE_LOG", "debug")
+            .env("NACRE_LOG", crate::log_filter("debug"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -17,6 +17,13 @@ use crate::egress::Egress;
 /// for longer than this.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Bytes of each linear memory kept mapped between instances.
+const KEEP_RESIDENT_MEMORY: usize = 4 << 20;
+/// Bytes of each table kept mapped between instances.
+const KEEP_RESIDENT_TABLE: usize = 256 << 10;
+/// Idle slots that keep their pages, beyond those in use.
+const WARM_SLOTS: u32 = 32;
+
 /// Resource limits applied to every guest instance.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -72,6 +79,17 @@ impl GuestEngine {
         pool.max_memories_per_component(4);
         pool.max_tables_per_component(8);
         pool.max_core_instances_per_component(16);
+        // A fresh instance per request dirties the same few pages of its
+        // slot every time. Resetting them in place (PAGEMAP_SCAN finds the
+        // dirty ones, then memset or a copy from the image) instead of
+        // madvise + page faults on the next request halved the per-request
+        // cost (BENCHMARKS.md, scenario d). Contents are still reset to
+        // the initial image between requests; only the pages stay mapped.
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
+        pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY);
+        pool.table_keep_resident(KEEP_RESIDENT_TABLE);
+        // Bounds the memory idle slots keep resident.
+        pool.max_unused_warm_slots(WARM_SLOTS);
 
         let mut config = Config::new();
         config.wasm_component_model(true);

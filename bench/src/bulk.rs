@@ -1,0 +1,219 @@
+//! Scenario (g): bulk throughput and round-trip time through
+//! `nacre-host-proxy --inbound`, against a direct loopback connection.
+//!
+//! Two modes. "Shared": sender, receiver and proxy compete for every
+//! core, as in a benchmark on one small machine. "Own core" (machines
+//! with two or more cores): this process's endpoints are pinned to core 0
+//! and every proxy thread to core 1, as on a parent instance whose client
+//! is remote and whose enclave has its own vCPUs; it asks whether the
+//! proxy itself is the bottleneck.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nacre_tests::net::HostProxy;
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+
+use crate::Plan;
+
+const PINGS: usize = 20_000;
+
+/// Figures of one mode.
+pub struct Mode {
+    /// Which mode.
+    pub name: &'static str,
+    /// GiB/s, best of the rounds: direct, proxy TCP→TCP, proxy TCP→unix.
+    pub gib_s: [f64; 3],
+    /// CPU seconds per GiB: this process's sender + receiver (direct runs)
+    /// and the proxy (TCP→TCP runs).
+    pub cpu_per_gib: (f64, f64),
+    /// Round trip of 32 bytes, µs (median, p99): direct, TCP, unix.
+    pub rtt_us: [(f64, f64); 3],
+}
+
+/// Both modes.
+pub struct BulkResults {
+    /// Bytes per transfer.
+    pub bytes: u64,
+    /// Rounds (best kept).
+    pub rounds: usize,
+    /// Shared cores, then own core when the machine has two.
+    pub modes: Vec<Mode>,
+}
+
+/// Pins thread (or process main thread) `tid` to `cpu`.
+fn pin(tid: i32, cpu: usize) -> anyhow::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(tid), &set).context("sched_setaffinity")?;
+    Ok(())
+}
+
+/// Pins every thread of process `pid` to `cpu`.
+fn pin_process(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        if let Some(tid) = task?.file_name().to_str().and_then(|t| t.parse().ok()) {
+            pin(tid, cpu)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs both modes.
+pub fn run(plan: &Plan) -> anyhow::Result<BulkResults> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut modes = vec![mode(plan, "shared cores", false)?];
+    if cores >= 2 {
+        modes.push(mode(
+            plan,
+            "own core (endpoints core 0, proxy core 1)",
+            true,
+        )?);
+    }
+    Ok(BulkResults {
+        bytes: plan.bulk_bytes,
+        rounds: plan.bulk_rounds,
+        modes,
+    })
+}
+
+fn mode(plan: &Plan, name: &'static str, pinned: bool) -> anyhow::Result<Mode> {
+    println!("(g) host proxy bulk throughput, {name}");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all();
+    if pinned {
+        // Pinning fails only on a machine without core 0, which has no
+        // threads to run either.
+        builder.on_thread_start(|| drop(pin(0, 0)));
+    }
+    let plan = *plan;
+    // Spawned, not run by block_on on this (unpinned) thread.
+    builder
+        .build()?
+        .block_on(async move { tokio::spawn(measure(plan, name, pinned)).await? })
+}
+
+async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result<Mode> {
+    let tcp = TcpListener::bind("127.0.0.1:0").await?;
+    let tcp_addr = tcp.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = tcp.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(serve(s));
+        }
+    });
+    let dir = nacre_tests::temp_dir("bench-bulk");
+    let sock = dir.join("sink.sock");
+    let unix = UnixListener::bind(&sock)?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = unix.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    let start = |target: String| {
+        let p = HostProxy::start(&["--inbound".into(), format!("tcp://127.0.0.1:0={target}")]);
+        if pinned {
+            pin_process(p.pid(), 1)?;
+        }
+        let addr = p.inbound_tcp().to_string();
+        anyhow::Ok((p, addr))
+    };
+    let (p_tcp, via_tcp) = start(format!("tcp://{tcp_addr}"))?;
+    let (_p_unix, via_unix) = start(format!("unix:{}", sock.display()))?;
+
+    let mut best = [0.0f64; 3];
+    let (mut endpoints_cpu, mut proxy_cpu) = (0.0, 0.0);
+    let proxy_pid = p_tcp.pid().to_string();
+    for _ in 0..plan.bulk_rounds {
+        let c0 = cpu_seconds("self")?;
+        best[0] = best[0].max(bulk(&tcp_addr, plan.bulk_bytes).await?);
+        endpoints_cpu += cpu_seconds("self")? - c0;
+        let p0 = cpu_seconds(&proxy_pid)?;
+        best[1] = best[1].max(bulk(&via_tcp, plan.bulk_bytes).await?);
+        proxy_cpu += cpu_seconds(&proxy_pid)? - p0;
+        best[2] = best[2].max(bulk(&via_unix, plan.bulk_bytes).await?);
+    }
+    let gib = (plan.bulk_rounds as u64 * plan.bulk_bytes) as f64 / (1u64 << 30) as f64;
+    let rtt_us = [
+        pings(&tcp_addr).await?,
+        pings(&via_tcp).await?,
+        pings(&via_unix).await?,
+    ];
+    Ok(Mode {
+        name,
+        gib_s: best,
+        cpu_per_gib: (endpoints_cpu / gib, proxy_cpu / gib),
+        rtt_us,
+    })
+}
+
+/// Swallows bulk streams and echoes short messages (pings).
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if n <= 64 => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Sends `bytes` and waits until the far end has read them all; GiB/s.
+async fn bulk(addr: &str, bytes: u64) -> anyhow::Result<f64> {
+    let mut s = TcpStream::connect(addr).await?;
+    let chunk = vec![0xa5u8; 1 << 20];
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < bytes {
+        s.write_all(&chunk).await?;
+        sent += chunk.len() as u64;
+    }
+    s.shutdown().await?;
+    // The far end closes once it has read everything.
+    let mut b = [0u8; 1];
+    let _ = s.read(&mut b).await;
+    Ok(sent as f64 / t.elapsed().as_secs_f64() / (1u64 << 30) as f64)
+}
+
+/// Median and p99 round trip of 32 bytes, µs.
+async fn pings(addr: &str) -> anyhow::Result<(f64, f64)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let msg = [7u8; 32];
+    let mut back = [0u8; 32];
+    let mut rtts = Vec::with_capacity(PINGS);
+    for _ in 0..PINGS {
+        let t = Instant::now();
+        s.write_all(&msg).await?;
+        s.read_exact(&mut back).await?;
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    let at = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Ok((us(at(0.5)), us(at(0.99))))
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses.
+    let rest = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .context("/proc stat format")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i).context("/proc stat format")?.parse::<f64>()?)
+    };
+    // utime and stime, in clock ticks (100 per second on Linux).
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}

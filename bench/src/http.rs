@@ -1,0 +1,190 @@
+//! Scenarios (a), (b) and (c): the same hello, keep-alive, 64 connections,
+//! each server measured on its own.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nacre_tests::net::HostProxy;
+use nacre_tests::{Runtime, TestPki};
+
+use crate::Plan;
+use crate::load::{Load, rss_kib};
+use crate::tools::Tools;
+
+/// One HTTP scenario's figures.
+pub struct Scenario {
+    /// What was measured.
+    pub load: Load,
+    /// Peak resident memory of each server process, KiB.
+    pub peak_rss_kib: Vec<(&'static str, u64)>,
+    /// How the server was started, for the report.
+    pub command: String,
+}
+
+/// (a), (b) and (c).
+pub struct HttpResults {
+    /// (a) Nacre: TLS in the runtime, behind the host proxy.
+    pub nacre: Scenario,
+    /// (b) `wasmtime serve -Scli`, plain HTTP.
+    pub wasmtime: Scenario,
+    /// (c) native hyper + rustls, behind the host proxy.
+    pub native: Scenario,
+}
+
+/// A runtime on a unix socket (as on vsock in production) behind a host
+/// proxy on loopback TCP; clients of the returned runtime go through the
+/// proxy.
+pub fn nacre_behind_proxy(extra: &[&str]) -> (Runtime, HostProxy) {
+    let dir = nacre_tests::temp_dir("bench-runtime");
+    let sock = format!("unix:{}", dir.join("runtime.sock").display());
+    let mut rt = Runtime::start_behind(&[], &sock, extra);
+    let proxy = HostProxy::start(&["--inbound".into(), format!("tcp://127.0.0.1:0={sock}")]);
+    rt.via(proxy.inbound_tcp());
+    (rt, proxy)
+}
+
+/// Runs the three scenarios one after the other.
+pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<HttpResults> {
+    let nacre = {
+        println!("(a) Nacre through the host proxy");
+        let guest = format!("hello={}", hello.display());
+        let (rt, proxy) = nacre_behind_proxy(&["--wait-for-app", "--guest", &guest]);
+        let port = proxy.inbound_tcp().port();
+        let load = tools.load(&format!("https://127.0.0.1:{port}/hello/"), plan.http_secs)?;
+        Scenario {
+            load,
+            peak_rss_kib: vec![
+                ("runtime", rss_kib(rt.pid()).1),
+                ("host proxy", rss_kib(proxy.pid()).1),
+            ],
+            command: "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
+                      --guest hello=hello.wasm; \
+                      nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
+                .into(),
+        }
+    };
+
+    let wasmtime = {
+        println!("(b) wasmtime serve");
+        let server = Server::start(
+            Command::new(&tools.wasmtime)
+                .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
+                .arg(hello),
+            "Serving HTTP on ",
+        )?;
+        let url = server.addr.trim_end_matches('/').to_string() + "/";
+        let load = tools.load(&url, plan.http_secs)?;
+        Scenario {
+            load,
+            peak_rss_kib: vec![("wasmtime", rss_kib(server.child.id()).1)],
+            command: "wasmtime serve -Scli --addr 127.0.0.1:0 hello.wasm".into(),
+        }
+    };
+
+    let native = {
+        println!("(c) native hyper + rustls through the host proxy");
+        let pki = TestPki::generate();
+        let dir = nacre_tests::temp_dir("bench-native");
+        let sock = format!("unix:{}", dir.join("native.sock").display());
+        let server = Server::start(
+            Command::new(nacre_tests::bin("nacre-bench-native"))
+                .args(["--listen", &sock, "--cert"])
+                .arg(pki.dir.join("cert.pem"))
+                .arg("--key")
+                .arg(pki.dir.join("key.pem")),
+            "native-hello listening on ",
+        )?;
+        let proxy = HostProxy::start(&["--inbound".into(), format!("tcp://127.0.0.1:0={sock}")]);
+        let port = proxy.inbound_tcp().port();
+        let load = tools.load(&format!("https://127.0.0.1:{port}/"), plan.http_secs)?;
+        Scenario {
+            load,
+            peak_rss_kib: vec![
+                ("server", rss_kib(server.child.id()).1),
+                ("host proxy", rss_kib(proxy.pid()).1),
+            ],
+            command: "nacre-bench-native --listen unix:…; \
+                      nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
+                .into(),
+        }
+    };
+    Ok(HttpResults {
+        nacre,
+        wasmtime,
+        native,
+    })
+}
+
+/// A server process killed on drop.
+struct Server {
+    child: Child,
+    /// What followed the ready marker on its ready line.
+    addr: String,
+}
+
+impl Server {
+    /// Starts `cmd` and waits for a line (stdout or stderr) starting with
+    /// `ready`.
+    fn start(cmd: &mut Command, ready: &'static str) -> anyhow::Result<Server> {
+        // Backtrace capture on every error would slow wasmtime serve down
+        // (it builds one per store drop); production runs without it.
+        let mut child = cmd
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut server = Server {
+            child,
+            addr: String::new(),
+        };
+        let mut seen = String::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => match line.strip_prefix(ready) {
+                    Some(addr) => {
+                        server.addr = addr.trim().to_string();
+                        return Ok(server);
+                    }
+                    None => {
+                        seen.push_str(&line);
+                        seen.push('\n');
+                    }
+                },
+                Err(_) => bail!("{cmd:?} did not print {ready:?} within 60 s; its output:\n{seen}"),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

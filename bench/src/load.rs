@@ -1,0 +1,134 @@
+//! Driving load with wrk: keep-alive HTTP/1.1, 64 connections, and a
+//! one-line summary from a Lua `done` hook.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::tools::Tools;
+
+/// Concurrent connections in every HTTP scenario.
+pub const CONNECTIONS: u32 = 64;
+/// wrk threads: one per core of the machines this runs on.
+const THREADS: u32 = 2;
+
+/// What one wrk run measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    /// Responses received.
+    pub requests: u64,
+    /// Responses per second.
+    pub rps: f64,
+    /// Median latency, µs.
+    pub p50_us: f64,
+    /// 99th-percentile latency, µs.
+    pub p99_us: f64,
+    /// Socket errors (connect, read, write, timeout).
+    pub socket_errors: u64,
+    /// Responses with a status other than 2xx/3xx.
+    pub bad_status: u64,
+}
+
+impl Tools {
+    fn script(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.scratch.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// `secs` seconds of load on `url` after a one-second warm-up.
+    pub fn load(&self, url: &str, secs: u32) -> anyhow::Result<Load> {
+        let script = self.script("report.lua", include_str!("wrk/report.lua"))?;
+        self.wrk(&script, url, 1, &[])?;
+        self.wrk(&script, url, secs, &[])
+    }
+
+    fn wrk(&self, script: &PathBuf, url: &str, secs: u32, args: &[&str]) -> anyhow::Result<Load> {
+        let out = Command::new(&self.wrk)
+            .args(["-t", &THREADS.to_string(), "-c", &CONNECTIONS.to_string()])
+            .args(["-d", &format!("{secs}s"), "--timeout", "10s", "-s"])
+            .arg(script)
+            .arg(url)
+            .arg("--")
+            .args(args)
+            .output()
+            .context("running wrk")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("NACRE-WRK ")) else {
+            bail!(
+                "wrk on {url} printed no summary (exit {}):\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        parse_summary(line)
+    }
+}
+
+/// Reads the `NACRE-WRK` line `report.lua` prints: requests, duration
+/// (µs), socket errors, bad statuses, p50 and p99 (µs).
+fn parse_summary(line: &str) -> anyhow::Result<Load> {
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("wrk summary {line:?}"))?;
+    let [
+        requests,
+        duration_us,
+        socket_errors,
+        bad_status,
+        p50_us,
+        p99_us,
+    ] = f[..]
+    else {
+        bail!("wrk summary {line:?} has {} fields, not 6", f.len());
+    };
+    if duration_us <= 0.0 {
+        bail!("wrk summary {line:?}: no time elapsed");
+    }
+    Ok(Load {
+        requests: requests as u64,
+        rps: requests / (duration_us / 1e6),
+        p50_us,
+        p99_us,
+        socket_errors: socket_errors as u64,
+        bad_status: bad_status as u64,
+    })
+}
+
+/// A process's resident and peak resident memory, KiB, from /proc.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_summary;
+
+    #[test]
+    fn reads_the_summary_line() {
+        let l = parse_summary("30000 2000000 1 2 1500.5 9000.0").unwrap();
+        assert_eq!(l.requests, 30000);
+        assert_eq!(l.rps, 15000.0);
+        assert_eq!((l.p50_us, l.p99_us), (1500.5, 9000.0));
+        assert_eq!((l.socket_errors, l.bad_status), (1, 2));
+    }
+
+    #[test]
+    fn names_a_malformed_summary() {
+        let e = parse_summary("1 2 3").unwrap_err().to_string();
+        assert!(e.contains("3 fields, not 6"), "{e}");
+        assert!(parse_summary("1 0 0 0 1 1").is_err());
+        assert!(parse_summary("a b c d e f").is_err());
+    }
+}

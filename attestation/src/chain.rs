@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA384;
 use x509_parser::prelude::FromDer;
+use x509_parser::x509::X509Name;
 
 use crate::error::VerifyError;
 
@@ -198,7 +199,7 @@ pub(crate) fn verify(
             point,
             message: cert.tbs_certificate.as_ref(),
             signature: &cert.signature_value.data,
-            link: Some((link, cert.subject().to_string())),
+            link: Some((link, cert.subject())),
         });
     }
     // Every structural check passed; now the signatures, which are
@@ -228,7 +229,7 @@ struct Check<'a> {
     point: &'a [u8],
     message: &'a [u8],
     signature: &'a [u8],
-    link: Option<(LinkKey, String)>,
+    link: Option<(LinkKey, &'a X509Name<'a>)>,
 }
 
 impl Check<'_> {

@@ -11,13 +11,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nacre_tests::net::HostProxy;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use crate::Plan;
+use crate::http::proxy_to;
 
 const PINGS: usize = 20_000;
 
@@ -114,7 +114,7 @@ async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result
         }
     });
     let start = |target: String| {
-        let p = HostProxy::start(&["--inbound".into(), format!("tcp://127.0.0.1:0={target}")]);
+        let p = proxy_to(&target);
         if pinned {
             pin_process(p.pid(), 1)?;
         }

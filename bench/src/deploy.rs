@@ -2,7 +2,6 @@
 //! from the new guest, through the host proxy, for new bytes (compiled)
 //! and for bytes the runtime has compiled before (cached).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -80,16 +79,15 @@ pub async fn deploy_until_served(
 }
 
 /// Cold deploys of new variants, then cached redeploys of the last one.
-pub async fn run(plan: &Plan, hello: &Path) -> anyhow::Result<DeployResults> {
+pub async fn run(plan: &Plan, component: &[u8]) -> anyhow::Result<DeployResults> {
     println!("(e) deploy latency");
-    let component = std::fs::read(hello).with_context(|| format!("reading {}", hello.display()))?;
     let (rt, _proxy) = nacre_behind_proxy(&[]);
     let client = rt.client();
     let base = rt.url();
     let mut cold_ms = Vec::new();
     let mut last = Bytes::new();
     for i in 0..plan.cold_deploys {
-        last = variant(&component, &format!("cold {i} {}", std::process::id()));
+        last = variant(component, &format!("cold {i} {}", std::process::id()));
         let t = deploy_until_served(&client, &base, "app", last.clone()).await?;
         cold_ms.push(t.as_secs_f64() * 1e3);
     }

@@ -34,14 +34,25 @@ pub struct HttpResults {
     pub native: Scenario,
 }
 
-/// A runtime on a unix socket (as on vsock in production) behind a host
-/// proxy on loopback TCP; clients of the returned runtime go through the
-/// proxy.
+/// A host proxy forwarding a fresh loopback TCP port to `target`.
+pub fn proxy_to(target: &str) -> HostProxy {
+    HostProxy::start(&["--inbound".into(), format!("tcp://127.0.0.1:0={target}")])
+}
+
+/// A fresh unix socket address (as vsock is in production).
+fn unix_socket(tag: &str) -> String {
+    format!(
+        "unix:{}",
+        nacre_tests::temp_dir(tag).join("server.sock").display()
+    )
+}
+
+/// A runtime on a unix socket behind a host proxy on loopback TCP;
+/// clients of the returned runtime go through the proxy.
 pub fn nacre_behind_proxy(extra: &[&str]) -> (Runtime, HostProxy) {
-    let dir = nacre_tests::temp_dir("bench-runtime");
-    let sock = format!("unix:{}", dir.join("runtime.sock").display());
+    let sock = unix_socket("bench-runtime");
     let mut rt = Runtime::start_behind(&[], &sock, extra);
-    let proxy = HostProxy::start(&["--inbound".into(), format!("tcp://127.0.0.1:0={sock}")]);
+    let proxy = proxy_to(&sock);
     rt.via(proxy.inbound_tcp());
     (rt, proxy)
 }
@@ -87,8 +98,7 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
     let native = {
         println!("(c) native hyper + rustls through the host proxy");
         let pki = TestPki::generate();
-        let dir = nacre_tests::temp_dir("bench-native");
-        let sock = format!("unix:{}", dir.join("native.sock").display());
+        let sock = unix_socket("bench-native");
         let server = Server::start(
             Command::new(nacre_tests::bin("nacre-bench-native"))
                 .args(["--listen", &sock, "--cert"])
@@ -97,7 +107,7 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
                 .arg(pki.dir.join("key.pem")),
             "native-hello listening on ",
         )?;
-        let proxy = HostProxy::start(&["--inbound".into(), format!("tcp://127.0.0.1:0={sock}")]);
+        let proxy = proxy_to(&sock);
         let port = proxy.inbound_tcp().port();
         let load = tools.load(&format!("https://127.0.0.1:{port}/"), plan.http_secs)?;
         Scenario {

@@ -54,13 +54,11 @@ struct Args {
 pub struct Plan {
     /// Seconds of load per HTTP scenario (after a one-second warm-up).
     pub http_secs: u32,
-    /// Cold and cached deploys measured.
+    /// Cold deploys measured (new bytes each).
     pub cold_deploys: usize,
     /// Cached redeploys measured.
     pub cached_deploys: usize,
-    /// Requests before the last memory reading (scenario f).
-    pub memory_requests: u64,
-    /// Bytes per bulk transfer and rounds (scenario g).
+    /// Bytes per bulk transfer (scenario g).
     pub bulk_bytes: u64,
     /// Rounds per bulk measurement; the best is kept.
     pub bulk_rounds: usize,
@@ -75,7 +73,6 @@ impl Plan {
                 http_secs: 3,
                 cold_deploys: 2,
                 cached_deploys: 5,
-                memory_requests: 100_000,
                 bulk_bytes: 512 << 20,
                 bulk_rounds: 1,
                 criterion_secs: (1, 2),
@@ -85,7 +82,6 @@ impl Plan {
                 http_secs: 10,
                 cold_deploys: 5,
                 cached_deploys: 20,
-                memory_requests: 100_000,
                 bulk_bytes: 2 << 30,
                 bulk_rounds: 3,
                 criterion_secs: (3, 10),
@@ -109,6 +105,8 @@ fn main() -> anyhow::Result<()> {
     )?
     .pop()
     .context("cargo built no hello component")?;
+    let component =
+        std::fs::read(&hello).with_context(|| format!("reading {}", hello.display()))?;
     overhead::build()?;
     println!("set-up done in {:.0?}", setup.elapsed());
 
@@ -120,8 +118,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let results = rt.block_on(async {
         let http = http::run(&plan, &tools, &hello).await?;
-        let deploy = deploy::run(&plan, &hello).await?;
-        let memory = memory::run(&plan, &hello).await?;
+        let deploy = deploy::run(&plan, &component).await?;
+        let memory = memory::run(&component).await?;
         anyhow::Ok((http, deploy, memory))
     })?;
     drop(rt);

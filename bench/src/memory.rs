@@ -1,14 +1,12 @@
 //! Scenario (f): the runtime's resident memory with 10 guests deployed,
 //! idle, after the first 1,000 requests and after 100,000.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 
-use crate::Plan;
 use crate::deploy::{deploy_until_served, variant};
 use crate::http::nacre_behind_proxy;
 use crate::load::{CONNECTIONS, rss_kib};
@@ -22,23 +20,23 @@ pub struct MemoryResults {
     pub idle_kib: u64,
     /// After the first 1,000 requests.
     pub after_1k_kib: u64,
-    /// After all of them.
+    /// After [`MEMORY_REQUESTS`].
     pub after_all_kib: u64,
-    /// Requests sent in all.
-    pub requests: u64,
 }
 
+/// Requests before the last reading.
+pub const MEMORY_REQUESTS: u64 = 100_000;
+
 /// The memory readings, with requests spread over every guest.
-pub async fn run(plan: &Plan, hello: &Path) -> anyhow::Result<MemoryResults> {
+pub async fn run(component: &[u8]) -> anyhow::Result<MemoryResults> {
     println!("(f) memory with {GUESTS} guests");
-    let component = std::fs::read(hello).with_context(|| format!("reading {}", hello.display()))?;
     let (rt, _proxy) = nacre_behind_proxy(&[]);
     let client = rt.client();
     let base = rt.url();
     let mut paths = Vec::new();
     for i in 0..GUESTS {
         let name = format!("g{i}");
-        let bytes = variant(&component, &format!("memory {i} {}", std::process::id()));
+        let bytes = variant(component, &format!("memory {i} {}", std::process::id()));
         deploy_until_served(&client, &base, &name, bytes).await?;
         paths.push(format!("/{name}/"));
     }
@@ -48,13 +46,12 @@ pub async fn run(plan: &Plan, hello: &Path) -> anyhow::Result<MemoryResults> {
     let client = rt.client_builder().http1_only().build()?;
     send(&client, &base, &paths, 1_000).await?;
     let after_1k_kib = rss_kib(rt.pid()).0;
-    send(&client, &base, &paths, plan.memory_requests - 1_000).await?;
+    send(&client, &base, &paths, MEMORY_REQUESTS - 1_000).await?;
     let after_all_kib = rss_kib(rt.pid()).0;
     Ok(MemoryResults {
         idle_kib,
         after_1k_kib,
         after_all_kib,
-        requests: plan.memory_requests,
     })
 }
 

@@ -8,7 +8,7 @@ use crate::bulk::BulkResults;
 use crate::deploy::DeployResults;
 use crate::http::{HttpResults, Scenario};
 use crate::load::CONNECTIONS;
-use crate::memory::{GUESTS, MemoryResults};
+use crate::memory::{GUESTS, MEMORY_REQUESTS, MemoryResults};
 use crate::overhead::Overhead;
 use crate::tools::Tools;
 
@@ -32,12 +32,34 @@ pub struct Report<'a> {
     pub measuring: Duration,
 }
 
-/// One target: what, the figure, the bound, and whether it holds.
+/// A target's bound: the figure must be at least, or at most, this.
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+/// One target: what, the figure as shown, the bound, and whether it holds.
 struct Target {
     what: &'static str,
     measured: String,
-    bound: &'static str,
+    bound: String,
     met: bool,
+}
+
+impl Target {
+    /// `value` (shown with `decimals` and `unit`) against `bound`.
+    fn new(what: &'static str, value: f64, decimals: usize, unit: &str, bound: Bound) -> Target {
+        let (met, bound) = match bound {
+            Bound::AtLeast(b) => (value >= b, format!("≥ {b}{unit}")),
+            Bound::AtMost(b) => (value <= b, format!("≤ {b}{unit}")),
+        };
+        Target {
+            what,
+            measured: format!("{value:.decimals$}{unit}"),
+            bound,
+            met,
+        }
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -61,60 +83,40 @@ impl Report<'_> {
             &self.http.wasmtime.load,
             &self.http.native.load,
         );
-        let ac = a.rps / c.rps;
-        let p99 = a.p99_us / c.p99_us;
-        let ab = a.rps / b.rps;
-        let cached = median(&self.deploy.cached_ms);
         let m = &self.memory;
-        let growth = m.after_all_kib as f64 / m.after_1k_kib as f64 - 1.0;
+        let growth = (m.after_all_kib as f64 / m.after_1k_kib as f64 - 1.0) * 100.0;
         let g = self
             .bulk
             .modes
             .first()
             .map_or(f64::NAN, |m| m.gib_s[1] / m.gib_s[0]);
+        use Bound::{AtLeast, AtMost};
         vec![
-            Target {
-                what: "(a)/(c) requests/s",
-                measured: format!("{ac:.2}"),
-                bound: "≥ 0.7",
-                met: ac >= 0.7,
-            },
-            Target {
-                what: "p99 (a) / p99 (c)",
-                measured: format!("{p99:.2}"),
-                bound: "≤ 2",
-                met: p99 <= 2.0,
-            },
-            Target {
-                what: "(a)/(b) requests/s",
-                measured: format!("{ab:.2}"),
-                bound: "≥ 1.0",
-                met: ab >= 1.0,
-            },
-            Target {
-                what: "(d) per-request overhead",
-                measured: format!("{:.1} µs", self.overhead.median_us),
-                bound: "≤ 20 µs",
-                met: self.overhead.median_us <= 20.0,
-            },
-            Target {
-                what: "(e) cached redeploy (median)",
-                measured: format!("{cached:.1} ms"),
-                bound: "≤ 50 ms",
-                met: cached <= 50.0,
-            },
-            Target {
-                what: "(f) RSS growth, 1k → all requests",
-                measured: format!("{:+.1}%", growth * 100.0),
-                bound: "≤ +10%",
-                met: growth <= 0.10,
-            },
-            Target {
-                what: "(g) proxy / direct throughput",
-                measured: format!("{g:.2}"),
-                bound: "≥ 0.9",
-                met: g >= 0.9,
-            },
+            Target::new("(a)/(c) requests/s", a.rps / c.rps, 2, "", AtLeast(0.7)),
+            Target::new("p99 (a) / p99 (c)", a.p99_us / c.p99_us, 2, "", AtMost(2.0)),
+            Target::new("(a)/(b) requests/s", a.rps / b.rps, 2, "", AtLeast(1.0)),
+            Target::new(
+                "(d) per-request overhead",
+                self.overhead.median_us,
+                1,
+                " µs",
+                AtMost(20.0),
+            ),
+            Target::new(
+                "(e) cached redeploy (median)",
+                median(&self.deploy.cached_ms),
+                1,
+                " ms",
+                AtMost(50.0),
+            ),
+            Target::new(
+                "(f) RSS growth, 1k → all requests",
+                growth,
+                1,
+                "%",
+                AtMost(10.0),
+            ),
+            Target::new("(g) proxy / direct throughput", g, 2, "", AtLeast(0.9)),
         ]
     }
 
@@ -251,7 +253,7 @@ impl Report<'_> {
              | idle | {} |\n| after 1,000 requests | {} |\n| after {} requests | {} |",
             mib(m.idle_kib),
             mib(m.after_1k_kib),
-            m.requests,
+            MEMORY_REQUESTS,
             mib(m.after_all_kib)
         );
 

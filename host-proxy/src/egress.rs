@@ -95,7 +95,7 @@ fn is_metadata(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.is_link_local(),
             None => {
-                (v6.segments()[0] & 0xffc0) == 0xfe80
+                v6.is_unicast_link_local()
                     || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
             }
         },
@@ -109,21 +109,16 @@ fn is_metadata(ip: IpAddr) -> bool {
 /// allow list is taken as meant.
 fn usable(target: &Target, resolved: Vec<SocketAddr>) -> (Vec<SocketAddr>, Option<io::Error>) {
     let literal = target.host.parse::<IpAddr>().is_ok();
-    let mut refused = None;
-    let ok = resolved
+    let (ok, dropped): (Vec<_>, Vec<_>) = resolved
         .into_iter()
-        .filter(|a| {
-            let keep = literal || !is_metadata(a.ip());
-            if !keep {
-                refused = Some(io::Error::other(format!(
-                    "{} resolves to the link-local address {}, which is never dialled by name",
-                    target.host,
-                    a.ip()
-                )));
-            }
-            keep
-        })
-        .collect();
+        .partition(|a| literal || !is_metadata(a.ip()));
+    let refused = dropped.last().map(|a| {
+        io::Error::other(format!(
+            "{} resolves to the link-local address {}, which is never dialled by name",
+            target.host,
+            a.ip()
+        ))
+    });
     (ok, refused)
 }
 

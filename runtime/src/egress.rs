@@ -122,7 +122,7 @@ impl Egress {
         // `[::1]` in a URL is `::1` in an allow rule and a CONNECT target.
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        if !allow.iter().any(|r| r.matches(host, port, tls)) {
+        if !AllowRule::any_matches(allow, host, port, tls) {
             return Err("not in the guest's allow list");
         }
         if self
@@ -170,13 +170,15 @@ impl Egress {
         if matches!(sender, Sender::Http1(_)) {
             // HTTP/1.1 wants origin-form; h2 takes scheme and authority
             // from the full URI.
-            let path = match request.uri().path_and_query().map(|p| p.as_str()) {
+            let origin_form = match request.uri().path_and_query() {
+                Some(pq) if pq.as_str().starts_with('/') => Uri::from(pq.clone()),
                 // A query with an empty path is still a request for "/".
-                Some(pq) if pq.starts_with('/') => pq.to_string(),
-                Some(pq) => format!("/{pq}"),
-                None => "/".into(),
+                Some(pq) => format!("/{pq}")
+                    .parse()
+                    .map_err(|_| Error::HttpRequestUriInvalid)?,
+                None => Uri::from_static("/"),
             };
-            *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+            *request.uri_mut() = origin_form;
         }
         let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
         let between = options

@@ -137,11 +137,12 @@ impl Router {
         if allowed.is_empty() {
             return status(StatusCode::NOT_FOUND, format!("no route for {path}\n"));
         }
+        let allow = allowed.join(", ");
         let mut r = status(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("{path} answers {}\n", allowed.join(", ")),
+            format!("{path} answers {allow}\n"),
         )?;
-        r.headers_mut().insert("allow", allowed.join(", ").parse()?);
+        r.headers_mut().insert("allow", allow.parse()?);
         Ok(r)
     }
 }

@@ -83,6 +83,11 @@ impl FromStr for AllowRule {
 }
 
 impl AllowRule {
+    /// Whether any of `rules` allows `host:port` (see [`AllowRule::matches`]).
+    pub fn any_matches(rules: &[AllowRule], host: &str, port: u16, tls: bool) -> bool {
+        rules.iter().any(|r| r.matches(host, port, tls))
+    }
+
     /// Whether a request to `host:port` may go out under this rule; `tls`
     /// is false for plaintext `http://` requests, which need a rule written
     /// with `http://`.
@@ -143,7 +148,7 @@ pub struct AllowList(pub Vec<AllowRule>);
 impl AllowList {
     /// Whether any rule allows `host:port`.
     pub fn allows(&self, host: &str, port: u16, tls: bool) -> bool {
-        self.0.iter().any(|r| r.matches(host, port, tls))
+        AllowRule::any_matches(&self.0, host, port, tls)
     }
 
     /// The first rule of `wanted` that no rule here covers.

@@ -50,7 +50,7 @@ impl Host {
             hooks: Hooks {
                 guest: guest.clone(),
                 egress,
-                outbound: Arc::new(tokio::sync::Semaphore::new(MAX_OUTBOUND_PER_INSTANCE)),
+                outbound: None,
             },
             code_hash,
             enclave,
@@ -96,8 +96,9 @@ impl WasiHttpView for Host {
 struct Hooks {
     guest: Arc<GuestConfig>,
     egress: Arc<Egress>,
-    /// Outbound connections this instance holds open at once.
-    outbound: Arc<tokio::sync::Semaphore>,
+    /// Outbound connections this instance holds open at once; made on the
+    /// first outbound request, so requests that make none pay nothing.
+    outbound: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Per instance: enough for fan-out, few enough that one guest cannot take
@@ -113,12 +114,15 @@ impl WasiHttpHooks for Hooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let guest = self.guest.clone();
-        let egress = self.egress.clone();
-        let Ok(permit) = self.outbound.clone().try_acquire_owned() else {
-            tracing::info!(guest = %guest.name, "outbound request refused: {MAX_OUTBOUND_PER_INSTANCE} already open");
+        let slots = self.outbound.get_or_insert_with(|| {
+            Arc::new(tokio::sync::Semaphore::new(MAX_OUTBOUND_PER_INSTANCE))
+        });
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::info!(guest = %self.guest.name, "outbound request refused: {MAX_OUTBOUND_PER_INSTANCE} already open");
             return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
         };
+        let guest = self.guest.clone();
+        let egress = self.egress.clone();
         Box::new(async move {
             let (response, io) = egress
                 .send(guest.name.as_str(), &guest.allow, request, options)

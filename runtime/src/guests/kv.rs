@@ -51,9 +51,10 @@ pub struct KvStore {
     namespaces: Mutex<HashMap<String, Namespace>>,
 }
 
-/// What a guest's `bucket` handle stands for.
+/// What a guest's `bucket` handle stands for: a bucket in the namespace
+/// of the guest holding it (handles live in one instance's table, so the
+/// namespace is always the caller's).
 pub struct Bucket {
-    namespace: String,
     name: String,
 }
 
@@ -72,18 +73,23 @@ impl KvStore {
         }
     }
 
-    /// Runs `f` on one bucket with the lock held: each call is atomic.
+    fn lock(&self) -> KvResult<std::sync::MutexGuard<'_, HashMap<String, Namespace>>> {
+        self.namespaces
+            .lock()
+            .map_err(|_| other("key-value store unavailable".into()))
+    }
+
+    /// Runs `f` on bucket `b` of `namespace` with the lock held: each call
+    /// is atomic.
     fn with<R>(
         &self,
+        namespace: &str,
         b: &Bucket,
         f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>, &mut Usage<'_>) -> KvResult<R>,
     ) -> KvResult<R> {
-        let mut all = self
-            .namespaces
-            .lock()
-            .map_err(|_| other("key-value store unavailable".into()))?;
+        let mut all = self.lock()?;
         // `open` made both; a handle never outlives its bucket.
-        let ns = all.get_mut(&b.namespace).ok_or(store::Error::NoSuchStore)?;
+        let ns = all.get_mut(namespace).ok_or(store::Error::NoSuchStore)?;
         let bucket = ns
             .buckets
             .get_mut(&b.name)
@@ -115,11 +121,11 @@ impl KvStore {
                 "bucket identifier {name:?} is refused: use letters, digits, '.', '_' and '-' (not first '.'); it names a bucket in this guest's own namespace, and no other is reachable"
             )));
         }
-        let mut all = self
-            .namespaces
-            .lock()
-            .map_err(|_| other("key-value store unavailable".into()))?;
-        let ns = all.entry(namespace.to_string()).or_default();
+        let mut all = self.lock()?;
+        if !all.contains_key(namespace) {
+            all.insert(namespace.to_owned(), Namespace::default());
+        }
+        let ns = all.get_mut(namespace).ok_or(store::Error::NoSuchStore)?;
         // Made here, under the limit, so handles can never create buckets
         // past it later.
         if !ns.buckets.contains_key(&name) {
@@ -130,10 +136,7 @@ impl KvStore {
             }
             ns.buckets.insert(name.clone(), BTreeMap::new());
         }
-        Ok(Bucket {
-            namespace: namespace.to_string(),
-            name,
-        })
+        Ok(Bucket { name })
     }
 }
 
@@ -188,13 +191,15 @@ impl Usage<'_> {
     }
 }
 
-fn check_batch(keys: &[String]) -> KvResult<()> {
-    if keys.len() > PAGE {
-        return Err(other(format!(
-            "{} keys in one batch; the limit is {PAGE}",
-            keys.len()
-        )));
+fn check_count(n: usize) -> KvResult<()> {
+    if n > PAGE {
+        return Err(other(format!("{n} keys in one batch; the limit is {PAGE}")));
     }
+    Ok(())
+}
+
+fn check_batch(keys: &[String]) -> KvResult<()> {
+    check_count(keys.len())?;
     keys.iter().try_for_each(|k| check_key(k))
 }
 
@@ -233,19 +238,22 @@ impl store::HostBucket for Host {
     async fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         check_key(&key)?;
         let b = self.bucket(&b)?;
-        self.kv().with(b, |bucket, _| Ok(bucket.get(&key).cloned()))
+        self.kv().with(self.guest_name(), b, |bucket, _| {
+            Ok(bucket.get(&key).cloned())
+        })
     }
 
     async fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let b = self.bucket(&b)?;
-        self.kv()
-            .with(b, |bucket, usage| usage.set(bucket, key, value))
+        self.kv().with(self.guest_name(), b, |bucket, usage| {
+            usage.set(bucket, key, value)
+        })
     }
 
     async fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
         check_key(&key)?;
         let b = self.bucket(&b)?;
-        self.kv().with(b, |bucket, usage| {
+        self.kv().with(self.guest_name(), b, |bucket, usage| {
             usage.delete(bucket, &key);
             Ok(())
         })
@@ -254,7 +262,9 @@ impl store::HostBucket for Host {
     async fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
         check_key(&key)?;
         let b = self.bucket(&b)?;
-        self.kv().with(b, |bucket, _| Ok(bucket.contains_key(&key)))
+        self.kv().with(self.guest_name(), b, |bucket, _| {
+            Ok(bucket.contains_key(&key))
+        })
     }
 
     async fn list_keys(
@@ -264,7 +274,7 @@ impl store::HostBucket for Host {
     ) -> KvResult<store::KeyResponse> {
         let b = self.bucket(&b)?;
         let skip = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
-        self.kv().with(b, |bucket, _| {
+        self.kv().with(self.guest_name(), b, |bucket, _| {
             let keys: Vec<String> = bucket.keys().skip(skip).take(PAGE).cloned().collect();
             let next = skip.saturating_add(keys.len());
             let cursor = (next < bucket.len()).then_some(next as u64);
@@ -281,7 +291,7 @@ impl store::HostBucket for Host {
 impl atomics::Host for Host {
     async fn increment(&mut self, b: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
         let b = self.bucket(&b)?;
-        self.kv().with(b, |bucket, usage| {
+        self.kv().with(self.guest_name(), b, |bucket, usage| {
             // Decimal text, as wasmtime's key-value host keeps counters.
             let current = match bucket.get(&key) {
                 None => 0,
@@ -307,7 +317,7 @@ impl batch::Host for Host {
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
         check_batch(&keys)?;
         let b = self.bucket(&b)?;
-        self.kv().with(b, |bucket, _| {
+        self.kv().with(self.guest_name(), b, |bucket, _| {
             let total: usize = keys
                 .iter()
                 .filter_map(|k| bucket.get(k).map(Vec::len))
@@ -329,14 +339,9 @@ impl batch::Host for Host {
         b: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> KvResult<()> {
-        if key_values.len() > PAGE {
-            return Err(other(format!(
-                "{} keys in one batch; the limit is {PAGE}",
-                key_values.len()
-            )));
-        }
+        check_count(key_values.len())?;
         let b = self.bucket(&b)?;
-        self.kv().with(b, |bucket, usage| {
+        self.kv().with(self.guest_name(), b, |bucket, usage| {
             key_values
                 .into_iter()
                 .try_for_each(|(k, v)| usage.set(bucket, k, v))
@@ -346,7 +351,7 @@ impl batch::Host for Host {
     async fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
         check_batch(&keys)?;
         let b = self.bucket(&b)?;
-        self.kv().with(b, |bucket, usage| {
+        self.kv().with(self.guest_name(), b, |bucket, usage| {
             keys.iter().for_each(|k| usage.delete(bucket, k));
             Ok(())
         })
@@ -368,7 +373,7 @@ mod tests {
             max_bytes: 20,
         });
         let a = bucket(&kv, "a", "");
-        let set = |k: &str, v: &[u8]| kv.with(&a, |bkt, u| u.set(bkt, k.into(), v.to_vec()));
+        let set = |k: &str, v: &[u8]| kv.with("a", &a, |bkt, u| u.set(bkt, k.into(), v.to_vec()));
         set("k1", b"12345").unwrap();
         set("k2", b"12345").unwrap();
         let e = set("k3", b"1").unwrap_err();
@@ -377,10 +382,12 @@ mod tests {
         set("k1", b"1234567890").unwrap();
         let e = set("k1", b"123456789012345").unwrap_err();
         assert!(matches!(&e, store::Error::Other(m) if m.contains("--kv-max-bytes")));
-        let got = kv.with(&a, |bkt, _| Ok(bkt.get("k1").cloned())).unwrap();
+        let got = kv
+            .with("a", &a, |bkt, _| Ok(bkt.get("k1").cloned()))
+            .unwrap();
         assert_eq!(got.as_deref(), Some(&b"1234567890"[..]));
         // Deleting frees both.
-        kv.with(&a, |bkt, u| {
+        kv.with("a", &a, |bkt, u| {
             u.delete(bkt, "k2");
             Ok(())
         })
@@ -396,12 +403,12 @@ mod tests {
             max_keys: 10,
             max_bytes: 1000,
         });
-        kv.with(&bucket(&kv, "a", "x"), |b, u| {
+        kv.with("a", &bucket(&kv, "a", "x"), |b, u| {
             u.set(b, "k".into(), b"a".to_vec())
         })
         .unwrap();
-        for other in [bucket(&kv, "b", "x"), bucket(&kv, "a", "y")] {
-            let got = kv.with(&other, |b, _| Ok(b.get("k").cloned())).unwrap();
+        for (ns, other) in [("b", bucket(&kv, "b", "x")), ("a", bucket(&kv, "a", "y"))] {
+            let got = kv.with(ns, &other, |b, _| Ok(b.get("k").cloned())).unwrap();
             assert_eq!(got, None);
         }
         assert!(kv.open("a", "z".repeat(MAX_BUCKET + 1)).is_err());

@@ -20,6 +20,6 @@ mod spec;
 pub use enclave::EnclaveCtx;
 pub use engine::{EngineError, GuestEngine, Limits};
 pub use invoke::{GuestBody, Outcome, invoke};
-pub use kv::{KvLimits, KvStore};
+pub use kv::KvLimits;
 pub use registry::{DeployError, Deployed, Guest, GuestInfo, Registry, Snapshot};
 pub use spec::{BootGuest, GuestConfig, GuestName, Route};

@@ -51,18 +51,17 @@ where
         return Outcome::BodyTooLarge;
     }
     if let Err(e) = rewrite_uri(&mut req, path_and_query, &guest) {
-        return Outcome::Failed(e);
+        return failed(&guest, e);
     }
-    let over_limit = Arc::new(AtomicBool::new(false));
+    let flags = Arc::new(Flags::default());
     let req = req.map(|b| CappedBody {
         inner: b,
         left: limits.max_body,
         limit: limits.max_body,
-        over: over_limit.clone(),
+        flags: flags.clone(),
     });
 
     let deadline = Instant::now() + limits.request_timeout;
-    let timed_out = Arc::new(AtomicBool::new(false));
     let mut store = Store::new(
         engine.engine(),
         Host::new(
@@ -75,10 +74,10 @@ where
     );
     store.limiter(|h| &mut h.limits);
     store.set_epoch_deadline(1);
-    let flag = timed_out.clone();
+    let epoch_flags = flags.clone();
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {
-            flag.store(true, Ordering::Relaxed);
+            epoch_flags.timed_out.store(true, Ordering::Relaxed);
             Err(wasmtime::Error::msg("request timeout"))
         } else {
             // Yield at every tick: a spinning guest shares its thread.
@@ -97,66 +96,127 @@ where
     })();
     let (wasi_req, out) = match prepared {
         Ok(p) => p,
-        Err(e) => return Outcome::Failed(format!("request not accepted: {e:#}")),
+        Err(e) => return failed(&guest, format!("request not accepted: {e:#}")),
     };
 
     let pre = guest.pre.clone();
+    let task_guest = guest.clone();
+    let task_flags = flags.clone();
     // The guest runs in its own task so it can keep streaming the body
-    // after the response head is sent; the deadline bounds the whole of it,
-    // and dropping the future drops the store, tearing the instance down.
-    let task = tokio::spawn(tokio::time::timeout_at(deadline, async move {
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, wasi_req, out)
-            .await
-    }));
+    // after the response head is sent. The deadline bounds the whole of
+    // it: past it the future is dropped, and with it the store, which
+    // tears the instance down and drops the response outparam, so the
+    // side waiting for the head below always hears back. The task reports
+    // its own failures; nothing has to wait for it once the head is out.
+    let task = tokio::spawn(async move {
+        let ran = tokio::time::timeout_at(deadline, async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, wasi_req, out)
+                .await
+        })
+        .await;
+        let ended = Ended::classify(ran, &task_flags);
+        ended.report(&task_guest, &task_flags, limits.request_timeout);
+        ended
+    });
 
-    let outcome = match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(Ok(resp))) if !over_limit.load(Ordering::Relaxed) => {
-            // The head is on its way; the body may still be streaming from
-            // the guest. Whatever ends it later is logged and counted here.
-            tokio::spawn(async move {
-                let why = match task.await {
-                    Ok(Ok(Err(e))) => describe(&e),
-                    Ok(Err(_elapsed)) => "timed out while streaming its response".into(),
-                    Err(e) if e.is_panic() => format!("guest task failed: {e}"),
-                    _ => return,
-                };
-                guest.stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(guest = %guest.config.name, "guest failed after sending its response head: {why}");
-            });
-            return Outcome::Response(resp);
+    match rx.await {
+        Ok(Ok(resp)) if !flags.over_limit.load(Ordering::Relaxed) => {
+            flags.head_sent.store(true, Ordering::Relaxed);
+            Outcome::Response(resp)
         }
-        Ok(Ok(Ok(_))) => Outcome::BodyTooLarge,
-        Ok(Ok(Err(code))) => Outcome::Failed(format!("guest returned error {code:?}")),
-        Err(_elapsed) => {
-            task.abort();
-            Outcome::TimedOut
-        }
-        // The guest dropped its response-outparam: ask the task why.
-        Ok(Err(_)) => match task.await {
-            Ok(Ok(Ok(()))) => Outcome::Failed("guest returned without setting a response".into()),
-            Ok(Ok(Err(e))) if e.is::<wasmtime::PoolConcurrencyLimitError>() => Outcome::Busy,
-            Ok(Ok(Err(_))) if timed_out.load(Ordering::Relaxed) => Outcome::TimedOut,
-            Ok(Ok(Err(_))) if over_limit.load(Ordering::Relaxed) => Outcome::BodyTooLarge,
-            Ok(Ok(Err(e))) => Outcome::Failed(describe(&e)),
-            Ok(Err(_elapsed)) => Outcome::TimedOut,
-            Err(e) => Outcome::Failed(format!("guest task failed: {e}")),
+        Ok(Ok(_)) => Outcome::BodyTooLarge,
+        Ok(Err(code)) => failed(&guest, format!("guest returned error {code:?}")),
+        // The instance is gone without answering; its task says why (and
+        // has logged it).
+        Err(_) => match task.await {
+            Ok(Ended::Done) => failed(&guest, "guest returned without setting a response".into()),
+            Ok(Ended::Busy) => Outcome::Busy,
+            Ok(Ended::TimedOut) => Outcome::TimedOut,
+            Ok(Ended::BodyTooLarge) => Outcome::BodyTooLarge,
+            Ok(Ended::Failed(why)) => Outcome::Failed(why),
+            Err(e) => failed(&guest, format!("guest task failed: {e}")),
         },
-    };
-    match &outcome {
-        Outcome::TimedOut => {
-            guest.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(guest = %guest.config.name, timeout = ?limits.request_timeout, "guest request timed out; instance stopped");
-        }
-        Outcome::Failed(why) => {
-            guest.stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(guest = %guest.config.name, "guest request failed: {why}");
-        }
-        _ => {}
     }
-    outcome
+}
+
+/// Counts and logs a failure seen before the guest's task could.
+fn failed(guest: &Guest, why: String) -> Outcome {
+    guest.stats.failures.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(guest = %guest.config.name, "guest request failed: {why}");
+    Outcome::Failed(why)
+}
+
+/// What one request's two sides (the guest's task and the HTTP server
+/// waiting for the response head) tell each other.
+#[derive(Default)]
+struct Flags {
+    /// The epoch callback stopped the guest at the deadline.
+    timed_out: AtomicBool,
+    /// The request body went over `--max-body`.
+    over_limit: AtomicBool,
+    /// The response head reached the HTTP server.
+    head_sent: AtomicBool,
+}
+
+/// How a guest's task ended.
+enum Ended {
+    /// The handler returned.
+    Done,
+    /// No instance slot was free.
+    Busy,
+    /// Stopped at the deadline.
+    TimedOut,
+    /// The request body went over `--max-body`.
+    BodyTooLarge,
+    /// Trapped or failed otherwise.
+    Failed(String),
+}
+
+impl Ended {
+    fn classify(
+        ran: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+        flags: &Flags,
+    ) -> Ended {
+        match ran {
+            Ok(Ok(())) => Ended::Done,
+            Ok(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => Ended::Busy,
+            Ok(Err(_)) if flags.timed_out.load(Ordering::Relaxed) => Ended::TimedOut,
+            Ok(Err(_)) if flags.over_limit.load(Ordering::Relaxed) => Ended::BodyTooLarge,
+            Ok(Err(e)) => Ended::Failed(describe(&e)),
+            Err(_elapsed) => Ended::TimedOut,
+        }
+    }
+
+    /// Logs and counts a timeout or failure: before the head as the
+    /// request's 504 or 500, after it as a body cut short.
+    fn report(&self, guest: &Guest, flags: &Flags, timeout: std::time::Duration) {
+        let name = &guest.config.name;
+        let stats = &guest.stats;
+        if flags.head_sent.load(Ordering::Relaxed) {
+            let why = match self {
+                Ended::Done | Ended::Busy | Ended::BodyTooLarge => return,
+                Ended::TimedOut => "timed out while streaming its response",
+                Ended::Failed(why) => why,
+            };
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(guest = %name, "guest failed after sending its response head: {why}");
+            return;
+        }
+        match self {
+            Ended::TimedOut => {
+                stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(guest = %name, timeout = ?timeout, "guest request timed out; instance stopped");
+            }
+            Ended::Failed(why) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(guest = %name, "guest request failed: {why}");
+            }
+            Ended::Done | Ended::Busy | Ended::BodyTooLarge => {}
+        }
+    }
 }
 
 /// The trap reason first (the wasm backtrace only at debug level): what an
@@ -192,7 +252,7 @@ struct CappedBody<B> {
     inner: B,
     left: u64,
     limit: u64,
-    over: Arc<AtomicBool>,
+    flags: Arc<Flags>,
 }
 
 impl<B> Body for CappedBody<B>
@@ -212,7 +272,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
                 if len > this.left {
-                    this.over.store(true, Ordering::Relaxed);
+                    this.flags.over_limit.store(true, Ordering::Relaxed);
                     return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
                         Some(this.limit),
                     ))));

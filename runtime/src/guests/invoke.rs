@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
@@ -91,7 +92,19 @@ where
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Https, req)?;
-        let out = store.data_mut().http().new_response_outparam(tx)?;
+        let head_flags = flags.clone();
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam_from_callback(move |head| {
+                // Noted while the guest is still in `set`: whatever fails
+                // from here on fails after the head, whichever side of the
+                // request notices first.
+                if head.is_ok() {
+                    head_flags.head_sent.store(true, Ordering::Relaxed);
+                }
+                let _ = tx.send(head);
+            })?;
         Ok((req, out))
     })();
     let (wasi_req, out) = match prepared {
@@ -109,23 +122,28 @@ where
     // side waiting for the head below always hears back. The task reports
     // its own failures; nothing has to wait for it once the head is out.
     let task = tokio::spawn(async move {
-        let ran = tokio::time::timeout_at(deadline, async move {
+        let run = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, wasi_req, out)
                 .await
-        })
-        .await;
+        };
+        let ran = tokio::time::timeout_at(deadline, run).await;
         let ended = Ended::classify(ran, &task_flags);
+        if !matches!(ended, Ended::Done) {
+            task_flags.failed.store(true, Ordering::Release);
+        }
+        // Only now may the instance go: a response body still streaming
+        // ends when it does, and `ResponseBody` must already know how.
+        drop(store);
         ended.report(&task_guest, &task_flags, limits.request_timeout);
         ended
     });
 
     match rx.await {
         Ok(Ok(resp)) if !flags.over_limit.load(Ordering::Relaxed) => {
-            flags.head_sent.store(true, Ordering::Relaxed);
-            Outcome::Response(resp)
+            Outcome::Response(resp.map(|inner| ResponseBody { inner, flags }.boxed_unsync()))
         }
         Ok(Ok(_)) => Outcome::BodyTooLarge,
         Ok(Err(code)) => failed(&guest, format!("guest returned error {code:?}")),
@@ -157,8 +175,46 @@ struct Flags {
     timed_out: AtomicBool,
     /// The request body went over `--max-body`.
     over_limit: AtomicBool,
-    /// The response head reached the HTTP server.
+    /// The guest set its response head (the server sends it on).
     head_sent: AtomicBool,
+    /// The guest's run ended in a trap, error or timeout; set before its
+    /// store is dropped.
+    failed: AtomicBool,
+}
+
+/// A guest's response body that ends in an error, not a clean end, when
+/// the guest failed before finishing it. wasmtime-wasi-http ends the body
+/// cleanly when the instance goes away mid-body, and a client would take
+/// the truncated body for a whole one; with an error, hyper cuts the
+/// connection (HTTP/1.1) or resets the stream (HTTP/2) instead.
+struct ResponseBody {
+    inner: GuestBody,
+    flags: Arc<Flags>,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) if self.flags.failed.swap(false, Ordering::Acquire) => {
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// How a guest's task ended.

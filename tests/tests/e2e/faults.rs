@@ -26,6 +26,49 @@ async fn trap_is_500_and_the_next_request_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn trap_after_the_head_cuts_the_body_and_is_counted_once() {
+    let rt = faulty(&["--debug"]).await;
+    let h1 = rt.client_builder().http1_only().build().unwrap();
+    for client in [h1, rt.client()] {
+        let sent = client
+            .get(format!("{}/f/trap-after-head", rt.url()))
+            .send()
+            .await;
+        match sent {
+            // The head left before the trap: 200, then a body that ends
+            // in an error, never a clean end.
+            Ok(r) => {
+                assert_eq!(r.status(), 200);
+                assert!(
+                    r.bytes().await.is_err(),
+                    "a cut body must not look complete"
+                );
+            }
+            // Or the stream was cut before the head left the server.
+            Err(e) => assert!(e.is_request(), "{e}"),
+        }
+    }
+    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+
+    // Nobody waits for the guest once the head is sent: its own task
+    // logs and counts each failure, exactly once.
+    let cut = "guest failed after sending its response head: trap";
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = rt.log();
+        if log.matches(cut).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(log.matches(cut).count(), 2, "{log}");
+    let (_, body) = rt.get("/enclave/debug").await;
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["guests"]["f"]["failures"], 2, "{stats}");
+    assert_eq!(stats["guests"]["f"]["timeouts"], 0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn infinite_loop_is_504_within_the_timeout_and_others_keep_running() {
     let rt = faulty(&["--request-timeout", "2s"]).await;
     let client = rt.client();

@@ -2,6 +2,7 @@
 //!
 //! - `/ok`: 200 `ok`
 //! - `/trap`: traps (wasm `unreachable`)
+//! - `/trap-after-head`: sends a 200 head and part of the body, then traps
 //! - `/loop`: spins forever
 //! - `/sleep?MS`: blocks in a host call for MS milliseconds, then 200
 //! - `/membomb`: allocates until memory runs out (the allocator aborts)
@@ -11,7 +12,7 @@
 //! - `/log`: writes a line to stdout and one to stderr
 
 use guest_test_support::respond;
-use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 use wasip2::io::streams::StreamError;
 
 wasip2::http::proxy::export!(Faulty);
@@ -40,6 +41,15 @@ impl wasip2::exports::http::incoming_handler::Guest for Faulty {
         match path {
             "/ok" => respond(out, 200, "ok"),
             "/trap" => core::arch::wasm32::unreachable(),
+            "/trap-after-head" => {
+                let resp = OutgoingResponse::new(Fields::new());
+                let Ok(body) = resp.body() else { return };
+                ResponseOutparam::set(out, Ok(resp));
+                if let Ok(w) = body.write() {
+                    let _ = w.blocking_write_and_flush(b"partial ");
+                }
+                core::arch::wasm32::unreachable()
+            }
             "/loop" => {
                 let mut x: u64 = 0;
                 loop {

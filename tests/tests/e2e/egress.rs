@@ -65,9 +65,13 @@ fn urlencode(s: &str) -> String {
 }
 
 /// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+fn closed_port() -> (u16, tokio::net::TcpSocket) {
+    // Bound but never listening: connections are refused, and no other
+    // listener in the test run (an origin, a proxy) can be given the port
+    // while the socket lives.
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s.local_addr().unwrap().port(), s)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -219,10 +223,10 @@ async fn runtime_in_an_empty_network_namespace_serves_and_fetches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn egress_is_denied_in_the_enclave_refused_by_the_proxy_and_fails_fast() {
-    let proxy_only_port = closed_port();
-    let unreachable = closed_port();
+    let (proxy_only_port, _held1) = closed_port();
+    let (unreachable, _held2) = closed_port();
     let s = Stack::start(&[], false, &[format!("localhost:{unreachable}")]).await;
-    let other = closed_port();
+    let (other, _held3) = closed_port();
     let allow = format!(
         "allow=localhost:{}&allow=localhost:{other}&allow=localhost:{unreachable}",
         s.origin.port

@@ -162,9 +162,14 @@ where
 
 /// Counts and logs a failure seen before the guest's task could.
 fn failed(guest: &Guest, why: String) -> Outcome {
+    count_failure(guest, &why);
+    Outcome::Failed(why)
+}
+
+/// The one place a failed request (500) is counted and logged.
+fn count_failure(guest: &Guest, why: &str) {
     guest.stats.failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(guest = %guest.config.name, "guest request failed: {why}");
-    Outcome::Failed(why)
 }
 
 /// What one request's two sides (the guest's task and the HTTP server
@@ -266,10 +271,7 @@ impl Ended {
                 stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(guest = %name, timeout = ?timeout, "guest request timed out; instance stopped");
             }
-            Ended::Failed(why) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(guest = %name, "guest request failed: {why}");
-            }
+            Ended::Failed(why) => count_failure(guest, why),
             Ended::Done | Ended::Busy | Ended::BodyTooLarge => {}
         }
     }

@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "disk space"
+# A full run builds about 10 GiB under target/ (host, guests and sdk); running
+# out of disk mid-build fails with a rustc I/O error far from the cause.
+need_gib=12
+avail_gib=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1024 / 1024 ))
+if [ "$avail_gib" -lt "$need_gib" ]; then
+  echo "warning: $avail_gib GiB free in $PWD, a full run needs about $need_gib GiB;" \
+       "free space (for example with cargo clean) if the build fails with 'No space left on device'" >&2
+else
+  echo "$avail_gib GiB free"
+fi
+
 step "toolchain: wasm32-wasip2 target and rustfmt/clippy"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt

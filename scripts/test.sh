@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 step "disk space"
-# A full run builds about 10 GiB under target/ (host, guests and sdk); running
+# A full run builds about 4.5 GiB under target/ (host, guests and sdk); running
 # out of disk mid-build fails with a rustc I/O error far from the cause.
-need_gib=12
+need_gib=6
 avail_gib=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1024 / 1024 ))
 if [ "$avail_gib" -lt "$need_gib" ]; then
   echo "warning: $avail_gib GiB free in $PWD, a full run needs about $need_gib GiB;" \

@@ -3,21 +3,23 @@
 //!
 //! Two modes. "Shared": sender, receiver and proxy compete for every
 //! core, as in a benchmark on one small machine. "Own core" (machines
-//! with two or more cores): this process's endpoints are pinned to core 0
-//! and every proxy thread to core 1, as on a parent instance whose client
+//! with two or more cores): the endpoints (this process's sender and the
+//! `nacre-bench-sink` process) are pinned to core 0 and every proxy thread
+//! to core 1, as on a parent instance whose client
 //! is remote and whose enclave has its own vCPUs; it asks whether the
 //! proxy itself is the bottleneck.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::Plan;
-use crate::http::proxy_to;
+use crate::http::{Server, proxy_to};
 
 const PINGS: usize = 20_000;
 
@@ -27,7 +29,7 @@ pub struct Mode {
     pub name: &'static str,
     /// GiB/s, best of the rounds: direct, proxy TCP→TCP, proxy TCP→unix.
     pub gib_s: [f64; 3],
-    /// CPU seconds per GiB: this process's sender + receiver (direct runs)
+    /// CPU seconds per GiB: the sender and the sink together (direct runs)
     /// and the proxy (TCP→TCP runs).
     pub cpu_per_gib: (f64, f64),
     /// Round trip of 32 bytes, µs (median, p99): direct, TCP, unix.
@@ -97,22 +99,19 @@ fn mode(plan: &Plan, name: &'static str, pinned: bool) -> anyhow::Result<Mode> {
 }
 
 async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result<Mode> {
-    let tcp = TcpListener::bind("127.0.0.1:0").await?;
-    let tcp_addr = tcp.local_addr()?.to_string();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = tcp.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(serve(s));
-        }
-    });
     let dir = nacre_tests::temp_dir("bench-bulk");
     let sock = dir.join("sink.sock");
-    let unix = UnixListener::bind(&sock)?;
-    tokio::spawn(async move {
-        while let Ok((s, _)) = unix.accept().await {
-            tokio::spawn(serve(s));
-        }
-    });
+    let sink = Server::start(
+        Command::new(nacre_tests::bin("nacre-bench-sink"))
+            .arg("--unix")
+            .arg(&sock),
+        "sink listening on ",
+    )?;
+    let sink_pid = sink.child.id().to_string();
+    if pinned {
+        pin_process(sink.child.id(), 0)?;
+    }
+    let tcp_addr = sink.addr.clone();
     let start = |target: String| {
         let p = proxy_to(&target);
         if pinned {
@@ -127,10 +126,11 @@ async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result
     let mut best = [0.0f64; 3];
     let (mut endpoints_cpu, mut proxy_cpu) = (0.0, 0.0);
     let proxy_pid = p_tcp.pid().to_string();
+    let endpoints = || anyhow::Ok(cpu_seconds("self")? + cpu_seconds(&sink_pid)?);
     for _ in 0..plan.bulk_rounds {
-        let c0 = cpu_seconds("self")?;
+        let c0 = endpoints()?;
         best[0] = best[0].max(bulk(&tcp_addr, plan.bulk_bytes).await?);
-        endpoints_cpu += cpu_seconds("self")? - c0;
+        endpoints_cpu += endpoints()? - c0;
         let p0 = cpu_seconds(&proxy_pid)?;
         best[1] = best[1].max(bulk(&via_tcp, plan.bulk_bytes).await?);
         proxy_cpu += cpu_seconds(&proxy_pid)? - p0;
@@ -148,22 +148,6 @@ async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result
         cpu_per_gib: (endpoints_cpu / gib, proxy_cpu / gib),
         rtt_us,
     })
-}
-
-/// Swallows bulk streams and echoes short messages (pings).
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) if n <= 64 => {
-                if s.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-        }
-    }
 }
 
 /// Sends `bytes` and waits until the far end has read them all; GiB/s.

@@ -129,16 +129,17 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
 }
 
 /// A server process killed on drop.
-struct Server {
-    child: Child,
+pub struct Server {
+    /// The server process.
+    pub child: Child,
     /// What followed the ready marker on its ready line.
-    addr: String,
+    pub addr: String,
 }
 
 impl Server {
     /// Starts `cmd` and waits for a line (stdout or stderr) starting with
     /// `ready`.
-    fn start(cmd: &mut Command, ready: &'static str) -> anyhow::Result<Server> {
+    pub fn start(cmd: &mut Command, ready: &'static str) -> anyhow::Result<Server> {
         // Backtrace capture on every error would slow wasmtime serve down
         // (it builds one per store drop); production runs without it.
         let mut child = cmd

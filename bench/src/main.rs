@@ -16,6 +16,7 @@
 //! - [`load`]: running wrk and reading its summary.
 //! - `native.rs` (its own binary, `nacre-bench-native`): the native
 //!   hello server of (c).
+//! - `sink.rs` (its own binary, `nacre-bench-sink`): the far end of (g).
 //! - [`report`]: writing BENCHMARKS.md.
 
 #![forbid(unsafe_code)]

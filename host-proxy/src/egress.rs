@@ -12,7 +12,7 @@ use nacre_transport::{AllowList, Listener, Stream};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 
-use crate::metrics::{Kind, Metrics};
+use crate::metrics::Kind;
 use crate::relay::{self, Limits};
 
 /// How long the enclave may take to send its CONNECT head.
@@ -37,15 +37,16 @@ pub async fn serve(listener: Listener, policy: Arc<Policy>, limits: Limits, task
             continue;
         };
         let policy = policy.clone();
-        let metrics = limits.metrics.clone();
+        let limits = limits.clone();
         tasks.spawn(async move {
             let _admitted = admitted;
-            handle(enclave, &policy, &metrics).await;
+            handle(enclave, &policy, &limits).await;
         });
     }
 }
 
-async fn handle(mut enclave: Stream, policy: &Policy, metrics: &Metrics) {
+async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
+    let metrics = &limits.metrics;
     let target = match tokio::time::timeout(HEAD_TIMEOUT, tunnel::accept(&mut enclave)).await {
         Ok(Ok(t)) => t,
         Ok(Err(TunnelError::Io(_))) | Err(_) => {
@@ -83,7 +84,7 @@ async fn handle(mut enclave: Stream, policy: &Policy, metrics: &Metrics) {
         return;
     }
     tracing::debug!(%target, "egress: tunnel open");
-    relay::copy(Stream::Tcp(origin), enclave, metrics, Kind::Egress).await;
+    relay::copy(Stream::Tcp(origin), enclave, limits, Kind::Egress).await;
 }
 
 /// Whether `ip` is link-local, where a cloud instance's metadata service

@@ -16,13 +16,13 @@ pub async fn serve(listener: Listener, target: Address, limits: Limits, tasks: T
             continue;
         };
         let target = target.clone();
-        let metrics = limits.metrics.clone();
+        let limits = limits.clone();
         tasks.spawn(async move {
             let _admitted = admitted;
             match connect(&target).await {
-                Ok(enclave) => relay::copy(client, enclave, &metrics, Kind::Inbound).await,
+                Ok(enclave) => relay::copy(client, enclave, &limits, Kind::Inbound).await,
                 Err(e) => {
-                    metrics.refused(Kind::Inbound, "target_unreachable");
+                    limits.metrics.refused(Kind::Inbound, "target_unreachable");
                     tracing::warn!(%target, error = %e, "inbound: enclave unreachable");
                 }
             }

@@ -8,15 +8,13 @@
 //! - [`inbound`]: `--inbound LISTEN=TARGET` byte forwarding
 //! - [`egress`]: the `--egress-listen` CONNECT proxy and its allow list
 //! - [`metrics`]: `--metrics-listen`, Prometheus text
-//! - [`relay`]: the counted, half-close-aware byte copy both share, and
-//!   [`splice`], its zero-copy path
+//! - [`relay`]: the counted, half-close-aware byte copy both share
 
 mod args;
 mod egress;
 mod inbound;
 mod metrics;
 mod relay;
-mod splice;
 
 use std::sync::Arc;
 
@@ -59,7 +57,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Each relayed connection holds two sockets and, when spliced, two pipes:
+/// Each relayed connection holds two sockets:
 /// the usual soft limit of 1024 descriptors would cap the proxy far below
 /// `--max-connections`, so take the hard limit, as servers commonly do.
 fn raise_fd_limit() {

@@ -1,19 +1,17 @@
 //! The byte copy between two connections, counted, with half-close, and
-//! the connection cap both listeners share.
+//! the connection cap and buffer memory both listeners share.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use nacre_transport::Stream;
 
 use crate::metrics::{Kind, Metrics};
-use crate::splice::{self, Sock};
 
 /// The cap on open connections, and the metrics they update.
 #[derive(Clone)]
@@ -22,6 +20,8 @@ pub struct Limits {
     /// the slots clients need to reach it, nor the other way round.
     inbound: Arc<Semaphore>,
     egress: Arc<Semaphore>,
+    /// Memory for grown copy buffers, shared by both kinds.
+    budget: Budget,
     pub metrics: Arc<Metrics>,
 }
 
@@ -44,6 +44,7 @@ impl Limits {
         Limits {
             inbound: Arc::new(Semaphore::new(max)),
             egress: Arc::new(Semaphore::new(max)),
+            budget: Budget::new(GROWTH_BUDGET),
             metrics,
         }
     }
@@ -69,88 +70,129 @@ impl Limits {
     }
 }
 
-/// A stream whose reads are added to a counter as they happen, so the
-/// metrics are live even for long connections.
-struct Counted<'a, S> {
-    inner: &'a mut S,
-    read: Counter,
-}
+/// Every direction of every connection starts with a buffer this size:
+/// enough for a TLS record or an HTTP request, and small, so thousands of
+/// idle connections cost little.
+const FIRST: usize = 16 * 1024;
+/// A direction whose reads keep filling its buffer doubles it up to this.
+/// On the 2-core benchmark machine, bulk throughput through the proxy grew
+/// with the buffer up to 1 MiB: fewer syscalls and wake-ups per byte
+/// (BENCHMARKS.md, scenario g).
+const LARGEST: usize = 1024 * 1024;
+/// Bytes of grown buffers beyond [`FIRST`], all connections together:
+/// 128 directions at [`LARGEST`]. Past it, buffers keep their size, so a
+/// flood of bulk connections cannot grow the proxy's memory without bound.
+const GROWTH_BUDGET: usize = 128 * LARGEST;
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
-        self.read.inc_by((buf.filled().len() - before) as u64);
-        r
+/// What is left of [`GROWTH_BUDGET`], shared by all connections.
+#[derive(Clone)]
+pub struct Budget(Arc<AtomicUsize>);
+
+impl Budget {
+    fn new(bytes: usize) -> Budget {
+        Budget(Arc::new(AtomicUsize::new(bytes)))
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write(cx, buf)
+/// One direction's buffer; what it took from the budget goes back on drop.
+struct Buffer {
+    bytes: Vec<u8>,
+    taken: usize,
+    budget: Budget,
+}
+
+impl Buffer {
+    fn new(budget: Budget) -> Buffer {
+        Buffer {
+            bytes: vec![0; FIRST],
+            taken: 0,
+            budget,
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    /// A read of `n` bytes filled the buffer: more is probably waiting, so
+    /// double it if the budget allows.
+    fn after_read(&mut self, n: usize) {
+        let len = self.bytes.len();
+        if n == len && len < LARGEST && self.budget.take(len) {
+            self.taken += len;
+            self.bytes.resize(2 * len, 0);
+        }
     }
 }
 
-/// Per direction, per connection, when bytes go through user space
-/// (vsock, or no pipe to splice through). tokio's default (8 KiB) costs a
-/// pair of syscalls per 8 KiB.
-const BUFFER: usize = 64 * 1024;
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.budget.give(self.taken);
+    }
+}
+
+/// Moves bytes from `from` to `to` until `from` ends, then shuts down
+/// `to`'s write side (half-close), counting them into `counter` as they
+/// pass, so the metrics are live even for long connections.
+async fn one_way(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut buf: Buffer,
+    counter: Counter,
+) -> io::Result<()> {
+    loop {
+        let n = from.read(&mut buf.bytes).await?;
+        if n == 0 {
+            // The peer may already be gone; either way this direction is done.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        counter.inc_by(n as u64);
+        to.write_all(&buf.bytes[..n]).await?;
+        buf.after_read(n);
+    }
+}
 
 /// Copies bytes both ways until both directions ended. When one side
 /// finishes sending, the other side's write half is shut down and the
 /// opposite direction keeps flowing (TLS close_notify, HTTP/1.0 bodies).
 ///
 /// `enclave` is the side toward the enclave; bytes it sends count as
-/// `from_enclave`, bytes the other side sends as `to_enclave`. TCP and
-/// unix sockets are spliced in the kernel; anything else is copied.
-pub async fn copy(mut outside: Stream, mut enclave: Stream, metrics: &Metrics, kind: Kind) {
-    let to_enclave = metrics.bytes(kind, "to_enclave");
-    let from_enclave = metrics.bytes(kind, "from_enclave");
-    if let (Some(a), Some(b)) = (sock(&outside), sock(&enclave))
-        && let (Ok(p1), Ok(p2)) = (splice::pipe(), splice::pipe())
-    {
-        // The first error (a reset) ends both directions, as a copy would.
-        let _ = tokio::try_join!(
-            splice::one_way(a, b, p1, to_enclave),
-            splice::one_way(b, a, p2, from_enclave),
-        );
-        return;
-    }
-    let mut a = Counted {
-        inner: &mut outside,
-        read: to_enclave,
-    };
-    let mut b = Counted {
-        inner: &mut enclave,
-        read: from_enclave,
-    };
-    // An error here is one side resetting: the connection is over either
-    // way, and there is nothing to report beyond the counts.
-    let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER).await;
-}
-
-fn sock(s: &Stream) -> Option<Sock<'_>> {
-    match s {
-        Stream::Tcp(t) => Some(Sock::Tcp(t)),
-        Stream::Unix(u) => Some(Sock::Unix(u)),
-        _ => None,
-    }
+/// `from_enclave`, bytes the other side sends as `to_enclave`.
+///
+/// One path for every transport, vsock included. `splice(2)` through a
+/// pipe was tried for TCP and unix sockets: it spent about a quarter less
+/// proxy CPU per GiB but moved fewer GiB/s than this copy with grown
+/// buffers, on shared and on dedicated cores (BENCHMARKS.md, scenario g).
+pub async fn copy(outside: Stream, enclave: Stream, limits: &Limits, kind: Kind) {
+    let to_enclave = limits.metrics.bytes(kind, "to_enclave");
+    let from_enclave = limits.metrics.bytes(kind, "from_enclave");
+    let (outside_r, outside_w) = tokio::io::split(outside);
+    let (enclave_r, enclave_w) = tokio::io::split(enclave);
+    // The first error (a reset) ends both directions; there is nothing to
+    // report beyond the counts.
+    let _ = tokio::try_join!(
+        one_way(
+            outside_r,
+            enclave_w,
+            Buffer::new(limits.budget.clone()),
+            to_enclave
+        ),
+        one_way(
+            enclave_r,
+            outside_w,
+            Buffer::new(limits.budget.clone()),
+            from_enclave
+        ),
+    );
 }
 
 #[cfg(test)]
@@ -163,11 +205,12 @@ mod tests {
     async fn relayed(metrics: Arc<Metrics>) -> (UnixStream, UnixStream) {
         let (client, outside) = UnixStream::pair().unwrap();
         let (enclave, server) = UnixStream::pair().unwrap();
+        let limits = Limits::new(1, metrics);
         tokio::spawn(async move {
             copy(
                 Stream::Unix(outside),
                 Stream::Unix(enclave),
-                &metrics,
+                &limits,
                 Kind::Inbound,
             )
             .await
@@ -213,6 +256,47 @@ mod tests {
             .await
             .expect("the relay passed the close on");
         assert!(matches!(n, Ok(0) | Err(_)));
+    }
+
+    #[test]
+    fn buffers_grow_while_reads_fill_them_within_the_budget() {
+        let budget = Budget::new(2 * FIRST);
+        let mut a = Buffer::new(budget.clone());
+        // A read that did not fill the buffer: nothing more is waiting.
+        a.after_read(FIRST - 1);
+        assert_eq!(a.bytes.len(), FIRST);
+        a.after_read(FIRST);
+        assert_eq!(a.bytes.len(), 2 * FIRST);
+        // Doubling again needs 2 * FIRST more; only FIRST is left.
+        a.after_read(2 * FIRST);
+        assert_eq!(a.bytes.len(), 2 * FIRST);
+        let mut b = Buffer::new(budget.clone());
+        b.after_read(FIRST);
+        assert_eq!(b.bytes.len(), 2 * FIRST);
+        b.after_read(2 * FIRST);
+        assert_eq!(b.bytes.len(), 2 * FIRST, "the budget is spent");
+        drop(a);
+        drop(b);
+        assert_eq!(
+            budget.0.load(Ordering::Relaxed),
+            2 * FIRST,
+            "all given back"
+        );
+    }
+
+    #[test]
+    fn buffers_stop_at_the_largest_size() {
+        let budget = Budget::new(GROWTH_BUDGET);
+        let mut a = Buffer::new(budget.clone());
+        for _ in 0..20 {
+            let n = a.bytes.len();
+            a.after_read(n);
+        }
+        assert_eq!(a.bytes.len(), LARGEST);
+        assert_eq!(
+            budget.0.load(Ordering::Relaxed),
+            GROWTH_BUDGET - (LARGEST - FIRST)
+        );
     }
 
     #[test]

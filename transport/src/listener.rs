@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_vsock::{VsockAddr, VsockListener};
 
+use crate::stream::unix_tuned;
 use crate::{Address, Stream};
 
 /// A bound listener on TCP, a Unix socket or vsock.
@@ -92,7 +93,7 @@ impl Listener {
                 Listener::Unix(l, _) => l
                     .accept()
                     .await
-                    .map(|(s, _)| (Stream::Unix(s), "unix".to_string())),
+                    .map(|(s, _)| (Stream::Unix(unix_tuned(s)), "unix".to_string())),
                 Listener::Vsock(l) => l
                     .accept()
                     .await
@@ -142,6 +143,29 @@ mod tests {
         }
         // The guard removed the socket file with the listener.
         assert!(!sock.exists());
+    }
+
+    #[tokio::test]
+    async fn unix_connections_get_the_larger_send_buffer_on_both_ends() {
+        let path = std::env::temp_dir().join(format!("nacre-sndbuf-{}.sock", std::process::id()));
+        let l = Listener::bind(&Address::Unix(path)).await.unwrap();
+        let bound = l.local_addr().unwrap();
+        let client = connect(&bound).await.unwrap();
+        let (server, _) = l.accept().await;
+        // Linux doubles the value it is given, after capping it at wmem_max.
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let want = 2 * crate::stream::UNIX_SEND_BUFFER.min(wmem_max);
+        for s in [&client, &server] {
+            let Stream::Unix(u) = s else {
+                panic!("a unix address gave {s:?}")
+            };
+            let got = socket2::SockRef::from(u).send_buffer_size().unwrap();
+            assert_eq!(got, want, "SO_SNDBUF of a unix connection");
+        }
     }
 
     #[tokio::test]

@@ -34,11 +34,26 @@ pub async fn connect(addr: &Address) -> io::Result<Stream> {
             s.set_nodelay(true)?;
             Ok(Stream::Tcp(s))
         }
-        Address::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).await?)),
+        Address::Unix(path) => Ok(Stream::Unix(unix_tuned(UnixStream::connect(path).await?))),
         Address::Vsock { cid, port } => Ok(Stream::Vsock(
             VsockStream::connect(VsockAddr::new(*cid, *port)).await?,
         )),
     }
+}
+
+/// What a unix stream socket may have in flight is bounded by the
+/// sender's send buffer alone (about 208 KiB by default). Bulk transfers
+/// from the host proxy to a unix-socket runtime ran at 1.8 GiB/s with
+/// that and 3.1 GiB/s with 1 MiB on the benchmark machine: fewer
+/// wake-ups per byte. It is a limit, not an allocation; the kernel caps it
+/// at `net.core.wmem_max`.
+pub(crate) const UNIX_SEND_BUFFER: usize = 1024 * 1024;
+
+/// `s` with [`UNIX_SEND_BUFFER`], for both ends of a unix connection.
+pub(crate) fn unix_tuned(s: UnixStream) -> UnixStream {
+    // Best effort: the default works, only more slowly.
+    let _ = socket2::SockRef::from(&s).set_send_buffer_size(UNIX_SEND_BUFFER);
+    s
 }
 
 macro_rules! each {

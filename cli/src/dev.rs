@@ -13,6 +13,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::deploy;
 use crate::client::TrustArgs;
@@ -85,8 +86,27 @@ async fn start(program: &Path, args: &[String], log: &Path, ready: &str) -> anyh
 }
 
 impl DevCmd {
-    /// Builds, starts, deploys, prints, then waits for Ctrl-C.
+    /// Builds, starts, deploys, prints, then waits for Ctrl-C or SIGTERM.
     pub async fn execute(self) -> anyhow::Result<()> {
+        // SIGTERM's default action ends this process without dropping
+        // anything, which would leave the runtime and the host proxy
+        // running, holding the port. Handled, it drops `run`, and with it
+        // the children (`kill_on_drop`), at any stage.
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = self.run() => r,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopping");
+                Ok(())
+            }
+            _ = term.recv() => {
+                eprintln!("stopping");
+                Ok(())
+            }
+        }
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
         let root = source_root();
         let dir = match (&self.dir, &root) {
             (Some(d), _) => d.clone(),
@@ -248,16 +268,11 @@ impl DevCmd {
         ];
         println!("{}", banner.join("\n"));
 
+        // Runs until a signal drops this future (see `execute`).
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
             status = runtime.wait() => bail!("the runtime exited ({}); see {log}", status?),
             status = proxy.wait() => bail!("the host proxy exited ({}); see {plog}", status?),
         }
-        for child in [&mut proxy, &mut runtime] {
-            child.start_kill()?;
-            let _ = child.wait().await;
-        }
-        Ok(())
     }
 }
 

@@ -119,8 +119,11 @@ pub fn build_guests(manifest: &Path, packages: &[&str]) -> anyhow::Result<Vec<Pa
 
 /// Paths of sibling binaries of this one (same target directory and
 /// profile), `(package, bin)` each, built first from the source checkout
-/// when there is one. One cargo run builds them all, so their shared
-/// dependencies are compiled once with one feature set.
+/// when there is one. It builds every binary of the workspace, as the
+/// tests do (`nacre_tests::bin`): cargo picks dependency features from the
+/// packages it is asked for, so building only these two would compile
+/// wasmtime, hyper and the rest a second time with another feature set
+/// (about six minutes on 2 cores, and more disk).
 pub fn sibling_binaries(
     root: Option<&Path>,
     bins: &[(&str, &str)],
@@ -132,10 +135,7 @@ pub fn sibling_binaries(
         .to_path_buf();
     if let Some(root) = root {
         let mut cmd = cargo();
-        cmd.arg("build");
-        for (package, bin) in bins {
-            cmd.args(["-p", package, "--bin", bin]);
-        }
+        cmd.args(["build", "--workspace", "--bins"]);
         cmd.arg("--manifest-path").arg(root.join("Cargo.toml"));
         if !cfg!(debug_assertions) {
             cmd.arg("--release");

@@ -178,3 +178,115 @@ fn build_prints_the_component_path_last() {
         "{err}"
     );
 }
+
+/// The processes `pid` started, from every thread's `children` list.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let list = std::fs::read_to_string(task.unwrap().path().join("children")).unwrap();
+        kids.extend(list.split_whitespace().map(|k| k.parse::<u32>().unwrap()));
+    }
+    kids
+}
+
+/// Sends SIGKILL to its processes when dropped (a no-op for ended ones).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if !stopped(*pid) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// Whether `pid` is gone (or a zombie: it has stopped running).
+fn stopped(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The README's demo command: it serves the examples through its host
+/// proxy, and SIGTERM (not only Ctrl-C) stops the runtime and the proxy
+/// with it, instead of leaving them running on the port.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = nacre_tests::temp_dir("nacre-dev");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut dev = Command::new(nacre_tests::bin("nacre"))
+        .args(["dev", "--port", &port.to_string(), "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("Press Ctrl-C") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(300))
+        .expect("nacre dev printed its banner");
+
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/hello/world");
+    let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("Hello, world"), "{body}");
+
+    let kids = children_of(dev.id());
+    // Whatever this test finds, it leaves nothing running behind it.
+    let _reaper = KillOnDrop(kids.clone());
+    assert_eq!(kids.len(), 2, "a runtime and a host proxy: {kids:?}");
+    let term = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = dev.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = dev.kill();
+            panic!("nacre dev still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "nacre dev ended with {status}");
+    while !kids.iter().all(|&k| stopped(k)) {
+        assert!(
+            Instant::now() < deadline,
+            "still running after nacre dev's SIGTERM: {kids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port {port} still served"
+    );
+}

@@ -111,7 +111,12 @@ async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result
     if pinned {
         pin_process(sink.child.id(), 0)?;
     }
-    let tcp_addr = sink.addr.clone();
+    // Direct runs connect with tokio's TcpStream, which takes HOST:PORT.
+    let tcp_target = sink.addr.clone();
+    let tcp_addr = tcp_target
+        .strip_prefix("tcp://")
+        .context("sink address")?
+        .to_string();
     let start = |target: String| {
         let p = proxy_to(&target);
         if pinned {
@@ -120,7 +125,7 @@ async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result
         let addr = p.inbound_tcp().to_string();
         anyhow::Ok((p, addr))
     };
-    let (p_tcp, via_tcp) = start(format!("tcp://{tcp_addr}"))?;
+    let (p_tcp, via_tcp) = start(tcp_target)?;
     let (_p_unix, via_unix) = start(format!("unix:{}", sock.display()))?;
 
     let mut best = [0.0f64; 3];

@@ -12,8 +12,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use nacre_transport::{Address, Listener, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Flags of `nacre-bench-sink`.
 #[derive(clap::Parser)]
@@ -23,8 +23,8 @@ struct Args {
     unix: PathBuf,
 }
 
-/// Serves until killed; prints `sink listening on 127.0.0.1:PORT` when
-/// both listeners are up.
+/// Serves until killed; prints `sink listening on tcp://127.0.0.1:PORT`
+/// when both listeners are up.
 fn main() -> anyhow::Result<()> {
     let args = <Args as clap::Parser>::parse();
     // One thread, like a simple peer; transfers run one at a time.
@@ -32,26 +32,23 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let tcp = TcpListener::bind("127.0.0.1:0").await?;
-            let unix = UnixListener::bind(&args.unix)
+            let tcp = Listener::bind(&"tcp://127.0.0.1:0".parse()?).await?;
+            let unix = Listener::bind(&Address::Unix(args.unix.clone()))
+                .await
                 .with_context(|| format!("--unix {}", args.unix.display()))?;
             println!("sink listening on {}", tcp.local_addr()?);
             loop {
-                tokio::select! {
-                    Ok((s, _)) = tcp.accept() => {
-                        let _ = s.set_nodelay(true);
-                        tokio::spawn(serve(s));
-                    }
-                    Ok((s, _)) = unix.accept() => {
-                        tokio::spawn(serve(s));
-                    }
-                }
+                let (s, _) = tokio::select! {
+                    c = tcp.accept() => c,
+                    c = unix.accept() => c,
+                };
+                tokio::spawn(serve(s));
             }
         })
 }
 
 /// Swallows bulk streams and echoes short messages (pings).
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+async fn serve(mut s: Stream) {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         match s.read(&mut buf).await {

@@ -93,13 +93,15 @@ impl DevCmd {
         // running, holding the port. Handled, it drops `run`, and with it
         // the children (`kill_on_drop`), at any stage.
         let mut term = signal(SignalKind::terminate())?;
+        let stop = async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
         tokio::select! {
             r = self.run() => r,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("stopping");
-                Ok(())
-            }
-            _ = term.recv() => {
+            () = stop => {
                 eprintln!("stopping");
                 Ok(())
             }

@@ -86,7 +86,7 @@ const GROWTH_BUDGET: usize = 128 * LARGEST;
 
 /// What is left of [`GROWTH_BUDGET`], shared by all connections.
 #[derive(Clone)]
-pub struct Budget(Arc<AtomicUsize>);
+struct Budget(Arc<AtomicUsize>);
 
 impl Budget {
     fn new(bytes: usize) -> Budget {
@@ -106,10 +106,10 @@ impl Budget {
     }
 }
 
-/// One direction's buffer; what it took from the budget goes back on drop.
+/// One direction's buffer; what it grew beyond [`FIRST`] came from the
+/// budget and goes back on drop.
 struct Buffer {
     bytes: Vec<u8>,
-    taken: usize,
     budget: Budget,
 }
 
@@ -117,7 +117,6 @@ impl Buffer {
     fn new(budget: Budget) -> Buffer {
         Buffer {
             bytes: vec![0; FIRST],
-            taken: 0,
             budget,
         }
     }
@@ -127,7 +126,6 @@ impl Buffer {
     fn after_read(&mut self, n: usize) {
         let len = self.bytes.len();
         if n == len && len < LARGEST && self.budget.take(len) {
-            self.taken += len;
             self.bytes.resize(2 * len, 0);
         }
     }
@@ -135,7 +133,7 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        self.budget.give(self.taken);
+        self.budget.give(self.bytes.len() - FIRST);
     }
 }
 

@@ -11,11 +11,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nacre_attestation::{CoseSign1, Document, Verifier, aws_root_der};
 
 fn verify_real_document(c: &mut Criterion) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/nitro/doc_7.bin"
-    );
-    let bytes = std::fs::read(path).expect("doc_7.bin from ../shared/testdata");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/nitro/doc_7.bin");
+    let bytes = std::fs::read(path).expect("doc_7.bin from attestation/testdata/nitro");
     let cose = CoseSign1::from_slice(&bytes).unwrap();
     let doc = Document::from_payload(&cose.payload).unwrap();
     let root = aws_root_der();

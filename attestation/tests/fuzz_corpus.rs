@@ -16,8 +16,7 @@ fn fuzz_corpus_replays_without_panics() {
         dir.display()
     );
     // The signed parts of the real documents the fuzzer was seeded with.
-    let seeds =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/nitro");
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/nitro");
     let signed: Vec<CoseSign1> = ["doc_1.bin", "doc_2.bin", "doc_7.bin", "doc_15.bin"]
         .iter()
         .map(|n| CoseSign1::from_slice(&std::fs::read(seeds.join(n)).unwrap()).unwrap())

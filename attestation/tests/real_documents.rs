@@ -1,4 +1,4 @@
-//! The real Nitro documents in ../shared/testdata/nitro: accepted at their
+//! The real Nitro documents in testdata/nitro: accepted at their
 //! own time, rejected with the named reason otherwise.
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 const DOCS: [&str; 4] = ["doc_1.bin", "doc_2.bin", "doc_7.bin", "doc_15.bin"];
 
 fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/nitro")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/nitro")
 }
 
 fn load(name: &str) -> Vec<u8> {

@@ -47,6 +47,11 @@ pub struct DevCmd {
     /// example.com:443). Both the runtime and the host proxy allow them.
     #[arg(long, value_name = "HOST:PORT")]
     pub allow: Vec<String>,
+    /// Let the host proxy follow names that resolve to loopback or private
+    /// addresses (for an origin on this machine, e.g. --allow
+    /// localhost:9000); refused by default, as in production.
+    #[arg(long)]
+    pub egress_allow_private: bool,
 }
 
 /// Starts `program`, logging to `log`, and waits for a stdout line that
@@ -138,6 +143,7 @@ impl DevCmd {
             &[
                 ("nacre-runtime", "nacre-runtime"),
                 ("nacre-host-proxy", "nacre-host-proxy"),
+                ("nacre-cli", "nacre"),
             ],
         )?;
 
@@ -172,6 +178,9 @@ impl DevCmd {
             "--egress-listen".into(),
             egress_sock.clone(),
         ];
+        if self.egress_allow_private {
+            proxy_args.push("--egress-allow-private".into());
+        }
         for a in &allow {
             runtime_args.extend(["--egress-allow".to_string(), a.clone()]);
             proxy_args.extend(["--egress-allow".to_string(), a.clone()]);
@@ -218,9 +227,10 @@ impl DevCmd {
         let d = dir.display();
         let log = runtime_log.display();
         let plog = proxy_log.display();
-        let nacre = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "nacre".into());
+        // The freshly built binary, not this process's own path: the build
+        // above replaced the file this process runs from, and Linux names
+        // that one "... (deleted)" from then on.
+        let nacre = bins[2].display().to_string();
         let hello = wasm[0].display();
         let mut nonce = [0u8; 20];
         rand::thread_rng().fill_bytes(&mut nonce);

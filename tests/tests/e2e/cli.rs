@@ -79,7 +79,7 @@ async fn self_signed_runtime_needs_insecure_and_serves_its_own_certificate() {
 
 fn testdata(name: &str) -> String {
     nacre_tests::root()
-        .join("../shared/testdata/nitro")
+        .join("attestation/testdata/nitro")
         .join(name)
         .display()
         .to_string()
@@ -240,14 +240,37 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
     let stdout = dev.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut banner = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.starts_with("Press Ctrl-C") {
-                let _ = tx.send(());
+                let _ = tx.send(std::mem::take(&mut banner));
             }
+            banner.push(line);
         }
     });
-    rx.recv_timeout(Duration::from_secs(300))
+    let banner: Vec<String> = rx
+        .recv_timeout(Duration::from_secs(300))
         .expect("nacre dev printed its banner");
+
+    // The printed commands work when pasted: the `nacre` they name is the
+    // binary the build made, not the replaced one ("... (deleted)").
+    assert!(
+        !banner.iter().any(|l| l.contains("(deleted)")),
+        "{banner:#?}"
+    );
+    for verb in [" attest ", " guests "] {
+        let line = banner
+            .iter()
+            .find(|l| l.contains(verb) && !l.contains("curl"))
+            .unwrap_or_else(|| panic!("no{verb}command in {banner:#?}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let out = Command::new(words[0]).args(&words[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)

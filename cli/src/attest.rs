@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use clap::Args;
-use nacre_attestation::{RuntimeBinding, Verified, Verifier};
+use nacre_attestation::{Manifest, RuntimeBinding, Verified, Verifier};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::client::{TrustArgs, connect_error, fail};
+use crate::client::{attesting_client, connect_error, fail};
 use crate::verify::{parse_pcr, summary, verifier_for};
 
 /// Attest a running runtime: fetch a document for a fresh nonce, verify it,
@@ -44,12 +44,10 @@ impl AttestCmd {
         for (i, v) in &self.pcr {
             verifier = verifier.pcr(*i, v.clone());
         }
-        // Certificate checks happen below, against the attested hash.
-        let client = TrustArgs {
-            root: None,
-            insecure: true,
-        }
-        .client()?;
+        // The certificate is judged below, against the attested hash; the
+        // client still makes the server prove it holds that certificate's
+        // key.
+        let client = attesting_client()?;
         let base = self.url.trim_end_matches('/');
 
         // The manifest may change between the two requests (a deploy): try
@@ -65,11 +63,13 @@ impl AttestCmd {
                 ));
                 continue;
             }
-            let manifest: serde_json::Value =
-                serde_json::from_slice(&manifest).context("manifest is not JSON")?;
+            let manifest = Manifest::from_slice(&manifest).context("/enclave/manifest")?;
             check_guests(&manifest, &self.guest)?;
+            if !self.pcr.iter().any(|(i, _)| *i == 0) {
+                warn_unpinned(&verified);
+            }
             let mut out = summary(&verified);
-            out["manifest"] = manifest;
+            out["manifest"] = serde_json::to_value(&manifest)?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
@@ -136,19 +136,53 @@ fn check_cert(binding: &RuntimeBinding, cert_der: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_guests(manifest: &serde_json::Value, expected: &[(String, String)]) -> anyhow::Result<()> {
-    let guests = manifest["guests"].as_array().cloned().unwrap_or_default();
+/// Each expected guest runs the expected code, and no other code answers
+/// any path under its route: a guest deployed at a longer route inside it
+/// (or the same route) would serve those paths instead, unseen by a check
+/// of the name alone. Such a guest passes only when it is expected too.
+fn check_guests(manifest: &Manifest, expected: &[(String, String)]) -> anyhow::Result<()> {
     for (name, sha) in expected {
-        let found = guests.iter().find(|g| g["name"] == name.as_str());
-        match found.and_then(|g| g["sha256"].as_str()) {
+        match manifest.guest(name) {
             None => bail!("guest mismatch: no guest {name} is deployed"),
-            Some(actual) if !actual.eq_ignore_ascii_case(sha) => {
-                bail!("guest mismatch: {name} runs code with SHA-256 {actual}, not {sha}")
+            Some(g) if !g.sha256.eq_ignore_ascii_case(sha) => bail!(
+                "guest mismatch: {name} runs code with SHA-256 {}, not {sha}",
+                g.sha256
+            ),
+            Some(g) => {
+                for other in manifest.nested_under(name) {
+                    let vouched = expected
+                        .iter()
+                        .any(|(n, s)| *n == other.name && other.sha256.eq_ignore_ascii_case(s));
+                    if !vouched {
+                        bail!(
+                            "guest mismatch: paths under {name}'s route {} are served by guest {} (route {}, SHA-256 {}); pin it too with --guest {}=SHA256 if you trust that code",
+                            g.route,
+                            other.name,
+                            other.route,
+                            other.sha256,
+                            other.name
+                        );
+                    }
+                }
             }
-            Some(_) => {}
         }
     }
     Ok(())
+}
+
+/// Without a PCR0 pin any image the root signed passes, a modified runtime
+/// included, and such a runtime could serve any manifest: say so, with the
+/// value to pin.
+fn warn_unpinned(verified: &Verified) {
+    let pcr0 = verified
+        .document
+        .pcrs
+        .get(&0)
+        .map(hex::encode)
+        .unwrap_or_default();
+    eprintln!(
+        "warning: no enclave image pinned: without --pcr 0=HEX any image signed by the root passes, a modified runtime included. This enclave's image has PCR0 {pcr0}; to accept only it, add --pcr 0={pcr0}"
+    );
 }
 
 fn parse_guest(s: &str) -> Result<(String, String), String> {

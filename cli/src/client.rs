@@ -1,9 +1,29 @@
 //! The HTTPS client every command uses, and how it decides whom to trust.
+//!
+//! Two ways to judge a server's certificate, both with rustls and the ring
+//! provider named here:
+//!
+//! - chained to the Mozilla roots or to a pinned `--root` (deploy, guests);
+//! - any certificate at all, for `nacre attest` (the attestation document
+//!   then says which certificate the enclave holds) and `--insecure`.
+//!
+//! Either way the TLS handshake must be signed with the key of the
+//! certificate presented. Skipping that check (as a client that "accepts
+//! any certificate" usually does) would let a relay replay the enclave's
+//! real certificate with a key of its own, and an attested certificate
+//! would then prove nothing about the connection.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Trust flags shared by commands that talk to a runtime.
 #[derive(Debug, Clone, Args)]
@@ -20,31 +40,119 @@ pub struct TrustArgs {
 }
 
 impl TrustArgs {
-    /// A client that trusts the public roots plus `--root`, or anything
-    /// with `--insecure`.
+    /// A client that trusts the public roots plus `--root`, or any
+    /// certificate with `--insecure`.
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_info(true)
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(120));
-        if let Some(path) = &self.root {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("--root {}: cannot read", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-                format!("--root {}: not a PEM certificate file", path.display())
-            })?;
-            if certs.is_empty() {
-                bail!("--root {}: no CERTIFICATE block found", path.display());
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
         if self.insecure {
-            b = b.danger_accept_invalid_certs(true);
+            client(None)
+        } else {
+            client(Some(self.root.as_deref()))
         }
-        Ok(b.build()?)
+    }
+}
+
+/// A client that takes any certificate, for callers that judge it by what
+/// an attestation document binds; the handshake signature is still checked.
+pub fn attesting_client() -> anyhow::Result<reqwest::Client> {
+    client(None)
+}
+
+/// `roots`: `Some(extra)` chains to the Mozilla roots plus `extra`; `None`
+/// takes any certificate whose key signed the handshake.
+fn client(roots: Option<Option<&Path>>) -> anyhow::Result<reqwest::Client> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("cannot configure TLS")?;
+    let mut config = match roots {
+        Some(extra) => builder
+            .with_root_certificates(root_store(extra)?)
+            .with_no_client_auth(),
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PresentedKey::new(&provider)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .tls_info(true)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(120))
+        .build()?)
+}
+
+/// The Mozilla roots plus every certificate in `extra`.
+fn root_store(extra: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let Some(path) = extra else {
+        return Ok(roots);
+    };
+    let pem =
+        std::fs::read(path).with_context(|| format!("--root {}: cannot read", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--root {}: not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!("--root {}: no CERTIFICATE block found", path.display());
+    }
+    for cert in certs {
+        roots
+            .add(cert)
+            .with_context(|| format!("--root {}: not a usable certificate", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// Takes whatever certificate the server presents, but only if the server
+/// proves it holds that certificate's key by signing the handshake.
+#[derive(Debug)]
+struct PresentedKey {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PresentedKey {
+    fn new(provider: &CryptoProvider) -> PresentedKey {
+        PresentedKey {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for PresentedKey {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -62,8 +170,12 @@ pub async fn fail(resp: reqwest::Response) -> anyhow::Error {
 /// Explains a connection failure, pointing at the trust flags when the
 /// certificate was the problem.
 pub fn connect_error(url: &str, e: reqwest::Error) -> anyhow::Error {
-    let chain = format!("{:?}", e);
-    if chain.contains("UnknownIssuer") || chain.contains("certificate") {
+    let chain = format!("{e:?}");
+    if chain.contains("BadSignature") {
+        anyhow::anyhow!(
+            "{url}: the TLS handshake was not signed by the key of the certificate the server presented ({e}): something between you and the server shows a certificate whose key it does not hold"
+        )
+    } else if chain.contains("UnknownIssuer") || chain.contains("certificate") {
         anyhow::anyhow!(
             "{url}: the server's TLS certificate is not trusted ({e}); pass --root PEM with its certificate, or --insecure for a local dev runtime"
         )

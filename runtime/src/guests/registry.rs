@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use nacre_attestation::{Manifest, ManifestEntry};
 use nacre_transport::{AllowList, AllowRule};
 use sha2::{Digest, Sha256};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::host::Host;
-use super::{GuestConfig, GuestEngine, GuestName};
+use super::{GuestConfig, GuestEngine, GuestName, Share};
 
 /// Compiled components kept while no guest uses them, for fast redeploys.
 const CACHE_SPARE: usize = 16;
@@ -32,6 +33,8 @@ pub struct Guest {
     pub(crate) pre: ProxyPre<Host>,
     /// Counters for `/enclave/debug`.
     pub stats: GuestStats,
+    /// The instances and memory its name may hold.
+    pub share: Arc<Share>,
 }
 
 /// Per-guest request counters.
@@ -132,35 +135,19 @@ impl Snapshot {
     }
 }
 
-/// `{"version":1,"guests":[{"name","route","sha256","allow"}...]}`, guests
-/// sorted by name, no insignificant whitespace: clients hash these bytes.
+/// The manifest of SPEC §5 (guests sorted by name, canonical JSON):
+/// clients hash these bytes.
 fn manifest(guests: &BTreeMap<GuestName, Arc<Guest>>) -> Bytes {
-    #[derive(serde::Serialize)]
-    struct Entry<'a> {
-        name: &'a str,
-        route: &'a str,
-        sha256: String,
-        allow: Vec<String>,
-    }
-    #[derive(serde::Serialize)]
-    struct Manifest<'a> {
-        version: u32,
-        guests: Vec<Entry<'a>>,
-    }
-    let m = Manifest {
-        version: 1,
-        guests: guests
-            .values()
-            .map(|g| Entry {
-                name: g.config.name.as_str(),
-                route: g.config.route.as_str(),
-                sha256: hex::encode(g.sha256),
-                allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
-            })
-            .collect(),
-    };
-    // Serializing plain strings and numbers into a Vec cannot fail.
-    Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
+    let entries = guests
+        .values()
+        .map(|g| ManifestEntry {
+            name: g.config.name.to_string(),
+            route: g.config.route.to_string(),
+            sha256: hex::encode(g.sha256),
+            allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
+        })
+        .collect();
+    Bytes::from(Manifest::new(entries).to_bytes())
 }
 
 /// The result of a successful deploy.
@@ -191,6 +178,23 @@ pub enum DeployError {
     /// The allow list asks for more than `--egress-allow` permits.
     #[error("allow rule {0} is outside this runtime's --egress-allow list")]
     NotAllowed(String),
+    /// A boot guest's name was deployed or deleted through the admin API
+    /// while it compiled; that later change stands.
+    #[error(
+        "boot guest {0} was changed through the admin API while it compiled; the admin change stands"
+    )]
+    Superseded(String),
+}
+
+/// Who asks for a deploy: the order of changes to the guest table depends
+/// on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The admin API: applied in the order requests finish.
+    Admin,
+    /// A `--guest` flag compiled after the listener opened: ordered before
+    /// every admin change, so it lands only if its name is still starting.
+    Boot,
 }
 
 /// The guest table, the compile cache and the engine behind them.
@@ -253,6 +257,45 @@ impl Registry {
     /// Compiles (or finds in the cache) and installs a guest, atomically
     /// replacing any guest of the same name.
     pub async fn deploy(&self, config: GuestConfig, bytes: Bytes) -> Result<Deployed, DeployError> {
+        self.deploy_from(Source::Admin, config, bytes).await
+    }
+
+    /// Installs a boot guest that [`Registry::mark_starting`] recorded.
+    ///
+    /// Boot guests come first in the order of changes: an admin deploy or
+    /// delete of the same name made while this one compiled is later, so it
+    /// stands, and this one is dropped ([`DeployError::Superseded`]).
+    pub async fn deploy_boot(
+        &self,
+        config: GuestConfig,
+        bytes: Bytes,
+    ) -> Result<Deployed, DeployError> {
+        self.deploy_from(Source::Boot, config, bytes).await
+    }
+
+    /// A boot guest that could not be deployed stops being "starting". A
+    /// guest of that name deployed through the admin API meanwhile stays.
+    pub async fn abandon_boot(&self, name: &GuestName) {
+        let _w = self.write.lock().await;
+        let cur = self.current.load();
+        if cur.starting.iter().any(|c| &c.name == name) {
+            let starting = cur
+                .starting
+                .iter()
+                .filter(|c| &c.name != name)
+                .cloned()
+                .collect();
+            self.current
+                .store(Arc::new(Snapshot::new(cur.guests.clone(), starting)));
+        }
+    }
+
+    async fn deploy_from(
+        &self,
+        source: Source,
+        config: GuestConfig,
+        bytes: Bytes,
+    ) -> Result<Deployed, DeployError> {
         if let Some(rule) = self
             .egress_cap
             .as_ref()
@@ -262,27 +305,41 @@ impl Registry {
         }
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         let pre = self.compiled(sha256, bytes.clone()).await?;
+
+        let _w = self.write.lock().await;
+        let cur = self.current.load();
+        let name = &config.name;
+        if source == Source::Boot && !cur.starting.iter().any(|c| &c.name == name) {
+            return Err(DeployError::Superseded(name.to_string()));
+        }
+        if let Some(other) = cur
+            .guests
+            .values()
+            .find(|g| g.config.route == config.route && &g.config.name != name)
+        {
+            return Err(DeployError::RouteTaken {
+                route: config.route.to_string(),
+                by: other.config.name.to_string(),
+            });
+        }
+        // The share belongs to the name: instances of the code being
+        // replaced still count against it until they finish.
+        let share = match cur.guests.get(name) {
+            Some(old) => old.share.clone(),
+            None => {
+                let limits = self.engine.limits();
+                Share::new(limits.instances_per_guest, limits.memory_per_guest())
+            }
+        };
         let guest = Arc::new(Guest {
             config: Arc::new(config),
             sha256,
             size: bytes.len(),
             pre,
             stats: GuestStats::default(),
+            share,
         });
-
-        let _w = self.write.lock().await;
-        let cur = self.current.load();
         let name = &guest.config.name;
-        if let Some(other) = cur
-            .guests
-            .values()
-            .find(|g| g.config.route == guest.config.route && &g.config.name != name)
-        {
-            return Err(DeployError::RouteTaken {
-                route: guest.config.route.to_string(),
-                by: other.config.name.to_string(),
-            });
-        }
         let mut guests = cur.guests.clone();
         let replaced = guests.insert(name.clone(), guest.clone()).is_some();
         let starting = cur

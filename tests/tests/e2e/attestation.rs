@@ -1,9 +1,11 @@
 //! `/enclave/attestation` against a dev runtime: the document verifies with
 //! the dev root and binds this connection's certificate and the manifest.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use nacre_attestation::{RuntimeBinding, Verifier};
-use nacre_tests::{Runtime, bin, guest, nacre, peer_certificate};
+use nacre_tests::{Runtime, TOKEN, bin, guest, nacre, peer_certificate};
 use sha2::{Digest, Sha256, Sha384};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,22 +81,13 @@ fn nsm_mode_outside_an_enclave_fails_at_start_with_the_fix() {
     );
 }
 
-/// A man in the middle: terminates TLS with its own certificate and opens
-/// a new TLS connection to the runtime, copying bytes between the two.
-async fn tls_relay(rt: &Runtime) -> std::net::SocketAddr {
-    use std::sync::Arc;
+/// A man in the middle: terminates TLS with `server` and opens a new TLS
+/// connection to the runtime, copying plaintext between the two.
+async fn tls_relay(rt: &Runtime, server: rustls::ServerConfig) -> std::net::SocketAddr {
+    use rustls_pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     let ca = std::fs::read(rt.ca_file().unwrap()).unwrap();
-    use rustls_pki_types::pem::PemObject;
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
         roots.add(c.unwrap()).unwrap();
     }
@@ -128,6 +121,47 @@ async fn tls_relay(rt: &Runtime) -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+fn server_config(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    // The relay's upstream offers no ALPN, so it speaks HTTP/1.1 there.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// Presents one certificate chain with one key, whether or not they match.
+#[derive(Debug)]
+struct Present(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Present {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// `chain` served with `key` (PKCS#8 DER), whether or not they match.
+fn present(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key: &rcgen::KeyPair,
+) -> Arc<Present> {
+    let key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(rustls_pki_types::PrivateKeyDer::Pkcs8(
+            key.serialize_der().into(),
+        ))
+        .unwrap();
+    Arc::new(Present(Arc::new(rustls::sign::CertifiedKey::new(
+        chain, key,
+    ))))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -169,7 +203,9 @@ async fn nacre_attest_checks_document_connection_and_guests() {
 
     // Through a relay that terminates TLS with another certificate, the
     // document still verifies but is not about this connection.
-    let relay = tls_relay(&rt).await;
+    let own = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let presented = present(vec![own.cert.der().clone()], &own.signing_key);
+    let relay = tls_relay(&rt, server_config(presented)).await;
     let relay_url = format!("https://localhost:{}", relay.port());
     let (ok, _, err) = nacre(&["attest", &relay_url, "--root", &root]);
     assert!(!ok, "attest passed through a TLS-terminating relay");
@@ -177,6 +213,102 @@ async fn nacre_attest_checks_document_connection_and_guests() {
         err.contains("binding mismatch") && err.contains("terminates TLS"),
         "{err}"
     );
+}
+
+/// A relay that shows the enclave's real certificate but holds another
+/// key: the attested hash matches, only the handshake signature gives it
+/// away, and every client path checks it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_replaying_the_certificate_without_its_key_is_caught_by_the_handshake() {
+    let rt = Runtime::start(&[]);
+    rt.deploy_ok("hello", &guest("hello"), "").await;
+    let root = rt.dev_root.join("root.pem").display().to_string();
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(rt.ca_file().unwrap().with_file_name("cert.pem")).unwrap();
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(Result::unwrap)
+        .collect();
+    let own_key = rcgen::KeyPair::generate().unwrap();
+    let relay = tls_relay(&rt, server_config(present(chain, &own_key))).await;
+    let url = format!("https://localhost:{}", relay.port());
+
+    let (ok, out, err) = nacre(&["attest", &url, "--root", &root]);
+    assert!(!ok, "attest passed a key-replay relay: {out}");
+    assert!(err.contains("handshake"), "{err}");
+
+    let wasm = guest("hello").display().to_string();
+    let ca = rt.ca_file().unwrap().display().to_string();
+    for trust in [["--root", ca.as_str()], ["--insecure", ""]] {
+        let mut args = vec!["guests", url.as_str(), "--token", TOKEN];
+        args.extend(trust.iter().filter(|a| !a.is_empty()));
+        let (ok, _, err) = nacre(&args);
+        assert!(!ok && err.contains("handshake"), "{args:?}: {err}");
+        let mut args = vec!["deploy", url.as_str(), "x", wasm.as_str(), "--token", TOKEN];
+        args.extend(trust.iter().filter(|a| !a.is_empty()));
+        let (ok, _, err) = nacre(&args);
+        assert!(!ok && err.contains("handshake"), "{args:?}: {err}");
+    }
+    // The same commands straight to the runtime pass.
+    let (ok, _, err) = nacre(&["attest", &rt.url(), "--root", &root]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = nacre(&["guests", &rt.url(), "--token", TOKEN, "--root", &ca]);
+    assert!(ok, "{err}");
+}
+
+/// Without --pcr 0=... any image the root signed passes: attest says so
+/// and names the value to pin.
+#[tokio::test(flavor = "multi_thread")]
+async fn attest_without_an_image_pin_warns_with_the_pcr0_to_pin() {
+    let rt = Runtime::start(&[]);
+    let root = rt.dev_root.join("root.pem").display().to_string();
+    let pcr0 = hex::encode(Sha384::digest(std::fs::read(bin("nacre-runtime")).unwrap()));
+    let (ok, _, err) = nacre(&["attest", &rt.url(), "--root", &root]);
+    assert!(ok, "{err}");
+    assert!(err.contains("no enclave image pinned"), "{err}");
+    assert!(err.contains(&format!("--pcr 0={pcr0}")), "{err}");
+    let pin = format!("0={pcr0}");
+    let (ok, _, err) = nacre(&["attest", &rt.url(), "--root", &root, "--pcr", &pin]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+/// A guest deployed under another's route serves part of its paths: a
+/// check of the outer guest alone must not pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn attest_fails_when_another_guest_serves_paths_under_an_expected_route() {
+    let rt = Runtime::start(&[]);
+    let (hello, echo) = (guest("hello"), guest("echo"));
+    rt.deploy_ok("app", &hello, "route=/app").await;
+    rt.deploy_ok("login", &echo, "route=/app/login").await;
+    rt.deploy_ok("apple", &echo, "route=/apple").await;
+    assert!(rt.get("/app/login/x").await.1.contains("\"path\":\"/x\""));
+    let app = format!(
+        "app={}",
+        nacre_tests::sha256_hex(&std::fs::read(&hello).unwrap())
+    );
+    let login = format!(
+        "login={}",
+        nacre_tests::sha256_hex(&std::fs::read(&echo).unwrap())
+    );
+    let root = rt.dev_root.join("root.pem").display().to_string();
+    let url = rt.url();
+
+    let (ok, _, err) = nacre(&["attest", &url, "--root", &root, "--guest", &app]);
+    assert!(!ok, "attest passed with /app/login served by other code");
+    assert!(
+        err.contains("guest mismatch") && err.contains("guest login") && err.contains("/app/login"),
+        "{err}"
+    );
+    // Vouching for the inner guest too is fine; /apple is not under /app.
+    let (ok, _, err) = nacre(&[
+        "attest", &url, "--root", &root, "--guest", &app, "--guest", &login,
+    ]);
+    assert!(ok, "{err}");
+    let wrong = format!("login={}", "0".repeat(64));
+    let (ok, _, err) = nacre(&[
+        "attest", &url, "--root", &root, "--guest", &app, "--guest", &wrong,
+    ]);
+    assert!(!ok && err.contains("guest mismatch"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

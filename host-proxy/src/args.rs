@@ -25,6 +25,15 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub egress_allow: Vec<AllowRule>,
 
+    /// Also dial names that resolve to loopback, private (RFC 1918, RFC
+    /// 6598, fc00::/7) or unspecified addresses. Refused by default, as in
+    /// Stripe's smokescreen: an allowed name whose DNS points into the
+    /// parent's network would otherwise reach it. Link-local addresses
+    /// (the instance metadata service) stay refused; an IP literal in
+    /// --egress-allow is always dialled.
+    #[arg(long)]
+    pub egress_allow_private: bool,
+
     /// Serve Prometheus metrics (connections, bytes, refusals) here.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<Address>,

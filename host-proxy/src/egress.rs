@@ -22,6 +22,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Policy {
     /// `--egress-allow`; empty refuses everything.
     pub allow: AllowList,
+    /// `--egress-allow-private`: names may resolve to loopback, private and
+    /// unspecified addresses too.
+    pub allow_private: bool,
     /// Per-target connect budget (resolution plus TCP connect).
     pub connect_timeout: Duration,
 }
@@ -68,12 +71,23 @@ async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
         let _ = tunnel::respond(&mut enclave, 403).await;
         return;
     }
-    let dialled = tokio::time::timeout(policy.connect_timeout, dial(&target))
+    let dialled = tokio::time::timeout(policy.connect_timeout, dial(&target, policy))
         .await
-        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")));
+        .unwrap_or_else(|_| {
+            Err(Dial::Failed(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out",
+            )))
+        });
     let origin = match dialled {
         Ok(s) => s,
-        Err(e) => {
+        Err(Dial::Refused(why)) => {
+            tracing::info!(%target, "egress: refused, {why}");
+            metrics.refused(Kind::Egress, "address_not_allowed");
+            let _ = tunnel::respond(&mut enclave, 403).await;
+            return;
+        }
+        Err(Dial::Failed(e)) => {
             tracing::info!(%target, error = %e, "egress: target unreachable");
             metrics.refused(Kind::Egress, "unreachable");
             let _ = tunnel::respond(&mut enclave, 502).await;
@@ -87,47 +101,117 @@ async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
     relay::copy(Stream::Tcp(origin), enclave, limits, Kind::Egress).await;
 }
 
-/// Whether `ip` is link-local, where a cloud instance's metadata service
-/// lives (169.254.169.254, fd00:ec2::254): the parent's credentials.
-fn is_metadata(ip: IpAddr) -> bool {
-    match ip {
+/// Why a name may not lead to `ip`, if it may not: a name in the allow list
+/// stands for a public service, and DNS (which the operator's resolver or
+/// whoever controls that zone answers) must not turn it into a way into the
+/// parent's own network. Link-local, where the instance metadata service
+/// (the parent's credentials) lives, is never dialled by name; loopback,
+/// private and unspecified addresses only with `--egress-allow-private`.
+fn forbidden(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
+    // ::ffff:a.b.c.d reaches the same IPv4 host.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let metadata = match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
-        // ::ffff:169.254.169.254 reaches the same service over IPv4.
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.is_link_local(),
-            None => {
-                v6.is_unicast_link_local()
-                    || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        IpAddr::V6(v6) => {
+            v6.is_unicast_link_local() || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    };
+    if metadata {
+        return Some("link-local (instance metadata)");
+    }
+    if allow_private {
+        return None;
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() {
+                Some("private (RFC 1918)")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("shared (RFC 6598)")
+            } else if a == 0 {
+                Some("unspecified")
+            } else if v4.is_broadcast() || v4.is_multicast() {
+                Some("broadcast or multicast")
+            } else {
+                None
             }
-        },
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unique_local() {
+                Some("private (fc00::/7)")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("broadcast or multicast")
+            } else {
+                None
+            }
+        }
     }
 }
 
-/// The resolved addresses the proxy may dial for `target`, and why any were
-/// dropped. A name is never followed to a link-local address: an allowed
-/// domain whose DNS is pointed at the instance metadata service would
-/// otherwise hand the enclave the parent's credentials. An IP literal in the
-/// allow list is taken as meant.
-fn usable(target: &Target, resolved: Vec<SocketAddr>) -> (Vec<SocketAddr>, Option<io::Error>) {
+/// The resolved addresses the proxy may dial for `target`, and why the
+/// others were dropped. An IP literal in the allow list is taken as meant.
+fn usable(
+    target: &Target,
+    resolved: Vec<SocketAddr>,
+    allow_private: bool,
+) -> (Vec<SocketAddr>, Option<String>) {
     let literal = target.host.parse::<IpAddr>().is_ok();
-    let (ok, dropped): (Vec<_>, Vec<_>) = resolved
+    let mut refused = None;
+    let ok = resolved
         .into_iter()
-        .partition(|a| literal || !is_metadata(a.ip()));
-    let refused = dropped.last().map(|a| {
-        io::Error::other(format!(
-            "{} resolves to the link-local address {}, which is never dialled by name",
-            target.host,
-            a.ip()
-        ))
-    });
+        .filter(|a| {
+            let why = (!literal)
+                .then(|| forbidden(a.ip(), allow_private))
+                .flatten();
+            if let Some(why) = why {
+                let flag = if why.starts_with("link-local") {
+                    "only an IP-literal rule reaches it"
+                } else {
+                    "names reach it only with --egress-allow-private"
+                };
+                refused = Some(format!(
+                    "{} resolves to the {why} address {}: {flag}",
+                    target.host,
+                    a.ip()
+                ));
+            }
+            why.is_none()
+        })
+        .collect();
     (ok, refused)
+}
+
+/// How dialling a target failed.
+enum Dial {
+    /// Every address the name resolved to is one a name may not reach.
+    Refused(String),
+    /// Resolution or every connection attempt failed.
+    Failed(io::Error),
 }
 
 /// Resolves on this host (the enclave has no resolver) and connects to the
 /// first usable address that answers.
-async fn dial(target: &Target) -> io::Result<TcpStream> {
-    let resolved = tokio::net::lookup_host((target.host.as_str(), target.port)).await?;
-    let (addrs, mut last) = usable(target, resolved.collect());
+async fn dial(target: &Target, policy: &Policy) -> Result<TcpStream, Dial> {
+    let resolved = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(Dial::Failed)?;
+    let (addrs, refused) = usable(target, resolved.collect(), policy.allow_private);
+    if addrs.is_empty()
+        && let Some(why) = refused
+    {
+        return Err(Dial::Refused(why));
+    }
+    let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => {
@@ -137,7 +221,9 @@ async fn dial(target: &Target) -> io::Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::other("the name has no addresses")))
+    Err(Dial::Failed(last.unwrap_or_else(|| {
+        io::Error::other("the name has no addresses")
+    })))
 }
 
 #[cfg(test)]
@@ -145,7 +231,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metadata_addresses_are_recognised() {
+    fn addresses_a_name_may_not_reach() {
         for ip in [
             "169.254.169.254",
             "169.254.0.1",
@@ -153,37 +239,75 @@ mod tests {
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
         ] {
-            assert!(is_metadata(ip.parse().unwrap()), "{ip}");
+            let why = forbidden(ip.parse().unwrap(), true).unwrap_or_default();
+            assert!(why.starts_with("link-local"), "{ip}: {why}");
+        }
+        for (ip, kind) in [
+            ("127.0.0.1", "loopback"),
+            ("127.8.9.10", "loopback"),
+            ("::1", "loopback"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("172.31.255.255", "private"),
+            ("192.168.1.1", "private"),
+            ("::ffff:10.0.0.1", "private"),
+            ("fc00::1", "private"),
+            ("fd12:3456::1", "private"),
+            ("fd00:ec2::1", "private"),
+            ("100.64.0.1", "shared"),
+            ("100.127.255.255", "shared"),
+            ("0.0.0.0", "unspecified"),
+            ("0.1.2.3", "unspecified"),
+            ("::", "unspecified"),
+            ("255.255.255.255", "broadcast"),
+            ("224.0.0.1", "multicast"),
+            ("ff02::1", "multicast"),
+        ] {
+            let why = forbidden(ip.parse().unwrap(), false).unwrap_or_default();
+            assert!(why.contains(kind), "{ip}: {why:?}");
+            assert_eq!(
+                forbidden(ip.parse().unwrap(), true),
+                None,
+                "{ip} with the flag"
+            );
         }
         for ip in [
-            "127.0.0.1",
-            "10.0.0.1",
             "93.184.216.34",
-            "::1",
-            "fd00:ec2::1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:2800:220:1::1",
+            "1.1.1.1",
         ] {
-            assert!(!is_metadata(ip.parse().unwrap()), "{ip}");
+            assert_eq!(forbidden(ip.parse().unwrap(), false), None, "{ip}");
         }
     }
 
     #[test]
-    fn names_are_not_followed_to_link_local_but_literals_are() {
+    fn names_are_filtered_but_literals_are_taken_as_meant() {
         let addrs: Vec<SocketAddr> = vec![
             "169.254.169.254:80".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
             "93.184.216.34:80".parse().unwrap(),
         ];
         let name = Target {
-            host: "metadata.example".into(),
+            host: "api.example".into(),
             port: 80,
         };
-        let (ok, refused) = usable(&name, addrs.clone());
-        assert_eq!(ok, vec![addrs[1]]);
-        let why = refused.map(|e| e.to_string()).unwrap_or_default();
-        assert!(why.contains("never dialled by name"), "{why}");
+        let (ok, refused) = usable(&name, addrs.clone(), false);
+        assert_eq!(ok, vec![addrs[2]]);
+        let why = refused.unwrap_or_default();
+        assert!(why.contains("--egress-allow-private"), "{why}");
+        let (ok, _) = usable(&name, addrs.clone(), true);
+        assert_eq!(
+            ok,
+            vec![addrs[1], addrs[2]],
+            "the flag never admits link-local"
+        );
         let literal = Target {
-            host: "169.254.169.254".into(),
+            host: "127.0.0.1".into(),
             port: 80,
         };
-        assert_eq!(usable(&literal, addrs.clone()).0, addrs);
+        assert_eq!(usable(&literal, addrs.clone(), false).0, addrs);
     }
 }

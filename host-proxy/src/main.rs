@@ -107,6 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("nacre-host-proxy egress {bound}");
         let policy = Arc::new(egress::Policy {
             allow: nacre_transport::AllowList(args.egress_allow.clone()),
+            allow_private: args.egress_allow_private,
             connect_timeout: args.connect_timeout.into(),
         });
         accept_loops.push(tokio::spawn(egress::serve(

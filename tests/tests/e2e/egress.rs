@@ -33,6 +33,8 @@ impl Stack {
             "tcp://127.0.0.1:0".into(),
             "--egress-allow".into(),
             format!("localhost:{}", origin.port),
+            // Test origins live on loopback.
+            "--egress-allow-private".into(),
         ];
         for a in proxy_allow {
             args.extend(["--egress-allow".to_string(), a.clone()]);
@@ -93,6 +95,7 @@ async fn plaintext_never_crosses_the_host() {
             unix(&dir, "egress.sock"),
             "--egress-allow".into(),
             format!("localhost:{}", origin.port),
+            "--egress-allow-private".into(),
         ]);
         let client_to_proxy = Relay::start(
             "tcp://127.0.0.1:0".parse().unwrap(),

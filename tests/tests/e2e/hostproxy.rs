@@ -54,6 +54,7 @@ async fn connect_requests_get_the_documented_answers() {
         format!("unix:{}", sock.display()),
         "--egress-allow".into(),
         format!("localhost:{port}"),
+        "--egress-allow-private".into(),
     ]);
     let ok = format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n");
     let mut s = UnixStream::connect(&sock).await.unwrap();
@@ -85,6 +86,7 @@ async fn connect_requests_get_the_documented_answers() {
         format!("unix:{}", sock2.display()),
         "--egress-allow".into(),
         format!("localhost:{closed_port}"),
+        "--egress-allow-private".into(),
     ]);
     let r = answer(
         &sock2,
@@ -92,6 +94,61 @@ async fn connect_requests_get_the_documented_answers() {
     )
     .await;
     assert!(r.starts_with("HTTP/1.1 502 "), "{r}");
+}
+
+/// A name in the allow list stands for a public service: one that resolves
+/// to loopback (or a private or unspecified address) is refused unless the
+/// operator asks for it, while an IP-literal rule is dialled as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_resolving_to_private_addresses_are_refused_by_default() {
+    let target = echo().await;
+    let port = target.rsplit(':').next().unwrap().to_string();
+    let start = |extra: &[&str]| {
+        let sock = temp_dir("private").join("egress.sock");
+        let mut args = vec![
+            "--egress-listen".to_string(),
+            format!("unix:{}", sock.display()),
+            "--egress-allow".into(),
+            format!("localhost:{port}"),
+            "--egress-allow".into(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".into(),
+            "tcp://127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        (HostProxy::start(&args), sock)
+    };
+    let by_name = format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\n");
+    let by_ip = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
+
+    let (proxy, sock) = start(&[]);
+    let r = answer(&sock, by_name.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 403 "), "{r}");
+    let log = proxy.log();
+    assert!(
+        log.contains("loopback address") && log.contains("--egress-allow-private"),
+        "{log}"
+    );
+    let refused = "nacre_proxy_refusals_total{kind=\"egress\",reason=\"address_not_allowed\"}";
+    assert_eq!(proxy.metric(refused).await, 1.0);
+    let mut s = UnixStream::connect(&sock).await.unwrap();
+    s.write_all(by_ip.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; "HTTP/1.1 200 Connection Established\r\n\r\n".len()];
+    s.read_exact(&mut head).await.unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 200 "),
+        "the IP literal is dialled"
+    );
+
+    let (_proxy, sock) = start(&["--egress-allow-private"]);
+    let mut s = UnixStream::connect(&sock).await.unwrap();
+    s.write_all(by_name.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; "HTTP/1.1 200 Connection Established\r\n\r\n".len()];
+    s.read_exact(&mut head).await.unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 200 "),
+        "the flag admits the name"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

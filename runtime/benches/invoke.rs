@@ -52,6 +52,8 @@ fn bench(c: &mut Criterion) {
             request_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
             max_instances: 16,
+            instances_per_guest: 16,
+            memory_total: 1 << 30,
         },
         EnclaveCtx::new(
             attester,
@@ -64,7 +66,8 @@ fn bench(c: &mut Criterion) {
     )
     .expect("engine");
     let registry = Registry::new(engine, None);
-    let config = GuestConfig::new("hello".parse().expect("name"), None, Vec::new());
+    let config =
+        GuestConfig::new("hello".parse().expect("name"), None, Vec::new()).expect("config");
     rt.block_on(registry.deploy(config, Bytes::from(hello_wasm())))
         .expect("deploy hello");
     let snapshot = registry.snapshot();

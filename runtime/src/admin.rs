@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::guests::{DeployError, Deployed, GuestBody, GuestConfig, GuestName, Route};
 use crate::http::{error, json};
+use crate::server::BodyError;
 
 /// Answers an admin request; `rest` is the path after `/enclave/guests`.
 pub async fn handle<B>(app: &App, req: Request<B>, rest: &str) -> Response<GuestBody>
@@ -114,6 +115,9 @@ where
     let bytes = match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) if matches!(e.downcast_ref(), Some(BodyError::Stalled(_))) => {
+            return error(StatusCode::REQUEST_TIMEOUT, &e.to_string());
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("upload interrupted: {e}")),
     };
     if bytes.is_empty() {
@@ -151,7 +155,7 @@ fn guest_config(name: GuestName, query: &str) -> Result<GuestConfig, String> {
             }
         }
     }
-    Ok(GuestConfig::new(name, route, allow))
+    GuestConfig::new(name, route, allow)
 }
 
 #[cfg(test)]
@@ -180,6 +184,13 @@ mod tests {
                 .unwrap_err()
                 .contains("reserved")
         );
+        let enclave: GuestName = "enclave".parse().unwrap();
+        assert!(
+            guest_config(enclave.clone(), "")
+                .unwrap_err()
+                .contains("default route /enclave")
+        );
+        assert!(guest_config(enclave, "route=/e").is_ok());
     }
 
     #[test]

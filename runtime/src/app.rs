@@ -29,7 +29,16 @@ pub struct App {
     pub(crate) conns: ConnStats,
     pub(crate) requests: AtomicU64,
     pub(crate) attester: Arc<dyn Attester>,
+    /// Documents `/enclave/attestation` may have in progress at once.
+    pub(crate) documents: Arc<tokio::sync::Semaphore>,
 }
+
+/// `/enclave/attestation` is open to anyone, and each document costs a
+/// blocking thread and an NSM call (or a P-384 signature in dev mode):
+/// past this many at once, clients get 503 and `Retry-After`, so a flood
+/// never holds back compiles or guests' own documents, which have slots
+/// of their own.
+const PUBLIC_DOCUMENTS: usize = 2;
 
 impl App {
     /// Builds the app from its parts.
@@ -47,6 +56,7 @@ impl App {
             started: Instant::now(),
             conns: ConnStats::default(),
             requests: AtomicU64::new(0),
+            documents: Arc::new(tokio::sync::Semaphore::new(PUBLIC_DOCUMENTS)),
         }
     }
 
@@ -57,6 +67,11 @@ impl App {
 
     pub(crate) fn conn_stats(&self) -> &ConnStats {
         &self.conns
+    }
+
+    /// `--client-timeout`.
+    pub(crate) fn client_timeout(&self) -> std::time::Duration {
+        self.config.client_timeout
     }
 
     /// Answers one request.
@@ -128,11 +143,15 @@ impl App {
                     self.config.max_body
                 ),
             ),
-            Outcome::Busy => {
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "all guest instance slots are busy; retry shortly",
-                );
+            Outcome::BodyStalled => error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body stopped arriving for {:?} (--client-timeout)",
+                    self.config.client_timeout
+                ),
+            ),
+            Outcome::Busy(why) => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &why);
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r

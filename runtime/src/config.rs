@@ -129,6 +129,29 @@ pub struct Config {
     #[serde(serialize_with = "ser_duration")]
     pub request_timeout: Duration,
 
+    /// How long a client may keep the runtime waiting: to finish its TLS
+    /// handshake, to send a request head, between the parts of a request
+    /// body while it is awaited (then 408), and with nothing in flight on
+    /// an open connection (HTTP/1.1 keep-alive, HTTP/2 with no open
+    /// stream). Past it the connection is closed.
+    #[arg(long, env = "NACRE_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    #[serde(serialize_with = "ser_duration")]
+    pub client_timeout: Duration,
+
+    /// Instances one guest may run at once, of the 256 the runtime runs in
+    /// all: a guest whose requests stall or pile up holds at most this
+    /// many, and the others keep answering.
+    #[arg(long, env = "NACRE_GUEST_INSTANCES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256), value_name = "N")]
+    pub guest_instances: u32,
+
+    /// Linear memory all guest instances together may hold (default: half
+    /// of this machine's memory, from /proc/meminfo). Each guest name may
+    /// hold its share of it (this × --guest-instances / 256). Growth past
+    /// either fails inside the guest; a request that cannot get the memory
+    /// its instance starts with is answered 503.
+    #[arg(long, env = "NACRE_GUEST_MEMORY_TOTAL", value_parser = parse_size, value_name = "BYTES")]
+    pub guest_memory_total: Option<u64>,
+
     /// Linear-memory limit per guest instance.
     #[arg(long, env = "NACRE_GUEST_MEMORY", default_value = "128MiB", value_parser = parse_size, value_name = "BYTES")]
     pub guest_memory: u64,
@@ -308,6 +331,9 @@ mod tests {
         assert_eq!(c.guest_memory, 128 << 20);
         assert_eq!(c.max_body, 16 << 20);
         assert_eq!(c.attestation, AttestationMode::Nsm);
+        assert_eq!(c.client_timeout, Duration::from_secs(10));
+        assert_eq!(c.guest_instances, 64);
+        assert_eq!(c.guest_memory_total, None);
         let c = Config::load_from(args(&[
             "--fqdn",
             "x",
@@ -331,6 +357,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("64 hex digits"), "{e}");
+        let e = Config::load_from(args(&["--fqdn", "x", "--guest-instances", "300"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("300"), "{e}");
         let e = Config::load_from(args(&["--fqdn", "x", "--tls-cert", "a.pem"]))
             .unwrap_err()
             .to_string();

@@ -153,7 +153,7 @@ impl Egress {
         let dest = match self.check(allow, request.uri()) {
             Ok(d) => d,
             Err(why) => {
-                tracing::info!(%guest, uri = %request.uri(), why, "outbound request denied");
+                tracing::info!(%guest, url = %loggable(request.uri()), why, "outbound request denied");
                 return Err(Error::HttpRequestDenied);
             }
         };
@@ -266,6 +266,16 @@ impl Egress {
         }
         http1(tls).await
     }
+}
+
+/// What of a guest's URL may appear in the log, which the host can read:
+/// scheme, host, port and path. Never the query string or user info, where
+/// tokens and passwords travel.
+fn loggable(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("?");
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{}", uri.path())
 }
 
 type Conn = dyn Future<Output = Result<(), hyper::Error>> + Send;
@@ -418,6 +428,16 @@ mod tests {
                 .check(&allow, &uri("https://api.example.com/")),
             Err("this runtime has no --egress proxy")
         );
+    }
+
+    #[test]
+    fn logged_urls_carry_no_query_or_user_info() {
+        let uri: Uri = "https://user:pa55@api.example.com:8443/v1/items?token=s3cret"
+            .parse()
+            .unwrap();
+        assert_eq!(loggable(&uri), "https://api.example.com:8443/v1/items");
+        let uri: Uri = "http://[::1]/x?y".parse().unwrap();
+        assert_eq!(loggable(&uri), "http://[::1]/x");
     }
 
     #[test]

@@ -75,9 +75,24 @@ pub async fn attestation<B>(app: &App, req: &Request<B>) -> Response<GuestBody> 
         user_data: Some(binding.to_bytes()),
         ..DocumentRequest::default()
     };
+    let Ok(slot) = app.documents.clone().try_acquire_owned() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "attestation documents are being made for other clients; retry shortly",
+        );
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        return r;
+    };
     let attester = app.attester.clone();
     // The NSM is an ioctl; signing is CPU work: both off the async threads.
-    match tokio::task::spawn_blocking(move || attester.attest(request)).await {
+    let made = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        attester.attest(request)
+    });
+    match made.await {
         Ok(Ok(doc)) => with_type(
             StatusCode::OK,
             "text/plain; charset=utf-8",

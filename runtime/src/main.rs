@@ -8,7 +8,9 @@ use nacre_runtime::app::App;
 use nacre_runtime::attest::{self, Attester};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
 use nacre_runtime::egress::Egress;
-use nacre_runtime::guests::{BootGuest, EnclaveCtx, GuestEngine, KvLimits, Limits, Registry};
+use nacre_runtime::guests::{
+    BootGuest, DeployError, EnclaveCtx, GuestEngine, KvLimits, Limits, Registry,
+};
 use nacre_runtime::tls::TlsIdentity;
 use nacre_transport::{AllowList, Listener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -71,6 +73,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(source = tls.source, sha256 = %hex::encode(tls.leaf_sha256), "TLS certificate ready");
 
+    let memory_total = guest_memory_total(&config)?;
+    tracing::info!(
+        total = memory_total,
+        per_guest = memory_total * u64::from(config.guest_instances) / u64::from(MAX_INSTANCES),
+        "guest memory budget"
+    );
     let cap = (!config.egress_allow.is_empty()).then(|| AllowList(config.egress_allow.clone()));
     let egress = Egress::new(
         config.egress.clone(),
@@ -87,6 +95,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             request_timeout: config.request_timeout,
             max_body: config.max_body,
             max_instances: MAX_INSTANCES,
+            instances_per_guest: config.guest_instances,
+            memory_total,
         },
         EnclaveCtx::new(
             attester.clone(),
@@ -122,9 +132,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             for (gc, bytes) in boot {
                 let name = gc.name.clone();
-                if let Err(e) = registry.deploy(gc, bytes).await {
-                    tracing::error!(guest = %name, "boot guest not deployed: {e}");
-                    registry.remove(&name).await;
+                match registry.deploy_boot(gc, bytes).await {
+                    Ok(_) => {}
+                    Err(e @ DeployError::Superseded(_)) => tracing::info!(guest = %name, "{e}"),
+                    Err(e) => {
+                        tracing::error!(guest = %name, "boot guest not deployed: {e}");
+                        registry.abandon_boot(&name).await;
+                    }
                 }
             }
         });
@@ -144,6 +158,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     nacre_runtime::server::serve(listener, acceptor, app, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `--guest-memory-total`, or half of this machine's memory: the other half
+/// is the runtime's own (compiled code, key-value data, connections) and
+/// what host calls copy out of guests, which is never more than the
+/// callers' own memory.
+fn guest_memory_total(config: &Config) -> anyhow::Result<u64> {
+    let total = match config.guest_memory_total {
+        Some(t) => t,
+        None => {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").context(
+                "cannot read /proc/meminfo to size guest memory: give --guest-memory-total BYTES",
+            )?;
+            let kib = meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .context("no MemTotal in /proc/meminfo: give --guest-memory-total BYTES")?;
+            kib * 1024 / 2
+        }
+    };
+    if total < config.guest_memory {
+        bail!(
+            "--guest-memory-total {total} is less than --guest-memory {}: no instance could reach its limit; raise the first or lower the second",
+            config.guest_memory
+        );
+    }
+    Ok(total)
 }
 
 /// Flags of SPEC §3 whose features this build does not have yet: refused

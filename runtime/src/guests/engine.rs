@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::EnclaveCtx;
-use super::enclave::EnclaveWorld;
 use super::host::Host;
+use super::share::Budget;
 use crate::egress::Egress;
 
 /// How often the epoch advances. A running guest yields to the executor at
@@ -35,6 +35,20 @@ pub struct Limits {
     pub max_body: u64,
     /// Guest instances alive at once across the process.
     pub max_instances: u32,
+    /// Instances one guest name may have alive at once.
+    pub instances_per_guest: u32,
+    /// Linear memory all instances together may hold.
+    pub memory_total: u64,
+}
+
+impl Limits {
+    /// Linear memory one guest name may hold: the same share of the total
+    /// as its share of the instances.
+    pub fn memory_per_guest(&self) -> u64 {
+        let share = u128::from(self.memory_total) * u128::from(self.instances_per_guest)
+            / u128::from(self.max_instances.max(1));
+        u64::try_from(share).unwrap_or(u64::MAX)
+    }
 }
 
 /// Why the engine could not be built or a component not prepared.
@@ -51,6 +65,7 @@ pub struct GuestEngine {
     engine: Engine,
     linker: Linker<Host>,
     limits: Limits,
+    memory: Arc<Budget>,
     enclave: Arc<EnclaveCtx>,
     egress: Arc<Egress>,
 }
@@ -102,13 +117,15 @@ impl GuestEngine {
         // serve HTTP, and components made for `wasmtime serve -Scli` do too.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
-        EnclaveWorld::add_to_linker::<Host, HasSelf<Host>>(&mut linker, |h| h).map_err(err)?;
+        super::enclave::add_to_linker(&mut linker).map_err(err)?;
+        super::kv::add_to_linker(&mut linker).map_err(err)?;
 
         spawn_ticker(&engine)?;
         Ok(GuestEngine {
             engine,
             linker,
             limits,
+            memory: Arc::new(Budget::new(limits.memory_total)),
             enclave,
             egress,
         })
@@ -117,6 +134,15 @@ impl GuestEngine {
     /// The limits every instance gets.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Linear memory not held by any instance now.
+    pub fn memory_left(&self) -> u64 {
+        self.memory.left()
+    }
+
+    pub(crate) fn memory(&self) -> Arc<Budget> {
+        self.memory.clone()
     }
 
     pub(crate) fn enclave(&self) -> Arc<EnclaveCtx> {

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::log::GuestLog;
-use super::{EnclaveCtx, GuestConfig, Limits};
+use super::share::{Budget, Limiter, Share};
+use super::{EnclaveCtx, GuestConfig, GuestName, Limits};
 use crate::egress::Egress;
 
 /// Store data for one request's instance.
@@ -17,7 +17,7 @@ pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: Hooks,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limiter,
     /// SHA-256 of the guest's component: stamped into its documents.
     pub(crate) code_hash: [u8; 32],
     pub(crate) enclave: Arc<EnclaveCtx>,
@@ -30,6 +30,7 @@ impl Host {
         guest: &Arc<GuestConfig>,
         code_hash: [u8; 32],
         limits: &Limits,
+        memory: (Arc<Budget>, Arc<Share>),
         enclave: Arc<EnclaveCtx>,
         egress: Arc<Egress>,
     ) -> Host {
@@ -42,7 +43,7 @@ impl Host {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        let memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);
+        let per_memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);
         Host {
             table: ResourceTable::new(),
             wasi: wasi.build(),
@@ -54,12 +55,9 @@ impl Host {
             },
             code_hash,
             enclave,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                // Growth past the limit fails inside the guest (memory.grow
-                // returns -1) rather than trapping, as SPEC §3.3 says.
-                .trap_on_grow_failure(false)
-                .build(),
+            // Growth past a limit fails inside the guest (memory.grow
+            // returns -1) rather than trapping, as SPEC §3.3 says.
+            limits: Limiter::new(per_memory, memory.0, memory.1),
         }
     }
 }
@@ -67,8 +65,8 @@ impl Host {
 impl Host {
     /// Who is calling: the key-value namespace comes from here, never from
     /// the guest.
-    pub(crate) fn guest_name(&self) -> &str {
-        self.hooks.guest.name.as_str()
+    pub(crate) fn guest_name(&self) -> &GuestName {
+        &self.hooks.guest.name
     }
 }
 

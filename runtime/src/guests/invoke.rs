@@ -30,9 +30,17 @@ pub enum Outcome {
     TimedOut,
     /// The request body is over `--max-body`: 413.
     BodyTooLarge,
-    /// Every instance slot is in use: 503.
-    Busy,
+    /// The client stopped sending the request body while the guest waited
+    /// for it: 408.
+    BodyStalled,
+    /// No instance could be had now (the guest's share, the process's
+    /// slots or memory are all in use): 503, with the reason.
+    Busy(String),
 }
+
+/// How long a request waits for one of its guest's instances when the
+/// guest is at its `--guest-instances` limit, before 503.
+const SHARE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs `req` on a fresh instance of `guest`. `path_and_query` is what the
 /// guest sees (its route prefix already removed).
@@ -51,6 +59,21 @@ where
     if req.body().size_hint().lower() > limits.max_body {
         return Outcome::BodyTooLarge;
     }
+    // The guest's share of instances, held until its instance is gone: a
+    // guest whose requests stall or pile up waits on its own share only.
+    let share = guest.share.instances.clone();
+    let permit = match share.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => match tokio::time::timeout(SHARE_WAIT, share.acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Outcome::Busy(format!(
+                    "guest {} is running its limit of {} instances at once (--guest-instances); retry shortly",
+                    guest.config.name, guest.share.max_instances
+                ));
+            }
+        },
+    };
     if let Err(e) = rewrite_uri(&mut req, path_and_query, &guest) {
         return failed(&guest, e);
     }
@@ -69,6 +92,7 @@ where
             &guest.config,
             guest.sha256,
             &limits,
+            (engine.memory(), guest.share.clone()),
             engine.enclave(),
             engine.egress(),
         ),
@@ -122,15 +146,20 @@ where
     // side waiting for the head below always hears back. The task reports
     // its own failures; nothing has to wait for it once the head is out.
     let task = tokio::spawn(async move {
+        let _permit = permit;
         let run = async {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let proxy = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| (Stage::Start, e))?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, wasi_req, out)
                 .await
+                .map_err(|e| (Stage::Run, e))
         };
         let ran = tokio::time::timeout_at(deadline, run).await;
-        let ended = Ended::classify(ran, &task_flags);
+        let ended = Ended::classify(ran, &task_flags, store.data().limits.starved);
         if !matches!(ended, Ended::Done) {
             task_flags.failed.store(true, Ordering::Release);
         }
@@ -142,18 +171,22 @@ where
     });
 
     match rx.await {
-        Ok(Ok(resp)) if !flags.over_limit.load(Ordering::Relaxed) => {
+        // Whatever the guest made of a body over the limit or cut short
+        // by the client, the client hears what went wrong with its body.
+        Ok(_) if flags.over_limit.load(Ordering::Relaxed) => Outcome::BodyTooLarge,
+        Ok(_) if flags.stalled.load(Ordering::Relaxed) => Outcome::BodyStalled,
+        Ok(Ok(resp)) => {
             Outcome::Response(resp.map(|inner| ResponseBody { inner, flags }.boxed_unsync()))
         }
-        Ok(Ok(_)) => Outcome::BodyTooLarge,
         Ok(Err(code)) => failed(&guest, format!("guest returned error {code:?}")),
         // The instance is gone without answering; its task says why (and
         // has logged it).
         Err(_) => match task.await {
             Ok(Ended::Done) => failed(&guest, "guest returned without setting a response".into()),
-            Ok(Ended::Busy) => Outcome::Busy,
+            Ok(Ended::Busy(why)) => Outcome::Busy(why.into()),
             Ok(Ended::TimedOut) => Outcome::TimedOut,
             Ok(Ended::BodyTooLarge) => Outcome::BodyTooLarge,
+            Ok(Ended::BodyStalled) => Outcome::BodyStalled,
             Ok(Ended::Failed(why)) => Outcome::Failed(why),
             Err(e) => failed(&guest, format!("guest task failed: {e}")),
         },
@@ -180,6 +213,8 @@ struct Flags {
     timed_out: AtomicBool,
     /// The request body went over `--max-body`.
     over_limit: AtomicBool,
+    /// The client stopped sending the request body.
+    stalled: AtomicBool,
     /// The guest set its response head (the server sends it on).
     head_sent: AtomicBool,
     /// The guest's run ended in a trap, error or timeout; set before its
@@ -226,27 +261,44 @@ impl Body for ResponseBody {
 enum Ended {
     /// The handler returned.
     Done,
-    /// No instance slot was free.
-    Busy,
+    /// No instance could be had: the process's slots or memory are in use.
+    Busy(&'static str),
     /// Stopped at the deadline.
     TimedOut,
     /// The request body went over `--max-body`.
     BodyTooLarge,
+    /// The client stopped sending the request body.
+    BodyStalled,
     /// Trapped or failed otherwise.
     Failed(String),
 }
 
+/// Where a guest's run failed.
+enum Stage {
+    /// Making the instance.
+    Start,
+    /// Running the handler.
+    Run,
+}
+
 impl Ended {
     fn classify(
-        ran: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+        ran: Result<Result<(), (Stage, wasmtime::Error)>, tokio::time::error::Elapsed>,
         flags: &Flags,
+        starved: bool,
     ) -> Ended {
         match ran {
             Ok(Ok(())) => Ended::Done,
-            Ok(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => Ended::Busy,
+            Ok(Err((Stage::Start, e))) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                Ended::Busy("all guest instance slots are busy; retry shortly")
+            }
+            Ok(Err((Stage::Start, _))) if starved => Ended::Busy(
+                "guest memory is all in use (--guest-memory-total and each guest's share of it); retry shortly",
+            ),
             Ok(Err(_)) if flags.timed_out.load(Ordering::Relaxed) => Ended::TimedOut,
             Ok(Err(_)) if flags.over_limit.load(Ordering::Relaxed) => Ended::BodyTooLarge,
-            Ok(Err(e)) => Ended::Failed(describe(&e)),
+            Ok(Err(_)) if flags.stalled.load(Ordering::Relaxed) => Ended::BodyStalled,
+            Ok(Err((_, e))) => Ended::Failed(describe(&e)),
             Err(_elapsed) => Ended::TimedOut,
         }
     }
@@ -258,7 +310,7 @@ impl Ended {
         let stats = &guest.stats;
         if flags.head_sent.load(Ordering::Relaxed) {
             let why = match self {
-                Ended::Done | Ended::Busy | Ended::BodyTooLarge => return,
+                Ended::Done | Ended::Busy(_) | Ended::BodyTooLarge | Ended::BodyStalled => return,
                 Ended::TimedOut => "timed out while streaming its response",
                 Ended::Failed(why) => why,
             };
@@ -272,7 +324,7 @@ impl Ended {
                 tracing::warn!(guest = %name, timeout = ?timeout, "guest request timed out; instance stopped");
             }
             Ended::Failed(why) => count_failure(guest, why),
-            Ended::Done | Ended::Busy | Ended::BodyTooLarge => {}
+            Ended::Done | Ended::Busy(_) | Ended::BodyTooLarge | Ended::BodyStalled => {}
         }
     }
 }
@@ -338,7 +390,15 @@ where
                 this.left -= len;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                let e = e.into();
+                // Only the server's stall deadline reports this code on a
+                // request body (see `server::BodyError`).
+                if matches!(e, wasmtime_wasi_http::Error::ConnectionReadTimeout) {
+                    this.flags.stalled.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

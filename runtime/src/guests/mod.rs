@@ -8,6 +8,7 @@
 //! - [`invoke`]: one HTTP request through one fresh instance.
 //! - [`kv`]: `wasi:keyvalue`, one namespace per guest name.
 
+mod bindings;
 mod enclave;
 mod engine;
 mod host;
@@ -15,6 +16,7 @@ mod invoke;
 mod kv;
 mod log;
 mod registry;
+mod share;
 mod spec;
 
 pub use enclave::EnclaveCtx;
@@ -22,4 +24,5 @@ pub use engine::{EngineError, GuestEngine, Limits};
 pub use invoke::{GuestBody, Outcome, invoke};
 pub use kv::KvLimits;
 pub use registry::{DeployError, Deployed, Guest, GuestInfo, Registry, Snapshot};
+pub use share::Share;
 pub use spec::{BootGuest, GuestConfig, GuestName, Route};

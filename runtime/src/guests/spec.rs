@@ -70,6 +70,13 @@ impl FromStr for Route {
                 "route {s:?} is invalid: write a path prefix such as /api or / (letters, digits, '-', '.', '_', '~')"
             ));
         }
+        // Clients (curl, browsers) resolve `.` and `..` before sending, so
+        // a route holding them would never be asked for.
+        if trimmed.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(format!(
+                "route {s:?} has a '.' or '..' segment, which clients remove before sending: write the path as it will be requested"
+            ));
+        }
         if trimmed == "/enclave" || trimmed.starts_with("/enclave/") {
             return Err(format!(
                 "route {s:?} is reserved: /enclave belongs to the runtime; choose another prefix"
@@ -80,9 +87,12 @@ impl FromStr for Route {
 }
 
 impl Route {
-    /// The default route of a guest: `/NAME`.
-    pub fn for_name(name: &GuestName) -> Route {
-        Route(format!("/{name}"))
+    /// The default route of a guest: `/NAME`, checked like any other, so a
+    /// name whose default route is reserved is refused too.
+    pub fn for_name(name: &GuestName) -> Result<Route, String> {
+        format!("/{name}").parse().map_err(|e| {
+            format!("guest name {name} gives the default route /{name}, which cannot be used ({e}); give the guest another name or an explicit route")
+        })
     }
 
     /// The route as a string.
@@ -93,17 +103,7 @@ impl Route {
     /// If `path` falls under this route (on a segment boundary), the rest of
     /// it as the guest should see it, always starting with `/`.
     pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
-        if self.0 == "/" {
-            return Some(path);
-        }
-        let rest = path.strip_prefix(self.0.as_str())?;
-        if rest.is_empty() {
-            Some("/")
-        } else if rest.starts_with('/') {
-            Some(rest)
-        } else {
-            None
-        }
+        nacre_attestation::strip_route(&self.0, path)
     }
 }
 
@@ -125,10 +125,18 @@ pub struct GuestConfig {
 }
 
 impl GuestConfig {
-    /// A config with the default route `/NAME` when none is given.
-    pub fn new(name: GuestName, route: Option<Route>, allow: Vec<AllowRule>) -> Self {
-        let route = route.unwrap_or_else(|| Route::for_name(&name));
-        GuestConfig { name, route, allow }
+    /// A config with the default route `/NAME` when none is given; fails
+    /// when that default is not a usable route (a guest named `enclave`).
+    pub fn new(
+        name: GuestName,
+        route: Option<Route>,
+        allow: Vec<AllowRule>,
+    ) -> Result<Self, String> {
+        let route = match route {
+            Some(r) => r,
+            None => Route::for_name(&name)?,
+        };
+        Ok(GuestConfig { name, route, allow })
     }
 }
 
@@ -175,7 +183,8 @@ impl FromStr for BootGuest {
             }
         }
         Ok(BootGuest {
-            config: GuestConfig::new(name, route, allow),
+            config: GuestConfig::new(name, route, allow)
+                .map_err(|e| format!("--guest {s:?}: {e}"))?,
             path: PathBuf::from(path),
         })
     }
@@ -204,8 +213,26 @@ mod tests {
         assert_eq!(r.strip("/apix"), None);
         let root: Route = "/".parse().unwrap();
         assert_eq!(root.strip("/anything"), Some("/anything"));
-        for bad in ["api", "/a b", "/a//b", "/enclave", "/enclave/x", "/a?b"] {
+        for bad in [
+            "api",
+            "/a b",
+            "/a//b",
+            "/enclave",
+            "/enclave/x",
+            "/a?b",
+            "/a/../b",
+            "/..",
+            "/.",
+            "/a/.",
+            "/a/./b",
+            "/../enclave",
+        ] {
             assert!(bad.parse::<Route>().is_err(), "{bad}");
+        }
+        let e = "/a/../b".parse::<Route>().unwrap_err();
+        assert!(e.contains("'..' segment"), "{e}");
+        for good in ["/a.b", "/..a", "/a..", "/.well-known"] {
+            assert!(good.parse::<Route>().is_ok(), "{good}");
         }
     }
 
@@ -233,5 +260,9 @@ mod tests {
                 .contains("color")
         );
         assert!("nopath".parse::<BootGuest>().is_err());
+        // The default route of a guest named `enclave` is reserved.
+        let e = "enclave=e.wasm".parse::<BootGuest>().unwrap_err();
+        assert!(e.contains("default route /enclave"), "{e}");
+        assert!("enclave=e.wasm;route=/e".parse::<BootGuest>().is_ok());
     }
 }

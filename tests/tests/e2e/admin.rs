@@ -52,6 +52,12 @@ async fn bad_names_routes_and_components_get_400_with_a_reason() {
         ("ok", "route=nope", "route"),
         ("ok", "allow=not-a-rule", "allow rule"),
         ("ok", "size=3", "unknown query parameter"),
+        // A default route is checked like an explicit one.
+        ("enclave", "", "default route /enclave"),
+        // Clients remove dot segments before sending: never served.
+        ("ok", "route=/a/../b", "'..' segment"),
+        ("ok", "route=/..", "'..' segment"),
+        ("ok", "route=/a/.", "'..' segment"),
     ] {
         let r = rt.deploy(name, &hello, query).await;
         assert_eq!(r.status(), 400, "{name} {query}");
@@ -92,6 +98,12 @@ async fn bad_names_routes_and_components_get_400_with_a_reason() {
         (200, r#"{"version":1,"guests":[]}"#)
     );
     rt.deploy_ok("hello", &hello, "").await;
+    // The same names and routes are refused at start, naming the flag.
+    let spec = format!("enclave={}", hello.display());
+    let err = Runtime::try_start(&["--guest".into(), spec])
+        .err()
+        .expect("a guest at /enclave must not start");
+    assert!(err.contains("default route /enclave"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

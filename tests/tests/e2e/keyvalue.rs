@@ -178,3 +178,28 @@ async fn attested_signer_key_is_bound_to_its_code_and_verifies_with_openssl() {
     );
     assert!(!verify("pay 1000 to mallory").status.success());
 }
+
+/// `nacre:enclave/state`: one slot per guest name, like key-value; no
+/// guest reads or replaces another's.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_is_one_slot_per_guest_name() {
+    let rt = Runtime::start(&[]);
+    let wasm = guest("kv-probe");
+    rt.deploy_ok("a", &wasm, "").await;
+    rt.deploy_ok("b", &wasm, "").await;
+    let put = |path: &str, body: &'static str| {
+        rt.client()
+            .put(format!("{}{path}", rt.url()))
+            .body(body)
+            .send()
+    };
+    assert_eq!(rt.get("/a/state").await.0, 404);
+    assert_eq!(put("/a/state", "alpha").await.unwrap().status(), 200);
+    assert_eq!(rt.get("/b/state").await.0, 404, "b sees a's state");
+    assert_eq!(put("/b/state", "beta").await.unwrap().status(), 200);
+    assert_eq!(rt.get("/a/state").await, (200, "alpha".into()));
+    assert_eq!(rt.get("/b/state").await, (200, "beta".into()));
+    // The slot belongs to the name: a redeploy keeps it.
+    rt.deploy_ok("a", &guest("kv-probe"), "").await;
+    assert_eq!(rt.get("/a/state").await, (200, "alpha".into()));
+}

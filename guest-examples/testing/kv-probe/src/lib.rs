@@ -4,6 +4,9 @@
 //! - `POST /fill/:n`: sets `n` keys of 100 bytes, stopping at the first
 //!   error; answers how many were stored and the error.
 //! - `GET /big-key`: tries a 4 KiB key.
+//! - `PUT /state` (body = value), `GET /state`: this guest's state slot.
+//! - `POST /state-bomb/:mib/:times`: hands `state.put` a list of `mib` MiB
+//!   of fresh, untouched memory `times` times; answers what came back.
 
 use nacre_sdk::kv::Store;
 use nacre_sdk::router::{Params, Router, status};
@@ -55,12 +58,59 @@ async fn big_key(_req: Request<Body>, _p: Params) -> Result<Response<Body>, Erro
     }
 }
 
+async fn state_put(mut req: Request<Body>, _p: Params) -> Result<Response<Body>, Error> {
+    let value = req.body_mut().contents().await?.to_vec();
+    match nacre_sdk::state::put(&value) {
+        Ok(()) => Ok(Response::new("stored\n".into())),
+        Err(e) => refused(e),
+    }
+}
+
+async fn state_get(_req: Request<Body>, _p: Params) -> Result<Response<Body>, Error> {
+    match nacre_sdk::state::get() {
+        Ok(Some(v)) => Ok(Response::new(v.into())),
+        Ok(None) => status(StatusCode::NOT_FOUND, "no state\n".into()),
+        Err(e) => refused(e),
+    }
+}
+
+async fn state_bomb(_req: Request<Body>, p: Params) -> Result<Response<Body>, Error> {
+    let mib: usize = p.get("mib").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let times: usize = p.get("times").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let len = mib << 20;
+    // Fresh pages from memory.grow are zero and untouched: the list costs
+    // this guest nothing resident, only a host that copies it pays.
+    let pages = len.div_ceil(65536);
+    let first = core::arch::wasm32::memory_grow(0, pages);
+    if first == usize::MAX {
+        return status(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "memory.grow refused\n".into(),
+        );
+    }
+    // SAFETY: the pages were just added to linear memory, are zeroed and
+    // belong to no allocation.
+    let list = unsafe { std::slice::from_raw_parts((first * 65536) as *const u8, len) };
+    let mut answers = Vec::new();
+    for _ in 0..times {
+        answers.push(match nacre_sdk::state::put(list) {
+            Ok(()) => "stored".to_string(),
+            Err(e) => e.to_string(),
+        });
+    }
+    answers.dedup();
+    Ok(Response::new(format!("{}\n", answers.join(",")).into()))
+}
+
 async fn handle(req: Request<Body>) -> Result<Response<Body>, Error> {
     Router::new()
         .route(nacre_sdk::wstd::http::Method::PUT, "/k/:bucket/:key", put)
         .get("/k/:bucket/:key", get)
         .post("/fill/:n", fill)
         .get("/big-key", big_key)
+        .route(nacre_sdk::wstd::http::Method::PUT, "/state", state_put)
+        .get("/state", state_get)
+        .post("/state-bomb/:mib/:times", state_bomb)
         .handle(req)
         .await
 }

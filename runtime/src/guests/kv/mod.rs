@@ -10,21 +10,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use wasmtime::component::Resource;
+use super::bindings::wasi::keyvalue::store;
 
-use super::enclave::bindings::wasi::keyvalue::{atomics, batch, store};
-use super::host::Host;
+mod link;
+
+pub(crate) use link::add_to_linker;
 
 /// Longest key.
-const MAX_KEY: usize = 1024;
+pub(crate) const MAX_KEY: usize = 1024;
 /// Largest value.
-const MAX_VALUE: usize = 1 << 20;
+pub(crate) const MAX_VALUE: usize = 1 << 20;
 /// Longest bucket identifier.
-const MAX_BUCKET: usize = 128;
+pub(crate) const MAX_BUCKET: usize = 128;
 /// Buckets per guest.
 const MAX_BUCKETS: usize = 64;
 /// Keys per `list-keys` page, and per batch call.
-const PAGE: usize = 1000;
+pub(crate) const PAGE: usize = 1000;
 /// Bytes of values one `get-many` may return: the runtime builds the answer
 /// before the guest sees it, so the guest's own memory limit is no bound.
 const MAX_BATCH_BYTES: usize = 16 << 20;
@@ -58,9 +59,12 @@ pub struct Bucket {
     name: String,
 }
 
-type KvResult<T> = Result<T, store::Error>;
+pub(crate) type KvResult<T> = Result<T, store::Error>;
 
-fn other(msg: String) -> store::Error {
+/// A key and its value, as batch calls carry them.
+pub(crate) type KeyValue = (String, Vec<u8>);
+
+pub(crate) fn other(msg: String) -> store::Error {
     store::Error::Other(msg)
 }
 
@@ -102,7 +106,7 @@ impl KvStore {
         f(bucket, &mut usage)
     }
 
-    fn open(&self, namespace: &str, name: String) -> KvResult<Bucket> {
+    pub(crate) fn open(&self, namespace: &str, name: String) -> KvResult<Bucket> {
         if name.len() > MAX_BUCKET {
             return Err(other(format!(
                 "bucket identifier is {} bytes; the limit is {MAX_BUCKET}",
@@ -191,7 +195,7 @@ impl Usage<'_> {
     }
 }
 
-fn check_count(n: usize) -> KvResult<()> {
+pub(crate) fn check_count(n: usize) -> KvResult<()> {
     if n > PAGE {
         return Err(other(format!("{n} keys in one batch; the limit is {PAGE}")));
     }
@@ -203,7 +207,7 @@ fn check_batch(keys: &[String]) -> KvResult<()> {
     keys.iter().try_for_each(|k| check_key(k))
 }
 
-fn check_key(key: &str) -> KvResult<()> {
+pub(crate) fn check_key(key: &str) -> KvResult<()> {
     if key.len() > MAX_KEY {
         return Err(other(format!(
             "key is {} bytes; the limit is {MAX_KEY}",
@@ -213,68 +217,44 @@ fn check_key(key: &str) -> KvResult<()> {
     Ok(())
 }
 
-impl Host {
-    fn bucket(&self, b: &Resource<Bucket>) -> KvResult<&Bucket> {
-        self.table
-            .get(b)
-            .map_err(|_| other("invalid bucket handle".into()))
+/// The operations of `wasi:keyvalue`, each atomic, on bucket `b` of the
+/// caller's namespace `ns`.
+impl KvStore {
+    /// The quotas.
+    pub(crate) fn limits(&self) -> KvLimits {
+        self.limits
     }
 
-    fn kv(&self) -> &KvStore {
-        &self.enclave.kv
-    }
-}
-
-impl store::Host for Host {
-    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        let bucket = self.kv().open(self.guest_name(), identifier)?;
-        self.table
-            .push(bucket)
-            .map_err(|e| other(format!("cannot open bucket: {e}")))
-    }
-}
-
-impl store::HostBucket for Host {
-    async fn get(&mut self, b: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        check_key(&key)?;
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, _| {
-            Ok(bucket.get(&key).cloned())
-        })
+    pub(crate) fn get(&self, ns: &str, b: &Bucket, key: &str) -> KvResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        self.with(ns, b, |bucket, _| Ok(bucket.get(key).cloned()))
     }
 
-    async fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, usage| {
-            usage.set(bucket, key, value)
-        })
+    pub(crate) fn set(&self, ns: &str, b: &Bucket, key: String, value: Vec<u8>) -> KvResult<()> {
+        self.with(ns, b, |bucket, usage| usage.set(bucket, key, value))
     }
 
-    async fn delete(&mut self, b: Resource<Bucket>, key: String) -> KvResult<()> {
-        check_key(&key)?;
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, usage| {
-            usage.delete(bucket, &key);
+    pub(crate) fn delete(&self, ns: &str, b: &Bucket, key: &str) -> KvResult<()> {
+        check_key(key)?;
+        self.with(ns, b, |bucket, usage| {
+            usage.delete(bucket, key);
             Ok(())
         })
     }
 
-    async fn exists(&mut self, b: Resource<Bucket>, key: String) -> KvResult<bool> {
-        check_key(&key)?;
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, _| {
-            Ok(bucket.contains_key(&key))
-        })
+    pub(crate) fn exists(&self, ns: &str, b: &Bucket, key: &str) -> KvResult<bool> {
+        check_key(key)?;
+        self.with(ns, b, |bucket, _| Ok(bucket.contains_key(key)))
     }
 
-    async fn list_keys(
-        &mut self,
-        b: Resource<Bucket>,
+    pub(crate) fn list_keys(
+        &self,
+        ns: &str,
+        b: &Bucket,
         cursor: Option<u64>,
     ) -> KvResult<store::KeyResponse> {
-        let b = self.bucket(&b)?;
         let skip = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
-        self.kv().with(self.guest_name(), b, |bucket, _| {
+        self.with(ns, b, |bucket, _| {
             let keys: Vec<String> = bucket.keys().skip(skip).take(PAGE).cloned().collect();
             let next = skip.saturating_add(keys.len());
             let cursor = (next < bucket.len()).then_some(next as u64);
@@ -282,16 +262,8 @@ impl store::HostBucket for Host {
         })
     }
 
-    async fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
-        self.table.delete(b)?;
-        Ok(())
-    }
-}
-
-impl atomics::Host for Host {
-    async fn increment(&mut self, b: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, usage| {
+    pub(crate) fn increment(&self, ns: &str, b: &Bucket, key: String, delta: u64) -> KvResult<u64> {
+        self.with(ns, b, |bucket, usage| {
             // Decimal text, as wasmtime's key-value host keeps counters.
             let current = match bucket.get(&key) {
                 None => 0,
@@ -307,17 +279,15 @@ impl atomics::Host for Host {
             Ok(next)
         })
     }
-}
 
-impl batch::Host for Host {
-    async fn get_many(
-        &mut self,
-        b: Resource<Bucket>,
+    pub(crate) fn get_many(
+        &self,
+        ns: &str,
+        b: &Bucket,
         keys: Vec<String>,
-    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+    ) -> KvResult<Vec<Option<KeyValue>>> {
         check_batch(&keys)?;
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, _| {
+        self.with(ns, b, |bucket, _| {
             let total: usize = keys
                 .iter()
                 .filter_map(|k| bucket.get(k).map(Vec::len))
@@ -334,24 +304,18 @@ impl batch::Host for Host {
         })
     }
 
-    async fn set_many(
-        &mut self,
-        b: Resource<Bucket>,
-        key_values: Vec<(String, Vec<u8>)>,
-    ) -> KvResult<()> {
+    pub(crate) fn set_many(&self, ns: &str, b: &Bucket, key_values: Vec<KeyValue>) -> KvResult<()> {
         check_count(key_values.len())?;
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, usage| {
+        self.with(ns, b, |bucket, usage| {
             key_values
                 .into_iter()
                 .try_for_each(|(k, v)| usage.set(bucket, k, v))
         })
     }
 
-    async fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+    pub(crate) fn delete_many(&self, ns: &str, b: &Bucket, keys: Vec<String>) -> KvResult<()> {
         check_batch(&keys)?;
-        let b = self.bucket(&b)?;
-        self.kv().with(self.guest_name(), b, |bucket, usage| {
+        self.with(ns, b, |bucket, usage| {
             keys.iter().for_each(|k| usage.delete(bucket, k));
             Ok(())
         })

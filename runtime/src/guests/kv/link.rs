@@ -1,0 +1,201 @@
+//! `wasi:keyvalue` (store, atomics, batch) linked to [`KvStore`].
+//!
+//! Every key and value a guest passes is measured where it lies in guest
+//! memory, and refused there when over its limit, before the host copies
+//! it: a guest cannot make the host allocate more than the limits allow,
+//! whatever the size of the list it hands over.
+
+use wasmtime::component::{Linker, Resource, ResourceType, WasmList, WasmStr};
+use wasmtime::{AsContextMut as _, StoreContextMut};
+
+use super::{
+    Bucket, KeyValue, KvResult, KvStore, MAX_BUCKET, MAX_KEY, MAX_VALUE, check_count, other,
+};
+use crate::guests::bindings::wasi::keyvalue::store::KeyResponse;
+use crate::guests::host::Host;
+
+type Ctx<'a> = StoreContextMut<'a, Host>;
+
+/// A string from guest memory, copied only when within `max` bytes.
+fn text(store: &Ctx<'_>, s: &WasmStr, max: usize, what: &str) -> KvResult<String> {
+    let s = s
+        .to_str(store)
+        .map_err(|e| other(format!("{what} is not valid UTF-8: {e}")))?;
+    if s.len() > max {
+        return Err(other(format!(
+            "{what} is {} bytes; the limit is {max}",
+            s.len()
+        )));
+    }
+    Ok(s.into_owned())
+}
+
+/// A value from guest memory, copied only when within [`MAX_VALUE`].
+fn value(store: &Ctx<'_>, v: &WasmList<u8>) -> KvResult<Vec<u8>> {
+    if v.len() > MAX_VALUE {
+        return Err(other(format!(
+            "value is {} bytes; the limit is {MAX_VALUE}",
+            v.len()
+        )));
+    }
+    Ok(v.as_le_slice(store).to_vec())
+}
+
+fn key(store: &Ctx<'_>, k: &WasmStr) -> KvResult<String> {
+    text(store, k, MAX_KEY, "key")
+}
+
+/// Runs `f` with the store and bucket `b` of the calling guest's namespace.
+fn on_bucket<R>(
+    store: &Ctx<'_>,
+    b: &Resource<Bucket>,
+    f: impl FnOnce(&KvStore, &str, &Bucket) -> KvResult<R>,
+) -> KvResult<R> {
+    let host = store.data();
+    let bucket = host
+        .table
+        .get(b)
+        .map_err(|_| other("invalid bucket handle".into()))?;
+    f(&host.enclave.kv, host.guest_name().as_str(), bucket)
+}
+
+/// Keys from guest memory: at most one page (1,000), each within
+/// [`MAX_KEY`].
+fn keys(store: &mut Ctx<'_>, list: &WasmList<WasmStr>) -> KvResult<Vec<String>> {
+    check_count(list.len())?;
+    let handles = list
+        .iter(store.as_context_mut())
+        .and_then(|it| it.collect::<wasmtime::Result<Vec<_>>>())
+        .map_err(|e| other(format!("unreadable key list: {e}")))?;
+    handles.iter().map(|k| key(store, k)).collect()
+}
+
+/// Adds the three `wasi:keyvalue@0.2.0-draft` interfaces to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    let mut store = linker.instance("wasi:keyvalue/store@0.2.0-draft")?;
+    store.resource("bucket", ResourceType::host::<Bucket>(), |mut cx, rep| {
+        cx.data_mut()
+            .table
+            .delete(Resource::<Bucket>::new_own(rep))?;
+        Ok(())
+    })?;
+    store.func_wrap("open", |mut cx, (id,): (WasmStr,)| {
+        let opened = (|| {
+            let id = text(&cx, &id, MAX_BUCKET, "bucket identifier")?;
+            let host = cx.data();
+            let bucket = host.enclave.kv.open(host.guest_name().as_str(), id)?;
+            cx.data_mut()
+                .table
+                .push(bucket)
+                .map_err(|e| other(format!("cannot open bucket: {e}")))
+        })();
+        Ok((opened,))
+    })?;
+    store.func_wrap(
+        "[method]bucket.get",
+        |cx, (b, k): (Resource<Bucket>, WasmStr)| {
+            let r = key(&cx, &k).and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.get(ns, b, &k)));
+            Ok((r,))
+        },
+    )?;
+    store.func_wrap(
+        "[method]bucket.set",
+        |cx, (b, k, v): (Resource<Bucket>, WasmStr, WasmList<u8>)| {
+            let r = key(&cx, &k).and_then(|k| {
+                let v = value(&cx, &v)?;
+                on_bucket(&cx, &b, |kv, ns, b| kv.set(ns, b, k, v))
+            });
+            Ok((r,))
+        },
+    )?;
+    store.func_wrap(
+        "[method]bucket.delete",
+        |cx, (b, k): (Resource<Bucket>, WasmStr)| {
+            let r = key(&cx, &k).and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.delete(ns, b, &k)));
+            Ok((r,))
+        },
+    )?;
+    store.func_wrap(
+        "[method]bucket.exists",
+        |cx, (b, k): (Resource<Bucket>, WasmStr)| {
+            let r = key(&cx, &k).and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.exists(ns, b, &k)));
+            Ok((r,))
+        },
+    )?;
+    store.func_wrap(
+        "[method]bucket.list-keys",
+        |cx, (b, cursor): (Resource<Bucket>, Option<u64>)| {
+            let r: KvResult<KeyResponse> =
+                on_bucket(&cx, &b, |kv, ns, b| kv.list_keys(ns, b, cursor));
+            Ok((r,))
+        },
+    )?;
+
+    let mut atomics = linker.instance("wasi:keyvalue/atomics@0.2.0-draft")?;
+    atomics.func_wrap(
+        "increment",
+        |cx, (b, k, delta): (Resource<Bucket>, WasmStr, u64)| {
+            let r = key(&cx, &k)
+                .and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.increment(ns, b, k, delta)));
+            Ok((r,))
+        },
+    )?;
+
+    let mut batch = linker.instance("wasi:keyvalue/batch@0.2.0-draft")?;
+    batch.func_wrap(
+        "get-many",
+        |mut cx, (b, list): (Resource<Bucket>, WasmList<WasmStr>)| {
+            let r = keys(&mut cx, &list)
+                .and_then(|keys| on_bucket(&cx, &b, |kv, ns, b| kv.get_many(ns, b, keys)));
+            Ok((r,))
+        },
+    )?;
+    batch.func_wrap(
+        "set-many",
+        |mut cx, (b, list): (Resource<Bucket>, WasmList<(WasmStr, WasmList<u8>)>)| {
+            let r = key_values(&mut cx, &list)
+                .and_then(|kvs| on_bucket(&cx, &b, |kv, ns, b| kv.set_many(ns, b, kvs)));
+            Ok((r,))
+        },
+    )?;
+    batch.func_wrap(
+        "delete-many",
+        |mut cx, (b, list): (Resource<Bucket>, WasmList<WasmStr>)| {
+            let r = keys(&mut cx, &list)
+                .and_then(|keys| on_bucket(&cx, &b, |kv, ns, b| kv.delete_many(ns, b, keys)));
+            Ok((r,))
+        },
+    )?;
+    Ok(())
+}
+
+/// The pairs of `set-many`: at most one page (1,000), each key and value within its
+/// limit, and all together within the guest's byte quota, all measured in
+/// guest memory before anything is copied.
+fn key_values(
+    cx: &mut Ctx<'_>,
+    list: &WasmList<(WasmStr, WasmList<u8>)>,
+) -> KvResult<Vec<KeyValue>> {
+    check_count(list.len())?;
+    let pairs = list
+        .iter(cx.as_context_mut())
+        .and_then(|it| it.collect::<wasmtime::Result<Vec<_>>>())
+        .map_err(|e| other(format!("unreadable key-value list: {e}")))?;
+    let quota = cx.data().enclave.kv.limits().max_bytes;
+    let mut total: u64 = 0;
+    for (k, v) in &pairs {
+        let k = k
+            .to_str(&*cx)
+            .map_err(|e| other(format!("key is not valid UTF-8: {e}")))?;
+        total = total.saturating_add((k.len() + v.len()) as u64);
+    }
+    if total > quota {
+        return Err(other(format!(
+            "set-many carries {total} bytes; this guest may keep {quota} bytes of keys and values (--kv-max-bytes)"
+        )));
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| Ok((key(cx, k)?, value(cx, v)?)))
+        .collect()
+}

@@ -1,0 +1,332 @@
+//! The public listener: accept, TLS handshake, then HTTP/2 when the client
+//! chose `h2` by ALPN and HTTP/1.1 otherwise.
+//!
+//! Every phase of a connection has a deadline, `--client-timeout`: the TLS
+//! handshake, the first request and every request head after it, the gaps
+//! in a request body while it is awaited ([`body::RequestBody`]), and any
+//! time the connection has no request in flight (HTTP/1.1 keep-alive,
+//! HTTP/2 with no open stream). A client that goes silent in any of them
+//! is let go, so silent clients cannot fill the connection cap.
+
+mod body;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use nacre_transport::Listener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use body::{BodyError, RequestBody, Tracked};
+
+use crate::app::App;
+use crate::guests::GuestBody;
+use crate::http::error;
+
+/// Connections served at once; further clients wait in the kernel backlog.
+const MAX_CONNECTIONS: usize = 4096;
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection closed for idleness may take to say goodbye
+/// (HTTP/2's GOAWAY and PING) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// A request head in all (request line and headers), as nginx allows by
+/// default (`large_client_header_buffers 4 8k`); past it, 431.
+pub const MAX_HEAD: usize = 32 << 10;
+/// One header line, or the request target; past it, 431 (414 for the
+/// target).
+pub const MAX_HEADER_LINE: usize = 8 << 10;
+
+/// Live connection counters, shown in `/enclave/debug`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ConnStats {
+    /// Connections accepted so far.
+    pub accepted: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections dropped during the TLS handshake (garbage, stalls).
+    pub failed_handshakes: AtomicU64,
+    /// Connections closed after `--client-timeout` with nothing in flight.
+    pub closed_idle: AtomicU64,
+}
+
+/// The two HTTP versions, as one future that can be asked to wind down.
+enum Conn<S>
+where
+    S: hyper::service::HttpService<Incoming>,
+{
+    H1(Pin<Box<http1::Connection<Io, S>>>),
+    H2(Pin<Box<http2::Connection<Io, S, TokioExecutor>>>),
+}
+
+type Io = TokioIo<tokio_rustls::server::TlsStream<nacre_transport::Stream>>;
+
+impl<S> Conn<S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked<GuestBody>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Conn::H1(c) => c.as_mut().graceful_shutdown(),
+            Conn::H2(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<S> Future for Conn<S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked<GuestBody>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Conn::H1(c) => c.as_mut().poll(cx),
+            Conn::H2(c) => c.as_mut().poll(cx),
+        }
+    }
+}
+
+/// How many requests a connection has in flight, and since when it has
+/// had none: what the idle deadline is measured from.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+/// One request in flight on a connection; it ends when dropped.
+pub struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Resolves once the connection has had nothing in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let wait = if self.in_flight.load(Ordering::Acquire) > 0 {
+                limit
+            } else {
+                let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+                let deadline = since + limit;
+                match deadline.checked_sub(self.opened.elapsed()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return,
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since_ms.store(ms, Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The HTTP settings every connection gets.
+struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    client_timeout: Duration,
+}
+
+impl Protocols {
+    fn new(client_timeout: Duration) -> Protocols {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // hyper starts this clock when it starts waiting for a head,
+            // so it also bounds a keep-alive connection between requests.
+            .header_read_timeout(client_timeout)
+            .max_header_size(MAX_HEAD)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(256)
+            .max_header_list_size(MAX_HEAD as u32);
+        Protocols {
+            h1,
+            h2,
+            client_timeout,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: Listener,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let protocols = Arc::new(Protocols::new(app.client_timeout()));
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            c = listener.accept() => c,
+            _ = &mut shutdown => break,
+        };
+        let stats = app.conn_stats();
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        let (acceptor, app, protocols, stop) = (
+            acceptor.clone(),
+            app.clone(),
+            protocols.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            connection(stream, peer, &acceptor, &app, &protocols, &stop).await;
+            app.conn_stats().open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    tracing::info!("listener closed; draining open connections");
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// One connection, from the TLS handshake to its close.
+async fn connection(
+    stream: nacre_transport::Stream,
+    peer: String,
+    acceptor: &TlsAcceptor,
+    app: &Arc<App>,
+    protocols: &Protocols,
+    stop: &CancellationToken,
+) {
+    let stats = app.conn_stats();
+    let limit = protocols.client_timeout;
+    let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let activity = Activity::new();
+    let svc_activity = activity.clone();
+    let svc_app = app.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let in_flight = svc_activity.begin();
+        let app = svc_app.clone();
+        async move {
+            let response = match head_too_large(&req) {
+                Some(r) => r,
+                None => {
+                    let expects_continue = req
+                        .headers()
+                        .get(http::header::EXPECT)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+                    let req = req.map(|b| RequestBody::new(b, limit, expects_continue));
+                    app.handle(req).await
+                }
+            };
+            Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
+        }
+    });
+    let io = TokioIo::new(tls);
+    let mut conn = if h2 {
+        Conn::H2(Box::pin(protocols.h2.serve_connection(io, svc)))
+    } else {
+        Conn::H1(Box::pin(protocols.h1.serve_connection(io, svc)))
+    };
+    let grace = tokio::select! {
+        ended = &mut conn => {
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        () = activity.idle_for(limit) => {
+            stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "closing a connection with nothing in flight for {limit:?}");
+            CLOSE_GRACE
+        }
+        () = stop.cancelled() => DRAIN_TIMEOUT,
+    };
+    conn.graceful_shutdown();
+    // A client that does not play along (a silent one never answers
+    // HTTP/2's closing PING) is dropped all the same.
+    let _ = tokio::time::timeout(grace, conn).await;
+}
+
+/// A request head over nginx's default limits: one header line or the
+/// target over [`MAX_HEADER_LINE`]. (The whole head is held to
+/// [`MAX_HEAD`] by hyper itself: 431 over HTTP/1.1, and over HTTP/2 by the
+/// advertised `SETTINGS_MAX_HEADER_LIST_SIZE`.)
+fn head_too_large<B>(req: &Request<B>) -> Option<Response<GuestBody>> {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_HEADER_LINE {
+        return Some(error(
+            StatusCode::URI_TOO_LONG,
+            &format!("the request target is {target} bytes; the limit is {MAX_HEADER_LINE}"),
+        ));
+    }
+    let long = req
+        .headers()
+        .iter()
+        .find(|(name, value)| name.as_str().len() + 2 + value.len() > MAX_HEADER_LINE)?;
+    Some(error(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        &format!(
+            "header {} is {} bytes; one header line may take {MAX_HEADER_LINE} bytes, and a request head {MAX_HEAD}",
+            long.0,
+            long.0.as_str().len() + 2 + long.1.len()
+        ),
+    ))
+}

@@ -23,6 +23,30 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
+step "tools the tests talk to: curl, nginx, python3"
+# Clients and servers nobody here wrote: the tests drive the system's curl
+# (HTTP/1.1 and HTTP/2), and guests fetch from nginx and Python's
+# http.server. Debian's packages, installed when missing.
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+{ [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null; } || missing+=(nginx)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt_get=(apt-get)
+  elif command -v sudo >/dev/null; then
+    apt_get=(sudo apt-get)
+  else
+    echo "error: the tests need ${missing[*]}; install them (apt-get install ${missing[*]}) and run again" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]}"
+  "${apt_get[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "curl, nginx and python3 are here"
+fi
+
 step "format"
 cargo fmt --all -- --check
 cargo fmt --manifest-path guest-examples/Cargo.toml --all -- --check

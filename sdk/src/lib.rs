@@ -10,7 +10,7 @@
 //! - [`kv`]: `wasi:keyvalue`, one private namespace per guest name, kept
 //!   across requests and redeploys.
 //! - [`attestation`]: attestation documents that name this guest's code.
-//! - [`state`]: the deployment's application state.
+//! - [`state`]: this guest's application state (one slot per guest name).
 //!
 //! ```rust,ignore
 //! use nacre_sdk::router::{Params, Router};

@@ -1,6 +1,7 @@
-//! The deployment's application state (`nacre:enclave/state`): one value
-//! shared by every guest of the enclave, and with multi-enclave sync by
-//! every enclave of the deployment (written on the leader).
+//! This guest's application state (`nacre:enclave/state`): one value per
+//! guest name, which no other guest reads or replaces, kept across
+//! redeploys of the name, and with multi-enclave sync shared by every
+//! enclave of the deployment (written on the leader).
 //!
 //! ```rust,ignore
 //! nacre_sdk::state::put(b"config v2")?;

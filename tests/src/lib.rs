@@ -11,6 +11,7 @@ use nacre_cli::guest_build::{build_guests, cargo};
 use std::time::{Duration, Instant};
 
 pub mod net;
+pub mod origins;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -344,6 +345,56 @@ impl Runtime {
             .await
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// A raw TLS connection to the runtime that offers `alpn` (none: no
+    /// ALPN extension at all) and trusts the test CA.
+    pub async fn tls(
+        &self,
+        alpn: &[&str],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = self.pki.as_ref().expect("a runtime with the test CA");
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
+    /// Runs the system's curl against this runtime (trusting the test CA,
+    /// `localhost` resolved to it) with `args`, where `URL` stands for the
+    /// runtime's base URL. Returns success, stdout and stderr.
+    pub fn curl(&self, args: &[&str]) -> (bool, String, String) {
+        let ca = self.ca_file().expect("a runtime with the test CA");
+        let url = self.url();
+        let out = Command::new("curl")
+            .arg("--silent")
+            .arg("--show-error")
+            .arg("--cacert")
+            .arg(ca)
+            .arg("--resolve")
+            .arg(format!("localhost:{}:127.0.0.1", self.addr.port()))
+            .args(args.iter().map(|a| a.replace("URL", &url)))
+            .output()
+            .expect("curl runs (the test command installs it when missing)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Everything the runtime logged so far.

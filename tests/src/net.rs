@@ -189,6 +189,12 @@ pub struct Relay {
 impl Relay {
     /// Listens on `listen` and forwards every connection to `target`.
     pub async fn start(listen: Address, target: Address) -> Relay {
+        Relay::cutting(listen, target, usize::MAX).await
+    }
+
+    /// Like [`Relay::start`], but cuts every connection (both ways, as a
+    /// hostile host would) once `limit` bytes have come back from `target`.
+    pub async fn cutting(listen: Address, target: Address, limit: usize) -> Relay {
         let listener = Listener::bind(&listen).await.expect("relay listen");
         let listen = listener.local_addr().unwrap();
         let recorded = Arc::new(Mutex::new(Vec::new()));
@@ -204,7 +210,10 @@ impl Relay {
                     };
                     let (ar, aw) = tokio::io::split(inner);
                     let (br, bw) = tokio::io::split(outer);
-                    tokio::join!(pump(ar, bw, rec.clone()), pump(br, aw, rec));
+                    tokio::join!(
+                        pump(ar, bw, rec.clone(), usize::MAX),
+                        pump(br, aw, rec, limit)
+                    );
                 });
             }
         });
@@ -235,18 +244,26 @@ impl Drop for Relay {
     }
 }
 
-async fn pump<R, W>(mut from: R, mut to: W, rec: Arc<Mutex<Vec<u8>>>)
+/// Copies `from` to `to` until either ends or `limit` bytes have passed;
+/// the bytes over the limit are never sent.
+async fn pump<R, W>(mut from: R, mut to: W, rec: Arc<Mutex<Vec<u8>>>, limit: usize)
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut left = limit;
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let n = n.min(left);
                 rec.lock().unwrap().extend_from_slice(&buf[..n]);
                 if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                left -= n;
+                if left == 0 {
                     break;
                 }
             }

@@ -240,10 +240,23 @@ async fn egress_is_denied_in_the_enclave_refused_by_the_proxy_and_fails_fast() {
     // Not on the guest's list: denied inside the enclave, no CONNECT.
     let before = s.proxy.metric(connects).await;
     let (status, body) = s
-        .fetch(&format!("https://localhost:{proxy_only_port}/"))
+        .fetch(&format!(
+            "https://user:PASSWORD-77@localhost:{proxy_only_port}/denied/path?token=SECRET-QUERY-5150"
+        ))
         .await;
     assert_eq!(status, 502);
     assert!(body.contains("HttpRequestDenied"), "{body}");
+    // The log (which the host can read) names where, never the query or
+    // user info, where tokens travel.
+    let log = s.rt.log();
+    assert!(
+        log.contains(&format!("https://localhost:{proxy_only_port}/denied/path")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("SECRET-QUERY") && !log.contains("PASSWORD-77"),
+        "{log}"
+    );
     // Plain http:// needs an http:// rule even for an allowed host:port.
     let (status, body) = s
         .fetch(&format!("http://localhost:{}/", s.origin.port))

@@ -5,10 +5,13 @@
 mod admin;
 mod attestation;
 mod cli;
+mod connections;
 mod egress;
 mod faults;
 mod hostproxy;
 mod keyvalue;
+mod limits;
 mod load;
+mod origins;
 mod serving;
 mod transport;

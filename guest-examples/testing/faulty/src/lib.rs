@@ -8,6 +8,9 @@
 //! - `/membomb`: allocates until memory runs out (the allocator aborts)
 //! - `/grow`: asks for 1 GiB more memory at once and reports what
 //!   `memory.grow` returned (-1: refused)
+//! - `/touch?MIB,MS`: allocates MIB MiB, writes every page, holds it for
+//!   MS milliseconds, then 200 (the allocator aborts, a trap, when memory
+//!   is refused)
 //! - `/body`: reads the whole body and answers its length
 //! - `/log`: writes a line to stdout and one to stderr
 
@@ -72,6 +75,18 @@ impl wasip2::exports::http::incoming_handler::Guest for Faulty {
                 let pages = (1usize << 30) / 65536;
                 let r = core::arch::wasm32::memory_grow(0, pages) as isize;
                 respond(out, 200, &format!("memory.grow returned {r}"));
+            }
+            "/touch" => {
+                let (mib, ms) = query.split_once(',').unwrap_or((query, "0"));
+                let mib: usize = mib.parse().unwrap_or(1);
+                let ms: u64 = ms.parse().unwrap_or(0);
+                let mut hoard = vec![0u8; mib << 20];
+                for page in hoard.chunks_mut(4096) {
+                    page[0] = 1;
+                }
+                std::hint::black_box(&hoard);
+                wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                respond(out, 200, &format!("touched {mib} MiB"));
             }
             "/body" => match body_len(&request) {
                 Ok(n) => respond(out, 200, &n.to_string()),

@@ -7,6 +7,7 @@
 //! - `PUT /state` (body = value), `GET /state`: this guest's state slot.
 //! - `POST /state-bomb/:mib/:times`: hands `state.put` a list of `mib` MiB
 //!   of fresh, untouched memory `times` times; answers what came back.
+//! - `POST /kv-bomb/:mib/:times`: the same with a key-value `set`.
 
 use nacre_sdk::kv::Store;
 use nacre_sdk::router::{Params, Router, status};
@@ -74,32 +75,45 @@ async fn state_get(_req: Request<Body>, _p: Params) -> Result<Response<Body>, Er
     }
 }
 
-async fn state_bomb(_req: Request<Body>, p: Params) -> Result<Response<Body>, Error> {
-    let mib: usize = p.get("mib").and_then(|n| n.parse().ok()).unwrap_or(1);
-    let times: usize = p.get("times").and_then(|n| n.parse().ok()).unwrap_or(1);
+/// `mib` MiB of fresh pages from memory.grow: zero and untouched, so the
+/// list costs this guest nothing resident; only a host that copies it pays.
+fn fresh(mib: usize) -> Option<&'static [u8]> {
     let len = mib << 20;
-    // Fresh pages from memory.grow are zero and untouched: the list costs
-    // this guest nothing resident, only a host that copies it pays.
-    let pages = len.div_ceil(65536);
-    let first = core::arch::wasm32::memory_grow(0, pages);
+    let first = core::arch::wasm32::memory_grow(0, len.div_ceil(65536));
     if first == usize::MAX {
-        return status(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "memory.grow refused\n".into(),
-        );
+        return None;
     }
     // SAFETY: the pages were just added to linear memory, are zeroed and
-    // belong to no allocation.
-    let list = unsafe { std::slice::from_raw_parts((first * 65536) as *const u8, len) };
-    let mut answers = Vec::new();
-    for _ in 0..times {
-        answers.push(match nacre_sdk::state::put(list) {
-            Ok(()) => "stored".to_string(),
-            Err(e) => e.to_string(),
-        });
-    }
+    // belong to no allocation; nothing else ever uses them.
+    Some(unsafe { std::slice::from_raw_parts((first * 65536) as *const u8, len) })
+}
+
+/// Calls `f` with a `mib` MiB list `times` times; answers the distinct
+/// results.
+fn bomb(p: &Params, f: impl Fn(&[u8]) -> String) -> Result<Response<Body>, Error> {
+    let mib: usize = p.get("mib").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let times: usize = p.get("times").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let Some(list) = fresh(mib) else {
+        return status(StatusCode::INSUFFICIENT_STORAGE, "memory.grow refused\n".into());
+    };
+    let mut answers: Vec<String> = (0..times).map(|_| f(list)).collect();
     answers.dedup();
     Ok(Response::new(format!("{}\n", answers.join(",")).into()))
+}
+
+async fn state_bomb(_req: Request<Body>, p: Params) -> Result<Response<Body>, Error> {
+    bomb(&p, |list| match nacre_sdk::state::put(list) {
+        Ok(()) => "stored".to_string(),
+        Err(e) => e.to_string(),
+    })
+}
+
+async fn kv_bomb(_req: Request<Body>, p: Params) -> Result<Response<Body>, Error> {
+    let store = Store::open("bomb")?;
+    bomb(&p, |list| match store.set("k", list) {
+        Ok(()) => "stored".to_string(),
+        Err(e) => e.to_string(),
+    })
 }
 
 async fn handle(req: Request<Body>) -> Result<Response<Body>, Error> {
@@ -111,6 +125,7 @@ async fn handle(req: Request<Body>) -> Result<Response<Body>, Error> {
         .route(nacre_sdk::wstd::http::Method::PUT, "/state", state_put)
         .get("/state", state_get)
         .post("/state-bomb/:mib/:times", state_bomb)
+        .post("/kv-bomb/:mib/:times", kv_bomb)
         .handle(req)
         .await
 }

@@ -10,20 +10,22 @@
 //! HTTP/1.1 or, when the origin offers it by ALPN, HTTP/2.
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Uri;
 use http::uri::Scheme;
-use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nacre_transport::tunnel::{self, Target, TunnelError};
 use nacre_transport::{Address, AllowList, AllowRule};
+
+use self::body::TimedBody;
+use self::io::Lenient;
+
+mod body;
+mod io;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
@@ -167,6 +169,7 @@ impl Egress {
             })?;
 
         let mut conn = Box::into_pin(conn);
+        set_authority(&sender, &mut request)?;
         if matches!(sender, Sender::Http1(_)) {
             // HTTP/1.1 wants origin-form; h2 takes scheme and authority
             // from the full URI.
@@ -257,7 +260,9 @@ impl Egress {
             .connect(name, stream)
             .await
             .map_err(tls_error)?;
-        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let tls = Lenient(tls);
+        if h2 {
             let (sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                     .await
@@ -276,6 +281,28 @@ fn loggable(uri: &Uri) -> String {
     let host = uri.host().unwrap_or("");
     let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
     format!("{scheme}://{host}{port}{}", uri.path())
+}
+
+/// The request names exactly the authority the policy allowed, once:
+/// `Host` over HTTP/1.1, only `:authority` over HTTP/2, where a `host`
+/// header beside it makes servers such as nginx answer 400 ("client sent
+/// duplicate host header").
+fn set_authority(sender: &Sender, request: &mut http::Request<WasiBody>) -> Result<(), Error> {
+    match sender {
+        Sender::Http2(_) => {
+            request.headers_mut().remove(http::header::HOST);
+        }
+        Sender::Http1(_) => {
+            let authority = request
+                .uri()
+                .authority()
+                .ok_or(Error::HttpRequestUriInvalid)?;
+            let host = http::HeaderValue::from_str(authority.as_str())
+                .map_err(|_| Error::HttpRequestUriInvalid)?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+    Ok(())
 }
 
 type Conn = dyn Future<Output = Result<(), hyper::Error>> + Send;
@@ -321,54 +348,6 @@ impl Sender {
             Sender::Http1(mut s) => s.send_request(request).await,
             Sender::Http2(mut s) => s.send_request(request).await,
         }
-    }
-}
-
-/// A response body that fails when the origin goes quiet between frames.
-/// The clock runs only while the guest is actually waiting for a frame, so
-/// a guest that pauses between reads is not blamed on the origin.
-struct TimedBody {
-    inner: Incoming,
-    between: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    waiting: bool,
-}
-
-impl Body for TimedBody {
-    type Data = Bytes;
-    type Error = Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                self.waiting = false;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                if !self.waiting {
-                    self.waiting = true;
-                    let next = tokio::time::Instant::now() + self.between;
-                    self.timer.as_mut().reset(next);
-                }
-                match self.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

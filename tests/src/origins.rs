@@ -1,0 +1,185 @@
+//! Origins nobody here wrote, for guests to fetch from: Python's
+//! `http.server` wrapped in TLS, and nginx from the distribution. Our own
+//! hyper on both ends of a connection hid bugs that these found at once.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{TestPki, root, temp_dir};
+
+/// The body both origins serve for `path` with `n` pattern bytes: the path,
+/// a newline, then `0123456789abcdef` repeated (tests/origins/https_origin.py).
+pub fn pattern_body(path: &str, n: usize) -> Vec<u8> {
+    let mut out = format!("{path}\n").into_bytes();
+    out.extend(b"0123456789abcdef".iter().cycle().take(n));
+    out
+}
+
+/// `python3 tests/origins/https_origin.py` on a loopback port, with a
+/// `localhost` certificate from a fresh test CA; killed on drop.
+pub struct PythonOrigin {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// The CA that signed its certificate.
+    pub pki: TestPki,
+}
+
+impl PythonOrigin {
+    /// Starts the origin and waits for its port.
+    pub fn start() -> PythonOrigin {
+        let pki = TestPki::generate();
+        let mut child = Command::new("python3")
+            .arg(root().join("tests/origins/https_origin.py"))
+            .arg(pki.dir.join("cert.pem"))
+            .arg(pki.dir.join("key.pem"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs (the test command installs it when missing)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the origin prints its port");
+        let port = line.trim().parse().expect("a port number");
+        PythonOrigin { child, port, pki }
+    }
+}
+
+impl Drop for PythonOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx on two loopback ports, one offering HTTP/2 and HTTP/1.1 by ALPN,
+/// one HTTP/1.1 only, with a `localhost` certificate from a fresh test CA.
+///
+/// - `/length.bin`: a static file (Content-Length)
+/// - `/chunked.shtml`: the same bytes through SSI, which drops the length
+///   (chunked over HTTP/1.1, DATA frames over HTTP/2)
+pub struct Nginx {
+    child: Child,
+    /// The port offering `h2` and `http/1.1`.
+    pub h2_port: u16,
+    /// The port offering `http/1.1` only.
+    pub h1_port: u16,
+    /// The CA that signed its certificate.
+    pub pki: TestPki,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Pattern bytes in each file nginx serves.
+    pub const SIZE: usize = 200_000;
+
+    /// The body of `path` (`/length.bin` or `/chunked.shtml`).
+    pub fn body(path: &str) -> Vec<u8> {
+        pattern_body(path, Nginx::SIZE)
+    }
+
+    /// Starts nginx in the foreground (no master process, so no user
+    /// switch when run as root) and waits until both ports answer.
+    pub fn start() -> Nginx {
+        let pki = TestPki::generate();
+        let dir = temp_dir("nginx");
+        let html = dir.join("html");
+        std::fs::create_dir_all(&html).unwrap();
+        std::fs::write(html.join("length.bin"), Nginx::body("/length.bin")).unwrap();
+        // An SSI directive that prints nothing: the file's bytes, no length.
+        let mut shtml = b"<!--# set var=\"x\" value=\"\" -->".to_vec();
+        shtml.extend(Nginx::body("/chunked.shtml"));
+        std::fs::write(html.join("chunked.shtml"), shtml).unwrap();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (h2_port, h1_port) = (free(), free());
+        let d = dir.display();
+        let p = pki.dir.display();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    ssl_certificate {p}/cert.pem;
+    ssl_certificate_key {p}/key.pem;
+    root {d}/html;
+    types {{ text/html shtml; application/octet-stream bin; }}
+    server {{ listen 127.0.0.1:{h2_port} ssl http2; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
+    server {{ listen 127.0.0.1:{h1_port} ssl; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
+}}
+"#
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nginx runs (the test command installs it when missing)");
+        let nginx = Nginx {
+            child,
+            h2_port,
+            h1_port,
+            pki,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in [h2_port, h1_port] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "nginx did not listen on {port}:\n{}",
+                    nginx.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        nginx
+    }
+
+    /// nginx's error log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- nginx error log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Debian installs nginx under /usr/sbin, which a user's PATH may lack.
+fn nginx_binary() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("nginx"))
+}

@@ -94,7 +94,10 @@ fn bomb(p: &Params, f: impl Fn(&[u8]) -> String) -> Result<Response<Body>, Error
     let mib: usize = p.get("mib").and_then(|n| n.parse().ok()).unwrap_or(1);
     let times: usize = p.get("times").and_then(|n| n.parse().ok()).unwrap_or(1);
     let Some(list) = fresh(mib) else {
-        return status(StatusCode::INSUFFICIENT_STORAGE, "memory.grow refused\n".into());
+        return status(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "memory.grow refused\n".into(),
+        );
     };
     let mut answers: Vec<String> = (0..times).map(|_| f(list)).collect();
     answers.dedup();

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nacre_transport::{Address, Listener, connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{TestPki, bin, capture_stderr};
+use crate::{Runtime, TestPki, bin, capture_stderr};
 
 /// A running `nacre-host-proxy`; killed on drop.
 pub struct HostProxy {
@@ -270,6 +270,86 @@ where
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// `unix:DIR/NAME`.
+pub fn unix_in(dir: &std::path::Path, name: &str) -> String {
+    format!("unix:{}", dir.join(name).display())
+}
+
+/// Percent-encodes all but unreserved characters: a URL as a query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The production layout on loopback: a real host proxy, and a runtime
+/// behind it on unix sockets (as the enclave is on vsock) whose egress
+/// passes a recording relay on its way to the proxy's CONNECT socket.
+pub struct Stack {
+    /// The host proxy (inbound, egress, metrics on loopback TCP).
+    pub proxy: HostProxy,
+    /// The runtime; its clients go through the proxy.
+    pub rt: Runtime,
+    /// The relay on the egress link.
+    pub relay: Relay,
+}
+
+impl Stack {
+    /// `wrapper` runs the runtime (e.g. `unshare -n`); `allow` are the
+    /// proxy's `--egress-allow` rules (names may resolve to loopback, where
+    /// test origins live); `extra_ca` is the runtime's `--extra-ca`; the
+    /// relay cuts each connection once `cut_after` bytes came back, if set.
+    pub async fn start(
+        wrapper: &[&str],
+        allow: &[String],
+        extra_ca: &str,
+        cut_after: Option<usize>,
+    ) -> Stack {
+        let dir = crate::temp_dir("stack");
+        let mut args = vec![
+            "--inbound".to_string(),
+            format!("tcp://127.0.0.1:0={}", unix_in(&dir, "runtime.sock")),
+            "--egress-listen".into(),
+            unix_in(&dir, "egress.sock"),
+            "--metrics-listen".into(),
+            "tcp://127.0.0.1:0".into(),
+            "--egress-allow-private".into(),
+        ];
+        for a in allow {
+            args.extend(["--egress-allow".to_string(), a.clone()]);
+        }
+        let proxy = HostProxy::start(&args);
+        let relay = Relay::cutting(
+            unix_in(&dir, "relay-egress.sock").parse().unwrap(),
+            proxy.egress.clone().expect("an egress listener"),
+            cut_after.unwrap_or(usize::MAX),
+        )
+        .await;
+        let mut rt = Runtime::start_behind(
+            wrapper,
+            &unix_in(&dir, "runtime.sock"),
+            &[
+                "--egress",
+                &relay.listen.to_string(),
+                "--extra-ca",
+                extra_ca,
+            ],
+        );
+        rt.via(proxy.inbound_tcp());
+        Stack { proxy, rt, relay }
+    }
+
+    /// `GET /fetch/?url=URL` through the whole stack (the `fetch` guest).
+    pub async fn fetch(&self, url: &str) -> (u16, String) {
+        self.rt
+            .get(&format!("/fetch/?url={}", urlencode(url)))
+            .await
+    }
 }
 
 /// Whether `needle` occurs in `hay`.

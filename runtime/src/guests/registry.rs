@@ -133,6 +133,19 @@ impl Snapshot {
     pub fn guests(&self) -> impl Iterator<Item = &Arc<Guest>> {
         self.guests.values()
     }
+
+    fn is_starting(&self, name: &GuestName) -> bool {
+        self.starting.iter().any(|c| &c.name == name)
+    }
+
+    /// The boot guests still starting, but for `name`.
+    fn starting_but(&self, name: &GuestName) -> Vec<Arc<GuestConfig>> {
+        self.starting
+            .iter()
+            .filter(|c| &c.name != name)
+            .cloned()
+            .collect()
+    }
 }
 
 /// The manifest of SPEC §5 (guests sorted by name, canonical JSON):
@@ -278,13 +291,8 @@ impl Registry {
     pub async fn abandon_boot(&self, name: &GuestName) {
         let _w = self.write.lock().await;
         let cur = self.current.load();
-        if cur.starting.iter().any(|c| &c.name == name) {
-            let starting = cur
-                .starting
-                .iter()
-                .filter(|c| &c.name != name)
-                .cloned()
-                .collect();
+        if cur.is_starting(name) {
+            let starting = cur.starting_but(name);
             self.current
                 .store(Arc::new(Snapshot::new(cur.guests.clone(), starting)));
         }
@@ -309,7 +317,7 @@ impl Registry {
         let _w = self.write.lock().await;
         let cur = self.current.load();
         let name = &config.name;
-        if source == Source::Boot && !cur.starting.iter().any(|c| &c.name == name) {
+        if source == Source::Boot && !cur.is_starting(name) {
             return Err(DeployError::Superseded(name.to_string()));
         }
         if let Some(other) = cur
@@ -342,12 +350,7 @@ impl Registry {
         let name = &guest.config.name;
         let mut guests = cur.guests.clone();
         let replaced = guests.insert(name.clone(), guest.clone()).is_some();
-        let starting = cur
-            .starting
-            .iter()
-            .filter(|c| &c.name != name)
-            .cloned()
-            .collect();
+        let starting = cur.starting_but(name);
         self.current
             .store(Arc::new(Snapshot::new(guests, starting)));
         drop(_w);
@@ -368,15 +371,10 @@ impl Registry {
         let cur = self.current.load();
         let mut guests = cur.guests.clone();
         let was_guest = guests.remove(name).is_some();
-        let starting: Vec<_> = cur
-            .starting
-            .iter()
-            .filter(|c| &c.name != name)
-            .cloned()
-            .collect();
-        if !was_guest && starting.len() == cur.starting.len() {
+        if !was_guest && !cur.is_starting(name) {
             return false;
         }
+        let starting = cur.starting_but(name);
         self.current
             .store(Arc::new(Snapshot::new(guests, starting)));
         drop(_w);

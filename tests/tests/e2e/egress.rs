@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use nacre_tests::net::{HostProxy, Origin, Relay, contains};
+use nacre_tests::net::{self, HostProxy, Origin, Relay, contains, unix_in as unix, urlencode};
 use nacre_tests::{Runtime, TOKEN, guest, temp_dir};
 
 /// Host proxy + runtime on unix sockets, and an origin for `fetch`.
@@ -12,58 +12,31 @@ struct Stack {
     proxy: HostProxy,
     rt: Runtime,
     origin: Origin,
-}
-
-fn unix(dir: &std::path::Path, name: &str) -> String {
-    format!("unix:{}", dir.join(name).display())
+    _relay: Relay,
 }
 
 impl Stack {
-    /// The proxy allows `localhost:ORIGIN` plus `proxy_allow`; the
-    /// runtime's `--egress` goes to `egress` (default: the proxy).
+    /// The proxy allows `localhost:ORIGIN` plus `proxy_allow`.
     async fn start(wrapper: &[&str], h2: bool, proxy_allow: &[String]) -> Stack {
         let origin = Origin::start(h2).await;
-        let dir = temp_dir("stack");
-        let mut args = vec![
-            "--inbound".to_string(),
-            format!("tcp://127.0.0.1:0={}", unix(&dir, "runtime.sock")),
-            "--egress-listen".into(),
-            unix(&dir, "egress.sock"),
-            "--metrics-listen".into(),
-            "tcp://127.0.0.1:0".into(),
-            "--egress-allow".into(),
-            format!("localhost:{}", origin.port),
-            // Test origins live on loopback.
-            "--egress-allow-private".into(),
-        ];
-        for a in proxy_allow {
-            args.extend(["--egress-allow".to_string(), a.clone()]);
+        let mut allow = vec![format!("localhost:{}", origin.port)];
+        allow.extend_from_slice(proxy_allow);
+        let net::Stack { proxy, rt, relay } =
+            net::Stack::start(wrapper, &allow, &origin.ca_file(), None).await;
+        Stack {
+            proxy,
+            rt,
+            origin,
+            _relay: relay,
         }
-        let proxy = HostProxy::start(&args);
-        let egress = unix(&dir, "egress.sock");
-        let mut rt = Runtime::start_behind(
-            wrapper,
-            &unix(&dir, "runtime.sock"),
-            &["--egress", &egress, "--extra-ca", &origin.ca_file()],
-        );
-        rt.via(proxy.inbound_tcp());
-        Stack { proxy, rt, origin }
     }
 
     /// `GET /fetch/?url=URL` through the whole stack.
     async fn fetch(&self, url: &str) -> (u16, String) {
-        let q: String = urlencode(url);
-        self.rt.get(&format!("/fetch/?url={q}")).await
+        self.rt
+            .get(&format!("/fetch/?url={}", urlencode(url)))
+            .await
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A loopback port nothing listens on.

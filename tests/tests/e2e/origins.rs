@@ -5,72 +5,36 @@
 //! as the egress tests run it. Every fetch must bring the whole body back,
 //! however the origin closes afterwards.
 
-use nacre_tests::net::{HostProxy, Relay};
+use nacre_tests::guest;
+use nacre_tests::net::{Stack, urlencode};
 use nacre_tests::origins::{Nginx, PythonOrigin, pattern_body};
-use nacre_tests::{Runtime, guest, temp_dir};
 
 /// Fetches through this many times each.
 const ROUNDS: usize = 20;
 
-fn unix(dir: &std::path::Path, name: &str) -> String {
-    format!("unix:{}", dir.join(name).display())
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Both origins, and a stack whose egress reaches them through a relay
+/// that cuts each connection after `cut_after` bytes, if set.
+async fn start(cut_after: Option<usize>) -> (PythonOrigin, Nginx, Stack) {
+    let python = PythonOrigin::start();
+    let nginx = Nginx::start();
+    let ca = nacre_tests::temp_dir("origins").join("cas.pem");
+    std::fs::write(&ca, python.pki.ca_pem.clone() + &nginx.pki.ca_pem).unwrap();
+    let ports = [python.port, nginx.h2_port, nginx.h1_port];
+    let allow: Vec<String> = ports.iter().map(|p| format!("localhost:{p}")).collect();
+    let stack = Stack::start(&[], &allow, &ca.display().to_string(), cut_after).await;
+    let query: Vec<String> = allow.iter().map(|a| format!("allow={a}")).collect();
+    stack
+        .rt
+        .deploy_ok("fetch", &guest("fetch"), &query.join("&"))
+        .await;
+    (python, nginx, stack)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn guests_fetch_whole_bodies_from_python_and_nginx() {
-    let python = PythonOrigin::start();
-    let nginx = Nginx::start();
-    let dir = temp_dir("origins");
-    let ca = dir.join("cas.pem");
-    let pem = |pki: &nacre_tests::TestPki| pki.ca_pem.clone();
-    std::fs::write(&ca, pem(&python.pki) + &pem(&nginx.pki)).unwrap();
-    let ports = [python.port, nginx.h2_port, nginx.h1_port];
-
-    let mut args = vec![
-        "--inbound".to_string(),
-        format!("tcp://127.0.0.1:0={}", unix(&dir, "runtime.sock")),
-        "--egress-listen".into(),
-        unix(&dir, "egress.sock"),
-        "--egress-allow-private".into(),
-    ];
-    for p in ports {
-        args.extend(["--egress-allow".to_string(), format!("localhost:{p}")]);
-    }
-    let proxy = HostProxy::start(&args);
-    // The relay of the egress tests: its closing order (it shuts down one
-    // direction when the other ends) is what made the races show.
-    let relay = Relay::start(
-        unix(&dir, "relay-egress.sock").parse().unwrap(),
-        proxy.egress.clone().unwrap(),
-    )
-    .await;
-    let mut rt = Runtime::start_behind(
-        &[],
-        &unix(&dir, "runtime.sock"),
-        &[
-            "--egress",
-            &relay.listen.to_string(),
-            "--extra-ca",
-            &ca.display().to_string(),
-        ],
-    );
-    rt.via(proxy.inbound_tcp());
-    let allow: Vec<String> = ports
-        .iter()
-        .map(|p| format!("allow=localhost:{p}"))
-        .collect();
-    rt.deploy_ok("fetch", &guest("fetch"), &allow.join("&"))
-        .await;
-
+    // The relay's closing order (it shuts one direction when the other
+    // ends) is what made the races show.
+    let (python, nginx, stack) = start(None).await;
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     for kind in ["length", "chunked", "close"] {
         for n in [0, 100, 200_000] {
@@ -86,12 +50,12 @@ async fn guests_fetch_whole_bodies_from_python_and_nginx() {
         }
     }
 
-    let client = rt.client();
+    let client = stack.rt.client();
     let mut failures = Vec::new();
     for (url, want) in &cases {
         for _ in 0..ROUNDS {
             let r = client
-                .get(format!("{}/fetch/?url={}", rt.url(), urlencode(url)))
+                .get(format!("{}/fetch/?url={}", stack.rt.url(), urlencode(url)))
                 .send()
                 .await
                 .unwrap();
@@ -112,7 +76,7 @@ async fn guests_fetch_whole_bodies_from_python_and_nginx() {
         failures.len(),
         cases.len() * ROUNDS,
         failures.join("\n"),
-        rt.log()
+        stack.rt.log()
     );
     // nginx saw every request, none refused as malformed.
     assert!(!nginx.log().contains("client sent"), "{}", nginx.log());
@@ -124,52 +88,15 @@ async fn guests_fetch_whole_bodies_from_python_and_nginx() {
 /// close_notify.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_cut_short_by_the_host_is_an_error_for_the_guest() {
-    let python = PythonOrigin::start();
-    let nginx = Nginx::start();
-    let dir = temp_dir("cut");
-    let ca = dir.join("cas.pem");
-    std::fs::write(&ca, python.pki.ca_pem.clone() + &nginx.pki.ca_pem).unwrap();
-    let mut args = vec![
-        "--inbound".to_string(),
-        format!("tcp://127.0.0.1:0={}", unix(&dir, "runtime.sock")),
-        "--egress-listen".into(),
-        unix(&dir, "egress.sock"),
-        "--egress-allow-private".into(),
-    ];
-    for p in [python.port, nginx.h2_port] {
-        args.extend(["--egress-allow".to_string(), format!("localhost:{p}")]);
-    }
-    let proxy = HostProxy::start(&args);
     // Past the CONNECT answer and the TLS handshake, well inside the body.
-    let relay = Relay::cutting(
-        unix(&dir, "relay-egress.sock").parse().unwrap(),
-        proxy.egress.clone().unwrap(),
-        60_000,
-    )
-    .await;
-    let mut rt = Runtime::start_behind(
-        &[],
-        &unix(&dir, "runtime.sock"),
-        &[
-            "--egress",
-            &relay.listen.to_string(),
-            "--extra-ca",
-            &ca.display().to_string(),
-        ],
-    );
-    rt.via(proxy.inbound_tcp());
-    let allow = format!(
-        "allow=localhost:{}&allow=localhost:{}",
-        python.port, nginx.h2_port
-    );
-    rt.deploy_ok("fetch", &guest("fetch"), &allow).await;
+    let (python, nginx, stack) = start(Some(60_000)).await;
     for url in [
         format!("https://localhost:{}/length/200000", python.port),
         format!("https://localhost:{}/chunked/200000", python.port),
         format!("https://localhost:{}/length.bin", nginx.h2_port),
         format!("https://localhost:{}/chunked.shtml", nginx.h2_port),
     ] {
-        let (status, body) = rt.get(&format!("/fetch/?url={}", urlencode(&url))).await;
+        let (status, body) = stack.fetch(&url).await;
         assert_eq!(
             status,
             502,

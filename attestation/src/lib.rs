@@ -17,7 +17,6 @@ mod cose;
 mod dev;
 mod document;
 mod error;
-mod manifest;
 mod userdata;
 mod verify;
 
@@ -26,7 +25,6 @@ pub use cose::CoseSign1;
 pub use dev::{DevError, DevSigner, DocumentRequest};
 pub use document::{Document, MAX_CABUNDLE, MAX_DOCUMENT, MAX_FIELD, MAX_PCRS};
 pub use error::VerifyError;
-pub use manifest::{MANIFEST_VERSION, Manifest, ManifestEntry, ManifestError, strip_route};
 pub use userdata::{GuestBinding, RuntimeBinding};
 pub use verify::{Verified, Verifier, aws_root_der};
 

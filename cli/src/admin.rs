@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use nacre_api::{GuestInfo, paths};
+
 use crate::client::{TrustArgs, connect_error, fail};
 
 /// Upload a component as guest NAME (creates or atomically replaces it).
@@ -69,13 +71,13 @@ pub async fn deploy(
     file: &std::path::Path,
     route: Option<&str>,
     allow: &[String],
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<GuestInfo> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut query: Vec<(&str, &str)> = allow.iter().map(|a| ("allow", a.as_str())).collect();
     if let Some(r) = route {
         query.push(("route", r));
     }
-    let endpoint = format!("{}/enclave/guests/{name}", url.trim_end_matches('/'));
+    let endpoint = format!("{}{}/{name}", url.trim_end_matches('/'), paths::GUESTS);
     let resp = client
         .put(&endpoint)
         .query(&query)
@@ -98,7 +100,11 @@ impl GuestsCmd {
     pub async fn execute(self) -> anyhow::Result<()> {
         let client = self.trust.client()?;
         let resp = client
-            .get(format!("{}/enclave/guests", self.url.trim_end_matches('/')))
+            .get(format!(
+                "{}{}",
+                self.url.trim_end_matches('/'),
+                paths::GUESTS
+            ))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -106,7 +112,7 @@ impl GuestsCmd {
         if !resp.status().is_success() {
             return Err(fail(resp).await.context("listing guests"));
         }
-        let list: serde_json::Value = resp.json().await?;
+        let list: Vec<GuestInfo> = resp.json().await?;
         println!("{}", serde_json::to_string_pretty(&list)?);
         Ok(())
     }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use clap::Args;
-use nacre_attestation::{Manifest, RuntimeBinding, Verified, Verifier};
+use nacre_api::{Manifest, NONCE_LEN, paths};
+use nacre_attestation::{RuntimeBinding, Verified, Verifier};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -55,7 +56,7 @@ impl AttestCmd {
         let mut last_err = None;
         for _ in 0..2 {
             let (verified, binding) = attest_once(&client, base, &verifier).await?;
-            let (manifest, cert) = get(&client, base, "/enclave/manifest").await?;
+            let (manifest, cert) = get(&client, base, paths::MANIFEST).await?;
             check_cert(&binding, &cert)?;
             if <[u8; 32]>::from(Sha256::digest(&manifest)) != binding.manifest_sha256 {
                 last_err = Some(anyhow!(
@@ -82,9 +83,9 @@ async fn attest_once(
     base: &str,
     verifier: &Verifier,
 ) -> anyhow::Result<(Verified, RuntimeBinding)> {
-    let mut nonce = [0u8; 20];
+    let mut nonce = [0u8; NONCE_LEN];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let path = format!("/enclave/attestation?nonce={}", hex::encode(nonce));
+    let path = format!("{}?nonce={}", paths::ATTESTATION, hex::encode(nonce));
     let (body, cert) = get(client, base, &path).await?;
     let doc = base64::engine::general_purpose::STANDARD
         .decode(body.trim_ascii())

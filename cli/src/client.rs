@@ -156,14 +156,13 @@ impl ServerCertVerifier for PresentedKey {
     }
 }
 
-/// Reads an error response's `{"error": ...}` message, or its raw text.
+/// Reads an error response's message ([`nacre_api::ErrorBody`]), or its
+/// raw text.
 pub async fn fail(resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let msg = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or(text);
+    let body = resp.bytes().await.unwrap_or_default();
+    let msg = nacre_api::ErrorBody::message(&body)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
     anyhow::anyhow!("{status}: {msg}")
 }
 

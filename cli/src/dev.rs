@@ -215,11 +215,8 @@ impl DevCmd {
         for ((name, _), path) in EXAMPLES.iter().zip(&wasm) {
             let guest_allow: &[String] = if *name == "fetch" { &allow } else { &[] };
             let info = deploy(&client, &url, &token, name, path, None, guest_allow).await?;
-            eprintln!(
-                "deployed {name}: sha256 {}",
-                info["sha256"].as_str().unwrap_or("?")
-            );
-            shas.push(info["sha256"].as_str().unwrap_or_default().to_string());
+            eprintln!("deployed {name}: sha256 {}", info.sha256);
+            shas.push(info.sha256);
         }
         let hello_sha = &shas[0];
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nacre_transport::tunnel::{self, Target, TunnelError};
+use nacre_transport::tunnel::{self, Status, Target, TunnelError};
 use nacre_transport::{AllowList, Listener, Stream};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
@@ -34,9 +34,11 @@ pub async fn serve(listener: Listener, policy: Arc<Policy>, limits: Limits, task
     loop {
         let (mut enclave, _) = listener.accept().await;
         let Some(admitted) = limits.admit(Kind::Egress) else {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), tunnel::respond(&mut enclave, 503))
-                    .await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tunnel::respond(&mut enclave, Status::Unavailable),
+            )
+            .await;
             continue;
         };
         let policy = policy.clone();
@@ -59,7 +61,7 @@ async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
         Ok(Err(e)) => {
             tracing::info!(error = %e, "egress: bad request");
             metrics.refused(Kind::Egress, "malformed");
-            let _ = tunnel::respond(&mut enclave, 400).await;
+            let _ = tunnel::respond(&mut enclave, Status::BadRequest).await;
             return;
         }
     };
@@ -68,7 +70,7 @@ async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
     if !policy.allow.allows(&target.host, target.port, true) {
         tracing::info!(%target, "egress: refused, not in --egress-allow");
         metrics.refused(Kind::Egress, "not_allowed");
-        let _ = tunnel::respond(&mut enclave, 403).await;
+        let _ = tunnel::respond(&mut enclave, Status::Forbidden).await;
         return;
     }
     let dialled = tokio::time::timeout(policy.connect_timeout, dial(&target, policy))
@@ -84,17 +86,20 @@ async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
         Err(Dial::Refused(why)) => {
             tracing::info!(%target, "egress: refused, {why}");
             metrics.refused(Kind::Egress, "address_not_allowed");
-            let _ = tunnel::respond(&mut enclave, 403).await;
+            let _ = tunnel::respond(&mut enclave, Status::Forbidden).await;
             return;
         }
         Err(Dial::Failed(e)) => {
             tracing::info!(%target, error = %e, "egress: target unreachable");
             metrics.refused(Kind::Egress, "unreachable");
-            let _ = tunnel::respond(&mut enclave, 502).await;
+            let _ = tunnel::respond(&mut enclave, Status::BadGateway).await;
             return;
         }
     };
-    if tunnel::respond(&mut enclave, 200).await.is_err() {
+    if tunnel::respond(&mut enclave, Status::Established)
+        .await
+        .is_err()
+    {
         return;
     }
     tracing::debug!(%target, "egress: tunnel open");

@@ -56,9 +56,9 @@ pub async fn attestation<B>(app: &App, req: &Request<B>) -> Response<GuestBody> 
     let nonce = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "nonce")
         .map(|(_, v)| v.into_owned());
-    let nonce = match nonce.as_deref().map(parse_nonce) {
+    let nonce = match nonce.as_deref().map(nacre_api::parse_nonce) {
         Some(Ok(n)) => n,
-        Some(Err(why)) => return error(StatusCode::BAD_REQUEST, &why),
+        Some(Err(why)) => return error(StatusCode::BAD_REQUEST, &why.to_string()),
         None => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -71,7 +71,7 @@ pub async fn attestation<B>(app: &App, req: &Request<B>) -> Response<GuestBody> 
         manifest_sha256: app.registry.snapshot().manifest_sha256(),
     };
     let request = DocumentRequest {
-        nonce: Some(nonce),
+        nonce: Some(nonce.to_vec()),
         user_data: Some(binding.to_bytes()),
         ..DocumentRequest::default()
     };
@@ -110,19 +110,6 @@ pub async fn attestation<B>(app: &App, req: &Request<B>) -> Response<GuestBody> 
             &format!("attestation task failed: {e}"),
         ),
     }
-}
-
-/// Exactly 40 hex digits (20 bytes), as nitriding requires.
-fn parse_nonce(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() != 40 {
-        return Err(format!(
-            "nonce must be exactly 40 hex digits (20 bytes), got {} characters",
-            s.len()
-        ));
-    }
-    hex::decode(s).map_err(|_| {
-        "nonce must be exactly 40 hex digits (20 bytes): it has a non-hex character".into()
-    })
 }
 
 fn index() -> String {

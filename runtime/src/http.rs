@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use nacre_api::ErrorBody;
 
 use crate::guests::GuestBody;
 
@@ -37,8 +38,12 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Guest
     }
 }
 
-/// `{"error": message}` with `status`: every error the runtime itself
-/// answers looks like this.
+/// `{"error": message}` ([`ErrorBody`]) with `status`: every error the
+/// runtime itself answers looks like this.
 pub fn error(status: StatusCode, message: &str) -> Response<GuestBody> {
-    json(status, &serde_json::json!({ "error": message }))
+    with_type(
+        status,
+        "application/json",
+        ErrorBody::new(message).to_bytes(),
+    )
 }

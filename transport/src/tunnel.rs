@@ -35,6 +35,64 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The answers the host proxy gives a CONNECT, and what each means to the
+/// enclave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 200: the tunnel is open.
+    Established,
+    /// 400: not a CONNECT request the proxy reads.
+    BadRequest,
+    /// 403: the target, or the address its name resolves to, is not
+    /// allowed.
+    Forbidden,
+    /// 502: the target could not be reached.
+    BadGateway,
+    /// 503: the proxy is at its connection cap.
+    Unavailable,
+    /// 504: the target did not answer in time.
+    GatewayTimeout,
+}
+
+impl Status {
+    /// The HTTP status code.
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Established => 200,
+            Status::BadRequest => 400,
+            Status::Forbidden => 403,
+            Status::BadGateway => 502,
+            Status::Unavailable => 503,
+            Status::GatewayTimeout => 504,
+        }
+    }
+
+    /// The status with this code, if it is one of these.
+    pub fn from_code(code: u16) -> Option<Status> {
+        [
+            Status::Established,
+            Status::BadRequest,
+            Status::Forbidden,
+            Status::BadGateway,
+            Status::Unavailable,
+            Status::GatewayTimeout,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Status::Established => "Connection Established",
+            Status::BadRequest => "Bad Request",
+            Status::Forbidden => "Forbidden",
+            Status::BadGateway => "Bad Gateway",
+            Status::Unavailable => "Service Unavailable",
+            Status::GatewayTimeout => "Gateway Timeout",
+        }
+    }
+}
+
 /// Why a tunnel could not be opened or accepted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -49,10 +107,10 @@ pub enum TunnelError {
     #[error("malformed CONNECT exchange: {0}")]
     Malformed(&'static str),
     /// The proxy answered with a status other than 200.
-    #[error("the egress proxy answered {status} for {target}")]
+    #[error("the egress proxy answered {} for {target}", status.code())]
     Refused {
-        /// HTTP status from the proxy: 403 not allowed, 502 unreachable.
-        status: u16,
+        /// What the proxy answered.
+        status: Status,
         /// What was asked for.
         target: Target,
     },
@@ -93,12 +151,15 @@ pub async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Err(TunnelError::Malformed("the proxy's answer is not HTTP/1.1")),
     }
-    match response.code {
-        Some(200) => Ok(()),
-        Some(status) => Err(TunnelError::Refused {
+    match response.code.map(Status::from_code) {
+        Some(Some(Status::Established)) => Ok(()),
+        Some(Some(status)) => Err(TunnelError::Refused {
             status,
             target: target.clone(),
         }),
+        Some(None) => Err(TunnelError::Malformed(
+            "the proxy answered a status it never sends",
+        )),
         None => Err(TunnelError::Malformed("the proxy's answer has no status")),
     }
 }
@@ -135,24 +196,19 @@ pub async fn accept<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Target, Tunn
     })
 }
 
-/// Server side: answers a CONNECT request with `status` (200 opens the
-/// tunnel; 400, 403, 502 and 504 close it).
-pub async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16) -> io::Result<()> {
-    let reason = match status {
-        200 => "Connection Established",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
-    };
-    let close = if status == 200 {
+/// Server side: answers a CONNECT request with `status`
+/// ([`Status::Established`] opens the tunnel; the others close it).
+pub async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: Status) -> io::Result<()> {
+    let close = if status == Status::Established {
         ""
     } else {
         "Content-Length: 0\r\nConnection: close\r\n"
     };
-    let head = format!("HTTP/1.1 {status} {reason}\r\n{close}\r\n");
+    let head = format!(
+        "HTTP/1.1 {} {}\r\n{close}\r\n",
+        status.code(),
+        status.reason()
+    );
     stream.write_all(head.as_bytes()).await?;
     stream.flush().await
 }
@@ -174,7 +230,7 @@ mod tests {
         let t = target("api.example.com", 443);
         let proxy = tokio::spawn(async move {
             let got = accept(&mut server).await.unwrap();
-            respond(&mut server, 200).await.unwrap();
+            respond(&mut server, Status::Established).await.unwrap();
             let mut rest = [0u8; 5];
             server.read_exact(&mut rest).await.unwrap();
             (got, rest)
@@ -199,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_carry_the_status() {
-        for status in [403, 502] {
+        for status in [Status::Forbidden, Status::BadGateway] {
             let (mut client, mut server) = tokio::io::duplex(1024);
             tokio::spawn(async move {
                 let _ = accept(&mut server).await;

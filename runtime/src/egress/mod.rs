@@ -18,7 +18,7 @@ use http::uri::Scheme;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use nacre_transport::tunnel::{self, Target, TunnelError};
+use nacre_transport::tunnel::{self, Status, Target, TunnelError};
 use nacre_transport::{Address, AllowList, AllowRule};
 
 use self::body::TimedBody;
@@ -241,10 +241,14 @@ impl Egress {
         tunnel::open(&mut stream, &target)
             .await
             .map_err(|e| match e {
-                TunnelError::Refused { status: 403, .. } => Error::HttpRequestDenied,
-                TunnelError::Refused { status: 502, .. } => Error::DestinationUnavailable,
-                TunnelError::Refused { status: 503, .. } => Error::ConnectionLimitReached,
-                TunnelError::Refused { status: 400, .. } => Error::HttpRequestUriInvalid,
+                TunnelError::Refused { status, .. } => match status {
+                    Status::Forbidden => Error::HttpRequestDenied,
+                    Status::BadGateway => Error::DestinationUnavailable,
+                    Status::GatewayTimeout => Error::ConnectionTimeout,
+                    Status::Unavailable => Error::ConnectionLimitReached,
+                    Status::BadRequest => Error::HttpRequestUriInvalid,
+                    Status::Established => Error::ConnectionTerminated,
+                },
                 _ => Error::ConnectionTerminated,
             })?;
         if !dest.tls {

@@ -23,6 +23,6 @@ pub use enclave::EnclaveCtx;
 pub use engine::{EngineError, GuestEngine, Limits};
 pub use invoke::{GuestBody, Outcome, invoke};
 pub use kv::KvLimits;
-pub use registry::{DeployError, Deployed, Guest, GuestInfo, Registry, Snapshot};
+pub use registry::{DeployError, Deployed, Guest, Registry, Snapshot};
 pub use share::Share;
 pub use spec::{BootGuest, GuestConfig, GuestName, Route};

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use nacre_attestation::{Manifest, ManifestEntry};
+use nacre_api::{GuestInfo, Manifest, ManifestEntry};
 use nacre_transport::{AllowList, AllowRule};
 use sha2::{Digest, Sha256};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -46,21 +46,6 @@ pub struct GuestStats {
     pub failures: AtomicU64,
     /// Requests stopped at the request timeout (504).
     pub timeouts: AtomicU64,
-}
-
-/// What the admin API reports about a guest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct GuestInfo {
-    /// Guest name.
-    pub name: String,
-    /// Lower-case hex SHA-256 of the component.
-    pub sha256: String,
-    /// Route prefix.
-    pub route: String,
-    /// Allowed outbound destinations.
-    pub allow: Vec<String>,
-    /// Component size in bytes.
-    pub size: usize,
 }
 
 impl Guest {

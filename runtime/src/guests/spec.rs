@@ -103,7 +103,7 @@ impl Route {
     /// If `path` falls under this route (on a segment boundary), the rest of
     /// it as the guest should see it, always starting with `/`.
     pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
-        nacre_attestation::strip_route(&self.0, path)
+        nacre_api::strip_route(&self.0, path)
     }
 }
 

@@ -90,7 +90,7 @@ impl Manifest {
 /// the guest sees it, always starting with `/`. Route `/` covers every path.
 ///
 /// ```
-/// use nacre_attestation::strip_route;
+/// use nacre_api::strip_route;
 /// assert_eq!(strip_route("/api", "/api/v1"), Some("/v1"));
 /// assert_eq!(strip_route("/api", "/api"), Some("/"));
 /// assert_eq!(strip_route("/api", "/apiary"), None);

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use nacre_runtime::tls::TlsIdentity;
+use nacre_runtime::tls::Identity;
 use nacre_transport::{Address, Listener};
 
 /// The same greeting as the `hello` guest's.
@@ -36,8 +36,8 @@ struct Args {
 /// Serves until killed; prints `native-hello listening on ADDR` when ready.
 fn main() -> anyhow::Result<()> {
     let args = <Args as clap::Parser>::parse();
-    let tls = TlsIdentity::from_pem_files(&args.cert, &args.key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let tls = Identity::from_pem_files(&args.cert, &args.key)?.server_config()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

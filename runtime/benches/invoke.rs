@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
             instances_per_guest: 16,
             memory_total: 1 << 30,
         },
-        EnclaveCtx::new(
+        EnclaveCtx::local(
             attester,
             KvLimits {
                 max_keys: 100,

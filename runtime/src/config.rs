@@ -30,14 +30,20 @@ pub struct Config {
     )]
     pub listen: Address,
 
-    /// Inter-enclave listener for key sync (only with --fqdn-leader).
-    #[arg(
-        long,
-        env = "NACRE_SYNC_LISTEN",
-        default_value = "vsock://any:444",
-        value_name = "ADDR"
-    )]
-    pub sync_listen: Address,
+    /// Inter-enclave listener for key sync (only with --fqdn-leader; its
+    /// default will be vsock://any:444). Refused until sync is built.
+    #[arg(long, env = "NACRE_SYNC_LISTEN", value_name = "ADDR")]
+    pub sync_listen: Option<Address>,
+
+    /// Where the other enclaves reach this one's --sync-listen, through
+    /// the host network; not trusted. Refused until sync is built.
+    #[arg(long, env = "NACRE_SYNC_ADVERTISE", value_name = "HOST:PORT")]
+    pub sync_advertise: Option<String>,
+
+    /// The host proxy's control channel (logs out of the enclave). Refused
+    /// until the control channel is built.
+    #[arg(long, env = "NACRE_CONTROL", value_name = "ADDR")]
+    pub control: Option<Address>,
 
     /// Name in the TLS certificate, e.g. app.example.com.
     #[arg(long, env = "NACRE_FQDN", value_name = "NAME")]
@@ -60,6 +66,11 @@ pub struct Config {
         conflicts_with = "tls_cert"
     )]
     pub acme_directory: Option<String>,
+
+    /// Contact address given to the ACME server. Refused until ACME is
+    /// built.
+    #[arg(long, env = "NACRE_ACME_CONTACT", value_name = "EMAIL")]
+    pub acme_contact: Option<String>,
 
     /// Attestation provider: nsm (the Nitro Security Module, /dev/nsm) or
     /// dev (a local stand-in signed by a dev CA).

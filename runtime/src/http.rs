@@ -5,10 +5,12 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use nacre_api::ErrorBody;
 
-use crate::guests::GuestBody;
+/// Response bodies as the server sends them: guests' bodies and the
+/// runtime's own.
+pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// A body from bytes already in memory.
-pub fn full(bytes: impl Into<Bytes>) -> GuestBody {
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -19,7 +21,7 @@ pub fn with_type(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<GuestBody> {
+) -> Response<ResponseBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut()
@@ -28,7 +30,7 @@ pub fn with_type(
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<GuestBody> {
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<ResponseBody> {
     match serde_json::to_vec(value) {
         Ok(v) => with_type(status, "application/json", v),
         Err(e) => error(
@@ -40,7 +42,7 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Guest
 
 /// `{"error": message}` ([`ErrorBody`]) with `status`: every error the
 /// runtime itself answers looks like this.
-pub fn error(status: StatusCode, message: &str) -> Response<GuestBody> {
+pub fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
     with_type(
         status,
         "application/json",

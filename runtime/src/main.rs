@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use nacre_runtime::app::App;
 use nacre_runtime::attest::{self, Attester};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
 use nacre_runtime::egress::Egress;
 use nacre_runtime::guests::{
     BootGuest, DeployError, EnclaveCtx, GuestEngine, KvLimits, Limits, Registry,
 };
-use nacre_runtime::tls::TlsIdentity;
+use nacre_runtime::router::{Admin, Endpoints, Guests, Router, Stats};
+use nacre_runtime::server::{self, ConnStats, Options, Security};
+use nacre_runtime::tls::Identity;
 use nacre_transport::{AllowList, Listener};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -67,11 +68,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     tracing::info!(provider = attester.kind(), "attestation ready");
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key)?,
-        _ => TlsIdentity::self_signed(&config.fqdn)?,
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+        _ => Identity::self_signed(&config.fqdn)?,
     };
-    tracing::info!(source = tls.source, sha256 = %hex::encode(tls.leaf_sha256), "TLS certificate ready");
+    tracing::info!(source = identity.source(), sha256 = %hex::encode(identity.leaf_sha256()), "TLS certificate ready");
 
     let memory_total = guest_memory_total(&config)?;
     tracing::info!(
@@ -98,7 +99,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             instances_per_guest: config.guest_instances,
             memory_total,
         },
-        EnclaveCtx::new(
+        EnclaveCtx::local(
             attester.clone(),
             KvLimits {
                 max_keys: config.kv_max_keys,
@@ -148,14 +149,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
     let bound = listener.local_addr()?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    let app = Arc::new(App::new(config, registry, tls, attester));
+    let stats = Arc::new(ConnStats::default());
+    let settings = serde_json::to_value(&config).context("cannot show the configuration")?;
+    let router = Router::new(
+        Endpoints::new(
+            identity.clone(),
+            registry.clone(),
+            attester,
+            settings,
+            config.debug.then(|| Stats::new(stats.clone())),
+        ),
+        Admin::new(config.admin_token_sha256, config.max_body, registry.clone()),
+        Guests::new(registry, config.client_timeout),
+    );
+    let security = Security::Tls(identity.server_config()?);
     // Scripts and tests read the bound address (the real port when 0 was
     // asked) from this line on stdout.
     println!("nacre-runtime listening on {bound}");
     tracing::info!(%bound, "serving");
 
-    nacre_runtime::server::serve(listener, acceptor, app, shutdown_signal()).await;
+    server::serve(
+        listener,
+        security,
+        Arc::new(router),
+        Options::new(config.client_timeout),
+        stats,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -193,8 +214,12 @@ fn guest_memory_total(config: &Config) -> anyhow::Result<u64> {
 fn refuse_unbuilt(config: &Config) -> anyhow::Result<()> {
     let unbuilt = [
         ("--acme-directory", config.acme_directory.is_some()),
+        ("--acme-contact", config.acme_contact.is_some()),
         ("--fqdn-leader", config.fqdn_leader.is_some()),
+        ("--sync-listen", config.sync_listen.is_some()),
+        ("--sync-advertise", config.sync_advertise.is_some()),
         ("--metrics-listen", config.metrics_listen.is_some()),
+        ("--control", config.control.is_some()),
     ];
     for (flag, set) in unbuilt {
         if set {

@@ -26,7 +26,7 @@ fn registry() -> Registry {
             instances_per_guest: 4,
             memory_total: 1 << 30,
         },
-        EnclaveCtx::new(
+        EnclaveCtx::local(
             attester,
             KvLimits {
                 max_keys: 10,

@@ -16,6 +16,7 @@
 mod addr;
 mod allow;
 mod listener;
+pub mod pem;
 mod stream;
 pub mod tunnel;
 

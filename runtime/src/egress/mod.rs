@@ -26,7 +26,7 @@ use self::io::Lenient;
 
 mod body;
 mod io;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
@@ -63,6 +63,9 @@ pub enum EgressError {
         /// What is wrong with it.
         why: String,
     },
+    /// rustls refused the client configuration.
+    #[error("cannot configure outbound TLS: {0}")]
+    Tls(String),
 }
 
 /// Where an allowed request goes.
@@ -89,20 +92,16 @@ impl Egress {
                 path: path.to_path_buf(),
                 why,
             };
-            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(format!("not a PEM file: {e}")))?;
-            if certs.is_empty() {
-                return Err(err("no CERTIFICATE block found".into()));
-            }
+            let certs = nacre_transport::pem::certificates(path).map_err(|e| err(e.why))?;
             for cert in certs {
                 roots
                     .add(cert)
                     .map_err(|e| err(format!("not a usable CA certificate: {e}")))?;
             }
         }
-        let mut tls = rustls::ClientConfig::builder()
+        let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| EgressError::Tls(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

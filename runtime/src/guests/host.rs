@@ -8,19 +8,19 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::log::GuestLog;
 use super::share::{Budget, Limiter, Share};
-use super::{EnclaveCtx, GuestConfig, GuestName, Limits};
+use super::view::{Caller, EnclaveCtx, EnclaveCtxView, EnclaveView};
+use super::{GuestConfig, Limits};
 use crate::egress::Egress;
 
 /// Store data for one request's instance.
 pub struct Host {
-    pub(crate) table: ResourceTable,
+    table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: Hooks,
     pub(crate) limits: Limiter,
-    /// SHA-256 of the guest's component: stamped into its documents.
-    pub(crate) code_hash: [u8; 32],
-    pub(crate) enclave: Arc<EnclaveCtx>,
+    caller: Caller,
+    enclave: Arc<EnclaveCtx>,
 }
 
 impl Host {
@@ -53,7 +53,7 @@ impl Host {
                 egress,
                 outbound: None,
             },
-            code_hash,
+            caller: Caller::new(guest.clone(), code_hash),
             enclave,
             // Growth past a limit fails inside the guest (memory.grow
             // returns -1) rather than trapping, as SPEC §3.3 says.
@@ -62,11 +62,13 @@ impl Host {
     }
 }
 
-impl Host {
-    /// Who is calling: the key-value namespace comes from here, never from
-    /// the guest.
-    pub(crate) fn guest_name(&self) -> &GuestName {
-        &self.hooks.guest.name
+impl EnclaveView for Host {
+    fn enclave(&mut self) -> EnclaveCtxView<'_> {
+        EnclaveCtxView {
+            caller: &self.caller,
+            ctx: &self.enclave,
+            table: &mut self.table,
+        }
     }
 }
 

@@ -8,21 +8,25 @@
 //! - [`invoke`]: one HTTP request through one fresh instance.
 //! - [`kv`]: `wasi:keyvalue`, one namespace per guest name.
 
+// Generated from the WIT, whose comments are the documentation.
+#[allow(missing_docs)]
 mod bindings;
 mod enclave;
 mod engine;
 mod host;
 mod invoke;
-mod kv;
+pub mod kv;
 mod log;
 mod registry;
 mod share;
 mod spec;
+pub mod state;
+mod view;
 
-pub use enclave::EnclaveCtx;
 pub use engine::{EngineError, GuestEngine, Limits};
 pub use invoke::{GuestBody, Outcome, invoke};
 pub use kv::KvLimits;
 pub use registry::{DeployError, Deployed, Guest, Registry, Snapshot};
 pub use share::Share;
 pub use spec::{BootGuest, GuestConfig, GuestName, Route};
+pub use view::{Caller, EnclaveCtx, EnclaveCtxView, EnclaveView};

@@ -1,5 +1,5 @@
-//! The public listener: accept, TLS handshake, then HTTP/2 when the client
-//! chose `h2` by ALPN and HTTP/1.1 otherwise.
+//! Serving a [`Handler`] on a listener: accept, TLS handshake, then HTTP/2
+//! when the client chose `h2` by ALPN and HTTP/1.1 otherwise.
 //!
 //! Every phase of a connection has a deadline, `--client-timeout`: the TLS
 //! handshake, the first request and every request head after it, the gaps
@@ -22,16 +22,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nacre_transport::Listener;
+use nacre_transport::{Listener, Stream};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use body::{BodyError, RequestBody, Tracked};
 
-use crate::app::App;
-use crate::guests::GuestBody;
-use crate::http::error;
+use crate::http::{ResponseBody, error};
 
 /// Connections served at once; further clients wait in the kernel backlog.
 const MAX_CONNECTIONS: usize = 4096;
@@ -60,20 +60,61 @@ pub struct ConnStats {
     pub closed_idle: AtomicU64,
 }
 
+/// What a listener serves: one answer for each request. The router of the
+/// public listener is one; the sync and metrics listeners will be others,
+/// all on the same accept loop, limits and deadlines.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers `req`.
+    fn handle(
+        &self,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send;
+}
+
+/// How a listener's connections begin.
+#[derive(Clone)]
+pub enum Security {
+    /// A TLS handshake with this config, then HTTP/2 if the client chose
+    /// `h2` by ALPN, else HTTP/1.1.
+    Tls(Arc<ServerConfig>),
+    /// Plain HTTP/1.1 (a listener whose bytes are no secret, such as
+    /// metrics).
+    Plain,
+}
+
+/// Limits every connection of a listener gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `--client-timeout`: the deadline of every phase of a connection.
+    pub client_timeout: Duration,
+    /// Connections served at once; further clients wait in the kernel's
+    /// backlog.
+    pub max_connections: usize,
+}
+
+impl Options {
+    /// The defaults with this client timeout.
+    pub fn new(client_timeout: Duration) -> Options {
+        Options {
+            client_timeout,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// The two HTTP versions, as one future that can be asked to wind down.
-enum Conn<S>
+enum Conn<I, S>
 where
     S: hyper::service::HttpService<Incoming>,
 {
-    H1(Pin<Box<http1::Connection<Io, S>>>),
-    H2(Pin<Box<http2::Connection<Io, S, TokioExecutor>>>),
+    H1(Pin<Box<http1::Connection<TokioIo<I>, S>>>),
+    H2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
 }
 
-type Io = TokioIo<tokio_rustls::server::TlsStream<nacre_transport::Stream>>;
-
-impl<S> Conn<S>
+impl<I, S> Conn<I, S>
 where
-    S: hyper::service::HttpService<Incoming, ResBody = Tracked<GuestBody>>,
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked<ResponseBody>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send + 'static,
 {
@@ -85,9 +126,10 @@ where
     }
 }
 
-impl<S> Future for Conn<S>
+impl<I, S> Future for Conn<I, S>
 where
-    S: hyper::service::HttpService<Incoming, ResBody = Tracked<GuestBody>>,
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Tracked<ResponseBody>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send + 'static,
 {
@@ -184,16 +226,33 @@ impl Protocols {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
+/// What every connection task of one listener shares.
+struct Shared<H> {
+    handler: Arc<H>,
+    security: Security,
+    protocols: Protocols,
+    stats: Arc<ConnStats>,
+    stop: CancellationToken,
+}
+
+/// Serves `handler` on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish (for at most ten seconds).
+pub async fn serve<H: Handler>(
     listener: Listener,
-    acceptor: TlsAcceptor,
-    app: Arc<App>,
-    shutdown: impl std::future::Future<Output = ()>,
+    security: Security,
+    handler: Arc<H>,
+    options: Options,
+    stats: Arc<ConnStats>,
+    shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let protocols = Arc::new(Protocols::new(app.client_timeout()));
-    let stop = CancellationToken::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
+    let shared = Arc::new(Shared {
+        handler,
+        security,
+        protocols: Protocols::new(options.client_timeout),
+        stats,
+        stop: CancellationToken::new(),
+    });
     let tasks = TaskTracker::new();
     tokio::pin!(shutdown);
 
@@ -206,24 +265,18 @@ pub async fn serve(
             c = listener.accept() => c,
             _ = &mut shutdown => break,
         };
-        let stats = app.conn_stats();
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
-        stats.open.fetch_add(1, Ordering::Relaxed);
-        let (acceptor, app, protocols, stop) = (
-            acceptor.clone(),
-            app.clone(),
-            protocols.clone(),
-            stop.clone(),
-        );
+        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        shared.stats.open.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            connection(stream, peer, &acceptor, &app, &protocols, &stop).await;
-            app.conn_stats().open.fetch_sub(1, Ordering::Relaxed);
+            connection(stream, &peer, &shared).await;
+            shared.stats.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     drop(listener);
     tracing::info!("listener closed; draining open connections");
-    stop.cancel();
+    shared.stop.cancel();
     tasks.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
         .await
@@ -233,18 +286,16 @@ pub async fn serve(
     }
 }
 
-/// One connection, from the TLS handshake to its close.
-async fn connection(
-    stream: nacre_transport::Stream,
-    peer: String,
-    acceptor: &TlsAcceptor,
-    app: &Arc<App>,
-    protocols: &Protocols,
-    stop: &CancellationToken,
-) {
-    let stats = app.conn_stats();
-    let limit = protocols.client_timeout;
-    let tls = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+/// One connection, from its first byte to its close.
+async fn connection<H: Handler>(stream: Stream, peer: &str, shared: &Shared<H>) {
+    let config = match &shared.security {
+        Security::Plain => return http(stream, false, peer, shared).await,
+        Security::Tls(config) => config.clone(),
+    };
+    let stats = &shared.stats;
+    let limit = shared.protocols.client_timeout;
+    let accepted = tokio::time::timeout(limit, TlsAcceptor::from(config).accept(stream)).await;
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
@@ -258,12 +309,22 @@ async fn connection(
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    http(tls, h2, peer, shared).await;
+}
+
+/// HTTP on an established stream, until the client or a deadline ends it.
+async fn http<I, H>(io: I, h2: bool, peer: &str, shared: &Shared<H>)
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    H: Handler,
+{
+    let limit = shared.protocols.client_timeout;
     let activity = Activity::new();
     let svc_activity = activity.clone();
-    let svc_app = app.clone();
+    let handler = shared.handler.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let in_flight = svc_activity.begin();
-        let app = svc_app.clone();
+        let handler = handler.clone();
         async move {
             let response = match head_too_large(&req) {
                 Some(r) => r,
@@ -273,13 +334,14 @@ async fn connection(
                         .get(http::header::EXPECT)
                         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
                     let req = req.map(|b| RequestBody::new(b, limit, expects_continue));
-                    app.handle(req).await
+                    handler.handle(req).await
                 }
             };
             Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
         }
     });
-    let io = TokioIo::new(tls);
+    let io = TokioIo::new(io);
+    let protocols = &shared.protocols;
     let mut conn = if h2 {
         Conn::H2(Box::pin(protocols.h2.serve_connection(io, svc)))
     } else {
@@ -293,11 +355,11 @@ async fn connection(
             return;
         }
         () = activity.idle_for(limit) => {
-            stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+            shared.stats.closed_idle.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "closing a connection with nothing in flight for {limit:?}");
             CLOSE_GRACE
         }
-        () = stop.cancelled() => DRAIN_TIMEOUT,
+        () = shared.stop.cancelled() => DRAIN_TIMEOUT,
     };
     conn.graceful_shutdown();
     // A client that does not play along (a silent one never answers
@@ -309,7 +371,7 @@ async fn connection(
 /// target over [`MAX_HEADER_LINE`]. (The whole head is held to
 /// [`MAX_HEAD`] by hyper itself: 431 over HTTP/1.1, and over HTTP/2 by the
 /// advertised `SETTINGS_MAX_HEADER_LIST_SIZE`.)
-fn head_too_large<B>(req: &Request<B>) -> Option<Response<GuestBody>> {
+fn head_too_large<B>(req: &Request<B>) -> Option<Response<ResponseBody>> {
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > MAX_HEADER_LINE {
         return Some(error(

@@ -1,4 +1,5 @@
-//! `wasi:keyvalue` (store, atomics, batch) linked to [`KvStore`].
+//! `wasi:keyvalue` (store, atomics, batch) linked to the store's
+//! [`KeyValue`].
 //!
 //! Every key and value a guest passes is measured where it lies in guest
 //! memory, and refused there when over its limit, before the host copies
@@ -9,15 +10,19 @@ use wasmtime::component::{Linker, Resource, ResourceType, WasmList, WasmStr};
 use wasmtime::{AsContextMut as _, StoreContextMut};
 
 use super::{
-    Bucket, KeyValue, KvResult, KvStore, MAX_BUCKET, MAX_KEY, MAX_VALUE, check_count, other,
+    Bucket, KeyValue, KvResult, MAX_BUCKET, MAX_KEY, MAX_VALUE, Pair, check_count,
+    check_identifier, other,
 };
-use crate::guests::bindings::wasi::keyvalue::store::KeyResponse;
-use crate::guests::host::Host;
-
-type Ctx<'a> = StoreContextMut<'a, Host>;
+use crate::guests::GuestName;
+use crate::guests::view::EnclaveView;
 
 /// A string from guest memory, copied only when within `max` bytes.
-fn text(store: &Ctx<'_>, s: &WasmStr, max: usize, what: &str) -> KvResult<String> {
+fn text<T: 'static>(
+    store: &StoreContextMut<'_, T>,
+    s: &WasmStr,
+    max: usize,
+    what: &str,
+) -> KvResult<String> {
     let s = s
         .to_str(store)
         .map_err(|e| other(format!("{what} is not valid UTF-8: {e}")))?;
@@ -31,7 +36,7 @@ fn text(store: &Ctx<'_>, s: &WasmStr, max: usize, what: &str) -> KvResult<String
 }
 
 /// A value from guest memory, copied only when within [`MAX_VALUE`].
-fn value(store: &Ctx<'_>, v: &WasmList<u8>) -> KvResult<Vec<u8>> {
+fn value<T: 'static>(store: &StoreContextMut<'_, T>, v: &WasmList<u8>) -> KvResult<Vec<u8>> {
     if v.len() > MAX_VALUE {
         return Err(other(format!(
             "value is {} bytes; the limit is {MAX_VALUE}",
@@ -41,27 +46,30 @@ fn value(store: &Ctx<'_>, v: &WasmList<u8>) -> KvResult<Vec<u8>> {
     Ok(v.as_le_slice(store).to_vec())
 }
 
-fn key(store: &Ctx<'_>, k: &WasmStr) -> KvResult<String> {
+fn key<T: 'static>(store: &StoreContextMut<'_, T>, k: &WasmStr) -> KvResult<String> {
     text(store, k, MAX_KEY, "key")
 }
 
-/// Runs `f` with the store and bucket `b` of the calling guest's namespace.
-fn on_bucket<R>(
-    store: &Ctx<'_>,
+/// Runs `f` with the store, the calling guest's namespace and bucket `b`.
+fn on_bucket<T: EnclaveView, R>(
+    store: &mut StoreContextMut<'_, T>,
     b: &Resource<Bucket>,
-    f: impl FnOnce(&KvStore, &str, &Bucket) -> KvResult<R>,
+    f: impl FnOnce(&dyn KeyValue, &GuestName, &str) -> KvResult<R>,
 ) -> KvResult<R> {
-    let host = store.data();
-    let bucket = host
+    let view = store.data_mut().enclave();
+    let bucket = view
         .table
         .get(b)
         .map_err(|_| other("invalid bucket handle".into()))?;
-    f(&host.enclave.kv, host.guest_name().as_str(), bucket)
+    f(&*view.ctx.kv, view.caller.name(), &bucket.name)
 }
 
 /// Keys from guest memory: at most one page (1,000), each within
 /// [`MAX_KEY`].
-fn keys(store: &mut Ctx<'_>, list: &WasmList<WasmStr>) -> KvResult<Vec<String>> {
+fn keys<T: 'static>(
+    store: &mut StoreContextMut<'_, T>,
+    list: &WasmList<WasmStr>,
+) -> KvResult<Vec<String>> {
     check_count(list.len())?;
     let handles = list
         .iter(store.as_context_mut())
@@ -71,62 +79,64 @@ fn keys(store: &mut Ctx<'_>, list: &WasmList<WasmStr>) -> KvResult<Vec<String>> 
 }
 
 /// Adds the three `wasi:keyvalue@0.2.0-draft` interfaces to `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut store = linker.instance("wasi:keyvalue/store@0.2.0-draft")?;
     store.resource("bucket", ResourceType::host::<Bucket>(), |mut cx, rep| {
         cx.data_mut()
+            .enclave()
             .table
             .delete(Resource::<Bucket>::new_own(rep))?;
         Ok(())
     })?;
     store.func_wrap("open", |mut cx, (id,): (WasmStr,)| {
-        let opened = (|| {
-            let id = text(&cx, &id, MAX_BUCKET, "bucket identifier")?;
-            let host = cx.data();
-            let bucket = host.enclave.kv.open(host.guest_name().as_str(), id)?;
-            cx.data_mut()
-                .table
-                .push(bucket)
+        let opened = text(&cx, &id, MAX_BUCKET, "bucket identifier").and_then(|name| {
+            check_identifier(&name)?;
+            let view = cx.data_mut().enclave();
+            view.ctx.kv.open(view.caller.name(), &name)?;
+            view.table
+                .push(Bucket { name })
                 .map_err(|e| other(format!("cannot open bucket: {e}")))
-        })();
+        });
         Ok((opened,))
     })?;
     store.func_wrap(
         "[method]bucket.get",
-        |cx, (b, k): (Resource<Bucket>, WasmStr)| {
-            let r = key(&cx, &k).and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.get(ns, b, &k)));
+        |mut cx, (b, k): (Resource<Bucket>, WasmStr)| {
+            let r =
+                key(&cx, &k).and_then(|k| on_bucket(&mut cx, &b, |kv, ns, b| kv.get(ns, b, &k)));
             Ok((r,))
         },
     )?;
     store.func_wrap(
         "[method]bucket.set",
-        |cx, (b, k, v): (Resource<Bucket>, WasmStr, WasmList<u8>)| {
+        |mut cx, (b, k, v): (Resource<Bucket>, WasmStr, WasmList<u8>)| {
             let r = key(&cx, &k).and_then(|k| {
                 let v = value(&cx, &v)?;
-                on_bucket(&cx, &b, |kv, ns, b| kv.set(ns, b, k, v))
+                on_bucket(&mut cx, &b, |kv, ns, b| kv.set(ns, b, k, v))
             });
             Ok((r,))
         },
     )?;
     store.func_wrap(
         "[method]bucket.delete",
-        |cx, (b, k): (Resource<Bucket>, WasmStr)| {
-            let r = key(&cx, &k).and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.delete(ns, b, &k)));
+        |mut cx, (b, k): (Resource<Bucket>, WasmStr)| {
+            let r =
+                key(&cx, &k).and_then(|k| on_bucket(&mut cx, &b, |kv, ns, b| kv.delete(ns, b, &k)));
             Ok((r,))
         },
     )?;
     store.func_wrap(
         "[method]bucket.exists",
-        |cx, (b, k): (Resource<Bucket>, WasmStr)| {
-            let r = key(&cx, &k).and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.exists(ns, b, &k)));
+        |mut cx, (b, k): (Resource<Bucket>, WasmStr)| {
+            let r =
+                key(&cx, &k).and_then(|k| on_bucket(&mut cx, &b, |kv, ns, b| kv.exists(ns, b, &k)));
             Ok((r,))
         },
     )?;
     store.func_wrap(
         "[method]bucket.list-keys",
-        |cx, (b, cursor): (Resource<Bucket>, Option<u64>)| {
-            let r: KvResult<KeyResponse> =
-                on_bucket(&cx, &b, |kv, ns, b| kv.list_keys(ns, b, cursor));
+        |mut cx, (b, cursor): (Resource<Bucket>, Option<u64>)| {
+            let r = on_bucket(&mut cx, &b, |kv, ns, b| kv.list_keys(ns, b, cursor));
             Ok((r,))
         },
     )?;
@@ -134,9 +144,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     let mut atomics = linker.instance("wasi:keyvalue/atomics@0.2.0-draft")?;
     atomics.func_wrap(
         "increment",
-        |cx, (b, k, delta): (Resource<Bucket>, WasmStr, u64)| {
+        |mut cx, (b, k, delta): (Resource<Bucket>, WasmStr, u64)| {
             let r = key(&cx, &k)
-                .and_then(|k| on_bucket(&cx, &b, |kv, ns, b| kv.increment(ns, b, k, delta)));
+                .and_then(|k| on_bucket(&mut cx, &b, |kv, ns, b| kv.increment(ns, b, k, delta)));
             Ok((r,))
         },
     )?;
@@ -146,15 +156,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "get-many",
         |mut cx, (b, list): (Resource<Bucket>, WasmList<WasmStr>)| {
             let r = keys(&mut cx, &list)
-                .and_then(|keys| on_bucket(&cx, &b, |kv, ns, b| kv.get_many(ns, b, keys)));
+                .and_then(|keys| on_bucket(&mut cx, &b, |kv, ns, b| kv.get_many(ns, b, keys)));
             Ok((r,))
         },
     )?;
     batch.func_wrap(
         "set-many",
         |mut cx, (b, list): (Resource<Bucket>, WasmList<(WasmStr, WasmList<u8>)>)| {
-            let r = key_values(&mut cx, &list)
-                .and_then(|kvs| on_bucket(&cx, &b, |kv, ns, b| kv.set_many(ns, b, kvs)));
+            let r = pairs(&mut cx, &list)
+                .and_then(|kvs| on_bucket(&mut cx, &b, |kv, ns, b| kv.set_many(ns, b, kvs)));
             Ok((r,))
         },
     )?;
@@ -162,28 +172,28 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         "delete-many",
         |mut cx, (b, list): (Resource<Bucket>, WasmList<WasmStr>)| {
             let r = keys(&mut cx, &list)
-                .and_then(|keys| on_bucket(&cx, &b, |kv, ns, b| kv.delete_many(ns, b, keys)));
+                .and_then(|keys| on_bucket(&mut cx, &b, |kv, ns, b| kv.delete_many(ns, b, keys)));
             Ok((r,))
         },
     )?;
     Ok(())
 }
 
-/// The pairs of `set-many`: at most one page (1,000), each key and value within its
-/// limit, and all together within the guest's byte quota, all measured in
-/// guest memory before anything is copied.
-fn key_values(
-    cx: &mut Ctx<'_>,
+/// The pairs of `set-many`: at most one page (1,000), each key and value
+/// within its limit, and all together within the guest's byte quota, all
+/// measured in guest memory before anything is copied.
+fn pairs<T: EnclaveView>(
+    cx: &mut StoreContextMut<'_, T>,
     list: &WasmList<(WasmStr, WasmList<u8>)>,
-) -> KvResult<Vec<KeyValue>> {
+) -> KvResult<Vec<Pair>> {
     check_count(list.len())?;
-    let pairs = list
+    let handles = list
         .iter(cx.as_context_mut())
         .and_then(|it| it.collect::<wasmtime::Result<Vec<_>>>())
         .map_err(|e| other(format!("unreadable key-value list: {e}")))?;
-    let quota = cx.data().enclave.kv.limits().max_bytes;
+    let quota = cx.data_mut().enclave().ctx.kv.max_bytes();
     let mut total: u64 = 0;
-    for (k, v) in &pairs {
+    for (k, v) in &handles {
         let k = k
             .to_str(&*cx)
             .map_err(|e| other(format!("key is not valid UTF-8: {e}")))?;
@@ -194,7 +204,7 @@ fn key_values(
             "set-many carries {total} bytes; this guest may keep {quota} bytes of keys and values (--kv-max-bytes)"
         )));
     }
-    pairs
+    handles
         .iter()
         .map(|(k, v)| Ok((key(cx, k)?, value(cx, v)?)))
         .collect()

@@ -1,6 +1,8 @@
 //! The admin API: `GET/PUT/DELETE /enclave/guests[/NAME]` behind a bearer
 //! token whose SHA-256 the operator gave with `--admin-token-sha256`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
@@ -9,18 +11,38 @@ use nacre_transport::AllowRule;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::App;
-use crate::guests::{DeployError, Deployed, GuestBody, GuestConfig, GuestName, Route};
-use crate::http::{error, json};
+use crate::guests::{DeployError, Deployed, GuestConfig, GuestName, Registry, Route};
+use crate::http::{ResponseBody, error, json};
 use crate::server::BodyError;
 
+/// What the admin API needs: the token's hash, the upload limit and the
+/// guest table.
+pub struct Admin {
+    /// `--admin-token-sha256`; None: the admin API answers 403.
+    token_sha256: Option<[u8; 32]>,
+    /// `--max-body`, for uploads.
+    max_body: u64,
+    registry: Arc<Registry>,
+}
+
+impl Admin {
+    /// The admin API over `registry`.
+    pub fn new(token_sha256: Option<[u8; 32]>, max_body: u64, registry: Arc<Registry>) -> Admin {
+        Admin {
+            token_sha256,
+            max_body,
+            registry,
+        }
+    }
+}
+
 /// Answers an admin request; `rest` is the path after `/enclave/guests`.
-pub async fn handle<B>(app: &App, req: Request<B>, rest: &str) -> Response<GuestBody>
+pub async fn handle<B>(admin: &Admin, req: Request<B>, rest: &str) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Some(expected) = app.config.admin_token_sha256 else {
+    let Some(expected) = admin.token_sha256 else {
         return error(
             StatusCode::FORBIDDEN,
             "the admin API is disabled: start nacre-runtime with --admin-token-sha256 to enable it",
@@ -37,7 +59,7 @@ where
         );
         return r;
     }
-    let registry = app.registry();
+    let registry = &admin.registry;
     match (req.method().clone(), rest.strip_prefix('/')) {
         (Method::GET, None) | (Method::GET, Some("")) => {
             let list: Vec<_> = registry.snapshot().guests().map(|g| g.info()).collect();
@@ -53,7 +75,7 @@ where
                     Some(g) => json(StatusCode::OK, &g.info()),
                     None => error(StatusCode::NOT_FOUND, &format!("no guest named {name}")),
                 },
-                Method::PUT => put(app, req, name).await,
+                Method::PUT => put(admin, req, name).await,
                 Method::DELETE if registry.remove(&name).await => {
                     let mut r = Response::new(crate::http::full(Bytes::new()));
                     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -67,14 +89,8 @@ where
     }
 }
 
-fn not_allowed(allow: &'static str) -> Response<GuestBody> {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("this admin path answers {allow}"),
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
+fn not_allowed(allow: &'static str) -> Response<ResponseBody> {
+    super::endpoints::not_allowed(&format!("this admin path answers {allow}"), allow)
 }
 
 /// Compares SHA-256 of the presented token with the configured one in
@@ -92,12 +108,12 @@ fn authorized<B>(req: &Request<B>, expected: &[u8; 32]) -> bool {
     presented.ct_eq(expected).into()
 }
 
-async fn put<B>(app: &App, req: Request<B>, name: GuestName) -> Response<GuestBody>
+async fn put<B>(admin: &Admin, req: Request<B>, name: GuestName) -> Response<ResponseBody>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let max = app.config.max_body;
+    let max = admin.max_body;
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,7 +142,7 @@ where
             "the request body is empty: send the .wasm component as the body",
         );
     }
-    match app.registry().deploy(config, bytes).await {
+    match admin.registry.deploy(config, bytes).await {
         Ok(Deployed::Created(info)) => {
             let mut r = json(StatusCode::CREATED, &info);
             if let Ok(loc) = HeaderValue::from_str(&format!("/enclave/guests/{}", info.name)) {

@@ -1,0 +1,308 @@
+//! [`MemoryKv`]: every guest's key-value data in the runtime's memory,
+//! with the quotas of `--kv-max-keys` and `--kv-max-bytes`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::{
+    KeyValue, KvLimits, KvResult, MAX_BUCKETS, MAX_VALUE, PAGE, Pair, check_count, check_key, other,
+};
+use crate::guests::GuestName;
+use crate::guests::bindings::wasi::keyvalue::store;
+
+/// Bytes of values one `get-many` may return: the runtime builds the answer
+/// before the guest sees it, so the guest's own memory limit is no bound.
+const MAX_BATCH_BYTES: usize = 16 << 20;
+
+#[derive(Default)]
+struct Namespace {
+    buckets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    keys: u64,
+    bytes: u64,
+}
+
+/// Every guest's key-value data in the runtime's memory, for the life of
+/// the process: today's store.
+pub struct MemoryKv {
+    limits: KvLimits,
+    namespaces: Mutex<HashMap<String, Namespace>>,
+}
+
+impl MemoryKv {
+    /// An empty store with these quotas.
+    pub fn new(limits: KvLimits) -> MemoryKv {
+        MemoryKv {
+            limits,
+            namespaces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> KvResult<std::sync::MutexGuard<'_, HashMap<String, Namespace>>> {
+        self.namespaces
+            .lock()
+            .map_err(|_| other("key-value store unavailable".into()))
+    }
+
+    /// Runs `f` on bucket `b` of `namespace` with the lock held: each call
+    /// is atomic.
+    fn with<R>(
+        &self,
+        namespace: &str,
+        b: &str,
+        f: impl FnOnce(&mut BTreeMap<String, Vec<u8>>, &mut Usage<'_>) -> KvResult<R>,
+    ) -> KvResult<R> {
+        let mut all = self.lock()?;
+        // `open` made both; a handle never outlives its bucket.
+        let ns = all.get_mut(namespace).ok_or(store::Error::NoSuchStore)?;
+        let bucket = ns.buckets.get_mut(b).ok_or(store::Error::NoSuchStore)?;
+        let mut usage = Usage {
+            keys: &mut ns.keys,
+            bytes: &mut ns.bytes,
+            limits: self.limits,
+        };
+        f(bucket, &mut usage)
+    }
+
+    fn open_bucket(&self, namespace: &str, name: &str) -> KvResult<()> {
+        let mut all = self.lock()?;
+        if !all.contains_key(namespace) {
+            all.insert(namespace.to_owned(), Namespace::default());
+        }
+        let ns = all.get_mut(namespace).ok_or(store::Error::NoSuchStore)?;
+        // Made here, under the limit, so handles can never create buckets
+        // past it later.
+        if !ns.buckets.contains_key(name) {
+            if ns.buckets.len() >= MAX_BUCKETS {
+                return Err(other(format!(
+                    "this guest already has {MAX_BUCKETS} buckets, the limit"
+                )));
+            }
+            ns.buckets.insert(name.to_owned(), BTreeMap::new());
+        }
+        Ok(())
+    }
+}
+
+/// One guest's running totals, checked before every write.
+struct Usage<'a> {
+    keys: &'a mut u64,
+    bytes: &'a mut u64,
+    limits: KvLimits,
+}
+
+impl Usage<'_> {
+    /// Stores `value` under `key`, or fails without changing anything.
+    fn set(
+        &mut self,
+        bucket: &mut BTreeMap<String, Vec<u8>>,
+        key: String,
+        value: Vec<u8>,
+    ) -> KvResult<()> {
+        check_key(&key)?;
+        if value.len() > MAX_VALUE {
+            return Err(other(format!(
+                "value for {key:?} is {} bytes; the limit is {MAX_VALUE}",
+                value.len()
+            )));
+        }
+        let old = bucket.get(&key).map(|v| (key.len() + v.len()) as u64);
+        let new = (key.len() + value.len()) as u64;
+        let keys = *self.keys + u64::from(old.is_none());
+        let bytes = *self.bytes - old.unwrap_or(0) + new;
+        if keys > self.limits.max_keys {
+            return Err(other(format!(
+                "key quota exceeded: this guest may keep {} keys (--kv-max-keys)",
+                self.limits.max_keys
+            )));
+        }
+        if bytes > self.limits.max_bytes {
+            return Err(other(format!(
+                "byte quota exceeded: this guest may keep {} bytes of keys and values (--kv-max-bytes)",
+                self.limits.max_bytes
+            )));
+        }
+        bucket.insert(key, value);
+        (*self.keys, *self.bytes) = (keys, bytes);
+        Ok(())
+    }
+
+    fn delete(&mut self, bucket: &mut BTreeMap<String, Vec<u8>>, key: &str) {
+        if let Some(v) = bucket.remove(key) {
+            *self.keys -= 1;
+            *self.bytes -= (key.len() + v.len()) as u64;
+        }
+    }
+}
+
+fn check_batch(keys: &[String]) -> KvResult<()> {
+    check_count(keys.len())?;
+    keys.iter().try_for_each(|k| check_key(k))
+}
+
+impl KeyValue for MemoryKv {
+    fn open(&self, ns: &GuestName, bucket: &str) -> KvResult<()> {
+        self.open_bucket(ns.as_str(), bucket)
+    }
+
+    fn max_bytes(&self) -> u64 {
+        self.limits.max_bytes
+    }
+
+    fn get(&self, ns: &GuestName, b: &str, key: &str) -> KvResult<Option<Vec<u8>>> {
+        check_key(key)?;
+        self.with(ns.as_str(), b, |bucket, _| Ok(bucket.get(key).cloned()))
+    }
+
+    fn set(&self, ns: &GuestName, b: &str, key: String, value: Vec<u8>) -> KvResult<()> {
+        self.with(ns.as_str(), b, |bucket, usage| {
+            usage.set(bucket, key, value)
+        })
+    }
+
+    fn delete(&self, ns: &GuestName, b: &str, key: &str) -> KvResult<()> {
+        check_key(key)?;
+        self.with(ns.as_str(), b, |bucket, usage| {
+            usage.delete(bucket, key);
+            Ok(())
+        })
+    }
+
+    fn exists(&self, ns: &GuestName, b: &str, key: &str) -> KvResult<bool> {
+        check_key(key)?;
+        self.with(ns.as_str(), b, |bucket, _| Ok(bucket.contains_key(key)))
+    }
+
+    fn list_keys(
+        &self,
+        ns: &GuestName,
+        b: &str,
+        cursor: Option<u64>,
+    ) -> KvResult<store::KeyResponse> {
+        let skip = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
+        self.with(ns.as_str(), b, |bucket, _| {
+            let keys: Vec<String> = bucket.keys().skip(skip).take(PAGE).cloned().collect();
+            let next = skip.saturating_add(keys.len());
+            let cursor = (next < bucket.len()).then_some(next as u64);
+            Ok(store::KeyResponse { keys, cursor })
+        })
+    }
+
+    fn increment(&self, ns: &GuestName, b: &str, key: String, delta: u64) -> KvResult<u64> {
+        self.with(ns.as_str(), b, |bucket, usage| {
+            // Decimal text, as wasmtime's key-value host keeps counters.
+            let current = match bucket.get(&key) {
+                None => 0,
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| other(format!("{key:?} does not hold a decimal number")))?,
+            };
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| other(format!("incrementing {key:?} overflows u64")))?;
+            usage.set(bucket, key, next.to_string().into_bytes())?;
+            Ok(next)
+        })
+    }
+
+    fn get_many(&self, ns: &GuestName, b: &str, keys: Vec<String>) -> KvResult<Vec<Option<Pair>>> {
+        check_batch(&keys)?;
+        self.with(ns.as_str(), b, |bucket, _| {
+            let total: usize = keys
+                .iter()
+                .filter_map(|k| bucket.get(k).map(Vec::len))
+                .sum();
+            if total > MAX_BATCH_BYTES {
+                return Err(other(format!(
+                    "get-many would return {total} bytes; the limit is {MAX_BATCH_BYTES}: ask for fewer keys"
+                )));
+            }
+            Ok(keys
+                .into_iter()
+                .map(|k| bucket.get(&k).cloned().map(|v| (k, v)))
+                .collect())
+        })
+    }
+
+    fn set_many(&self, ns: &GuestName, b: &str, key_values: Vec<Pair>) -> KvResult<()> {
+        check_count(key_values.len())?;
+        self.with(ns.as_str(), b, |bucket, usage| {
+            key_values
+                .into_iter()
+                .try_for_each(|(k, v)| usage.set(bucket, k, v))
+        })
+    }
+
+    fn delete_many(&self, ns: &GuestName, b: &str, keys: Vec<String>) -> KvResult<()> {
+        check_batch(&keys)?;
+        self.with(ns.as_str(), b, |bucket, usage| {
+            keys.iter().for_each(|k| usage.delete(bucket, k));
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guests::kv::{MAX_KEY, PAGE};
+
+    fn bucket(kv: &MemoryKv, ns: &str, name: &str) -> String {
+        kv.open_bucket(ns, name).unwrap();
+        name.to_string()
+    }
+
+    #[test]
+    fn quotas_refuse_without_changing_anything() {
+        let kv = MemoryKv::new(KvLimits {
+            max_keys: 2,
+            max_bytes: 20,
+        });
+        let a = bucket(&kv, "a", "");
+        let set = |k: &str, v: &[u8]| kv.with("a", &a, |bkt, u| u.set(bkt, k.into(), v.to_vec()));
+        set("k1", b"12345").unwrap();
+        set("k2", b"12345").unwrap();
+        let e = set("k3", b"1").unwrap_err();
+        assert!(matches!(&e, store::Error::Other(m) if m.contains("--kv-max-keys")));
+        // Replacing a value counts the difference only.
+        set("k1", b"1234567890").unwrap();
+        let e = set("k1", b"123456789012345").unwrap_err();
+        assert!(matches!(&e, store::Error::Other(m) if m.contains("--kv-max-bytes")));
+        let got = kv
+            .with("a", &a, |bkt, _| Ok(bkt.get("k1").cloned()))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&b"1234567890"[..]));
+        // Deleting frees both.
+        kv.with("a", &a, |bkt, u| {
+            u.delete(bkt, "k2");
+            Ok(())
+        })
+        .unwrap();
+        set("k3", b"1").unwrap();
+        // Oversized keys and values are errors too.
+        assert!(set(&"x".repeat(MAX_KEY + 1), b"").is_err());
+    }
+
+    #[test]
+    fn namespaces_and_buckets_are_separate() {
+        let kv = MemoryKv::new(KvLimits {
+            max_keys: 10,
+            max_bytes: 1000,
+        });
+        kv.with("a", &bucket(&kv, "a", "x"), |b, u| {
+            u.set(b, "k".into(), b"a".to_vec())
+        })
+        .unwrap();
+        for (ns, other) in [("b", bucket(&kv, "b", "x")), ("a", bucket(&kv, "a", "y"))] {
+            let got = kv.with(ns, &other, |b, _| Ok(b.get("k").cloned())).unwrap();
+            assert_eq!(got, None);
+        }
+        // The bucket limit counts buckets as they are opened.
+        for i in 0..MAX_BUCKETS {
+            let _ = kv.open_bucket("c", &format!("b{i}"));
+        }
+        assert!(kv.open_bucket("c", "one-more").is_err());
+        assert!(kv.open_bucket("c", "b0").is_ok(), "reopening is fine");
+        assert!(check_batch(&vec![String::new(); PAGE + 1]).is_err());
+    }
+}

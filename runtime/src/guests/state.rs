@@ -1,0 +1,60 @@
+//! `nacre:enclave/state`: one application-state slot per guest name.
+//!
+//! Behind [`StateStore`]: [`LocalState`] keeps the slots in this enclave
+//! (what `state` is without `--fqdn-leader`); a store replicated from the
+//! leader is another implementation, linked by the same host functions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::GuestName;
+pub use super::bindings::nacre::enclave::state::StateError;
+
+/// Largest application state (`state.put`).
+pub const MAX_STATE: usize = 1 << 20;
+
+/// Each guest name's state slot: no guest reads or replaces another's.
+pub trait StateStore: Send + Sync + 'static {
+    /// The state of `guest`, if any was put.
+    fn get(&self, guest: &GuestName) -> Result<Option<Arc<[u8]>>, StateError>;
+    /// Replaces the state of `guest`; `value` is at most [`MAX_STATE`]
+    /// bytes (the host function checks before copying it).
+    fn put(&self, guest: &GuestName, value: Arc<[u8]>) -> Result<(), StateError>;
+}
+
+/// The slots in this enclave's memory, for its life.
+#[derive(Default)]
+pub struct LocalState {
+    slots: Mutex<HashMap<GuestName, Arc<[u8]>>>,
+}
+
+impl StateStore for LocalState {
+    fn get(&self, guest: &GuestName) -> Result<Option<Arc<[u8]>>, StateError> {
+        Ok(self
+            .slots
+            .lock()
+            .ok()
+            .and_then(|all| all.get(guest).cloned()))
+    }
+
+    fn put(&self, guest: &GuestName, value: Arc<[u8]>) -> Result<(), StateError> {
+        if let Ok(mut all) = self.slots.lock() {
+            all.insert(guest.clone(), value);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_slot_per_guest_name() {
+        let s = LocalState::default();
+        let (a, b): (GuestName, GuestName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        s.put(&a, Arc::from(&b"alpha"[..])).unwrap();
+        assert_eq!(s.get(&b).unwrap(), None);
+        assert_eq!(s.get(&a).unwrap().as_deref(), Some(&b"alpha"[..]));
+    }
+}

@@ -101,15 +101,12 @@ fn mode(plan: &Plan, name: &'static str, pinned: bool) -> anyhow::Result<Mode> {
 async fn measure(plan: Plan, name: &'static str, pinned: bool) -> anyhow::Result<Mode> {
     let dir = nacre_tests::temp_dir("bench-bulk");
     let sock = dir.join("sink.sock");
-    let sink = Server::start(
-        Command::new(nacre_tests::bin("nacre-bench-sink"))
-            .arg("--unix")
-            .arg(&sock),
-        "sink listening on ",
-    )?;
-    let sink_pid = sink.child.id().to_string();
+    let mut cmd = Command::new(nacre_tests::bin("nacre-bench-sink"));
+    cmd.arg("--unix").arg(&sock);
+    let sink = Server::start(cmd, "sink listening on ")?;
+    let sink_pid = sink.child.pid().to_string();
     if pinned {
-        pin_process(sink.child.id(), 0)?;
+        pin_process(sink.child.pid(), 0)?;
     }
     // Direct runs connect with tokio's TcpStream, which takes HOST:PORT.
     let tcp_target = sink.addr.clone();

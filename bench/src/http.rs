@@ -1,12 +1,12 @@
 //! Scenarios (a), (b) and (c): the same hello, keep-alive, 64 connections,
 //! each server measured on its own.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use nacre_cli::process::{Stderr, Supervised};
 use nacre_tests::net::HostProxy;
 use nacre_tests::{Runtime, TestPki};
 
@@ -80,17 +80,15 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
 
     let wasmtime = {
         println!("(b) wasmtime serve");
-        let server = Server::start(
-            Command::new(&tools.wasmtime)
-                .args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
-                .arg(hello),
-            "Serving HTTP on ",
-        )?;
+        let mut cmd = Command::new(&tools.wasmtime);
+        cmd.args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
+            .arg(hello);
+        let server = Server::start(cmd, "Serving HTTP on ")?;
         let url = server.addr.trim_end_matches('/').to_string() + "/";
         let load = tools.load(&url, plan.http_secs)?;
         Scenario {
             load,
-            peak_rss_kib: vec![("wasmtime", rss_kib(server.child.id()).1)],
+            peak_rss_kib: vec![("wasmtime", rss_kib(server.child.pid()).1)],
             command: "wasmtime serve -Scli --addr 127.0.0.1:0 hello.wasm".into(),
         }
     };
@@ -99,21 +97,19 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
         println!("(c) native hyper + rustls through the host proxy");
         let pki = TestPki::generate();
         let sock = unix_socket("bench-native");
-        let server = Server::start(
-            Command::new(nacre_tests::bin("nacre-bench-native"))
-                .args(["--listen", &sock, "--cert"])
-                .arg(pki.dir.join("cert.pem"))
-                .arg("--key")
-                .arg(pki.dir.join("key.pem")),
-            "native-hello listening on ",
-        )?;
+        let mut cmd = Command::new(nacre_tests::bin("nacre-bench-native"));
+        cmd.args(["--listen", &sock, "--cert"])
+            .arg(pki.dir.join("cert.pem"))
+            .arg("--key")
+            .arg(pki.dir.join("key.pem"));
+        let server = Server::start(cmd, "native-hello listening on ")?;
         let proxy = proxy_to(&sock);
         let port = proxy.inbound_tcp().port();
         let load = tools.load(&format!("https://127.0.0.1:{port}/"), plan.http_secs)?;
         Scenario {
             load,
             peak_rss_kib: vec![
-                ("server", rss_kib(server.child.id()).1),
+                ("server", rss_kib(server.child.pid()).1),
                 ("host proxy", rss_kib(proxy.pid()).1),
             ],
             command: "nacre-bench-native --listen unix:…; \
@@ -131,7 +127,7 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
 /// A server process killed on drop.
 pub struct Server {
     /// The server process.
-    pub child: Child,
+    pub child: Supervised,
     /// What followed the ready marker on its ready line.
     pub addr: String,
 }
@@ -139,63 +135,19 @@ pub struct Server {
 impl Server {
     /// Starts `cmd` and waits for a line (stdout or stderr) starting with
     /// `ready`.
-    pub fn start(cmd: &mut Command, ready: &'static str) -> anyhow::Result<Server> {
+    pub fn start(mut cmd: Command, ready: &'static str) -> anyhow::Result<Server> {
         // Backtrace capture on every error would slow wasmtime serve down
         // (it builds one per store drop); production runs without it.
-        let mut child = cmd
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut server = Server {
-            child,
-            addr: String::new(),
-        };
-        let mut seen = String::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => match line.strip_prefix(ready) {
-                    Some(addr) => {
-                        server.addr = addr.trim().to_string();
-                        return Ok(server);
-                    }
-                    None => {
-                        seen.push_str(&line);
-                        seen.push('\n');
-                    }
-                },
-                Err(_) => bail!("{cmd:?} did not print {ready:?} within 60 s; its output:\n{seen}"),
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        cmd.env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
+        let described = format!("{cmd:?}");
+        let mut child = Supervised::spawn(cmd, Stderr::Keep { watch: true })
+            .with_context(|| format!("starting {described}"))?;
+        let addr = child
+            .wait_for(Duration::from_secs(60), |l| {
+                l.strip_prefix(ready).map(|a| a.trim().to_string())
+            })
+            .map_err(anyhow::Error::msg)?;
+        Ok(Server { child, addr })
     }
 }

@@ -6,6 +6,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+use nacre_cli::process;
+
 use crate::tools::Tools;
 
 /// Concurrent connections in every HTTP scenario.
@@ -100,15 +102,8 @@ fn parse_summary(line: &str) -> anyhow::Result<Load> {
 
 /// A process's resident and peak resident memory, KiB, from /proc.
 pub fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let kib = |b: Option<u64>| b.unwrap_or(0) / 1024;
+    (kib(process::rss(pid)), kib(process::peak_rss(pid)))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use clap::Args;
 
 use nacre_api::{GuestInfo, paths};
 
-use crate::client::{TrustArgs, connect_error, fail};
+use nacre_cli::client::{TrustArgs, connect_error, fail};
 
 /// Upload a component as guest NAME (creates or atomically replaces it).
 #[derive(Debug, Args)]

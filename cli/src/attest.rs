@@ -11,8 +11,8 @@ use nacre_attestation::{RuntimeBinding, Verified, Verifier};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::client::{attesting_client, connect_error, fail};
 use crate::verify::{parse_pcr, summary, verifier_for};
+use nacre_cli::client::{attesting_client, connect_error, fail, peer_certificate};
 
 /// Attest a running runtime: fetch a document for a fresh nonce, verify it,
 /// check that the TLS certificate of this same connection is the one it
@@ -114,11 +114,7 @@ async fn get(
         .send()
         .await
         .map_err(|e| connect_error(base, e))?;
-    let cert = resp
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|t| t.peer_certificate())
-        .map(<[u8]>::to_vec)
+    let cert = peer_certificate(&resp)
         .ok_or_else(|| anyhow!("{base}: no TLS certificate seen (is the URL https://?)"))?;
     if !resp.status().is_success() {
         return Err(fail(resp).await.context(format!("GET {path}")));

@@ -17,11 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
@@ -90,14 +89,7 @@ fn root_store(extra: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
     let Some(path) = extra else {
         return Ok(roots);
     };
-    let pem =
-        std::fs::read(path).with_context(|| format!("--root {}: cannot read", path.display()))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--root {}: not a PEM certificate file", path.display()))?;
-    if certs.is_empty() {
-        bail!("--root {}: no CERTIFICATE block found", path.display());
-    }
+    let certs = nacre_transport::pem::certificates(path).context("--root")?;
     for cert in certs {
         roots
             .add(cert)
@@ -154,6 +146,15 @@ impl ServerCertVerifier for PresentedKey {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// DER of the certificate the server presented on the connection that
+/// answered `resp` (the client must have been built with `tls_info`).
+pub fn peer_certificate(resp: &reqwest::Response) -> Option<Vec<u8>> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .map(<[u8]>::to_vec)
 }
 
 /// Reads an error response's message ([`nacre_api::ErrorBody`]), or its

@@ -3,7 +3,6 @@
 //! vsock, with the guest examples deployed.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,13 +10,12 @@ use base64::Engine as _;
 use clap::Args;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::deploy;
-use crate::client::TrustArgs;
+use nacre_cli::client::{TrustArgs, peer_certificate};
 use nacre_cli::guest_build::{build_guests, sibling_binaries, source_root};
+use nacre_cli::process::{Stderr, Supervised};
 
 /// Examples deployed by `nacre dev`: (guest name, crate).
 const EXAMPLES: &[(&str, &str)] = &[
@@ -56,38 +54,27 @@ pub struct DevCmd {
 
 /// Starts `program`, logging to `log`, and waits for a stdout line that
 /// starts with `ready`.
-async fn start(program: &Path, args: &[String], log: &Path, ready: &str) -> anyhow::Result<Child> {
-    let log_file =
-        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
+fn start(program: &Path, args: &[String], log: &Path, ready: &str) -> anyhow::Result<Supervised> {
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    let mut child = Supervised::spawn(command, Stderr::File(log.to_path_buf()))
         .with_context(|| format!("cannot start {}", program.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let up = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await? {
-            if line.starts_with(ready) {
-                return Ok::<_, std::io::Error>(true);
-            }
-        }
-        Ok(false)
-    })
-    .await;
-    if !matches!(up, Ok(Ok(true))) {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        bail!(
-            "{} did not start; its log ({}):\n{text}",
-            program.display(),
-            log.display()
-        );
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+        .wait_for(Duration::from_secs(60), |l| {
+            l.starts_with(ready).then_some(())
+        })
+        .map_err(|why| anyhow::anyhow!("{why}\n(log: {})", log.display()))?;
     Ok(child)
+}
+
+/// [`start`] on a blocking thread, so a signal is heard while it waits.
+async fn start_off_thread(
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    ready: &'static str,
+) -> anyhow::Result<Supervised> {
+    tokio::task::spawn_blocking(move || start(&program, &args, &log, ready)).await?
 }
 
 impl DevCmd {
@@ -187,14 +174,20 @@ impl DevCmd {
         }
         let runtime_log = dir.join("runtime.log");
         let proxy_log = dir.join("host-proxy.log");
-        let mut runtime = start(
-            &bins[0],
-            &runtime_args,
-            &runtime_log,
+        let mut runtime = start_off_thread(
+            bins[0].clone(),
+            runtime_args,
+            runtime_log.clone(),
             "nacre-runtime listening",
         )
         .await?;
-        let mut proxy = start(&bins[1], &proxy_args, &proxy_log, "nacre-host-proxy ready").await?;
+        let mut proxy = start_off_thread(
+            bins[1].clone(),
+            proxy_args,
+            proxy_log.clone(),
+            "nacre-host-proxy ready",
+        )
+        .await?;
 
         let url = format!("https://localhost:{}", self.port);
         // The runtime made its certificate itself: fetch it once (trust on
@@ -277,10 +270,16 @@ impl DevCmd {
         ];
         println!("{}", banner.join("\n"));
 
-        // Runs until a signal drops this future (see `execute`).
-        tokio::select! {
-            status = runtime.wait() => bail!("the runtime exited ({}); see {log}", status?),
-            status = proxy.wait() => bail!("the host proxy exited ({}); see {plog}", status?),
+        // Runs until a signal drops this future (see `execute`), and with
+        // it the children.
+        loop {
+            if let Some(status) = runtime.try_wait()? {
+                bail!("the runtime exited ({status}); see {log}");
+            }
+            if let Some(status) = proxy.try_wait()? {
+                bail!("the host proxy exited ({status}); see {plog}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
@@ -292,12 +291,7 @@ async fn save_server_cert(
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
     let resp = client.get(format!("{url}/enclave")).send().await?;
-    let der = resp
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|t| t.peer_certificate())
-        .context("the server presented no certificate")?
-        .to_vec();
+    let der = peer_certificate(&resp).context("the server presented no certificate")?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
     for chunk in b64.as_bytes().chunks(64) {

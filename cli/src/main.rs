@@ -3,7 +3,6 @@
 mod admin;
 mod attest;
 mod build;
-mod client;
 mod dev;
 mod verify;
 

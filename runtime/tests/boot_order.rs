@@ -4,51 +4,14 @@
 //! compiles stands, and a boot guest that fails never removes a guest the
 //! admin API installed. In process, against a real engine, with no timing.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
 use bytes::Bytes;
-use nacre_runtime::attest::Dev;
-use nacre_runtime::egress::Egress;
-use nacre_runtime::guests::{
-    DeployError, Deployed, EnclaveCtx, GuestConfig, GuestEngine, KvLimits, Limits, Registry,
-};
+use common::{attester, components, config};
+use nacre_runtime::guests::{DeployError, Deployed, Registry};
 
-fn registry() -> Registry {
-    let dir = std::env::temp_dir().join(format!("nacre-boot-order-{}", std::process::id()));
-    let attester = Arc::new(Dev::open(&dir).expect("dev attester"));
-    let engine = GuestEngine::new(
-        Limits {
-            memory: 64 << 20,
-            request_timeout: std::time::Duration::from_secs(5),
-            max_body: 1 << 20,
-            max_instances: 4,
-            instances_per_guest: 4,
-            memory_total: 1 << 30,
-        },
-        EnclaveCtx::local(
-            attester,
-            KvLimits {
-                max_keys: 10,
-                max_bytes: 1000,
-            },
-        ),
-        Arc::new(Egress::new(None, None, None).expect("egress")),
-    )
-    .expect("engine");
-    Registry::new(engine, None)
-}
-
-fn components() -> (Bytes, Bytes) {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/Cargo.toml");
-    let paths = nacre_cli::guest_build::build_guests(&manifest, &["hello", "echo"])
-        .expect("building guests");
-    let read = |p: &Path| Bytes::from(std::fs::read(p).expect("component"));
-    (read(&paths[0]), read(&paths[1]))
-}
-
-fn config(name: &str) -> GuestConfig {
-    GuestConfig::new(name.parse().expect("name"), None, Vec::new()).expect("config")
+fn registry() -> std::sync::Arc<Registry> {
+    common::registry(attester().0)
 }
 
 fn sha(registry: &Registry, name: &str) -> Option<String> {
@@ -123,4 +86,32 @@ async fn boot_guests_come_before_every_admin_change() {
 fn sha2_256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
+}
+
+/// Every change of the guest table is published in order, with each
+/// guest's configuration and component bytes: what a follower mirrors.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_change_is_published_with_the_component_bytes() {
+    let (hello, echo) = components();
+    let r = registry();
+    let mut feed = r.subscribe();
+    assert_eq!(feed.borrow_and_update().guests().count(), 0);
+    r.deploy(config("a"), hello.clone())
+        .await
+        .expect("deploy a");
+    feed.changed().await.expect("a change");
+    {
+        let snap = feed.borrow_and_update();
+        let a = snap.guests().next().expect("a");
+        assert_eq!(a.config.name.as_str(), "a");
+        assert_eq!(a.bytes, hello, "the bytes are kept");
+    }
+    r.deploy(config("a"), echo.clone())
+        .await
+        .expect("replace a");
+    r.remove(&"a".parse().expect("name")).await;
+    // A follower that looks only now sees the latest table: a is gone.
+    feed.changed().await.expect("a change");
+    assert_eq!(feed.borrow_and_update().guests().count(), 0);
+    assert!(!feed.has_changed().expect("open"));
 }

@@ -1,14 +1,14 @@
 //! Helpers for the end-to-end tests: build the binaries and guests, start
 //! a real `nacre-runtime`, and talk to it over real TLS.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
 
 use nacre_cli::guest_build::{build_guests, cargo};
-use std::time::{Duration, Instant};
+use nacre_cli::process::{self, Stderr, Supervised};
+use std::time::Duration;
 
 pub mod net;
 pub mod origins;
@@ -149,10 +149,9 @@ pub const TOKEN: &str = "test-admin-token";
 /// A running `nacre-runtime` on loopback; killed (and its log printed if
 /// the test failed) on drop.
 pub struct Runtime {
-    child: Child,
+    child: Supervised,
     /// The bound address.
     pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
     pki: Option<TestPki>,
     /// The `--dev-root` directory (dev attestation CA).
     pub dev_root: PathBuf,
@@ -220,7 +219,7 @@ impl Runtime {
             }
             None => Command::new(bin("nacre-runtime")),
         };
-        let mut child = command
+        command
             .args([
                 "--listen",
                 listen,
@@ -232,41 +231,24 @@ impl Runtime {
             .arg("--dev-root")
             .arg(&dev_root)
             .args(args)
-            .env("NACRE_LOG", log_filter("info,nacre_runtime=debug"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nacre-runtime");
-        let log = capture_stderr(&mut child);
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("nacre-runtime listening on ") {
-                    let _ = tx.send(a.to_string());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => Ok(Runtime {
-                child,
-                // Not TCP: reachable only through whatever `via` names.
-                addr: a
-                    .strip_prefix("tcp://")
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
-                log,
-                pki: None,
-                dev_root,
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                let text = log.lock().unwrap().clone();
-                Err(text)
-            }
-        }
+            .env("NACRE_LOG", log_filter("info,nacre_runtime=debug"));
+        let mut child = Supervised::spawn(command, Stderr::Keep { watch: false })
+            .expect("spawn nacre-runtime")
+            .report_on_panic();
+        let bound = child.wait_for(Duration::from_secs(60), |l| {
+            l.strip_prefix("nacre-runtime listening on ")
+                .map(str::to_string)
+        })?;
+        Ok(Runtime {
+            child,
+            // Not TCP: reachable only through whatever `via` names.
+            addr: bound
+                .strip_prefix("tcp://")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            pki: None,
+            dev_root,
+        })
     }
 
     /// `https://localhost:PORT`.
@@ -292,6 +274,16 @@ impl Runtime {
             }
             None => b.danger_accept_invalid_certs(true),
         }
+    }
+
+    /// A root store holding the test CA.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = self.ca_file().expect("a runtime with the test CA");
+        for c in nacre_transport::pem::certificates(&ca).expect("the test CA") {
+            roots.add(c).expect("a usable CA");
+        }
+        roots
     }
 
     /// The test CA's PEM file, when the runtime uses the test certificate.
@@ -353,12 +345,7 @@ impl Runtime {
         &self,
         alpn: &[&str],
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = self.pki.as_ref().expect("a runtime with the test CA");
-        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.ca_pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
+        let roots = self.roots();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -399,31 +386,22 @@ impl Runtime {
 
     /// Everything the runtime logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.child.output()
     }
 
     /// Process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Resident set size in bytes, from /proc.
     pub fn rss(&self) -> u64 {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid())).unwrap();
-        statm
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 4096
+        process::rss(self.pid()).expect("the runtime is running")
     }
 
     /// Open file descriptors, from /proc.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
-            .count()
+        process::fd_count(self.pid())
     }
 
     /// Whether the process is still running.
@@ -433,43 +411,11 @@ impl Runtime {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "runtime did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child.terminate();
+        self.child
+            .wait_exit(Duration::from_secs(20))
+            .expect("runtime did not stop on SIGTERM")
     }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- nacre-runtime output ----\n{}", self.log());
-        }
-    }
-}
-
-/// Collects a child's stderr, line by line, into a shared string.
-pub fn capture_stderr(child: &mut Child) -> Arc<Mutex<String>> {
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    let stderr = child.stderr.take().expect("stderr piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    log
 }
 
 /// Runs the `nacre` CLI; returns success, stdout and stderr.
@@ -487,11 +433,7 @@ pub fn nacre(args: &[&str]) -> (bool, String, String) {
 
 /// DER of the certificate the server presented for this response.
 pub fn peer_certificate(r: &reqwest::Response) -> Vec<u8> {
-    r.extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|t| t.peer_certificate())
-        .expect("a TLS peer certificate")
-        .to_vec()
+    nacre_cli::client::peer_certificate(r).expect("a TLS peer certificate")
 }
 
 /// Lower-case hex SHA-256.

@@ -1,11 +1,10 @@
 //! The parent-instance side in tests: a real `nacre-host-proxy`, recording
 //! relays to put on each link, and an HTTPS origin for guests to fetch.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,11 +13,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nacre_transport::{Address, Listener, connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Runtime, TestPki, bin, capture_stderr};
+use nacre_cli::process::{Stderr, Supervised};
+
+use crate::{Runtime, TestPki, bin};
 
 /// A running `nacre-host-proxy`; killed on drop.
 pub struct HostProxy {
-    child: Child,
+    child: Supervised,
     args: Vec<String>,
     /// Bound `--inbound` listen addresses, in flag order.
     pub inbound: Vec<Address>,
@@ -26,61 +27,47 @@ pub struct HostProxy {
     pub egress: Option<Address>,
     /// Bound `--metrics-listen` address.
     pub metrics: Option<Address>,
-    log: Arc<Mutex<String>>,
 }
 
 impl HostProxy {
     /// Starts the proxy with `args` and waits until it is ready.
     pub fn start(args: &[String]) -> HostProxy {
-        let mut child = Command::new(bin("nacre-host-proxy"))
+        let mut command = Command::new(bin("nacre-host-proxy"));
+        command
             .args(args)
-            .env("NACRE_LOG", crate::log_filter("debug"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nacre-host-proxy");
-        let log = capture_stderr(&mut child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut proxy = HostProxy {
-            child,
-            args: args.to_vec(),
-            inbound: Vec::new(),
-            egress: None,
-            metrics: None,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => panic!("host proxy did not start:\n{}", proxy.log()),
-            };
-            let addr = |s: &str| s.parse::<Address>().expect("printed address");
+            .env("NACRE_LOG", crate::log_filter("debug"));
+        let mut child = Supervised::spawn(command, Stderr::Keep { watch: false })
+            .expect("spawn nacre-host-proxy")
+            .report_on_panic();
+        let (mut inbound, mut egress, mut metrics) = (Vec::new(), None, None);
+        let addr = |s: &str| s.parse::<Address>().expect("printed address");
+        let ready = child.wait_for(Duration::from_secs(30), |line| {
             if let Some(rest) = line.strip_prefix("nacre-host-proxy inbound ") {
                 let (listen, _) = rest.split_once(" -> ").expect("LISTEN -> TARGET");
-                proxy.inbound.push(addr(listen));
+                inbound.push(addr(listen));
             } else if let Some(a) = line.strip_prefix("nacre-host-proxy egress ") {
-                proxy.egress = Some(addr(a));
+                egress = Some(addr(a));
             } else if let Some(a) = line.strip_prefix("nacre-host-proxy metrics ") {
-                proxy.metrics = Some(addr(a));
-            } else if line == "nacre-host-proxy ready" {
-                return proxy;
+                metrics = Some(addr(a));
             }
+            (line == "nacre-host-proxy ready").then_some(())
+        });
+        if let Err(why) = ready {
+            panic!("host proxy did not start: {why}");
+        }
+        HostProxy {
+            child,
+            args: args.to_vec(),
+            inbound,
+            egress,
+            metrics,
         }
     }
 
     /// Kills the proxy at once (SIGKILL: connections in flight are lost)
     /// and starts it again with the same flags, on the same addresses.
     pub fn restart_after_kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
         // The same ports and socket paths, not fresh ones: each
         // `--inbound` value (in order) gets the address bound the first time.
         let mut bound = self.inbound.iter();
@@ -132,49 +119,23 @@ impl HostProxy {
 
     /// Sends SIGTERM; returns at once.
     pub fn sigterm(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        self.child.terminate();
     }
 
     /// Waits up to `limit` for the process to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.child.wait_exit(limit)
     }
 
     /// Everything the proxy logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.child.output()
     }
 
     /// Process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
-}
-
-impl Drop for HostProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- nacre-host-proxy output ----\n{}", self.log());
-        }
-    }
-}
-
-/// Open file descriptors of a process, from /proc.
-pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// A byte relay that records everything crossing it, both ways: put on a
@@ -376,14 +337,8 @@ impl Origin {
     /// Starts an origin; `h2` makes it offer HTTP/2 by ALPN.
     pub async fn start(h2: bool) -> Origin {
         let pki = TestPki::generate();
-        let cert = std::fs::read(pki.dir.join("cert.pem")).unwrap();
-        let key = std::fs::read(pki.dir.join("key.pem")).unwrap();
-        let certs = rustls_pemfile::certs(&mut cert.as_slice())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut key.as_slice())
-            .unwrap()
-            .unwrap();
+        let certs = nacre_transport::pem::certificates(&pki.dir.join("cert.pem")).unwrap();
+        let key = nacre_transport::pem::private_key(&pki.dir.join("key.pem")).unwrap();
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(certs, key)

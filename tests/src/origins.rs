@@ -2,10 +2,11 @@
 //! `http.server` wrapped in TLS, and nginx from the distribution. Our own
 //! hyper on both ends of a connection hid bugs that these found at once.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nacre_cli::process::{Stderr, Supervised};
 
 use crate::{TestPki, root, temp_dir};
 
@@ -20,7 +21,7 @@ pub fn pattern_body(path: &str, n: usize) -> Vec<u8> {
 /// `python3 tests/origins/https_origin.py` on a loopback port, with a
 /// `localhost` certificate from a fresh test CA; killed on drop.
 pub struct PythonOrigin {
-    child: Child,
+    _child: Supervised,
     /// Its port on 127.0.0.1.
     pub port: u16,
     /// The CA that signed its certificate.
@@ -31,27 +32,22 @@ impl PythonOrigin {
     /// Starts the origin and waits for its port.
     pub fn start() -> PythonOrigin {
         let pki = TestPki::generate();
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(root().join("tests/origins/https_origin.py"))
             .arg(pki.dir.join("cert.pem"))
-            .arg(pki.dir.join("key.pem"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs (the test command installs it when missing)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the origin prints its port");
-        let port = line.trim().parse().expect("a port number");
-        PythonOrigin { child, port, pki }
-    }
-}
-
-impl Drop for PythonOrigin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .arg(pki.dir.join("key.pem"));
+        let mut child = Supervised::spawn(command, Stderr::Keep { watch: false })
+            .expect("python3 runs (the test command installs it when missing)")
+            .report_on_panic();
+        let port = child
+            .wait_for(Duration::from_secs(30), |l| l.trim().parse().ok())
+            .unwrap_or_else(|why| panic!("{why}"));
+        PythonOrigin {
+            _child: child,
+            port,
+            pki,
+        }
     }
 }
 

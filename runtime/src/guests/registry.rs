@@ -4,6 +4,10 @@
 //! a request takes the current snapshot once and keeps its `Arc<Guest>`
 //! until it finishes, so replacing or deleting a guest never disturbs
 //! requests in flight, and readers never wait for writers.
+//!
+//! Every change is also published ([`Registry::subscribe`]), and each
+//! guest keeps its component's bytes, so a follower (another enclave of
+//! the deployment) can mirror the table exactly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +32,8 @@ pub struct Guest {
     pub config: Arc<GuestConfig>,
     /// SHA-256 of the component bytes.
     pub sha256: [u8; 32],
-    /// Size of the component bytes.
-    pub size: usize,
+    /// The component's bytes, as uploaded.
+    pub bytes: Bytes,
     pub(crate) pre: ProxyPre<Host>,
     /// Counters for `/enclave/debug`.
     pub stats: GuestStats,
@@ -56,7 +60,7 @@ impl Guest {
             sha256: hex::encode(self.sha256),
             route: self.config.route.to_string(),
             allow: self.config.allow.iter().map(AllowRule::to_string).collect(),
-            size: self.size,
+            size: self.bytes.len(),
         }
     }
 }
@@ -199,6 +203,8 @@ enum Source {
 pub struct Registry {
     engine: GuestEngine,
     current: ArcSwap<Snapshot>,
+    /// Every snapshot stored, for followers.
+    changes: tokio::sync::watch::Sender<Arc<Snapshot>>,
     /// Serializes writers; readers never take it.
     write: tokio::sync::Mutex<()>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
@@ -216,9 +222,11 @@ struct CacheEntry {
 impl Registry {
     /// An empty registry; `egress_cap` is `--egress-allow` (None: no cap).
     pub fn new(engine: GuestEngine, egress_cap: Option<AllowList>) -> Registry {
+        let empty = Arc::new(Snapshot::new(BTreeMap::new(), Vec::new()));
         Registry {
             engine,
-            current: ArcSwap::from_pointee(Snapshot::new(BTreeMap::new(), Vec::new())),
+            current: ArcSwap::from(empty.clone()),
+            changes: tokio::sync::watch::Sender::new(empty),
             write: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
             compile: tokio::sync::Semaphore::new(1),
@@ -237,6 +245,21 @@ impl Registry {
         self.current.load_full()
     }
 
+    /// Every change of the guest table from now on, starting with the
+    /// current one: a follower mirrors the table (configurations and
+    /// component bytes) from this.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.changes.subscribe()
+    }
+
+    /// Makes `next` the guest table and publishes it; under the write
+    /// lock, so publications come in the order of the changes.
+    fn publish(&self, next: Snapshot) {
+        let next = Arc::new(next);
+        self.current.store(next.clone());
+        self.changes.send_replace(next);
+    }
+
     /// Number of compiled components held in memory.
     pub fn cached_components(&self) -> usize {
         self.cache.lock().map(|c| c.len()).unwrap_or(0)
@@ -248,8 +271,7 @@ impl Registry {
         let _w = self.write.lock().await;
         let cur = self.current.load();
         let starting = configs.into_iter().map(Arc::new).collect();
-        self.current
-            .store(Arc::new(Snapshot::new(cur.guests.clone(), starting)));
+        self.publish(Snapshot::new(cur.guests.clone(), starting));
     }
 
     /// Compiles (or finds in the cache) and installs a guest, atomically
@@ -278,8 +300,7 @@ impl Registry {
         let cur = self.current.load();
         if cur.is_starting(name) {
             let starting = cur.starting_but(name);
-            self.current
-                .store(Arc::new(Snapshot::new(cur.guests.clone(), starting)));
+            self.publish(Snapshot::new(cur.guests.clone(), starting));
         }
     }
 
@@ -327,7 +348,7 @@ impl Registry {
         let guest = Arc::new(Guest {
             config: Arc::new(config),
             sha256,
-            size: bytes.len(),
+            bytes,
             pre,
             stats: GuestStats::default(),
             share,
@@ -336,8 +357,7 @@ impl Registry {
         let mut guests = cur.guests.clone();
         let replaced = guests.insert(name.clone(), guest.clone()).is_some();
         let starting = cur.starting_but(name);
-        self.current
-            .store(Arc::new(Snapshot::new(guests, starting)));
+        self.publish(Snapshot::new(guests, starting));
         drop(_w);
         self.trim_cache();
         tracing::info!(guest = %name, sha256 = %hex::encode(sha256), route = %guest.config.route, replaced, "guest deployed");
@@ -360,8 +380,7 @@ impl Registry {
             return false;
         }
         let starting = cur.starting_but(name);
-        self.current
-            .store(Arc::new(Snapshot::new(guests, starting)));
+        self.publish(Snapshot::new(guests, starting));
         drop(_w);
         self.trim_cache();
         tracing::info!(guest = %name, "guest removed");

@@ -35,6 +35,14 @@ impl Guests {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        // wasi:http gives a guest the request's authority: a request that
+        // names none (HTTP/1.0 without Host) is the client's mistake.
+        if req.uri().authority().is_none() && !req.headers().contains_key(header::HOST) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the request names no host: send a Host header",
+            );
+        }
         let snapshot = self.registry.snapshot();
         let path = req.uri().path();
         let Some((guest, rest)) = snapshot.route(path) else {

@@ -84,13 +84,8 @@ fn nsm_mode_outside_an_enclave_fails_at_start_with_the_fix() {
 /// A man in the middle: terminates TLS with `server` and opens a new TLS
 /// connection to the runtime, copying plaintext between the two.
 async fn tls_relay(rt: &Runtime, server: rustls::ServerConfig) -> std::net::SocketAddr {
-    use rustls_pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(rt.ca_file().unwrap()).unwrap();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
+    let roots = rt.roots();
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -223,11 +218,9 @@ async fn a_relay_replaying_the_certificate_without_its_key_is_caught_by_the_hand
     let rt = Runtime::start(&[]);
     rt.deploy_ok("hello", &guest("hello"), "").await;
     let root = rt.dev_root.join("root.pem").display().to_string();
-    use rustls_pki_types::pem::PemObject;
-    let pem = std::fs::read(rt.ca_file().unwrap().with_file_name("cert.pem")).unwrap();
-    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
-        .map(Result::unwrap)
-        .collect();
+    let chain =
+        nacre_transport::pem::certificates(&rt.ca_file().unwrap().with_file_name("cert.pem"))
+            .unwrap();
     let own_key = rcgen::KeyPair::generate().unwrap();
     let relay = tls_relay(&rt, server_config(present(chain, &own_key))).await;
     let url = format!("https://localhost:{}", relay.port());

@@ -220,9 +220,10 @@ fn stopped(pid: u32) -> bool {
 /// with it, instead of leaving them running on the port.
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
+
+    use nacre_cli::process::{Stderr, Supervised};
 
     let dir = nacre_tests::temp_dir("nacre-dev");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -230,26 +231,22 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
         .local_addr()
         .unwrap()
         .port();
-    let mut dev = Command::new(nacre_tests::bin("nacre"))
+    let mut command = Command::new(nacre_tests::bin("nacre"));
+    command
         .args(["dev", "--port", &port.to_string(), "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = dev.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut banner = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        .arg(&dir);
+    let mut dev = Supervised::spawn(command, Stderr::Keep { watch: false })
+        .unwrap()
+        .report_on_panic();
+    let mut lines = Vec::new();
+    let banner: Vec<String> = dev
+        .wait_for(Duration::from_secs(300), |line| {
             if line.starts_with("Press Ctrl-C") {
-                let _ = tx.send(std::mem::take(&mut banner));
+                return Some(std::mem::take(&mut lines));
             }
-            banner.push(line);
-        }
-    });
-    let banner: Vec<String> = rx
-        .recv_timeout(Duration::from_secs(300))
+            lines.push(line.to_string());
+            None
+        })
         .expect("nacre dev printed its banner");
 
     // The printed commands work when pasted: the `nacre` they name is the
@@ -280,26 +277,15 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
     let body = client.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(body.contains("Hello, world"), "{body}");
 
-    let kids = children_of(dev.id());
+    let kids = children_of(dev.pid());
     // Whatever this test finds, it leaves nothing running behind it.
     let _reaper = KillOnDrop(kids.clone());
     assert_eq!(kids.len(), 2, "a runtime and a host proxy: {kids:?}");
-    let term = Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    dev.terminate();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = dev.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = dev.kill();
-            panic!("nacre dev still running 10 s after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = dev
+        .wait_exit(Duration::from_secs(10))
+        .expect("nacre dev still running 10 s after SIGTERM");
     assert!(status.success(), "nacre dev ended with {status}");
     while !kids.iter().all(|&k| stopped(k)) {
         assert!(

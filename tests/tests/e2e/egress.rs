@@ -324,7 +324,7 @@ async fn abrupt_connections_leave_nothing_behind() {
     let s = Stack::start(&[], false, &[]).await;
     s.rt.deploy_ok("hello", &guest("hello"), "").await;
     assert_eq!(s.rt.get("/hello/").await.0, 200);
-    let proxy_fds = nacre_tests::net::fd_count(s.proxy.pid());
+    let proxy_fds = nacre_cli::process::fd_count(s.proxy.pid());
     let rt_fds = s.rt.fd_count();
     let open = "nacre_proxy_open_connections{kind=\"inbound\"}";
 
@@ -353,7 +353,7 @@ async fn abrupt_connections_leave_nothing_behind() {
 
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (p, r) = (nacre_tests::net::fd_count(s.proxy.pid()), s.rt.fd_count());
+        let (p, r) = (nacre_cli::process::fd_count(s.proxy.pid()), s.rt.fd_count());
         let gauge = s.proxy.metric(open).await;
         if p <= proxy_fds && r <= rt_fds && gauge == 0.0 {
             break;

@@ -25,7 +25,7 @@ impl RssPeak {
         let (p, s) = (peak.clone(), stop.clone());
         let task = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Some(rss) = rss(pid) {
+                if let Some(rss) = nacre_cli::process::rss(pid) {
                     p.fetch_max(rss, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(2));
@@ -45,11 +45,6 @@ impl RssPeak {
         }
         self.peak.load(Ordering::Relaxed)
     }
-}
-
-fn rss(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    Some(statm.split_whitespace().nth(1)?.parse::<u64>().ok()? * 4096)
 }
 
 const MIB: u64 = 1 << 20;

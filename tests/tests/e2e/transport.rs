@@ -49,11 +49,7 @@ async fn garbage_and_stalled_clients_are_dropped_and_serving_continues() {
     let silent = tokio::spawn(wait_closed(silent, Duration::from_secs(20)));
 
     // Completes TLS, then stalls halfway through the headers.
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(rt.ca_file().unwrap()).unwrap();
-    for c in rustls_pemfile_certs(&ca) {
-        roots.add(c).unwrap();
-    }
+    let roots = rt.roots();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -103,11 +99,4 @@ async fn garbage_and_stalled_clients_are_dropped_and_serving_continues() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
-        .map(|c| c.unwrap())
-        .collect()
 }

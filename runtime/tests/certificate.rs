@@ -1,0 +1,126 @@
+//! The served certificate swapped while serving, through the real server
+//! on loopback: new connections get the new one, a connection opened
+//! before keeps working, and documents bind the new one from then on.
+
+mod common;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use nacre_attestation::{RuntimeBinding, Verifier};
+use nacre_runtime::router::{Admin, Endpoints, Guests, Router};
+use nacre_runtime::server::{self, ConnStats, Options, Security};
+use nacre_runtime::tls::{self, Identity};
+use nacre_transport::{Address, Listener};
+use sha2::{Digest, Sha256};
+
+/// A client with a connection pool of its own, taking any certificate
+/// (the test compares them itself).
+fn client(port: u16) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .tls_info(true)
+        .http1_only()
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .expect("client")
+}
+
+/// GET `path`; the certificate of the connection that answered, and the
+/// body.
+async fn get(client: &reqwest::Client, port: u16, path: &str) -> ([u8; 32], String) {
+    let r = client
+        .get(format!("https://localhost:{port}{path}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let cert = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .map(|der| Sha256::digest(der).into())
+        .expect("a peer certificate");
+    (cert, r.text().await.expect("body"))
+}
+
+fn config_hash(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).expect("json");
+    v["tls_certificate_sha256"]
+        .as_str()
+        .expect("hash")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_swapped_while_serving() {
+    let (attester, dev_root) = common::attester();
+    let registry = common::registry(attester.clone());
+    let identity = Identity::self_signed("localhost").expect("identity");
+    let router = Router::new(
+        Endpoints::new(
+            identity.clone(),
+            registry.clone(),
+            attester,
+            serde_json::json!({}),
+            None,
+        ),
+        Admin::new(None, 1 << 20, registry.clone()),
+        Guests::new(registry, std::time::Duration::from_secs(10)),
+    );
+    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse::<Address>().expect("address"))
+        .await
+        .expect("bind");
+    let port = match listener.local_addr().expect("address") {
+        Address::Tcp { port, .. } => port,
+        other => panic!("{other}"),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::serve(
+        listener,
+        Security::Tls(identity.server_config().expect("config")),
+        Arc::new(router),
+        Options::new(std::time::Duration::from_secs(10)),
+        Arc::new(ConnStats::default()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let before = client(port);
+    let (old_cert, body) = get(&before, port, "/enclave/config").await;
+    assert_eq!(config_hash(&body), hex::encode(old_cert));
+
+    let (chain, key) = tls::self_signed_pair("localhost").expect("pair");
+    let new_sha: [u8; 32] = Sha256::digest(&chain[0]).into();
+    identity.replace(chain, key, "replaced").expect("replace");
+
+    // The connection opened before keeps its certificate and keeps
+    // working; what it is told is the enclave's certificate now.
+    let (cert, body) = get(&before, port, "/enclave/config").await;
+    assert_eq!(cert, old_cert, "the open connection kept its certificate");
+    assert_eq!(config_hash(&body), hex::encode(new_sha));
+
+    // A new connection gets the new one, and a fresh document binds it.
+    let after = client(port);
+    let nonce = [9u8; 20];
+    let path = format!("/enclave/attestation?nonce={}", hex::encode(nonce));
+    let (cert, body) = get(&after, port, &path).await;
+    assert_eq!(cert, new_sha);
+    let doc = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .expect("base64");
+    let root = std::fs::read(dev_root.join("root.pem")).expect("root");
+    let verified = Verifier::with_root_pem(&root)
+        .expect("root")
+        .nonce(nonce.to_vec())
+        .verify(&doc)
+        .expect("verifies");
+    let binding = RuntimeBinding::from_bytes(verified.document.user_data.as_deref().unwrap())
+        .expect("runtime layout");
+    assert_eq!(binding.tls_cert_sha256, new_sha);
+
+    let _ = stop.send(());
+    serving.await.expect("server stopped");
+}

@@ -1,0 +1,202 @@
+//! The router in process, without a socket, the way axum's tests call
+//! `app().oneshot(request)`: every `/enclave` route and guest routing,
+//! against a real guest table, attester and certificate.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use nacre_api::{ErrorBody, GuestInfo, Manifest};
+use nacre_attestation::{RuntimeBinding, Verifier};
+use nacre_runtime::guests::Registry;
+use nacre_runtime::http::ResponseBody;
+use nacre_runtime::router::{Admin, Endpoints, Guests, Router};
+use nacre_runtime::tls::Identity;
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "router-test-token";
+
+struct Fixture {
+    router: Router,
+    registry: Arc<Registry>,
+    identity: Arc<Identity>,
+    root_pem: Vec<u8>,
+}
+
+fn fixture(admin: bool) -> Fixture {
+    let (attester, dev_root) = common::attester();
+    let registry = common::registry(attester.clone());
+    let identity = Identity::self_signed("localhost").expect("identity");
+    let token = admin.then(|| Sha256::digest(TOKEN).into());
+    let router = Router::new(
+        Endpoints::new(
+            identity.clone(),
+            registry.clone(),
+            attester,
+            serde_json::json!({ "fqdn": "localhost" }),
+            None,
+        ),
+        Admin::new(token, 1 << 20, registry.clone()),
+        Guests::new(registry.clone(), std::time::Duration::from_secs(10)),
+    );
+    Fixture {
+        router,
+        registry,
+        identity,
+        root_pem: std::fs::read(dev_root.join("root.pem")).expect("dev root"),
+    }
+}
+
+fn request(method: &str, path: &str, token: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    r.body(Full::new(body)).expect("request")
+}
+
+async fn call(router: &Router, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+    let (parts, body) = router.answer(req).await.into_parts();
+    let body: ResponseBody = body;
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+async fn get(router: &Router, path: &str) -> (StatusCode, Bytes) {
+    let (r, b) = call(router, request("GET", path, None, Bytes::new())).await;
+    (r.status(), b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtime_endpoints_answer_in_process() {
+    let f = fixture(true);
+    let (status, body) = get(&f.router, "/enclave").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("runs in an enclave"));
+
+    let (status, body) = get(&f.router, "/enclave/manifest").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_ref(), br#"{"version":1,"guests":[]}"#);
+
+    let (status, body) = get(&f.router, "/enclave/config").await;
+    assert_eq!(status, 200);
+    let config: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(config["fqdn"], "localhost");
+    assert_eq!(config["tls_certificate"], "self-signed");
+    assert_eq!(
+        config["tls_certificate_sha256"],
+        hex::encode(f.identity.leaf_sha256())
+    );
+
+    let (r, body) = call(
+        &f.router,
+        request("POST", "/enclave/config", None, Bytes::new()),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert!(ErrorBody::message(&body).is_some());
+
+    // --debug is off.
+    assert_eq!(get(&f.router, "/enclave/debug").await.0, 404);
+    assert_eq!(get(&f.router, "/enclave/nothing").await.0, 404);
+
+    let (status, body) = get(&f.router, "/enclave/attestation?nonce=abc").await;
+    assert_eq!(status, 400);
+    assert!(
+        ErrorBody::message(&body)
+            .unwrap_or_default()
+            .contains("40 hex digits")
+    );
+
+    let nonce = [7u8; 20];
+    let path = format!("/enclave/attestation?nonce={}", hex::encode(nonce));
+    let (status, body) = get(&f.router, &path).await;
+    assert_eq!(status, 200);
+    use base64::Engine as _;
+    let doc = base64::engine::general_purpose::STANDARD
+        .decode(&body)
+        .expect("base64");
+    let verified = Verifier::with_root_pem(&f.root_pem)
+        .expect("root")
+        .nonce(nonce.to_vec())
+        .verify(&doc)
+        .expect("verifies");
+    let binding = RuntimeBinding::from_bytes(verified.document.user_data.as_deref().unwrap())
+        .expect("runtime layout");
+    assert_eq!(binding.tls_cert_sha256, f.identity.leaf_sha256());
+    assert_eq!(
+        binding.manifest_sha256,
+        f.registry.snapshot().manifest_sha256()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_and_guest_routing_answer_in_process() {
+    let (hello, _) = common::components();
+    let f = fixture(true);
+    let guests = "/enclave/guests";
+    let (r, _) = call(&f.router, request("GET", guests, None, Bytes::new())).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let (r, body) = call(&f.router, request("GET", guests, Some(TOKEN), Bytes::new())).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        serde_json::from_slice::<Vec<GuestInfo>>(&body).expect("list"),
+        vec![]
+    );
+
+    let put = request("PUT", "/enclave/guests/hello", Some(TOKEN), hello.clone());
+    let (r, body) = call(&f.router, put).await;
+    assert_eq!(r.status(), 201);
+    let info: GuestInfo = serde_json::from_slice(&body).expect("guest info");
+    assert_eq!(info.sha256, hex::encode(Sha256::digest(&hello)));
+    assert_eq!((info.route.as_str(), info.size), ("/hello", hello.len()));
+
+    let (status, body) = get(&f.router, "/hello/world").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_ref(), b"Hello, world, from a Nacre enclave!\n");
+    let (status, body) = get(&f.router, "/nothing/here").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        ErrorBody::message(&body).as_deref(),
+        Some("no guest serves /nothing/here")
+    );
+    let (_, manifest) = get(&f.router, "/enclave/manifest").await;
+    let manifest = Manifest::from_slice(&manifest).expect("manifest");
+    assert_eq!(
+        manifest.guest("hello").map(|g| g.sha256.clone()),
+        Some(info.sha256)
+    );
+
+    // A request that names no host is refused as such, not failed.
+    let mut bare = request("GET", "/hello/world", None, Bytes::new());
+    bare.headers_mut().remove("host");
+    let (r, body) = call(&f.router, bare).await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        ErrorBody::message(&body)
+            .unwrap_or_default()
+            .contains("Host header")
+    );
+
+    // Without --admin-token-sha256 the admin API is closed.
+    let closed = fixture(false);
+    let (r, body) = call(
+        &closed.router,
+        request("GET", guests, Some(TOKEN), Bytes::new()),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    assert!(
+        ErrorBody::message(&body)
+            .unwrap_or_default()
+            .contains("--admin-token-sha256")
+    );
+}

@@ -6,8 +6,6 @@ mod common;
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use nacre_attestation::{RuntimeBinding, Verifier};
 use nacre_runtime::router::{Admin, Endpoints, Guests, Router};
 use nacre_runtime::server::{self, ConnStats, Options, Security};
 use nacre_runtime::tls::{self, Identity};
@@ -108,17 +106,8 @@ async fn a_certificate_swapped_while_serving() {
     let path = format!("/enclave/attestation?nonce={}", hex::encode(nonce));
     let (cert, body) = get(&after, port, &path).await;
     assert_eq!(cert, new_sha);
-    let doc = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .expect("base64");
     let root = std::fs::read(dev_root.join("root.pem")).expect("root");
-    let verified = Verifier::with_root_pem(&root)
-        .expect("root")
-        .nonce(nonce.to_vec())
-        .verify(&doc)
-        .expect("verifies");
-    let binding = RuntimeBinding::from_bytes(verified.document.user_data.as_deref().unwrap())
-        .expect("runtime layout");
+    let binding = common::binding(&root, &nonce, body.as_bytes());
     assert_eq!(binding.tls_cert_sha256, new_sha);
 
     let _ = stop.send(());

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use nacre_api::{ErrorBody, GuestInfo, Manifest};
-use nacre_attestation::{RuntimeBinding, Verifier};
 use nacre_runtime::guests::Registry;
 use nacre_runtime::http::ResponseBody;
 use nacre_runtime::router::{Admin, Endpoints, Guests, Router};
@@ -119,17 +118,7 @@ async fn the_runtime_endpoints_answer_in_process() {
     let path = format!("/enclave/attestation?nonce={}", hex::encode(nonce));
     let (status, body) = get(&f.router, &path).await;
     assert_eq!(status, 200);
-    use base64::Engine as _;
-    let doc = base64::engine::general_purpose::STANDARD
-        .decode(&body)
-        .expect("base64");
-    let verified = Verifier::with_root_pem(&f.root_pem)
-        .expect("root")
-        .nonce(nonce.to_vec())
-        .verify(&doc)
-        .expect("verifies");
-    let binding = RuntimeBinding::from_bytes(verified.document.user_data.as_deref().unwrap())
-        .expect("runtime layout");
+    let binding = common::binding(&f.root_pem, &nonce, &body);
     assert_eq!(binding.tls_cert_sha256, f.identity.leaf_sha256());
     assert_eq!(
         binding.manifest_sha256,

@@ -303,8 +303,8 @@ impl Runtime {
             .unwrap()
     }
 
-    /// Uploads and asserts success.
-    pub async fn deploy_ok(&self, name: &str, wasm: &Path, query: &str) -> serde_json::Value {
+    /// Uploads and asserts success; the runtime's answer.
+    pub async fn deploy_ok(&self, name: &str, wasm: &Path, query: &str) -> nacre_api::GuestInfo {
         let r = self.deploy(name, wasm, query).await;
         let status = r.status();
         let body = r.text().await.unwrap();
@@ -313,7 +313,7 @@ impl Runtime {
             "deploy {name}: {status} {body}\n{}",
             self.log()
         );
-        serde_json::from_str(&body).unwrap()
+        serde_json::from_str(&body).expect("the admin API answers GuestInfo")
     }
 
     /// GET a path; returns status and body text.

@@ -61,6 +61,24 @@ pub fn components() -> (Bytes, Bytes) {
     (read(&paths[0]), read(&paths[1]))
 }
 
+/// The runtime binding of a Base64 document from `/enclave/attestation`,
+/// once it verifies against the dev root `root_pem` with `nonce`.
+pub fn binding(root_pem: &[u8], nonce: &[u8], base64: &[u8]) -> nacre_attestation::RuntimeBinding {
+    use base64::Engine as _;
+    let doc = base64::engine::general_purpose::STANDARD
+        .decode(base64.trim_ascii())
+        .expect("base64");
+    let verified = nacre_attestation::Verifier::with_root_pem(root_pem)
+        .expect("root")
+        .nonce(nonce.to_vec())
+        .verify(&doc)
+        .expect("verifies");
+    nacre_attestation::RuntimeBinding::from_bytes(
+        verified.document.user_data.as_deref().expect("user data"),
+    )
+    .expect("runtime layout")
+}
+
 /// A config for guest `name` at its default route.
 pub fn config(name: &str) -> GuestConfig {
     GuestConfig::new(name.parse().expect("name"), None, Vec::new()).expect("config")

@@ -25,7 +25,7 @@ pub use cose::CoseSign1;
 pub use dev::{DevError, DevSigner, DocumentRequest};
 pub use document::{Document, MAX_CABUNDLE, MAX_DOCUMENT, MAX_FIELD, MAX_PCRS};
 pub use error::VerifyError;
-pub use userdata::{GuestBinding, RuntimeBinding};
+pub use userdata::{GuestBinding, RuntimeBinding, SyncBinding, SyncRole};
 pub use verify::{Verified, Verifier, aws_root_der};
 
 /// The AWS Nitro Enclaves root certificate (G1), PEM.

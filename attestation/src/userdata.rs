@@ -1,4 +1,6 @@
-//! The two `user_data` layouts of SPEC §5.
+//! The `user_data` layouts: runtime and guest documents (SPEC §5), and the
+//! documents enclaves of one deployment exchange to synchronize (§7).
+//! No document of one layout reads as another.
 
 use ciborium::Value;
 
@@ -110,6 +112,97 @@ impl GuestBinding {
     }
 }
 
+/// What a sync document says about its enclave's part in one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncRole {
+    /// It will receive key material, encrypted to the document's
+    /// `public_key`.
+    Receiver,
+    /// It sends key material whose ciphertext hashes to
+    /// [`SyncBinding::payload_sha256`].
+    Sender,
+}
+
+/// Sync documents (SPEC §7): CBOR `{"nacre-sync": 1, "role": "receiver" |
+/// "sender", "payload": <SHA-256 of the ciphertext, senders only>}`. Only
+/// the runtime itself asks for these; a guest's user data always lands
+/// inside the guest layout, so no guest can make a document that passes as
+/// a peer's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncBinding {
+    /// Which side of the exchange made the document.
+    pub role: SyncRole,
+    /// For senders: the SHA-256 of what they send.
+    pub payload_sha256: Option<[u8; 32]>,
+}
+
+impl SyncBinding {
+    /// The CBOR map that goes into `user_data`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let role = match self.role {
+            SyncRole::Receiver => "receiver",
+            SyncRole::Sender => "sender",
+        };
+        let mut entries = vec![
+            (Value::Text("nacre-sync".into()), Value::Integer(1.into())),
+            (Value::Text("role".into()), Value::Text(role.into())),
+        ];
+        if let Some(h) = self.payload_sha256 {
+            entries.push((Value::Text("payload".into()), Value::Bytes(h.to_vec())));
+        }
+        let mut out = Vec::new();
+        let _ = ciborium::into_writer(&Value::Map(entries), &mut out);
+        out
+    }
+
+    /// Reads the layout back; anything else (a runtime or guest document)
+    /// is a binding mismatch.
+    pub fn from_bytes(b: &[u8]) -> Result<SyncBinding, VerifyError> {
+        let bad = |why: &str| VerifyError::BindingMismatch {
+            what: format!("user_data is not the sync layout: {why}"),
+        };
+        let Ok(Value::Map(entries)) = read_one(b, "user_data") else {
+            return Err(bad("not a CBOR map"));
+        };
+        if entries.len() > 3 {
+            return Err(bad("unknown fields"));
+        }
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(key, _)| key.as_text() == Some(k))
+                .map(|(_, v)| v)
+        };
+        if get("nacre-sync")
+            .and_then(Value::as_integer)
+            .map(i128::from)
+            != Some(1)
+        {
+            return Err(bad("\"nacre-sync\" is not 1"));
+        }
+        let role = match get("role").and_then(Value::as_text) {
+            Some("receiver") => SyncRole::Receiver,
+            Some("sender") => SyncRole::Sender,
+            _ => return Err(bad("\"role\" is neither receiver nor sender")),
+        };
+        let payload_sha256 = match get("payload") {
+            None => None,
+            Some(v) => Some(
+                v.as_bytes()
+                    .and_then(|p| p.as_slice().try_into().ok())
+                    .ok_or_else(|| bad("\"payload\" is not 32 bytes"))?,
+            ),
+        };
+        if (role == SyncRole::Sender) != payload_sha256.is_some() {
+            return Err(bad("a sender names its payload, a receiver does not"));
+        }
+        Ok(SyncBinding {
+            role,
+            payload_sha256,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +224,31 @@ mod tests {
         assert_eq!(GuestBinding::from_bytes(&g.to_bytes()).unwrap(), g);
         assert!(GuestBinding::from_bytes(&b).is_err());
         assert!(RuntimeBinding::from_bytes(&g.to_bytes()).is_err());
+
+        let sender = SyncBinding {
+            role: SyncRole::Sender,
+            payload_sha256: Some([4; 32]),
+        };
+        let receiver = SyncBinding {
+            role: SyncRole::Receiver,
+            payload_sha256: None,
+        };
+        for s in [&sender, &receiver] {
+            assert_eq!(&SyncBinding::from_bytes(&s.to_bytes()).unwrap(), s);
+            assert!(GuestBinding::from_bytes(&s.to_bytes()).is_err());
+            assert!(RuntimeBinding::from_bytes(&s.to_bytes()).is_err());
+        }
+        // No guest document, whatever its data, reads as a sync document.
+        let spoof = GuestBinding {
+            guest_sha256: [5; 32],
+            data: Some(sender.to_bytes()),
+        };
+        assert!(SyncBinding::from_bytes(&spoof.to_bytes()).is_err());
+        assert!(SyncBinding::from_bytes(&b).is_err());
+        let half = SyncBinding {
+            role: SyncRole::Sender,
+            payload_sha256: None,
+        };
+        assert!(SyncBinding::from_bytes(&half.to_bytes()).is_err());
     }
 }

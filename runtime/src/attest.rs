@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use aws_nitro_enclaves_nsm_api::api::{Request, Response};
 use aws_nitro_enclaves_nsm_api::driver;
-use nacre_attestation::{DevSigner, DocumentRequest};
+use nacre_attestation::{DevSigner, DocumentRequest, Verifier};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha384};
 
@@ -28,6 +28,10 @@ pub trait Attester: Send + Sync {
     fn attest(&self, req: DocumentRequest) -> Result<Vec<u8>, AttestError>;
     /// `nsm` or `dev`, for `/enclave/config`.
     fn kind(&self) -> &'static str;
+    /// A verifier for other enclaves' documents, pinned to the root this
+    /// provider's own documents chain to: the AWS Nitro root, or the dev
+    /// CA in dev mode (so a dev fleet must share one `--dev-root`).
+    fn peer_verifier(&self) -> Verifier;
 }
 
 /// The Nitro Security Module behind `/dev/nsm`.
@@ -70,6 +74,10 @@ impl Attester for Nsm {
 
     fn kind(&self) -> &'static str {
         "nsm"
+    }
+
+    fn peer_verifier(&self) -> Verifier {
+        Verifier::aws()
     }
 }
 
@@ -115,5 +123,9 @@ impl Attester for Dev {
 
     fn kind(&self) -> &'static str {
         "dev"
+    }
+
+    fn peer_verifier(&self) -> Verifier {
+        Verifier::with_root_der(self.signer.root_der().to_vec())
     }
 }

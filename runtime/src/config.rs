@@ -30,15 +30,28 @@ pub struct Config {
     )]
     pub listen: Address,
 
-    /// Inter-enclave listener for key sync (only with --fqdn-leader; its
-    /// default will be vsock://any:444). Refused until sync is built.
+    /// Inter-enclave listener for key sync, with --fqdn-leader (default
+    /// vsock://any:444 then).
     #[arg(long, env = "NACRE_SYNC_LISTEN", value_name = "ADDR")]
     pub sync_listen: Option<Address>,
 
     /// Where the other enclaves reach this one's --sync-listen, through
-    /// the host network; not trusted. Refused until sync is built.
+    /// their host proxies (required with --fqdn-leader); not trusted.
     #[arg(long, env = "NACRE_SYNC_ADVERTISE", value_name = "HOST:PORT")]
     pub sync_advertise: Option<String>,
+
+    /// PCR0 (hex) of another image whose enclaves this one syncs with, for
+    /// rolling upgrades (repeatable); without it, a peer's PCRs must equal
+    /// this enclave's (all but PCR4).
+    #[arg(
+        long,
+        env = "NACRE_SYNC_ACCEPT_PCR0",
+        value_name = "HEX",
+        value_delimiter = ',',
+        value_parser = parse_pcr0
+    )]
+    #[serde(serialize_with = "ser_hex_list")]
+    pub sync_accept_pcr0: Vec<Vec<u8>>,
 
     /// The host proxy's control channel (logs out of the enclave). Refused
     /// until the control channel is built.
@@ -117,8 +130,10 @@ pub struct Config {
     #[arg(long, env = "NACRE_EXTRA_CA", value_name = "PEM")]
     pub extra_ca: Option<PathBuf>,
 
-    /// Enables multi-enclave key sync with this leader name.
-    #[arg(long, env = "NACRE_FQDN_LEADER", value_name = "NAME")]
+    /// Enables multi-enclave key sync: the name (and port, default 444)
+    /// at which the deployment's leader is reached, through the host proxy
+    /// (--egress).
+    #[arg(long, env = "NACRE_FQDN_LEADER", value_name = "HOST[:PORT]")]
     pub fqdn_leader: Option<String>,
 
     /// Open the public listener only once every --guest is compiled and
@@ -221,6 +236,19 @@ fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
         )
     })?;
     Ok(out)
+}
+
+fn parse_pcr0(s: &str) -> Result<Vec<u8>, String> {
+    match hex::decode(s) {
+        Ok(v) if v.len() == 48 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a PCR0: give 96 hex digits (SHA-384), as `nacre verify` prints"
+        )),
+    }
+}
+
+fn ser_hex_list<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(hex::encode))
 }
 
 fn ser_hex<S: serde::Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {

@@ -12,6 +12,8 @@
 //! - [`attest`]: attestation documents from the NSM or the dev stand-in.
 //! - [`egress`]: guests' outbound HTTP(S): policy, CONNECT tunnel through
 //!   the host proxy, TLS inside the enclave.
+//! - [`sync`]: several enclaves, one service: leader designation, attested
+//!   key synchronization, heartbeats, failover (SPEC §7).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,5 +25,6 @@ pub mod guests;
 pub mod http;
 pub mod router;
 pub mod server;
+pub mod sync;
 pub mod tls;
 pub mod units;

@@ -7,14 +7,20 @@ use bytes::Bytes;
 use nacre_runtime::attest::{self, Attester};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
 use nacre_runtime::egress::Egress;
+use nacre_runtime::guests::kv::MemoryKv;
+use nacre_runtime::guests::state::{LocalState, StateStore};
 use nacre_runtime::guests::{
     BootGuest, DeployError, EnclaveCtx, GuestEngine, KvLimits, Limits, Registry,
 };
 use nacre_runtime::router::{Admin, Endpoints, Guests, Router, Stats};
 use nacre_runtime::server::{self, ConnStats, Options, Security};
+use nacre_runtime::sync::{Role, Sync, SyncConfig, SyncListener, SyncedState};
 use nacre_runtime::tls::Identity;
-use nacre_transport::{AllowList, Listener};
+use nacre_transport::tunnel::Target;
+use nacre_transport::{Address, AllowList, Listener};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Guest instances that may run at once across the process.
 const MAX_INSTANCES: u32 = 256;
@@ -60,6 +66,7 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     refuse_unbuilt(&config)?;
+    let sync = sync_config(&config)?;
     let attester: Arc<dyn Attester> = match (config.attestation, &config.dev_root) {
         (AttestationMode::Nsm, _) => Arc::new(attest::Nsm::open()?),
         (AttestationMode::Dev, Some(dir)) => Arc::new(attest::Dev::open(dir)?),
@@ -90,6 +97,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(proxy) => tracing::info!(%proxy, "guest egress through the host proxy"),
         None => tracing::info!("no --egress: guests have no outbound network"),
     }
+    // With --fqdn-leader, state is written on the leader and synchronized;
+    // alone, it is this enclave's.
+    let (role_tx, roles) = watch::channel(Role::Alone);
+    let synced = sync
+        .as_ref()
+        .map(|_| Arc::new(SyncedState::new(roles.clone())));
+    let state: Arc<dyn StateStore> = match &synced {
+        Some(s) => s.clone(),
+        None => Arc::new(LocalState::default()),
+    };
     let engine = GuestEngine::new(
         Limits {
             memory: config.guest_memory,
@@ -99,50 +116,55 @@ async fn run(config: Config) -> anyhow::Result<()> {
             instances_per_guest: config.guest_instances,
             memory_total,
         },
-        EnclaveCtx::local(
+        EnclaveCtx::new(
             attester.clone(),
-            KvLimits {
+            state.clone(),
+            Arc::new(MemoryKv::new(KvLimits {
                 max_keys: config.kv_max_keys,
                 max_bytes: config.kv_max_bytes,
-            },
+            })),
         ),
         Arc::new(egress),
     )?;
     let registry = Arc::new(Registry::new(engine, cap));
+    boot_guests(&config, &registry).await?;
 
-    // Read every boot guest first, so a typo in a path fails the start.
-    let mut boot = Vec::new();
-    for BootGuest { config: gc, path } in &config.guests {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("--guest {}: cannot read {}", gc.name, path.display()))?;
-        boot.push((gc.clone(), Bytes::from(bytes)));
-    }
-    if config.wait_for_app {
-        for (gc, bytes) in boot {
-            let name = gc.name.clone();
-            registry
-                .deploy(gc, bytes)
-                .await
-                .with_context(|| format!("--guest {name}"))?;
+    // Ctrl-C or SIGTERM stops every listener.
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
         }
-    } else {
-        registry
-            .mark_starting(boot.iter().map(|(gc, _)| gc.clone()).collect())
-            .await;
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            for (gc, bytes) in boot {
-                let name = gc.name.clone();
-                match registry.deploy_boot(gc, bytes).await {
-                    Ok(_) => {}
-                    Err(e @ DeployError::Superseded(_)) => tracing::info!(guest = %name, "{e}"),
-                    Err(e) => {
-                        tracing::error!(guest = %name, "boot guest not deployed: {e}");
-                        registry.abandon_boot(&name).await;
-                    }
-                }
-            }
-        });
+    });
+    let options = Options::new(config.client_timeout);
+    if let (Some(sync_config), Some(synced)) = (sync, synced) {
+        let sync = Sync::new(
+            sync_config,
+            identity.clone(),
+            registry.clone(),
+            synced,
+            attester.clone(),
+            role_tx,
+        )?;
+        let address = match &config.sync_listen {
+            Some(a) => a.clone(),
+            None => "vsock://any:444".parse::<Address>()?,
+        };
+        let listener = Listener::bind(&address)
+            .await
+            .with_context(|| format!("--sync-listen {address}: cannot bind"))?;
+        println!("nacre-runtime sync listening on {}", listener.local_addr()?);
+        tokio::spawn(server::serve(
+            listener,
+            Security::Tls(identity.server_config()?),
+            Arc::new(SyncListener::new(sync.clone())),
+            options,
+            Arc::new(ConnStats::default()),
+            stop.clone().cancelled_owned(),
+        ));
+        tokio::spawn(sync.run());
     }
 
     let listener = Listener::bind(&config.listen)
@@ -158,8 +180,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             attester,
             settings,
             config.debug.then(|| Stats::new(stats.clone())),
+            roles.clone(),
         ),
-        Admin::new(config.admin_token_sha256, config.max_body, registry.clone()),
+        Admin::new(
+            config.admin_token_sha256,
+            config.max_body,
+            registry.clone(),
+            roles,
+        ),
         Guests::new(registry, config.client_timeout),
     );
     let security = Security::Tls(identity.server_config()?);
@@ -172,13 +200,84 @@ async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         security,
         Arc::new(router),
-        Options::new(config.client_timeout),
+        options,
         stats,
-        shutdown_signal(),
+        stop.cancelled_owned(),
     )
     .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deploys the `--guest` components: before the listener opens with
+/// `--wait-for-app`, else in the background, ordered before every admin
+/// change.
+async fn boot_guests(config: &Config, registry: &Arc<Registry>) -> anyhow::Result<()> {
+    // Read every boot guest first, so a typo in a path fails the start.
+    let mut boot = Vec::new();
+    for BootGuest { config: gc, path } in &config.guests {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("--guest {}: cannot read {}", gc.name, path.display()))?;
+        boot.push((gc.clone(), Bytes::from(bytes)));
+    }
+    if config.wait_for_app {
+        for (gc, bytes) in boot {
+            let name = gc.name.clone();
+            registry
+                .deploy(gc, bytes)
+                .await
+                .with_context(|| format!("--guest {name}"))?;
+        }
+        return Ok(());
+    }
+    registry
+        .mark_starting(boot.iter().map(|(gc, _)| gc.clone()).collect())
+        .await;
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        for (gc, bytes) in boot {
+            let name = gc.name.clone();
+            match registry.deploy_boot(gc, bytes).await {
+                Ok(_) => {}
+                Err(e @ DeployError::Superseded(_)) => tracing::info!(guest = %name, "{e}"),
+                Err(e) => {
+                    tracing::error!(guest = %name, "boot guest not deployed: {e}");
+                    registry.abandon_boot(&name).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The sync flags, checked together: `--fqdn-leader` needs
+/// `--sync-advertise` and `--egress` (peers are reached through the host
+/// proxy), and the other sync flags need `--fqdn-leader`.
+fn sync_config(config: &Config) -> anyhow::Result<Option<SyncConfig>> {
+    let Some(leader) = &config.fqdn_leader else {
+        if config.sync_listen.is_some() || config.sync_advertise.is_some() {
+            bail!(
+                "--sync-listen and --sync-advertise take effect with --fqdn-leader only: add it, or remove them"
+            );
+        }
+        return Ok(None);
+    };
+    let leader =
+        Target::parse(leader, Some(444)).map_err(|e| anyhow::anyhow!("--fqdn-leader {e}"))?;
+    let advertise = config.sync_advertise.as_deref().context(
+        "--fqdn-leader needs --sync-advertise HOST:PORT: where the leader reaches this enclave's --sync-listen through the host network",
+    )?;
+    let advertise =
+        Target::parse(advertise, None).map_err(|e| anyhow::anyhow!("--sync-advertise {e}"))?;
+    let egress = config.egress.clone().context(
+        "--fqdn-leader needs --egress ADDR: enclaves reach each other through the host proxy",
+    )?;
+    Ok(Some(SyncConfig {
+        leader,
+        advertise,
+        accept_pcr0: config.sync_accept_pcr0.clone(),
+        egress,
+    }))
 }
 
 /// `--guest-memory-total`, or half of this machine's memory: the other half
@@ -215,9 +314,6 @@ fn refuse_unbuilt(config: &Config) -> anyhow::Result<()> {
     let unbuilt = [
         ("--acme-directory", config.acme_directory.is_some()),
         ("--acme-contact", config.acme_contact.is_some()),
-        ("--fqdn-leader", config.fqdn_leader.is_some()),
-        ("--sync-listen", config.sync_listen.is_some()),
-        ("--sync-advertise", config.sync_advertise.is_some()),
         ("--metrics-listen", config.metrics_listen.is_some()),
         ("--control", config.control.is_some()),
     ];

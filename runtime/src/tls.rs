@@ -35,6 +35,10 @@ pub enum TlsError {
 #[derive(Debug)]
 struct Served {
     key: Arc<CertifiedKey>,
+    /// The chain and key as given: what an enclave of the same deployment
+    /// receives, encrypted to it, when keys are synchronized.
+    chain: Vec<CertificateDer<'static>>,
+    secret: PrivateKeyDer<'static>,
     leaf_sha256: [u8; 32],
     source: &'static str,
 }
@@ -105,6 +109,13 @@ impl Identity {
         self.current.load().source
     }
 
+    /// The chain and private key served now, for key synchronization only:
+    /// they leave this process HPKE-encrypted to an attested peer.
+    pub(crate) fn export(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let current = self.current.load();
+        (current.chain.clone(), current.secret.clone_key())
+    }
+
     /// The rustls config of a listener serving this identity, with HTTP/2
     /// and HTTP/1.1 offered by ALPN.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
@@ -146,16 +157,18 @@ fn served(
     };
     let signer = provider
         .key_provider
-        .load_private_key(key)
+        .load_private_key(key.clone_key())
         .map_err(|e| TlsError::Setup(format!("the private key is not usable: {e}")))?;
-    let key = CertifiedKey::new(chain, signer);
-    key.keys_match().map_err(|e| {
+    let certified = CertifiedKey::new(chain.clone(), signer);
+    certified.keys_match().map_err(|e| {
         TlsError::Setup(format!(
             "certificate and key do not form a usable pair: {e}"
         ))
     })?;
     Ok(Served {
-        key: Arc::new(key),
+        key: Arc::new(certified),
+        chain,
+        secret: key,
         leaf_sha256,
         source,
     })

@@ -63,8 +63,9 @@ async fn a_certificate_swapped_while_serving() {
             attester,
             serde_json::json!({}),
             None,
+            common::alone(),
         ),
-        Admin::new(None, 1 << 20, registry.clone()),
+        Admin::new(None, 1 << 20, registry.clone(), common::alone()),
         Guests::new(registry, std::time::Duration::from_secs(10)),
     );
     let listener = Listener::bind(&"tcp://127.0.0.1:0".parse::<Address>().expect("address"))

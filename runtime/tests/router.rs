@@ -13,6 +13,7 @@ use nacre_api::{ErrorBody, GuestInfo, Manifest};
 use nacre_runtime::guests::Registry;
 use nacre_runtime::http::ResponseBody;
 use nacre_runtime::router::{Admin, Endpoints, Guests, Router};
+use nacre_runtime::sync::Role;
 use nacre_runtime::tls::Identity;
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,10 @@ struct Fixture {
 }
 
 fn fixture(admin: bool) -> Fixture {
+    fixture_as(admin, common::alone())
+}
+
+fn fixture_as(admin: bool, role: tokio::sync::watch::Receiver<Role>) -> Fixture {
     let (attester, dev_root) = common::attester();
     let registry = common::registry(attester.clone());
     let identity = Identity::self_signed("localhost").expect("identity");
@@ -37,8 +42,9 @@ fn fixture(admin: bool) -> Fixture {
             attester,
             serde_json::json!({ "fqdn": "localhost" }),
             None,
+            role.clone(),
         ),
-        Admin::new(token, 1 << 20, registry.clone()),
+        Admin::new(token, 1 << 20, registry.clone(), role),
         Guests::new(registry.clone(), std::time::Duration::from_secs(10)),
     );
     Fixture {
@@ -174,6 +180,24 @@ async fn the_admin_api_and_guest_routing_answer_in_process() {
             .unwrap_or_default()
             .contains("Host header")
     );
+
+    // A worker of a deployment takes no writes: they happen on the leader.
+    let (_role, worker) = tokio::sync::watch::channel(Role::Worker {
+        leader: "leader.internal:444".into(),
+    });
+    let w = fixture_as(true, worker);
+    let put = request("PUT", "/enclave/guests/hello", Some(TOKEN), hello.clone());
+    let (r, body) = call(&w.router, put).await;
+    assert_eq!(r.status(), 409);
+    assert!(
+        ErrorBody::message(&body)
+            .unwrap_or_default()
+            .contains("leader.internal:444")
+    );
+    let (_, body) = get(&w.router, "/enclave/config").await;
+    let config: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(config["sync"]["role"], "worker");
+    assert_eq!(config["sync"]["leader"], "leader.internal:444");
 
     // Without --admin-token-sha256 the admin API is closed.
     let closed = fixture(false);

@@ -10,6 +10,7 @@ use nacre_cli::guest_build::{build_guests, cargo};
 use nacre_cli::process::{self, Stderr, Supervised};
 use std::time::Duration;
 
+pub mod fleet;
 pub mod net;
 pub mod origins;
 
@@ -176,7 +177,7 @@ impl Runtime {
     /// Like [`Runtime::start_raw`], returning the output when it exits
     /// before listening.
     pub fn try_start(args: &[String]) -> Result<Runtime, String> {
-        Runtime::launch(&[], "tcp://127.0.0.1:0", args)
+        Runtime::launch(&bin("nacre-runtime"), &[], "tcp://127.0.0.1:0", args)
     }
 
     /// Starts a runtime listening on `listen` (for example a unix socket
@@ -184,19 +185,35 @@ impl Runtime {
     /// `unshare -n`), with the test certificate and admin token; point
     /// clients at it with [`Runtime::via`].
     pub fn start_behind(wrapper: &[&str], listen: &str, extra: &[&str]) -> Runtime {
-        let pki = TestPki::generate();
-        let mut args: Vec<String> = vec![
-            "--tls-cert".into(),
-            pki.dir.join("cert.pem").display().to_string(),
-            "--tls-key".into(),
-            pki.dir.join("key.pem").display().to_string(),
-            "--admin-token-sha256".into(),
-            sha256_hex(TOKEN.as_bytes()),
-        ];
+        Runtime::start_program(&bin("nacre-runtime"), wrapper, listen, extra, true)
+    }
+
+    /// Like [`Runtime::start_behind`], running `program` (another build of
+    /// the runtime, for instance) instead of this checkout's; with
+    /// `test_certificate` false the runtime makes its own certificate (and
+    /// [`Runtime::client`] takes any).
+    pub fn start_program(
+        program: &Path,
+        wrapper: &[&str],
+        listen: &str,
+        extra: &[&str],
+        test_certificate: bool,
+    ) -> Runtime {
+        let pki = test_certificate.then(TestPki::generate);
+        let mut args: Vec<String> = Vec::new();
+        if let Some(pki) = &pki {
+            args.extend([
+                "--tls-cert".into(),
+                pki.dir.join("cert.pem").display().to_string(),
+                "--tls-key".into(),
+                pki.dir.join("key.pem").display().to_string(),
+            ]);
+        }
+        args.extend(["--admin-token-sha256".into(), sha256_hex(TOKEN.as_bytes())]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        match Runtime::launch(wrapper, listen, &args) {
+        match Runtime::launch(program, wrapper, listen, &args) {
             Ok(mut rt) => {
-                rt.pki = Some(pki);
+                rt.pki = pki;
                 rt
             }
             Err(log) => panic!("runtime did not start; its output:\n{log}"),
@@ -209,15 +226,20 @@ impl Runtime {
         self.addr = addr;
     }
 
-    fn launch(wrapper: &[&str], listen: &str, args: &[String]) -> Result<Runtime, String> {
+    fn launch(
+        program: &Path,
+        wrapper: &[&str],
+        listen: &str,
+        args: &[String],
+    ) -> Result<Runtime, String> {
         let dev_root = temp_dir("devroot");
         let mut command = match wrapper.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(bin("nacre-runtime"));
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
                 c
             }
-            None => Command::new(bin("nacre-runtime")),
+            None => Command::new(program),
         };
         command
             .args([

@@ -25,6 +25,33 @@ pub struct Target {
     pub port: u16,
 }
 
+impl Target {
+    /// `HOST:PORT` (`[v6]:PORT` for IPv6), or `HOST` with `default_port`.
+    pub fn parse(s: &str, default_port: Option<u16>) -> Result<Target, String> {
+        let (host, port) = match (split_host_port(s), default_port) {
+            (Some((h, p)), _) => (
+                h,
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{s:?}: the port must be 1 to 65535"))?,
+            ),
+            (None, Some(port)) if !s.contains(':') => (s, port),
+            _ => return Err(format!("{s:?}: write HOST:PORT")),
+        };
+        if host.is_empty() || host.len() > 253 || host.contains('/') {
+            return Err(format!("{s:?}: the host is empty, too long or not a name"));
+        }
+        Ok(Target {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+        })
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.host.contains(':') {
@@ -251,6 +278,19 @@ mod tests {
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), open(&mut client, &t))
             .await;
         assert_eq!(proxy.await.unwrap(), t);
+    }
+
+    #[test]
+    fn targets_parse_with_and_without_a_port() {
+        assert_eq!(Target::parse("a.test:444", None), Ok(target("a.test", 444)));
+        assert_eq!(
+            Target::parse("a.test", Some(444)),
+            Ok(target("a.test", 444))
+        );
+        assert_eq!(Target::parse("[::1]:8", None), Ok(target("::1", 8)));
+        for bad in ["a.test", ":1", "a.test:0", "a.test:x", "a/b:1", "::1:4"] {
+            assert!(Target::parse(bad, None).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -10,10 +10,12 @@ use http_body_util::{BodyExt, Limited};
 use nacre_transport::AllowRule;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::watch;
 
 use crate::guests::{DeployError, Deployed, GuestConfig, GuestName, Registry, Route};
 use crate::http::{ResponseBody, error, json};
 use crate::server::BodyError;
+use crate::sync::Role;
 
 /// What the admin API needs: the token's hash, the upload limit and the
 /// guest table.
@@ -23,15 +25,40 @@ pub struct Admin {
     /// `--max-body`, for uploads.
     max_body: u64,
     registry: Arc<Registry>,
+    /// Writes happen on the leader of a deployment only.
+    role: watch::Receiver<Role>,
 }
 
 impl Admin {
     /// The admin API over `registry`.
-    pub fn new(token_sha256: Option<[u8; 32]>, max_body: u64, registry: Arc<Registry>) -> Admin {
+    pub fn new(
+        token_sha256: Option<[u8; 32]>,
+        max_body: u64,
+        registry: Arc<Registry>,
+        role: watch::Receiver<Role>,
+    ) -> Admin {
         Admin {
             token_sha256,
             max_body,
             registry,
+            role,
+        }
+    }
+
+    /// Why this enclave takes no writes now, if it does not.
+    fn no_writes(&self) -> Option<Response<ResponseBody>> {
+        match &*self.role.borrow() {
+            Role::Alone | Role::Leader => None,
+            Role::Worker { leader } => Some(error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "this enclave is a worker of a deployment led at {leader}: deploy and delete there; the change reaches every enclave"
+                ),
+            )),
+            Role::Designating => Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this deployment is designating its leader; retry shortly",
+            )),
         }
     }
 }
@@ -75,6 +102,7 @@ where
                     Some(g) => json(StatusCode::OK, &g.info()),
                     None => error(StatusCode::NOT_FOUND, &format!("no guest named {name}")),
                 },
+                Method::PUT | Method::DELETE if let Some(refusal) = admin.no_writes() => refusal,
                 Method::PUT => put(admin, req, name).await,
                 Method::DELETE if registry.remove(&name).await => {
                     let mut r = Response::new(crate::http::full(Bytes::new()));

@@ -9,11 +9,13 @@ use base64::Engine as _;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use nacre_api::paths;
 use nacre_attestation::{DocumentRequest, RuntimeBinding};
+use tokio::sync::watch;
 
 use crate::attest::Attester;
 use crate::guests::Registry;
 use crate::http::{ResponseBody, error, json, with_type};
 use crate::server::ConnStats;
+use crate::sync::Role;
 use crate::tls::Identity;
 
 /// `/enclave/attestation` is open to anyone, and each document costs a
@@ -34,6 +36,8 @@ pub struct Endpoints {
     config: serde_json::Value,
     /// `/enclave/debug`, when `--debug` is on.
     debug: Option<Stats>,
+    /// This enclave's part in its deployment.
+    role: watch::Receiver<Role>,
 }
 
 /// What `/enclave/debug` shows.
@@ -64,6 +68,7 @@ impl Endpoints {
         attester: Arc<dyn Attester>,
         config: serde_json::Value,
         debug: Option<Stats>,
+        role: watch::Receiver<Role>,
     ) -> Endpoints {
         Endpoints {
             identity,
@@ -72,6 +77,7 @@ impl Endpoints {
             documents: Arc::new(tokio::sync::Semaphore::new(PUBLIC_DOCUMENTS)),
             config,
             debug,
+            role,
         }
     }
 
@@ -174,6 +180,11 @@ impl Endpoints {
             obj.insert(
                 "tls_certificate_sha256".into(),
                 hex::encode(self.identity.leaf_sha256()).into(),
+            );
+            // The role and the leader's name; never a key.
+            obj.insert(
+                "sync".into(),
+                serde_json::to_value(&*self.role.borrow()).unwrap_or_default(),
             );
             obj.insert(
                 "guests".into(),

@@ -79,6 +79,11 @@ pub fn binding(root_pem: &[u8], nonce: &[u8], base64: &[u8]) -> nacre_attestatio
     .expect("runtime layout")
 }
 
+/// The role of an enclave with no `--fqdn-leader`.
+pub fn alone() -> tokio::sync::watch::Receiver<nacre_runtime::sync::Role> {
+    tokio::sync::watch::channel(nacre_runtime::sync::Role::Alone).1
+}
+
 /// A config for guest `name` at its default route.
 pub fn config(name: &str) -> GuestConfig {
     GuestConfig::new(name.parse().expect("name"), None, Vec::new()).expect("config")

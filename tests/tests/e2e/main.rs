@@ -14,4 +14,5 @@ mod limits;
 mod load;
 mod origins;
 mod serving;
+mod sync;
 mod transport;

@@ -1,0 +1,546 @@
+//! Several enclaves, one service (SPEC §7): leader designation, attested
+//! key synchronization, heartbeats and failover.
+//!
+//! - Designation (nitriding's): every enclave asks `--fqdn-leader` for
+//!   `/enclave/leader` with a fresh nonce; the one that receives its own
+//!   nonce is the leader, the others hear 410 and are workers. A leader
+//!   keeps asking, and steps down when the name leads elsewhere; a worker
+//!   whose leader stops answering designates again, keeping the keys it
+//!   holds, so an enclave that holds them and finds itself at the name
+//!   leads with them.
+//! - Key material ([`seal::Payload`]: certificate and key, state slots,
+//!   guest table) moves sender to receiver in one exchange: the receiver's
+//!   document carries the sender's nonce and a fresh public key; the
+//!   sender's carries the receiver's nonce and the SHA-256 of the sealed
+//!   keys ([`peer`] checks both sides).
+//! - Workers heartbeat the leader with the hash of what they hold; the
+//!   leader sends to any whose hash differs, and at once to all of them at
+//!   every change it makes. A leader holding nothing (or an older key set
+//!   than a worker's) asks that worker for its keys instead, so a fresh
+//!   enclave at the name never splits a deployment with keys of its own.
+
+mod client;
+mod handler;
+mod material;
+mod peer;
+mod seal;
+mod state;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http::{Method, StatusCode};
+use nacre_api::NONCE_LEN;
+use nacre_attestation::{SyncBinding, SyncRole};
+use nacre_transport::Address;
+use nacre_transport::tunnel::Target;
+use rand::RngCore;
+use tokio::sync::watch;
+
+pub use handler::SyncListener;
+pub use peer::Refusal;
+pub use state::SyncedState;
+
+use self::client::PeerClient;
+use self::material::Material;
+use self::peer::Peers;
+use self::seal::Recipient;
+use self::wire::{Delivery, Heartbeat, HeartbeatAnswer, Lineage, Offer};
+use crate::attest::Attester;
+use crate::guests::Registry;
+use crate::tls::Identity;
+
+/// How often workers heartbeat, and everyone retries.
+const TICK: Duration = Duration::from_secs(1);
+/// How often a leader checks it is still the one at the name.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Heartbeats that may fail before a worker designates again.
+const MISSED_HEARTBEATS: u32 = 3;
+/// How long a new leader that holds no keys waits for a worker that does
+/// before it makes the deployment's keys itself.
+const GRACE: Duration = Duration::from_secs(3);
+/// A worker not heard from for this long is forgotten.
+const FORGET: Duration = Duration::from_secs(10);
+/// How long a receiver's offer stays open.
+const OFFER_TTL: Duration = Duration::from_secs(30);
+
+/// This enclave's part in its deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "role")]
+pub enum Role {
+    /// No `--fqdn-leader`: state and keys are this enclave's own.
+    Alone,
+    /// Finding out who leads.
+    Designating,
+    /// It leads: writes happen here and reach the workers.
+    Leader,
+    /// It follows the leader at `leader`.
+    Worker {
+        /// `--fqdn-leader`.
+        leader: String,
+    },
+}
+
+/// Why a sync step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The sync machinery could not be set up.
+    #[error("sync setup: {0}")]
+    Setup(String),
+    /// This enclave's own attestation failed.
+    #[error("attestation: {0}")]
+    Attestation(String),
+    /// A peer could not be reached or answered out of turn.
+    #[error("peer {0}")]
+    Peer(String),
+    /// A peer's document failed a check; nothing moved.
+    #[error("refused the peer: {0}")]
+    Refused(#[from] Refusal),
+    /// Bytes that are not what the protocol says.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// `--fqdn-leader` and the rest of the sync flags.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Where the leader is reached (through the host).
+    pub leader: Target,
+    /// Where the leader reaches this enclave's sync listener.
+    pub advertise: Target,
+    /// PCR0 values of other images this enclave syncs with (rolling
+    /// upgrades).
+    pub accept_pcr0: Vec<Vec<u8>>,
+    /// The host proxy's CONNECT endpoint.
+    pub egress: Address,
+}
+
+/// The key material this enclave holds.
+#[derive(Clone)]
+struct Held {
+    lineage: Lineage,
+    version: u64,
+    /// SHA-256 of `payload`: what heartbeats compare.
+    hash: [u8; 32],
+    /// The encoded payload, as sent.
+    payload: Arc<Vec<u8>>,
+}
+
+/// A receiver's open offer.
+struct Pending {
+    recipient: Recipient,
+    nonce: [u8; NONCE_LEN],
+    until: Instant,
+}
+
+/// A worker as the leader last heard of it.
+struct Seen {
+    at: Instant,
+    hash: Option<String>,
+}
+
+/// The deployment as this enclave takes part in it.
+pub struct Sync {
+    config: SyncConfig,
+    role: watch::Sender<Role>,
+    material: Material,
+    peers: Peers,
+    client: PeerClient,
+    held: Mutex<Option<Held>>,
+    probe: Mutex<Option<[u8; NONCE_LEN]>>,
+    probe_seen: AtomicBool,
+    pending: Mutex<Option<Pending>>,
+    applying: tokio::sync::Mutex<()>,
+    workers: Mutex<HashMap<String, Seen>>,
+    pushing: Mutex<std::collections::HashSet<String>>,
+}
+
+fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut n);
+    n
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether key set `a` at version `av` should replace `b` at `bv`: the
+/// older set wins; within one set, the later version.
+fn newer(a: &Lineage, av: u64, b: &Lineage, bv: u64) -> bool {
+    if a.id == b.id {
+        return av > bv;
+    }
+    (a.created_ms, &a.id) < (b.created_ms, &b.id)
+}
+
+impl Sync {
+    /// Sets up sync for this enclave, designating from now on.
+    pub fn new(
+        config: SyncConfig,
+        identity: Arc<Identity>,
+        registry: Arc<Registry>,
+        state: Arc<SyncedState>,
+        attester: Arc<dyn Attester>,
+        role: watch::Sender<Role>,
+    ) -> Result<Arc<Sync>, SyncError> {
+        let peers = Peers::new(attester, config.accept_pcr0.clone())?;
+        let client = PeerClient::new(config.egress.clone())?;
+        role.send_replace(Role::Designating);
+        Ok(Arc::new(Sync {
+            config,
+            role,
+            material: Material {
+                identity,
+                state,
+                registry,
+            },
+            peers,
+            client,
+            held: Mutex::new(None),
+            probe: Mutex::new(None),
+            probe_seen: AtomicBool::new(false),
+            pending: Mutex::new(None),
+            applying: tokio::sync::Mutex::new(()),
+            workers: Mutex::new(HashMap::new()),
+            pushing: Mutex::new(std::collections::HashSet::new()),
+        }))
+    }
+
+    fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    fn set_role(&self, role: Role) {
+        if *self.role.borrow() != role {
+            tracing::info!(role = ?role, "sync role");
+            self.role.send_replace(role);
+        }
+    }
+
+    fn held(&self) -> Option<Held> {
+        self.held.lock().ok()?.clone()
+    }
+
+    fn hold(&self, lineage: Lineage, version: u64, payload: Vec<u8>) {
+        let hash = seal::sha256(&payload);
+        if let Ok(mut held) = self.held.lock() {
+            *held = Some(Held {
+                lineage,
+                version,
+                hash,
+                payload: Arc::new(payload),
+            });
+        }
+        self.material
+            .state
+            .held
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Runs designation, heartbeats and pushes until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut changes = self.material.registry.subscribe();
+        let state_changed = self.material.state.changed.clone();
+        let mut missed = 0;
+        let mut led_since = None;
+        let mut probed = Instant::now();
+        loop {
+            match self.role() {
+                Role::Alone => return,
+                Role::Designating => match self.reach_self().await {
+                    Reach::Myself => {
+                        self.set_role(Role::Leader);
+                        led_since = Some(Instant::now());
+                        probed = Instant::now();
+                        changes.borrow_and_update();
+                    }
+                    Reach::Other => {
+                        missed = 0;
+                        self.set_role(Role::Worker {
+                            leader: self.config.leader.to_string(),
+                        });
+                    }
+                    Reach::NotYet | Reach::Unreachable => tokio::time::sleep(TICK).await,
+                },
+                Role::Worker { .. } => {
+                    match self.heartbeat().await {
+                        Ok(answer) => {
+                            missed = 0;
+                            if answer.send_keys {
+                                let leader = self.config.leader.clone();
+                                if let Err(e) = self.push(&leader).await {
+                                    tracing::warn!("sending keys to the leader failed: {e}");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            missed += 1;
+                            tracing::debug!("heartbeat failed ({missed}): {e}");
+                            if missed >= MISSED_HEARTBEATS || matches!(e, Beat::NotLeader) {
+                                tracing::warn!(
+                                    "the leader is gone; designating again, serving with the keys held"
+                                );
+                                self.set_role(Role::Designating);
+                                continue;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(TICK).await;
+                }
+                Role::Leader => {
+                    if probed.elapsed() >= PROBE_EVERY {
+                        probed = Instant::now();
+                        if let Reach::Other = self.reach_self().await {
+                            tracing::warn!("another enclave leads at the name now; stepping down");
+                            self.set_role(Role::Designating);
+                            continue;
+                        }
+                    }
+                    self.forget_stale_workers();
+                    let since = led_since.get_or_insert_with(Instant::now);
+                    if self.held().is_none() && since.elapsed() >= GRACE {
+                        self.make_keys();
+                    }
+                    tokio::select! {
+                        _ = changes.changed() => self.changed(),
+                        () = state_changed.notified() => self.changed(),
+                        () = tokio::time::sleep(TICK) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new leader that found no worker holding keys makes the
+    /// deployment's, from what it holds now.
+    fn make_keys(self: &Arc<Self>) {
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let lineage = Lineage {
+            id: hex::encode(id),
+            created_ms: now_ms(),
+        };
+        let payload = self.material.gather(lineage.clone(), 1).encode();
+        tracing::info!(lineage = %lineage.id, "no enclave of this deployment holds keys: these are its keys now");
+        self.hold(lineage, 1, payload);
+        self.push_all();
+    }
+
+    /// A change on the leader: the next version, sent to every worker.
+    fn changed(self: &Arc<Self>) {
+        let Some(held) = self.held() else {
+            return;
+        };
+        let version = held.version + 1;
+        let payload = self.material.gather(held.lineage.clone(), version).encode();
+        self.hold(held.lineage, version, payload);
+        self.push_all();
+    }
+
+    /// Sends the keys to every worker that does not hold this version.
+    fn push_all(self: &Arc<Self>) {
+        let current = self.held().map(|h| hex::encode(h.hash));
+        let targets: Vec<String> = self
+            .workers
+            .lock()
+            .map(|w| {
+                w.iter()
+                    .filter(|(_, seen)| seen.hash != current)
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for t in targets {
+            self.push_in_background(t);
+        }
+    }
+
+    fn push_in_background(self: &Arc<Self>, worker: String) {
+        let Ok(target) = Target::parse(&worker, None) else {
+            return;
+        };
+        if let Ok(mut pushing) = self.pushing.lock()
+            && !pushing.insert(worker.clone())
+        {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.push(&target).await {
+                Ok(()) => tracing::info!(%worker, "keys sent"),
+                Err(e) => tracing::warn!(%worker, "sending keys failed: {e}"),
+            }
+            if let Ok(mut pushing) = this.pushing.lock() {
+                pushing.remove(&worker);
+            }
+        });
+    }
+
+    fn forget_stale_workers(&self) {
+        if let Ok(mut workers) = self.workers.lock() {
+            workers.retain(|w, seen| {
+                let keep = seen.at.elapsed() < FORGET;
+                if !keep {
+                    tracing::info!(worker = %w, "forgetting a worker not heard from");
+                }
+                keep
+            });
+        }
+    }
+
+    /// Whether the name `--fqdn-leader` leads to this very enclave.
+    async fn reach_self(&self) -> Reach {
+        let nonce = random_nonce();
+        if let Ok(mut probe) = self.probe.lock() {
+            *probe = Some(nonce);
+        }
+        self.probe_seen.store(false, Ordering::Release);
+        let path = format!("/enclave/leader?nonce={}", hex::encode(nonce));
+        let answer = self
+            .client
+            .request(&self.config.leader, Method::GET, &path, None)
+            .await;
+        if self.probe_seen.swap(false, Ordering::AcqRel) {
+            return Reach::Myself;
+        }
+        match answer {
+            Ok((StatusCode::GONE, _)) => Reach::Other,
+            Ok(_) => Reach::NotYet,
+            Err(e) => {
+                tracing::debug!("designation: {e}");
+                Reach::Unreachable
+            }
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<HeartbeatAnswer, Beat> {
+        let held = self.held();
+        let beat = Heartbeat {
+            hashed_keys: held.as_ref().map(|h| hex::encode(h.hash)),
+            worker_hostname: self.config.advertise.to_string(),
+            lineage: held.as_ref().map(|h| h.lineage.clone()),
+            version: held.as_ref().map_or(0, |h| h.version),
+        };
+        let body = serde_json::to_vec(&beat).map_err(|e| Beat::Failed(e.to_string()))?;
+        let (status, answer) = self
+            .client
+            .request(
+                &self.config.leader,
+                Method::POST,
+                "/enclave/heartbeat",
+                Some(body),
+            )
+            .await
+            .map_err(|e| Beat::Failed(e.to_string()))?;
+        match status {
+            StatusCode::OK => {
+                serde_json::from_slice(&answer).map_err(|e| Beat::Failed(e.to_string()))
+            }
+            StatusCode::SERVICE_UNAVAILABLE => Err(Beat::NotLeader),
+            other => Err(Beat::Failed(format!("the leader answered {other}"))),
+        }
+    }
+
+    /// Sends what this enclave holds to the receiver at `target`.
+    async fn push(&self, target: &Target) -> Result<(), SyncError> {
+        let Some(Held { payload, .. }) = self.held() else {
+            return Err(SyncError::Malformed("no keys to send".into()));
+        };
+        let nonce = random_nonce();
+        let path = format!("/enclave/sync?nonce={}", hex::encode(nonce));
+        let (status, body) = self
+            .client
+            .request(target, Method::GET, &path, None)
+            .await?;
+        if status != StatusCode::OK {
+            return Err(SyncError::Peer(format!(
+                "{target} answered {status} to the offer"
+            )));
+        }
+        let offer: Offer = serde_json::from_slice(&body)
+            .map_err(|e| SyncError::Malformed(format!("the offer: {e}")))?;
+        let document = b64(&offer.document)?;
+        let their_nonce = nacre_api::parse_nonce(&offer.nonce)
+            .map_err(|e| SyncError::Malformed(format!("the offer: {e}")))?;
+        let checked = self
+            .peers
+            .check(&document, &nonce, SyncRole::Receiver)
+            .inspect_err(|e| {
+                tracing::warn!(%target, "refused to send keys: {e}");
+            })?;
+        let public_key = checked.public_key.unwrap_or_default();
+        let sealed = seal::seal(&public_key, &payload)?;
+        let mine = self
+            .peers
+            .document(
+                &their_nonce,
+                SyncBinding {
+                    role: SyncRole::Sender,
+                    payload_sha256: Some(seal::sha256(&sealed)),
+                },
+                None,
+            )
+            .await?;
+        let delivery = Delivery {
+            document: base64::engine::general_purpose::STANDARD.encode(mine),
+            encrypted_keys: base64::engine::general_purpose::STANDARD.encode(sealed),
+        };
+        let body =
+            serde_json::to_vec(&delivery).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        let (status, answer) = self
+            .client
+            .request(target, Method::POST, "/enclave/sync", Some(body))
+            .await?;
+        if status != StatusCode::OK {
+            return Err(SyncError::Peer(format!(
+                "{target} answered {status}: {}",
+                nacre_api::ErrorBody::message(&answer).unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What asking the name for `/enclave/leader` showed.
+enum Reach {
+    /// The request came back to this enclave.
+    Myself,
+    /// Another enclave leads there (410).
+    Other,
+    /// Someone is there but not designated yet.
+    NotYet,
+    /// Nobody answered.
+    Unreachable,
+}
+
+/// Why a heartbeat failed.
+#[derive(Debug)]
+enum Beat {
+    /// Whoever is at the name does not lead.
+    NotLeader,
+    /// Nobody answered, or garbage.
+    Failed(String),
+}
+
+impl std::fmt::Display for Beat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Beat::NotLeader => f.write_str("whoever is at the name does not lead"),
+            Beat::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Base64 from a peer, as bytes.
+fn b64(s: &str) -> Result<Vec<u8>, SyncError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| SyncError::Malformed("not Base64".into()))
+}

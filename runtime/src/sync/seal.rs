@@ -1,0 +1,168 @@
+//! What moves between the enclaves of a deployment, and how it is sealed.
+//!
+//! The key material ([`Payload`]: the TLS certificate and key, every guest
+//! name's state slot, the guest table with component bytes) travels as
+//! CBOR, HPKE-encrypted (RFC 9180: X25519, HKDF-SHA256, ChaCha20-Poly1305)
+//! to a public key the receiving enclave made for this one exchange and
+//! named in its attestation document. The host sees only ciphertext.
+
+use std::collections::BTreeMap;
+
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+use super::SyncError;
+use super::wire::Lineage;
+
+/// The HPKE context string: both sides must use it, and no other protocol
+/// does.
+const INFO: &[u8] = b"nacre key sync v1";
+/// Bytes of an X25519 encapsulated key, in front of the ciphertext.
+const ENCAPPED: usize = 32;
+
+/// Everything a deployment's enclaves share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Payload {
+    /// Which key set this is, and since when.
+    pub lineage: Lineage,
+    /// Bumped by the leader at every change.
+    pub version: u64,
+    /// The TLS certificate chain (DER).
+    pub tls_chain: Vec<ByteBuf>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1 DER).
+    pub tls_key: ByteBuf,
+    /// Each guest name's state slot.
+    pub states: BTreeMap<String, ByteBuf>,
+    /// The guest table.
+    pub guests: Vec<GuestRecord>,
+}
+
+/// One guest as the leader deployed it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GuestRecord {
+    pub name: String,
+    pub route: String,
+    pub allow: Vec<String>,
+    pub component: ByteBuf,
+}
+
+impl Payload {
+    /// The CBOR bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing structs of strings, integers and bytes into a Vec cannot
+        // fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        out
+    }
+
+    /// Reads CBOR bytes back.
+    pub fn decode(bytes: &[u8]) -> Result<Payload, SyncError> {
+        ciborium::from_reader(bytes).map_err(|e| SyncError::Malformed(format!("payload: {e}")))
+    }
+}
+
+/// SHA-256, as the key material's hash in heartbeats and the ciphertext's
+/// in a sender's document.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The private half of a one-exchange key pair; dropped after the exchange.
+pub(crate) struct Recipient {
+    secret: <X25519HkdfSha256 as Kem>::PrivateKey,
+}
+
+impl Recipient {
+    /// A fresh key pair; the public key goes into the receiver's document.
+    pub fn new() -> (Recipient, Vec<u8>) {
+        let (secret, public) = X25519HkdfSha256::gen_keypair();
+        (Recipient { secret }, public.to_bytes().to_vec())
+    }
+
+    /// Opens what [`seal`] made for this key pair.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SyncError> {
+        if sealed.len() < ENCAPPED {
+            return Err(SyncError::Malformed("the sealed keys are truncated".into()));
+        }
+        let (encapped, ciphertext) = sealed.split_at(ENCAPPED);
+        let encapped = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(encapped)
+            .map_err(|_| SyncError::Malformed("the encapsulated key is not X25519".into()))?;
+        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &self.secret,
+            &encapped,
+            INFO,
+            ciphertext,
+            &[],
+        )
+        .map_err(|_| {
+            SyncError::Malformed("the keys do not decrypt with this exchange's key".into())
+        })
+    }
+}
+
+/// Encrypts `plaintext` to `public_key` (a receiver's, from its verified
+/// document): the encapsulated key followed by the ciphertext.
+pub(crate) fn seal(public_key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SyncError> {
+    let public = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(public_key).map_err(|_| {
+        SyncError::Malformed("the receiver's public key is not an X25519 key".into())
+    })?;
+    let (encapped, ciphertext) = hpke::single_shot_seal::<
+        ChaCha20Poly1305,
+        HkdfSha256,
+        X25519HkdfSha256,
+    >(&OpModeS::Base, &public, INFO, plaintext, &[])
+    .map_err(|e| SyncError::Malformed(format!("cannot seal: {e:?}")))?;
+    let mut out = encapped.to_bytes().to_vec();
+    out.extend_from_slice(&ciphertext);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_recipient_opens_and_a_changed_byte_is_refused() {
+        let (recipient, public) = Recipient::new();
+        let (other, _) = Recipient::new();
+        let sealed = seal(&public, b"the keys").unwrap();
+        assert_eq!(recipient.open(&sealed).unwrap(), b"the keys");
+        assert!(other.open(&sealed).is_err());
+        let mut changed = sealed.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        assert!(recipient.open(&changed).is_err());
+        assert!(recipient.open(&sealed[..10]).is_err());
+        assert!(seal(b"short", b"x").is_err());
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let p = Payload {
+            lineage: Lineage {
+                id: "00".repeat(16),
+                created_ms: 7,
+            },
+            version: 3,
+            tls_chain: vec![ByteBuf::from(vec![1, 2])],
+            tls_key: ByteBuf::from(vec![3]),
+            states: BTreeMap::from([("a".into(), ByteBuf::from(b"s".to_vec()))]),
+            guests: vec![GuestRecord {
+                name: "a".into(),
+                route: "/a".into(),
+                allow: vec![],
+                component: ByteBuf::from(vec![0u8; 5]),
+            }],
+        };
+        let back = Payload::decode(&p.encode()).unwrap();
+        assert_eq!(back.encode(), p.encode());
+        assert!(Payload::decode(b"\xff garbage").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! `nacre:enclave/state` in a deployment of several enclaves: written on the
+//! leader, read everywhere, moved to workers with the rest of the key
+//! material (SPEC §4, §7). nitriding's 410 and 503 become the WIT's
+//! `not-leader` and `designation-in-progress`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+
+use super::Role;
+use crate::guests::GuestName;
+use crate::guests::state::{StateError, StateStore};
+
+/// Each guest name's slot, behind the role of this enclave.
+pub struct SyncedState {
+    slots: Mutex<BTreeMap<GuestName, Arc<[u8]>>>,
+    role: watch::Receiver<Role>,
+    /// Woken at every write on the leader, so workers get it at once.
+    pub(super) changed: Arc<Notify>,
+    /// Whether this enclave holds the deployment's state yet (a fresh
+    /// worker does not until its first sync).
+    pub(super) held: std::sync::atomic::AtomicBool,
+}
+
+impl SyncedState {
+    /// Empty slots, answering by `role`.
+    pub fn new(role: watch::Receiver<Role>) -> SyncedState {
+        SyncedState {
+            slots: Mutex::new(BTreeMap::new()),
+            role,
+            changed: Arc::new(Notify::new()),
+            held: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Every slot, for the payload.
+    pub(crate) fn export(&self) -> BTreeMap<String, Vec<u8>> {
+        self.slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Replaces every slot with the leader's.
+    pub(crate) fn import(&self, slots: BTreeMap<String, Vec<u8>>) {
+        let parsed: BTreeMap<GuestName, Arc<[u8]>> = slots
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, Arc::from(v))))
+            .collect();
+        if let Ok(mut s) = self.slots.lock() {
+            *s = parsed;
+        }
+        self.held.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl StateStore for SyncedState {
+    fn get(&self, guest: &GuestName) -> Result<Option<Arc<[u8]>>, StateError> {
+        let designating = matches!(*self.role.borrow(), Role::Designating);
+        if designating && !self.held.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StateError::DesignationInProgress);
+        }
+        Ok(self.slots.lock().ok().and_then(|s| s.get(guest).cloned()))
+    }
+
+    fn put(&self, guest: &GuestName, value: Arc<[u8]>) -> Result<(), StateError> {
+        match &*self.role.borrow() {
+            Role::Leader | Role::Alone => {}
+            Role::Worker { .. } => return Err(StateError::NotLeader),
+            Role::Designating => return Err(StateError::DesignationInProgress),
+        }
+        if let Ok(mut s) = self.slots.lock() {
+            s.insert(guest.clone(), value);
+        }
+        self.changed.notify_one();
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! Several enclaves of one deployment on one machine, as on EC2: each
+//! runtime behind its own host proxy (public listener, sync listener,
+//! egress), linked by unix sockets as by vsock, one shared dev root, and a
+//! loopback forwarder standing in for the leader's DNS name that a test
+//! can point at any enclave.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nacre_transport::Address;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::net::{HostProxy, Relay, unix_in};
+use crate::{Runtime, bin, temp_dir};
+
+/// A loopback port nothing else is given while the test holds it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// The leader's name: `localhost:PORT`, forwarded to whichever enclave's
+/// sync listener the test points it at (the DNS record or load balancer
+/// of a real deployment).
+pub struct LeaderName {
+    /// The port enclaves use as `--fqdn-leader localhost:PORT`.
+    pub port: u16,
+    to: Arc<Mutex<Option<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaderName {
+    /// A name pointing nowhere yet.
+    pub async fn start() -> LeaderName {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let target = to.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Some(addr) = *target.lock().expect("target") else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(addr).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        LeaderName { port, to, task }
+    }
+
+    /// From now on the name leads to the sync listener on host port
+    /// `sync_port` (a member's, started or not).
+    pub fn point_to(&self, sync_port: u16) {
+        *self.to.lock().expect("target") = Some(SocketAddr::from(([127, 0, 0, 1], sync_port)));
+    }
+}
+
+impl Drop for LeaderName {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One enclave and its parent instance.
+pub struct Member {
+    /// Its runtime; clients reach it through the host proxy.
+    pub rt: Runtime,
+    /// Its host proxy.
+    pub proxy: HostProxy,
+    /// The port of its sync listener on the host (its `--sync-advertise`).
+    pub sync_port: u16,
+    /// Everything that crossed its egress link (sync traffic included).
+    pub egress: Relay,
+}
+
+/// How to start a member.
+pub struct MemberSpec<'a> {
+    /// The leader's name.
+    pub name: &'a LeaderName,
+    /// The dev root all members share.
+    pub dev_root: &'a Path,
+    /// The sync ports of every member of the test, which each host proxy
+    /// must let the enclave reach.
+    pub peers: &'a [u16],
+    /// This member's sync port (one of `peers`).
+    pub sync_port: u16,
+    /// The runtime binary (default: this checkout's).
+    pub program: Option<PathBuf>,
+    /// More runtime flags.
+    pub extra: &'a [&'a str],
+    /// Start with the test CA's certificate (whose key the test knows);
+    /// otherwise the runtime makes its own.
+    pub test_certificate: bool,
+}
+
+impl Member {
+    /// Starts the host proxy and the runtime of one enclave.
+    pub async fn start(spec: MemberSpec<'_>) -> Member {
+        let dir = temp_dir("member");
+        let mut args = vec![
+            "--inbound".to_string(),
+            format!("tcp://127.0.0.1:0={}", unix_in(&dir, "runtime.sock")),
+            "--inbound".to_string(),
+            format!(
+                "tcp://127.0.0.1:{}={}",
+                spec.sync_port,
+                unix_in(&dir, "sync.sock")
+            ),
+            "--egress-listen".into(),
+            unix_in(&dir, "egress.sock"),
+            // Every enclave of the test lives on loopback.
+            "--egress-allow-private".into(),
+            "--egress-allow".into(),
+            format!("localhost:{}", spec.name.port),
+        ];
+        for p in spec.peers {
+            args.extend(["--egress-allow".to_string(), format!("localhost:{p}")]);
+        }
+        let proxy = HostProxy::start(&args);
+        let egress = Relay::start(
+            unix_in(&dir, "relay-egress.sock")
+                .parse::<Address>()
+                .expect("address"),
+            proxy.egress.clone().expect("an egress listener"),
+        )
+        .await;
+        let leader = format!("localhost:{}", spec.name.port);
+        let advertise = format!("localhost:{}", spec.sync_port);
+        let sync_listen = unix_in(&dir, "sync.sock");
+        let relay = egress.listen.to_string();
+        let root = spec.dev_root.display().to_string();
+        let mut flags = vec![
+            "--sync-listen",
+            &sync_listen,
+            "--fqdn-leader",
+            &leader,
+            "--sync-advertise",
+            &advertise,
+            "--egress",
+            &relay,
+            "--dev-root",
+            &root,
+        ];
+        flags.extend_from_slice(spec.extra);
+        let program = spec.program.unwrap_or_else(|| bin("nacre-runtime"));
+        let mut rt = Runtime::start_program(
+            &program,
+            &[],
+            &unix_in(&dir, "runtime.sock"),
+            &flags,
+            spec.test_certificate,
+        );
+        rt.via(proxy.inbound_tcp());
+        Member {
+            rt,
+            proxy,
+            sync_port: spec.sync_port,
+            egress,
+        }
+    }
+
+    /// `/enclave/config` as JSON.
+    pub async fn config(&self) -> serde_json::Value {
+        let (status, body) = self.rt.get("/enclave/config").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    /// Its role in the deployment (`leader`, `worker`, `designating`).
+    pub async fn role(&self) -> String {
+        self.config().await["sync"]["role"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The SHA-256 of the certificate it serves.
+    pub async fn certificate(&self) -> String {
+        self.config().await["tls_certificate_sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; how long that took.
+pub async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+/// A copy of the runtime binary with one byte more at the end: the same
+/// program, another image (its PCR0, the SHA-384 of the executable in dev
+/// mode, differs).
+pub fn other_image() -> PathBuf {
+    let copy = temp_dir("other-image").join("nacre-runtime");
+    let mut bytes = std::fs::read(bin("nacre-runtime")).expect("the runtime binary");
+    bytes.push(0);
+    std::fs::write(&copy, bytes).expect("copy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    copy
+}
+
+/// The dev PCR0 of a runtime binary: SHA-384 of the file, hex.
+pub fn pcr0(program: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha384::digest(
+        std::fs::read(program).expect("binary"),
+    ))
+}

@@ -1,0 +1,544 @@
+//! Several enclaves, one service (SPEC §7): each behind its own host proxy,
+//! one shared dev root, the leader's name a forwarder the test points.
+
+use std::time::Duration;
+
+use nacre_tests::fleet::{LeaderName, Member, MemberSpec, free_port, other_image, pcr0, within};
+use nacre_tests::net::contains;
+use nacre_tests::{bin, guest, nacre, temp_dir};
+
+/// Every member's certificate hash equals `cert`.
+async fn all_serve(members: &[&Member], cert: &str) -> bool {
+    for m in members {
+        if m.certificate().await != cert {
+            return false;
+        }
+    }
+    true
+}
+
+async fn put_state(m: &Member, value: &'static str) -> (u16, String) {
+    let r =
+        m.rt.client()
+            .put(format!("{}/p/state", m.rt.url()))
+            .body(value)
+            .send()
+            .await
+            .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Three enclaves settle on one leader and share its certificate, guests
+/// and state; the leader dies, the name moves to a worker, which leads
+/// with the same keys and state; a fourth, fresh enclave joins and gets
+/// them too. No key, state or component byte crosses the host in the
+/// clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
+    let root = temp_dir("fleet-root");
+    let name = LeaderName::start().await;
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    name.point_to(ports[0]);
+    let spec = |i: usize| MemberSpec {
+        name: &name,
+        dev_root: &root,
+        peers: &ports,
+        sync_port: ports[i],
+        program: None,
+        extra: &[],
+        // The first leader's key is the test's, to look for on the wire.
+        test_certificate: i == 0,
+    };
+    let started = std::time::Instant::now();
+    let mut a = Some(Member::start(spec(0)).await);
+    let mut b = Some(Member::start(spec(1)).await);
+    let b_ref = b.as_ref().unwrap();
+    let c = Member::start(spec(2)).await;
+    let leader = a.as_ref().unwrap();
+    let fleet_cert = leader.certificate().await;
+
+    // Designation settles on the enclave at the name; the others follow
+    // and end up serving its certificate.
+    within(
+        Duration::from_secs(30),
+        "designation and first sync",
+        || async {
+            leader.role().await == "leader"
+                && b_ref.role().await == "worker"
+                && c.role().await == "worker"
+                && all_serve(&[leader, b_ref, &c], &fleet_cert).await
+        },
+    )
+    .await;
+    eprintln!(
+        "three enclaves synchronized {:?} after the first started",
+        started.elapsed()
+    );
+    let config = b_ref.config().await;
+    assert_eq!(config["sync"]["leader"], format!("localhost:{}", name.port));
+
+    // A guest deployed on the leader answers on every enclave within 2 s;
+    // every enclave serves the same manifest.
+    leader.rt.deploy_ok("hello", &guest("hello"), "").await;
+    leader.rt.deploy_ok("p", &guest("kv-probe"), "").await;
+    let took = within(
+        Duration::from_secs(2),
+        "the deploy reaching the workers",
+        || async {
+            b_ref.rt.get("/hello/world").await.0 == 200 && c.rt.get("/hello/world").await.0 == 200
+        },
+    )
+    .await;
+    eprintln!("a deploy on the leader answered on both workers after {took:?}");
+    let manifest = leader.rt.get("/enclave/manifest").await.1;
+    within(
+        Duration::from_secs(2),
+        "the same manifest everywhere",
+        || async {
+            b_ref.rt.get("/enclave/manifest").await.1 == manifest
+                && c.rt.get("/enclave/manifest").await.1 == manifest
+        },
+    )
+    .await;
+
+    // Admin writes go to the leader.
+    let r = b_ref.rt.deploy("other", &guest("hello"), "").await;
+    assert_eq!(r.status(), 409);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains(&format!("localhost:{}", name.port))
+    );
+
+    // State: written on the leader, read on the workers; a worker refuses
+    // writes with not-leader.
+    let secret_state = "STATE-secret-4e1d";
+    assert_eq!(put_state(leader, secret_state).await.0, 200);
+    within(
+        Duration::from_secs(2),
+        "state reaching the workers",
+        || async {
+            b_ref.rt.get("/p/state").await == (200, secret_state.to_string())
+                && c.rt.get("/p/state").await == (200, secret_state.to_string())
+        },
+    )
+    .await;
+    let (status, body) = put_state(b_ref, "from a worker").await;
+    assert_ne!(status, 200);
+    assert!(body.contains("not the leader"), "{body}");
+
+    // `nacre attest` passes against each, and they all bind one
+    // certificate.
+    for m in [leader, b_ref, &c] {
+        let root_pem = root.join("root.pem").display().to_string();
+        let (ok, out, err) = nacre(&["attest", &m.rt.url(), "--root", &root_pem]);
+        assert!(ok, "{err}");
+        assert!(out.contains(&fleet_cert), "{out}");
+    }
+
+    // The host saw ciphertext only: not the state, not the TLS key, not a
+    // component's bytes.
+    let key = std::fs::read(leader.rt.ca_file().unwrap().with_file_name("key.pem")).unwrap();
+    let key_der =
+        nacre_transport::pem::private_key(&leader.rt.ca_file().unwrap().with_file_name("key.pem"))
+            .unwrap();
+    let component = std::fs::read(guest("kv-probe")).unwrap();
+    let recorded: Vec<u8> = [&leader.egress, &b_ref.egress, &c.egress]
+        .iter()
+        .flat_map(|r| r.recorded())
+        .collect();
+    assert!(
+        recorded.len() > 10_000,
+        "the sync links carried {} bytes",
+        recorded.len()
+    );
+    for (what, needle) in [
+        ("the state", secret_state.as_bytes()),
+        ("the TLS key (PEM)", &key[40..100]),
+        ("the TLS key (DER)", &key_der.secret_der()[10..60]),
+        (
+            "a component",
+            &component[component.len() / 2..component.len() / 2 + 64],
+        ),
+    ] {
+        assert!(
+            !contains(&recorded, needle),
+            "{what} crossed the host in the clear"
+        );
+    }
+
+    // The leader dies; the name moves to a worker, which leads with the
+    // same keys and state within 10 s.
+    drop(a.take());
+    name.point_to(ports[1]);
+    let took = within(Duration::from_secs(10), "failover", || async {
+        b_ref.role().await == "leader" && c.role().await == "worker"
+    })
+    .await;
+    eprintln!("failover to the new leader took {took:?}");
+    assert_eq!(b_ref.certificate().await, fleet_cert);
+    assert_eq!(
+        b_ref.rt.get("/p/state").await,
+        (200, secret_state.to_string())
+    );
+    let moved_on = "STATE-after-failover";
+    assert_eq!(put_state(b_ref, moved_on).await.0, 200);
+    within(
+        Duration::from_secs(2),
+        "state from the new leader",
+        || async { c.rt.get("/p/state").await == (200, moved_on.to_string()) },
+    )
+    .await;
+
+    // A fourth, fresh enclave joins and gets the same keys, guests and
+    // state.
+    let d = Member::start(spec(3)).await;
+    within(Duration::from_secs(20), "a new enclave joining", || async {
+        d.role().await == "worker"
+            && d.certificate().await == fleet_cert
+            && d.rt.get("/p/state").await == (200, moved_on.to_string())
+    })
+    .await;
+
+    // The leader dies again and the name moves to a fresh enclave while
+    // the others hold the keys: it takes theirs (and the state) rather than
+    // split the deployment with keys of its own.
+    drop(b.take());
+    name.point_to(ports[4]);
+    let e = Member::start(spec(4)).await;
+    let took = within(
+        Duration::from_secs(30),
+        "a fresh leader taking the keys",
+        || async {
+            e.role().await == "leader"
+                && e.certificate().await == fleet_cert
+                && e.rt.get("/p/state").await == (200, moved_on.to_string())
+                && c.role().await == "worker"
+        },
+    )
+    .await;
+    eprintln!("a fresh enclave at the name led with the deployment's keys after {took:?}");
+}
+
+/// A peer running another image, or chaining to another root, gets no
+/// keys, and the leader's log names the check that refused it; the same
+/// image is accepted when both sides list each other's PCR0 (a rolling
+/// upgrade).
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_of_another_image_or_root_get_no_keys_unless_accepted() {
+    let root = temp_dir("fleet-root");
+    let name = LeaderName::start().await;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    name.point_to(ports[0]);
+    let other = other_image();
+    let (ours, theirs) = (pcr0(&bin("nacre-runtime")), pcr0(&other));
+    assert_ne!(ours, theirs);
+    let stranger_root = temp_dir("stranger-root");
+    let spec = |i: usize, program: Option<std::path::PathBuf>, dev_root| MemberSpec {
+        name: &name,
+        dev_root,
+        peers: &ports,
+        sync_port: ports[i],
+        program,
+        extra: &[],
+        test_certificate: false,
+    };
+    let leader = Member::start(spec(0, None, &root)).await;
+    let upgraded = Member::start(spec(1, Some(other.clone()), &root)).await;
+    let stranger = Member::start(spec(2, None, &stranger_root)).await;
+    let cert = leader.certificate().await;
+    within(Duration::from_secs(30), "both refusals logged", || async {
+        let log = leader.rt.log();
+        log.contains("PCR0 differs") && log.contains("chain untrusted")
+    })
+    .await;
+    for m in [&upgraded, &stranger] {
+        assert_ne!(m.certificate().await, cert, "a refused peer got the keys");
+    }
+    drop((upgraded, stranger, leader));
+
+    // A rolling upgrade: each side accepts the other's PCR0.
+    let name = LeaderName::start().await;
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    name.point_to(ports[0]);
+    let accept_theirs = ["--sync-accept-pcr0", theirs.as_str()];
+    let accept_ours = ["--sync-accept-pcr0", ours.as_str()];
+    let leader = Member::start(MemberSpec {
+        name: &name,
+        dev_root: &root,
+        peers: &ports,
+        sync_port: ports[0],
+        program: None,
+        extra: &accept_theirs,
+        test_certificate: false,
+    })
+    .await;
+    let upgraded = Member::start(MemberSpec {
+        name: &name,
+        dev_root: &root,
+        peers: &ports,
+        sync_port: ports[1],
+        program: Some(other),
+        extra: &accept_ours,
+        test_certificate: false,
+    })
+    .await;
+    let cert = leader.certificate().await;
+    within(
+        Duration::from_secs(30),
+        "the upgraded image synchronized",
+        || async { upgraded.certificate().await == cert },
+    )
+    .await;
+}
+
+/// Bad input on every sync endpoint, from a hostile host (who can also
+/// sign with the dev root here, to reach each check behind the signature):
+/// a clear 4xx naming the problem, nothing changes, nothing crashes.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
+    use base64::Engine as _;
+    use nacre_attestation::{DevSigner, DocumentRequest, GuestBinding, SyncBinding, SyncRole};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+
+    let root = temp_dir("fleet-root");
+    let name = LeaderName::start().await;
+    let ports = [free_port()];
+    name.point_to(ports[0]);
+    let m = Member::start(MemberSpec {
+        name: &name,
+        dev_root: &root,
+        peers: &ports,
+        sync_port: ports[0],
+        program: None,
+        extra: &[],
+        test_certificate: false,
+    })
+    .await;
+    m.rt.deploy_ok("ag", &guest("attest-guest"), "").await;
+    within(Duration::from_secs(20), "leading", || async {
+        m.role().await == "leader"
+    })
+    .await;
+    let cert = m.certificate().await;
+
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://localhost:{}{path}", ports[0]);
+    let send = |method: reqwest::Method, path: &str, body: Option<Vec<u8>>| {
+        let mut r = client.request(method, url(path));
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    use reqwest::Method;
+    for (method, path, body, status, needle) in [
+        (Method::GET, "/enclave/leader", None, 400, "nonce"),
+        (
+            Method::GET,
+            "/enclave/leader?nonce=zz",
+            None,
+            400,
+            "40 hex digits",
+        ),
+        (
+            Method::GET,
+            "/enclave/sync?nonce=abc",
+            None,
+            400,
+            "40 hex digits",
+        ),
+        (
+            Method::POST,
+            "/enclave/heartbeat",
+            Some(b"{garbage".to_vec()),
+            400,
+            "JSON",
+        ),
+        (
+            Method::POST,
+            "/enclave/heartbeat",
+            Some(vec![b' '; 100_000]),
+            413,
+            "over",
+        ),
+        (
+            Method::POST,
+            "/enclave/sync",
+            Some(b"{}".to_vec()),
+            400,
+            "missing field",
+        ),
+        (
+            Method::POST,
+            "/enclave/sync",
+            Some(br#"{"document":"","encrypted_keys":""}"#.to_vec()),
+            409,
+            "no sync in progress",
+        ),
+        (
+            Method::DELETE,
+            "/enclave/sync",
+            None,
+            404,
+            "not a sync endpoint",
+        ),
+    ] {
+        let (got, body) = send(method.clone(), path, body).await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert!(body.contains(needle), "{method} {path}: {body}");
+    }
+    let r = client
+        .post(url("/enclave/sync"))
+        .header("content-length", (300u64 << 20).to_string())
+        .body(vec![0u8; 16])
+        .send()
+        .await;
+    assert!(
+        r.map_or(true, |r| r.status() == 413),
+        "a declared 300 MiB delivery was read"
+    );
+
+    // Deliveries, each after a fresh offer, each failing one check.
+    let signer = DevSigner::open(&root).unwrap();
+    let pcrs: std::collections::BTreeMap<u32, Vec<u8>> = (0..16)
+        .map(|i| {
+            let v = if i == 0 {
+                hex::decode(pcr0(&bin("nacre-runtime"))).unwrap()
+            } else {
+                vec![0u8; 48]
+            };
+            (i, v)
+        })
+        .collect();
+    let doc = |nonce: &[u8], user_data: Vec<u8>| {
+        signer
+            .sign(DocumentRequest {
+                pcrs: pcrs.clone(),
+                nonce: Some(nonce.to_vec()),
+                user_data: Some(user_data),
+                public_key: None,
+            })
+            .unwrap()
+    };
+    let offer = || async {
+        let (status, body) = send(
+            Method::GET,
+            &format!("/enclave/sync?nonce={}", "11".repeat(20)),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        hex::decode(v["nonce"].as_str().unwrap()).unwrap()
+    };
+    let sealed = vec![7u8; 80];
+    let sender = |payload: &[u8]| {
+        SyncBinding {
+            role: SyncRole::Sender,
+            payload_sha256: Some(<[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(
+                payload,
+            ))),
+        }
+        .to_bytes()
+    };
+    let deliver = |document: Vec<u8>, keys: &[u8]| {
+        let body = serde_json::json!({ "document": b64(&document), "encrypted_keys": b64(keys) });
+        send(
+            Method::POST,
+            "/enclave/sync",
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+    };
+
+    offer().await;
+    let (s, body) = send(
+        Method::POST,
+        "/enclave/sync",
+        Some(br#"{"document":"%%%","encrypted_keys":""}"#.to_vec()),
+    )
+    .await;
+    assert_eq!((s, body.contains("Base64")), (400, true), "{body}");
+
+    let nonce = offer().await;
+    let full = doc(&nonce, sender(&sealed));
+    let (s, body) = deliver(full[..full.len() / 2].to_vec(), &sealed).await;
+    assert_eq!(s, 403, "a truncated document: {body}");
+
+    offer().await;
+    let (s, body) = deliver(doc(&[9u8; 20], sender(&sealed)), &sealed).await;
+    assert_eq!(
+        (s, body.contains("nonce")),
+        (403, true),
+        "another nonce: {body}"
+    );
+
+    let nonce = offer().await;
+    let guest_layout = GuestBinding {
+        guest_sha256: [1; 32],
+        data: Some(sender(&sealed)),
+    }
+    .to_bytes();
+    let (s, body) = deliver(doc(&nonce, guest_layout), &sealed).await;
+    assert_eq!(
+        (s, body.contains("not a sync document")),
+        (403, true),
+        "{body}"
+    );
+
+    // A real guest's document, with the right nonce: refused all the same.
+    let nonce = offer().await;
+    let (status, hexdoc) =
+        m.rt.get(&format!("/ag/attest?{}", hex::encode(&nonce)))
+            .await;
+    assert_eq!(status, 200, "{hexdoc}");
+    let (s, body) = deliver(hex::decode(hexdoc.trim()).unwrap(), &sealed).await;
+    assert_eq!(
+        (s, body.contains("not a sync document")),
+        (403, true),
+        "a guest's document: {body}"
+    );
+
+    let nonce = offer().await;
+    let receiver_role = SyncBinding {
+        role: SyncRole::Receiver,
+        payload_sha256: None,
+    }
+    .to_bytes();
+    let (s, body) = deliver(doc(&nonce, receiver_role), &sealed).await;
+    assert_eq!(s, 403, "the receiver's role: {body}");
+
+    let nonce = offer().await;
+    let (s, body) = deliver(doc(&nonce, sender(b"other bytes")), &sealed).await;
+    assert_eq!((s, body.contains("does not bind")), (403, true), "{body}");
+
+    // Replayed: the offer it answered is gone, and a new offer has another
+    // nonce.
+    let replay = doc(&nonce, sender(&sealed));
+    let (s, _) = deliver(replay.clone(), &sealed).await;
+    assert_eq!(s, 409, "a delivery without an open offer");
+    offer().await;
+    let (s, body) = deliver(replay, &sealed).await;
+    assert_eq!(
+        (s, body.contains("nonce")),
+        (403, true),
+        "a replayed document: {body}"
+    );
+
+    // Well-formed and signed, but the keys are not sealed to this offer.
+    let nonce = offer().await;
+    let (s, body) = deliver(doc(&nonce, sender(&sealed)), &sealed).await;
+    assert_eq!(s, 400, "keys sealed to no one: {body}");
+
+    // Nothing changed, nothing crashed.
+    assert_eq!(m.role().await, "leader");
+    assert_eq!(m.certificate().await, cert);
+    assert!(m.rt.log().contains("sync request refused"));
+}

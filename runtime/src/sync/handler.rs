@@ -21,9 +21,10 @@ use http_body_util::{BodyExt, Limited};
 use nacre_attestation::{SyncBinding, SyncRole};
 use serde::de::DeserializeOwned;
 
+use super::outbound::b64;
 use super::seal::{self, Payload, Recipient};
 use super::wire::{Delivery, Heartbeat, HeartbeatAnswer, Offer};
-use super::{OFFER_TTL, Pending, Role, Seen, Sync, b64, newer, random_nonce};
+use super::{OFFER_TTL, Pending, Role, Seen, Sync, newer, random_nonce};
 use crate::http::{ResponseBody, error, json};
 use crate::server::{BodyError, Handler, RequestBody};
 

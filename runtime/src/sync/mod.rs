@@ -15,27 +15,27 @@
 //!   keys ([`peer`] checks both sides).
 //! - Workers heartbeat the leader with the hash of what they hold; the
 //!   leader sends to any whose hash differs, and at once to all of them at
-//!   every change it makes. A leader holding nothing (or an older key set
-//!   than a worker's) asks that worker for its keys instead, so a fresh
-//!   enclave at the name never splits a deployment with keys of its own.
+//!   every change it makes. A leader holding nothing (or an earlier version
+//!   of the same key set than a worker's) asks that worker for its keys
+//!   instead, so a fresh enclave at the name never splits a deployment
+//!   with keys of its own, and a leader that missed the last pushes before
+//!   a failover catches up.
 
 mod client;
 mod handler;
 mod material;
+mod outbound;
 mod peer;
 mod seal;
 mod state;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use http::{Method, StatusCode};
 use nacre_api::NONCE_LEN;
-use nacre_attestation::{SyncBinding, SyncRole};
 use nacre_transport::Address;
 use nacre_transport::tunnel::Target;
 use rand::RngCore;
@@ -47,9 +47,10 @@ pub use state::SyncedState;
 
 use self::client::PeerClient;
 use self::material::Material;
+use self::outbound::{Beat, Reach};
 use self::peer::Peers;
 use self::seal::Recipient;
-use self::wire::{Delivery, Heartbeat, HeartbeatAnswer, Lineage, Offer};
+use self::wire::Lineage;
 use crate::attest::Attester;
 use crate::guests::Registry;
 use crate::tls::Identity;
@@ -171,13 +172,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Whether key set `a` at version `av` should replace `b` at `bv`: the
-/// older set wins; within one set, the later version.
+/// Whether key set `a` at version `av` should replace `b` at `bv` on a
+/// leader: only a later version of the same set. A leader never trades its
+/// key set for another one a worker shows (the host could keep a stale
+/// enclave of an earlier deployment around to roll the guests back); it
+/// sends its own instead.
 fn newer(a: &Lineage, av: u64, b: &Lineage, bv: u64) -> bool {
-    if a.id == b.id {
-        return av > bv;
-    }
-    (a.created_ms, &a.id) < (b.created_ms, &b.id)
+    a.id == b.id && av > bv
 }
 
 impl Sync {
@@ -394,153 +395,27 @@ impl Sync {
             });
         }
     }
+}
 
-    /// Whether the name `--fqdn-leader` leads to this very enclave.
-    async fn reach_self(&self) -> Reach {
-        let nonce = random_nonce();
-        if let Ok(mut probe) = self.probe.lock() {
-            *probe = Some(nonce);
-        }
-        self.probe_seen.store(false, Ordering::Release);
-        let path = format!("/enclave/leader?nonce={}", hex::encode(nonce));
-        let answer = self
-            .client
-            .request(&self.config.leader, Method::GET, &path, None)
-            .await;
-        if self.probe_seen.swap(false, Ordering::AcqRel) {
-            return Reach::Myself;
-        }
-        match answer {
-            Ok((StatusCode::GONE, _)) => Reach::Other,
-            Ok(_) => Reach::NotYet,
-            Err(e) => {
-                tracing::debug!("designation: {e}");
-                Reach::Unreachable
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(id: &str, created_ms: u64) -> Lineage {
+        Lineage {
+            id: id.into(),
+            created_ms,
         }
     }
 
-    async fn heartbeat(&self) -> Result<HeartbeatAnswer, Beat> {
-        let held = self.held();
-        let beat = Heartbeat {
-            hashed_keys: held.as_ref().map(|h| hex::encode(h.hash)),
-            worker_hostname: self.config.advertise.to_string(),
-            lineage: held.as_ref().map(|h| h.lineage.clone()),
-            version: held.as_ref().map_or(0, |h| h.version),
-        };
-        let body = serde_json::to_vec(&beat).map_err(|e| Beat::Failed(e.to_string()))?;
-        let (status, answer) = self
-            .client
-            .request(
-                &self.config.leader,
-                Method::POST,
-                "/enclave/heartbeat",
-                Some(body),
-            )
-            .await
-            .map_err(|e| Beat::Failed(e.to_string()))?;
-        match status {
-            StatusCode::OK => {
-                serde_json::from_slice(&answer).map_err(|e| Beat::Failed(e.to_string()))
-            }
-            StatusCode::SERVICE_UNAVAILABLE => Err(Beat::NotLeader),
-            other => Err(Beat::Failed(format!("the leader answered {other}"))),
-        }
+    #[test]
+    fn a_leader_takes_only_later_versions_of_its_own_key_set() {
+        let (ours, other) = (set("aa", 10), set("bb", 5));
+        assert!(newer(&ours, 3, &ours, 2));
+        assert!(!newer(&ours, 2, &ours, 2));
+        assert!(!newer(&ours, 1, &ours, 2));
+        // Another set, older or not, never replaces the leader's.
+        assert!(!newer(&other, 9, &ours, 2));
+        assert!(!newer(&set("cc", 20), 9, &ours, 2));
     }
-
-    /// Sends what this enclave holds to the receiver at `target`.
-    async fn push(&self, target: &Target) -> Result<(), SyncError> {
-        let Some(Held { payload, .. }) = self.held() else {
-            return Err(SyncError::Malformed("no keys to send".into()));
-        };
-        let nonce = random_nonce();
-        let path = format!("/enclave/sync?nonce={}", hex::encode(nonce));
-        let (status, body) = self
-            .client
-            .request(target, Method::GET, &path, None)
-            .await?;
-        if status != StatusCode::OK {
-            return Err(SyncError::Peer(format!(
-                "{target} answered {status} to the offer"
-            )));
-        }
-        let offer: Offer = serde_json::from_slice(&body)
-            .map_err(|e| SyncError::Malformed(format!("the offer: {e}")))?;
-        let document = b64(&offer.document)?;
-        let their_nonce = nacre_api::parse_nonce(&offer.nonce)
-            .map_err(|e| SyncError::Malformed(format!("the offer: {e}")))?;
-        let checked = self
-            .peers
-            .check(&document, &nonce, SyncRole::Receiver)
-            .inspect_err(|e| {
-                tracing::warn!(%target, "refused to send keys: {e}");
-            })?;
-        let public_key = checked.public_key.unwrap_or_default();
-        let sealed = seal::seal(&public_key, &payload)?;
-        let mine = self
-            .peers
-            .document(
-                &their_nonce,
-                SyncBinding {
-                    role: SyncRole::Sender,
-                    payload_sha256: Some(seal::sha256(&sealed)),
-                },
-                None,
-            )
-            .await?;
-        let delivery = Delivery {
-            document: base64::engine::general_purpose::STANDARD.encode(mine),
-            encrypted_keys: base64::engine::general_purpose::STANDARD.encode(sealed),
-        };
-        let body =
-            serde_json::to_vec(&delivery).map_err(|e| SyncError::Malformed(e.to_string()))?;
-        let (status, answer) = self
-            .client
-            .request(target, Method::POST, "/enclave/sync", Some(body))
-            .await?;
-        if status != StatusCode::OK {
-            return Err(SyncError::Peer(format!(
-                "{target} answered {status}: {}",
-                nacre_api::ErrorBody::message(&answer).unwrap_or_default()
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// What asking the name for `/enclave/leader` showed.
-enum Reach {
-    /// The request came back to this enclave.
-    Myself,
-    /// Another enclave leads there (410).
-    Other,
-    /// Someone is there but not designated yet.
-    NotYet,
-    /// Nobody answered.
-    Unreachable,
-}
-
-/// Why a heartbeat failed.
-#[derive(Debug)]
-enum Beat {
-    /// Whoever is at the name does not lead.
-    NotLeader,
-    /// Nobody answered, or garbage.
-    Failed(String),
-}
-
-impl std::fmt::Display for Beat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Beat::NotLeader => f.write_str("whoever is at the name does not lead"),
-            Beat::Failed(why) => f.write_str(why),
-        }
-    }
-}
-
-/// Base64 from a peer, as bytes.
-fn b64(s: &str) -> Result<Vec<u8>, SyncError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|_| SyncError::Malformed("not Base64".into()))
 }

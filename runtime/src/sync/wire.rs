@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which key set an enclave holds: made once, by the first leader of a
 /// deployment, and then only copied. When two exist (two enclaves led at
-/// once), the older one wins, so a deployment always converges on one.
+/// once), the leader's wins: it sends its own to every worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Lineage {
     /// 16 random bytes, hex.

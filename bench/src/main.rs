@@ -12,6 +12,7 @@
 //! - [`memory`]: (f) resident memory with 10 guests, after 1k and 100k
 //!   requests.
 //! - [`bulk`]: (g) host proxy throughput against direct loopback.
+//! - [`synced`]: (h) scenario (a) on a worker of a two-enclave deployment.
 //! - [`tools`]: wrk and wasmtime-cli, installed when missing.
 //! - [`load`]: running wrk and reading its summary.
 //! - `native.rs` (its own binary, `nacre-bench-native`): the native
@@ -28,6 +29,7 @@ mod load;
 mod memory;
 mod overhead;
 mod report;
+mod synced;
 mod tools;
 
 use std::path::PathBuf;
@@ -119,17 +121,19 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let results = rt.block_on(async {
         let http = http::run(&plan, &tools, &hello).await?;
+        let synced = synced::run(&plan, &tools, &hello).await?;
         let deploy = deploy::run(&plan, &component).await?;
         let memory = memory::run(&component).await?;
-        anyhow::Ok((http, deploy, memory))
+        anyhow::Ok((http, synced, deploy, memory))
     })?;
     drop(rt);
-    let (http, deploy, memory) = results;
+    let (http, synced, deploy, memory) = results;
     let bulk = bulk::run(&plan)?;
     let report = report::Report {
         quick: args.quick,
         tools: &tools,
         http,
+        synced,
         overhead: d,
         deploy,
         memory,

@@ -20,6 +20,8 @@ pub struct Report<'a> {
     pub tools: &'a Tools,
     /// (a), (b), (c).
     pub http: HttpResults,
+    /// (h).
+    pub synced: Scenario,
     /// (d).
     pub overhead: Overhead,
     /// (e).
@@ -95,6 +97,13 @@ impl Report<'_> {
             Target::new("(a)/(c) requests/s", a.rps / c.rps, 2, "", AtLeast(0.7)),
             Target::new("p99 (a) / p99 (c)", a.p99_us / c.p99_us, 2, "", AtMost(2.0)),
             Target::new("(a)/(b) requests/s", a.rps / b.rps, 2, "", AtLeast(1.0)),
+            Target::new(
+                "(h)/(a) requests/s, worker vs alone",
+                self.synced.load.rps / a.rps,
+                2,
+                "",
+                AtLeast(0.9),
+            ),
             Target::new(
                 "(d) per-request overhead",
                 self.overhead.median_us,
@@ -173,7 +182,7 @@ impl Report<'_> {
 
         let _ = writeln!(
             s,
-            "\n## (a)–(c) HTTP: the `hello` guest, keep-alive HTTP/1.1, {CONNECTIONS} connections\n\n\
+            "\n## (a)–(c), (h) HTTP: the `hello` guest, keep-alive HTTP/1.1, {CONNECTIONS} connections\n\n\
              wrk, 2 threads, one second of warm-up, then the figures below. Peak RSS is each process's VmHWM.\n\n\
              | scenario | requests | requests/s | p50 | p99 | peak RSS | errors |\n|---|---:|---:|---:|---:|---|---:|"
         );
@@ -210,11 +219,17 @@ impl Report<'_> {
             "(c) native hyper + rustls, through the host proxy",
             &self.http.native,
         );
+        row(
+            &mut s,
+            "(h) as (a), on a worker of a two-enclave deployment (sync on)",
+            &self.synced,
+        );
         let _ = writeln!(s, "\nCommands:\n");
         for (k, sc) in [
             ("a", &self.http.nacre),
             ("b", &self.http.wasmtime),
             ("c", &self.http.native),
+            ("h", &self.synced),
         ] {
             let _ = writeln!(s, "- ({k}) `{}`", sc.command);
         }

@@ -316,11 +316,12 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
         test_certificate: false,
     })
     .await;
-    m.rt.deploy_ok("ag", &guest("attest-guest"), "").await;
+    // Writes are refused (503) while the enclave designates its leader.
     within(Duration::from_secs(20), "leading", || async {
         m.role().await == "leader"
     })
     .await;
+    m.rt.deploy_ok("ag", &guest("attest-guest"), "").await;
     let cert = m.certificate().await;
 
     let client = reqwest::Client::builder()

@@ -22,20 +22,14 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Sce
     let name = LeaderName::start().await;
     let ports = [free_port(), free_port()];
     name.point_to(ports[0]);
-    let spec = |i: usize| MemberSpec {
-        name: &name,
-        dev_root: &root,
-        peers: &ports,
-        sync_port: ports[i],
-        program: None,
-        extra: &[],
-        test_certificate: false,
-    };
+    let spec = |i: usize| MemberSpec::new(&name, &root, &ports, i);
     let leader = Member::start(spec(0)).await;
     let worker = Member::start(spec(1)).await;
-    within(Duration::from_secs(60), "the deployment settled", || async {
-        leader.role().await == "leader" && worker.role().await == "worker"
-    })
+    within(
+        Duration::from_secs(60),
+        "the deployment settled",
+        || async { leader.role().await == "leader" && worker.role().await == "worker" },
+    )
     .await;
     leader.rt.deploy_ok("hello", hello, "").await;
     within(

@@ -19,10 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use nacre_transport::presented::PresentedKey;
 
 /// Trust flags shared by commands that talk to a runtime.
 #[derive(Debug, Clone, Args)]
@@ -96,56 +93,6 @@ fn root_store(extra: Option<&Path>) -> anyhow::Result<rustls::RootCertStore> {
             .with_context(|| format!("--root {}: not a usable certificate", path.display()))?;
     }
     Ok(roots)
-}
-
-/// Takes whatever certificate the server presents, but only if the server
-/// proves it holds that certificate's key by signing the handshake.
-#[derive(Debug)]
-struct PresentedKey {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl PresentedKey {
-    fn new(provider: &CryptoProvider) -> PresentedKey {
-        PresentedKey {
-            algorithms: provider.signature_verification_algorithms,
-        }
-    }
-}
-
-impl ServerCertVerifier for PresentedKey {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 /// DER of the certificate the server presented on the connection that

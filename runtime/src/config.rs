@@ -71,7 +71,9 @@ pub struct Config {
     #[arg(long, env = "NACRE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// ACME directory URL to obtain a certificate from.
+    /// ACME directory URL (https) to obtain a certificate for --fqdn from,
+    /// by TLS-ALPN-01 on --listen, through --egress. Giving it agrees to
+    /// the CA's terms of service (the log shows their URL).
     #[arg(
         long,
         env = "NACRE_ACME_DIRECTORY",
@@ -80,10 +82,21 @@ pub struct Config {
     )]
     pub acme_directory: Option<String>,
 
-    /// Contact address given to the ACME server. Refused until ACME is
-    /// built.
-    #[arg(long, env = "NACRE_ACME_CONTACT", value_name = "EMAIL")]
+    /// Contact address given to the ACME server (expiry notices).
+    #[arg(
+        long,
+        env = "NACRE_ACME_CONTACT",
+        value_name = "EMAIL",
+        requires = "acme_directory"
+    )]
     pub acme_contact: Option<String>,
+
+    /// Renew the certificate (the CA's, or the self-signed one) once it is
+    /// this old (default: within the CA's ARI window, else at two thirds of
+    /// its lifetime). Not for --tls-cert, which the operator renews.
+    #[arg(long, env = "NACRE_RENEW_AFTER", value_parser = parse_duration, value_name = "DUR", conflicts_with = "tls_cert")]
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub renew_after: Option<Duration>,
 
     /// Attestation provider: nsm (the Nitro Security Module, /dev/nsm) or
     /// dev (a local stand-in signed by a dev CA).
@@ -260,6 +273,13 @@ fn ser_hex<S: serde::Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S:
 
 fn ser_duration<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*v))
+}
+
+fn ser_opt_duration<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => ser_duration(v, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Why the configuration could not be read.

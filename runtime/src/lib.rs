@@ -3,7 +3,10 @@
 //! `main.rs` wires these together; each module is one concern:
 //!
 //! - [`config`]: flags, environment and `--config` TOML (SPEC §3).
-//! - [`tls`]: the certificate and rustls config of the public listener.
+//! - [`tls`]: the certificate and rustls config of the public listener,
+//!   TLS-ALPN-01 answers.
+//! - [`acme`]: the certificate's life: ACME issuance inside the enclave,
+//!   renewal, the self-signed fallback.
 //! - [`server`]: serving a handler on a listener: accept, TLS handshake,
 //!   HTTP/1.1 or HTTP/2, a deadline for every phase of a connection.
 //! - [`router`]: where each request goes: the `/enclave` endpoints, the
@@ -18,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod attest;
 pub mod config;
 pub mod egress;

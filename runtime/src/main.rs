@@ -1,9 +1,11 @@
 //! `nacre-runtime`: the process inside the enclave.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use nacre_runtime::acme::{Acme, AcmeConfig, KeeperConfig};
 use nacre_runtime::attest::{self, Attester};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
 use nacre_runtime::egress::Egress;
@@ -93,6 +95,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cap.clone(),
         config.extra_ca.as_deref(),
     )?;
+    let outbound = egress.outbound();
     match &config.egress {
         Some(proxy) => tracing::info!(%proxy, "guest egress through the host proxy"),
         None => tracing::info!("no --egress: guests have no outbound network"),
@@ -127,7 +130,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(egress),
     )?;
     let registry = Arc::new(Registry::new(engine, cap));
-    boot_guests(&config, &registry).await?;
+    // --wait-for-app with ACME: the listener opens at once for the CA's
+    // validation, and to clients once the guests and the certificate are
+    // ready.
+    let gated = config.wait_for_app && config.acme_directory.is_some();
+    if !gated {
+        boot_guests(&config, &registry).await?;
+    }
 
     // Ctrl-C or SIGTERM stops every listener.
     let stop = CancellationToken::new();
@@ -139,6 +148,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
     let options = Options::new(config.client_timeout);
+    let mut fleet = None;
     if let (Some(sync_config), Some(synced)) = (sync, synced) {
         let sync = Sync::new(
             sync_config,
@@ -164,8 +174,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Arc::new(ConnStats::default()),
             stop.clone().cancelled_owned(),
         ));
-        tokio::spawn(sync.run());
+        tokio::spawn(sync.clone().run());
+        fleet = Some(sync);
     }
+    // The certificate's keeper: ACME, or the self-signed one renewed; a
+    // --tls-cert file is the operator's to renew.
+    let keeper = match config.tls_cert {
+        Some(_) => None,
+        None => {
+            let acme = Acme::new(
+                KeeperConfig {
+                    fqdn: config.fqdn.clone(),
+                    acme: config.acme_directory.clone().map(|directory| AcmeConfig {
+                        directory,
+                        contact: config.acme_contact.clone(),
+                    }),
+                    renew_after: config.renew_after,
+                },
+                identity.clone(),
+                outbound,
+                roles.clone(),
+                fleet,
+            )?;
+            tokio::spawn(acme.clone().run());
+            Some(acme)
+        }
+    };
 
     let listener = Listener::bind(&config.listen)
         .await
@@ -188,23 +222,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
             registry.clone(),
             roles,
         ),
-        Guests::new(registry, config.client_timeout),
+        Guests::new(registry.clone(), config.client_timeout),
     );
-    let security = Security::Tls(identity.server_config()?);
+    let registry_for_boot = registry;
+    let open = Arc::new(AtomicBool::new(!gated));
+    let security = Security::Tls(identity.gated_server_config(open.clone())?);
     // Scripts and tests read the bound address (the real port when 0 was
     // asked) from this line on stdout.
     println!("nacre-runtime listening on {bound}");
     tracing::info!(%bound, "serving");
 
-    server::serve(
+    let serving = tokio::spawn(server::serve(
         listener,
         security,
         Arc::new(router),
         options,
         stats,
-        stop.cancelled_owned(),
-    )
-    .await;
+        stop.clone().cancelled_owned(),
+    ));
+    if let (true, Some(keeper)) = (gated, keeper) {
+        tracing::info!(
+            "open for the CA's validation only until the guests and the certificate are ready"
+        );
+        boot_guests(&config, &registry_for_boot).await?;
+        let mut issued = keeper.issued();
+        tokio::select! {
+            r = issued.wait_for(|issued| *issued) => { r.context("the certificate keeper stopped")?; }
+            () = stop.cancelled() => {}
+        }
+        open.store(true, Ordering::Release);
+        tracing::info!("guests and certificate ready: open to clients");
+    }
+    serving.await.context("the listener task failed")?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -312,8 +361,6 @@ fn guest_memory_total(config: &Config) -> anyhow::Result<u64> {
 /// at start, so nobody believes they are on.
 fn refuse_unbuilt(config: &Config) -> anyhow::Result<()> {
     let unbuilt = [
-        ("--acme-directory", config.acme_directory.is_some()),
-        ("--acme-contact", config.acme_contact.is_some()),
         ("--metrics-listen", config.metrics_listen.is_some()),
         ("--control", config.control.is_some()),
     ];

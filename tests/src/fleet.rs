@@ -24,30 +24,45 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The leader's name: `localhost:PORT`, forwarded to whichever enclave's
-/// sync listener the test points it at (the DNS record or load balancer
-/// of a real deployment).
-pub struct LeaderName {
-    /// The port enclaves use as `--fqdn-leader localhost:PORT`.
+/// A loopback port forwarding each connection to one of its targets in
+/// turn: the leader's DNS name (one target, which a test can point at any
+/// enclave), or a load balancer in front of several.
+pub struct Forwarder {
+    /// The port clients connect to (`--fqdn-leader localhost:PORT`).
     pub port: u16,
-    to: Arc<Mutex<Option<SocketAddr>>>,
+    to: Arc<Mutex<Vec<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl LeaderName {
-    /// A name pointing nowhere yet.
-    pub async fn start() -> LeaderName {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+/// The leader's name, `localhost:PORT`: the DNS record or load balancer of
+/// a real deployment.
+pub type LeaderName = Forwarder;
+
+impl Forwarder {
+    /// A forwarder pointing nowhere yet.
+    pub async fn start() -> Forwarder {
+        Forwarder::on(0).await
+    }
+
+    /// A forwarder on loopback port `port` (0: any).
+    pub async fn on(port: u16) -> Forwarder {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let port = listener.local_addr().expect("address").port();
-        let to: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
-        let target = to.clone();
+        let to: Arc<Mutex<Vec<SocketAddr>>> = Arc::new(Mutex::new(Vec::new()));
+        let targets = to.clone();
         let task = tokio::spawn(async move {
+            let mut next = 0usize;
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     continue;
                 };
-                let Some(addr) = *target.lock().expect("target") else {
-                    continue;
+                let addr = {
+                    let targets = targets.lock().expect("targets");
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    next = next.wrapping_add(1);
+                    targets[next % targets.len()]
                 };
                 tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(addr).await {
@@ -56,17 +71,22 @@ impl LeaderName {
                 });
             }
         });
-        LeaderName { port, to, task }
+        Forwarder { port, to, task }
     }
 
     /// From now on the name leads to the sync listener on host port
     /// `sync_port` (a member's, started or not).
     pub fn point_to(&self, sync_port: u16) {
-        *self.to.lock().expect("target") = Some(SocketAddr::from(([127, 0, 0, 1], sync_port)));
+        self.spread_over(&[SocketAddr::from(([127, 0, 0, 1], sync_port))]);
+    }
+
+    /// From now on connections go to `targets` in turn.
+    pub fn spread_over(&self, targets: &[SocketAddr]) {
+        *self.to.lock().expect("targets") = targets.to_vec();
     }
 }
 
-impl Drop for LeaderName {
+impl Drop for Forwarder {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -102,6 +122,25 @@ pub struct MemberSpec<'a> {
     /// Start with the test CA's certificate (whose key the test knows);
     /// otherwise the runtime makes its own.
     pub test_certificate: bool,
+    /// More host proxy flags.
+    pub proxy_extra: &'a [String],
+}
+
+impl<'a> MemberSpec<'a> {
+    /// Member `i` of the deployment whose sync ports are `peers`: this
+    /// checkout's runtime, making its own certificate, no extra flags.
+    pub fn new(name: &'a LeaderName, dev_root: &'a Path, peers: &'a [u16], i: usize) -> Self {
+        MemberSpec {
+            name,
+            dev_root,
+            peers,
+            sync_port: peers[i],
+            program: None,
+            extra: &[],
+            test_certificate: false,
+            proxy_extra: &[],
+        }
+    }
 }
 
 impl Member {
@@ -127,6 +166,7 @@ impl Member {
         for p in spec.peers {
             args.extend(["--egress-allow".to_string(), format!("localhost:{p}")]);
         }
+        args.extend(spec.proxy_extra.iter().cloned());
         let proxy = HostProxy::start(&args);
         let egress = Relay::start(
             unix_in(&dir, "relay-egress.sock")

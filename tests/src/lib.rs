@@ -13,6 +13,7 @@ use std::time::Duration;
 pub mod fleet;
 pub mod net;
 pub mod origins;
+pub mod pebble;
 
 /// The repository root.
 pub fn root() -> PathBuf {

@@ -17,6 +17,7 @@ mod addr;
 mod allow;
 mod listener;
 pub mod pem;
+pub mod presented;
 mod stream;
 pub mod tunnel;
 

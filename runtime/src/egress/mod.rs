@@ -26,6 +26,9 @@ use self::io::Lenient;
 
 mod body;
 mod io;
+mod once;
+
+pub use self::once::{OnceError, Outbound};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
@@ -50,6 +53,15 @@ pub struct Egress {
     proxy: Option<Address>,
     cap: Option<AllowList>,
     tls: Arc<rustls::ClientConfig>,
+}
+
+impl Egress {
+    /// A client for the runtime's own HTTPS requests (the ACME client),
+    /// trusting what guests' requests trust; None without `--egress`.
+    pub fn outbound(&self) -> Option<Outbound> {
+        let proxy = self.proxy.clone()?;
+        Some(Outbound::new(proxy, (*self.tls).clone()))
+    }
 }
 
 /// Why the egress settings could not be built.

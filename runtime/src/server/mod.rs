@@ -308,7 +308,15 @@ async fn connection<H: Handler>(stream: Stream, peer: &str, shared: &Shared<H>) 
             return;
         }
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn == Some(crate::tls::ACME_TLS_ALPN) {
+        // TLS-ALPN-01 validation ends with the handshake (RFC 8737 §3): no
+        // HTTP on such a connection.
+        let mut tls = tls;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return;
+    }
+    let h2 = alpn == Some(b"h2");
     http(tls, h2, peer, shared).await;
 }
 

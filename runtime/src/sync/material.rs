@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_bytes::ByteBuf;
 
 use super::SyncError;
-use super::seal::{GuestRecord, Payload};
+use super::seal::{ChallengeRecord, GuestRecord, Payload};
 use super::state::SyncedState;
 use super::wire::Lineage;
 use crate::guests::{GuestConfig, GuestName, Registry, Route};
@@ -51,6 +51,22 @@ impl Material {
                 .map(|(k, v)| (k, ByteBuf::from(v)))
                 .collect(),
             guests,
+            acme_account: self.identity.account(),
+            challenges: self
+                .identity
+                .challenges()
+                .iter()
+                .map(|c| {
+                    let (chain, key) = c.export();
+                    ChallengeRecord {
+                        name: c.name().to_string(),
+                        certificate: ByteBuf::from(
+                            chain.first().map(|c| c.to_vec()).unwrap_or_default(),
+                        ),
+                        key: ByteBuf::from(key.secret_der().to_vec()),
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -69,9 +85,28 @@ impl Material {
             .into_iter()
             .map(guest)
             .collect::<Result<Vec<_>, _>>()?;
+        let challenges = payload
+            .challenges
+            .into_iter()
+            .map(|c| {
+                let key = PrivateKeyDer::try_from(c.key.into_vec())
+                    .map_err(|e| SyncError::Malformed(format!("challenge key: {e}")))?;
+                Ok((
+                    c.name,
+                    (vec![CertificateDer::from(c.certificate.into_vec())], key),
+                ))
+            })
+            .collect::<Result<Vec<_>, SyncError>>()?;
+        if chain.first().map(|leaf| super::seal::sha256(leaf)) != Some(self.identity.leaf_sha256())
+        {
+            self.identity
+                .replace(chain, key, "synchronized")
+                .map_err(|e| SyncError::Malformed(e.to_string()))?;
+        }
         self.identity
-            .replace(chain, key, "synchronized")
+            .set_challenges(challenges)
             .map_err(|e| SyncError::Malformed(e.to_string()))?;
+        self.identity.set_account(payload.acme_account);
         self.state.import(
             payload
                 .states

@@ -131,6 +131,9 @@ struct Held {
     payload: Arc<Vec<u8>>,
 }
 
+/// How long a leader waits for its workers to hold a change it spreads.
+const SPREAD: Duration = Duration::from_secs(10);
+
 /// A receiver's open offer.
 struct Pending {
     recipient: Recipient,
@@ -248,6 +251,7 @@ impl Sync {
     /// Runs designation, heartbeats and pushes until the process ends.
     pub async fn run(self: Arc<Self>) {
         let mut changes = self.material.registry.subscribe();
+        let mut identity = self.material.identity.subscribe();
         let state_changed = self.material.state.changed.clone();
         let mut missed = 0;
         let mut led_since = None;
@@ -261,6 +265,7 @@ impl Sync {
                         led_since = Some(Instant::now());
                         probed = Instant::now();
                         changes.borrow_and_update();
+                        identity.borrow_and_update();
                     }
                     Reach::Other => {
                         missed = 0;
@@ -276,7 +281,7 @@ impl Sync {
                             missed = 0;
                             if answer.send_keys {
                                 let leader = self.config.leader.clone();
-                                if let Err(e) = self.push(&leader).await {
+                                if let Err(e) = self.push(&leader).await.map(drop) {
                                     tracing::warn!("sending keys to the leader failed: {e}");
                                 }
                             }
@@ -311,6 +316,7 @@ impl Sync {
                     }
                     tokio::select! {
                         _ = changes.changed() => self.changed(),
+                        Ok(()) = identity.changed() => self.changed_unless_spread(),
                         () = state_changed.notified() => self.changed(),
                         () = tokio::time::sleep(TICK) => {}
                     }
@@ -345,6 +351,18 @@ impl Sync {
         self.push_all();
     }
 
+    /// An identity change: sent on unless [`Sync::spread`] already
+    /// gathered it.
+    fn changed_unless_spread(self: &Arc<Self>) {
+        let Some(held) = self.held() else {
+            return;
+        };
+        let now = self.material.gather(held.lineage.clone(), held.version);
+        if seal::sha256(&now.encode()) != held.hash {
+            self.changed();
+        }
+    }
+
     /// Sends the keys to every worker that does not hold this version.
     fn push_all(self: &Arc<Self>) {
         let current = self.held().map(|h| hex::encode(h.hash));
@@ -375,13 +393,55 @@ impl Sync {
         let this = self.clone();
         tokio::spawn(async move {
             match this.push(&target).await {
-                Ok(()) => tracing::info!(%worker, "keys sent"),
+                Ok(hash) => {
+                    tracing::info!(%worker, "keys sent");
+                    if let Ok(mut workers) = this.workers.lock()
+                        && let Some(seen) = workers.get_mut(&worker)
+                    {
+                        seen.hash = Some(hex::encode(hash));
+                    }
+                }
                 Err(e) => tracing::warn!(%worker, "sending keys failed: {e}"),
             }
             if let Ok(mut pushing) = this.pushing.lock() {
                 pushing.remove(&worker);
             }
         });
+    }
+
+    /// Whether this enclave holds the deployment's keys: taken from a
+    /// peer, or made as a leader that found none.
+    pub fn holds_keys(&self) -> bool {
+        self.held().is_some()
+    }
+
+    /// On the leader: gathers what changed now and waits (at most ten
+    /// seconds) until every worker heard from holds it. The ACME client
+    /// calls it before the CA validates a challenge any enclave may be
+    /// asked to answer.
+    pub async fn spread(self: &Arc<Self>) {
+        if self.role() != Role::Leader {
+            return;
+        }
+        self.changed();
+        let Some(held) = self.held() else {
+            return;
+        };
+        let want = Some(hex::encode(held.hash));
+        let all_hold = || {
+            self.workers
+                .lock()
+                .map(|w| w.values().all(|seen| seen.hash == want))
+                .unwrap_or(true)
+        };
+        let deadline = Instant::now() + SPREAD;
+        while !all_hold() {
+            if Instant::now() >= deadline {
+                tracing::warn!("not every worker holds the change after {SPREAD:?}; going on");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn forget_stale_workers(&self) {

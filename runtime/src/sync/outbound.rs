@@ -64,9 +64,10 @@ impl Sync {
         }
     }
 
-    /// Sends what this enclave holds to the receiver at `target`.
-    pub(super) async fn push(&self, target: &Target) -> Result<(), SyncError> {
-        let Some(Held { payload, .. }) = self.held() else {
+    /// Sends what this enclave holds to the receiver at `target`; the
+    /// hash of what was sent.
+    pub(super) async fn push(&self, target: &Target) -> Result<[u8; 32], SyncError> {
+        let Some(Held { payload, hash, .. }) = self.held() else {
             return Err(SyncError::Malformed("no keys to send".into()));
         };
         let nonce = random_nonce();
@@ -120,7 +121,7 @@ impl Sync {
                 nacre_api::ErrorBody::message(&answer).unwrap_or_default()
             )));
         }
-        Ok(())
+        Ok(hash)
     }
 }
 

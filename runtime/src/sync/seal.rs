@@ -40,6 +40,21 @@ pub(crate) struct Payload {
     pub states: BTreeMap<String, ByteBuf>,
     /// The guest table.
     pub guests: Vec<GuestRecord>,
+    /// The ACME account (its key signs orders for the deployment's names).
+    #[serde(default)]
+    pub acme_account: Option<String>,
+    /// TLS-ALPN-01 challenges open on the leader: the CA may validate any
+    /// enclave.
+    #[serde(default)]
+    pub challenges: Vec<ChallengeRecord>,
+}
+
+/// One open TLS-ALPN-01 challenge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChallengeRecord {
+    pub name: String,
+    pub certificate: ByteBuf,
+    pub key: ByteBuf,
 }
 
 /// One guest as the leader deployed it.
@@ -159,6 +174,12 @@ mod tests {
                 route: "/a".into(),
                 allow: vec![],
                 component: ByteBuf::from(vec![0u8; 5]),
+            }],
+            acme_account: Some("{}".into()),
+            challenges: vec![ChallengeRecord {
+                name: "app.test".into(),
+                certificate: ByteBuf::from(vec![4]),
+                key: ByteBuf::from(vec![5]),
             }],
         };
         let back = Payload::decode(&p.encode()).unwrap();

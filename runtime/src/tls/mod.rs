@@ -8,9 +8,16 @@
 //! enclave holds (`/enclave/config`, the user data of attestation
 //! documents) reads it here, so what is attested and what is served never
 //! drift apart.
+//!
+//! It also answers TLS-ALPN-01 validation (RFC 8737): a client that offers
+//! `acme-tls/1` alone gets the challenge certificate for the name it asks,
+//! and the server closes such a connection after the handshake.
+
+mod certs;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -19,6 +26,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+pub use self::certs::{Pair, SELF_SIGNED_LIFETIME, challenge_pair, request_for, self_signed_pair};
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Why no TLS identity could be set up.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +54,44 @@ struct Served {
     secret: PrivateKeyDer<'static>,
     leaf_sha256: [u8; 32],
     source: &'static str,
+    /// When this process started serving it.
+    since: std::time::SystemTime,
 }
 
-/// The TLS identity of the runtime's listeners.
+/// A TLS-ALPN-01 challenge certificate and the name it answers for.
+#[derive(Debug)]
+pub struct Challenge {
+    name: String,
+    key: Arc<CertifiedKey>,
+    chain: Vec<CertificateDer<'static>>,
+    secret: PrivateKeyDer<'static>,
+}
+
+impl Challenge {
+    /// The name (SNI) this challenge answers for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The certificate and key, for key synchronization only.
+    pub(crate) fn export(&self) -> Pair {
+        (self.chain.clone(), self.secret.clone_key())
+    }
+}
+
+/// The TLS identity of the runtime's listeners: the certificate served,
+/// the TLS-ALPN-01 challenges open now, and the ACME account the
+/// certificate is renewed with.
 #[derive(Debug)]
 pub struct Identity {
     provider: Arc<CryptoProvider>,
     current: ArcSwap<Served>,
+    challenges: ArcSwap<Vec<Arc<Challenge>>>,
+    /// The ACME account, as the `acme` module stores it: it moves with the
+    /// certificate, so any enclave of a deployment renews under it.
+    account: std::sync::Mutex<Option<String>>,
+    /// Bumped at every change of the three above; key sync sends them on.
+    changes: watch::Sender<u64>,
 }
 
 /// The one crypto provider of the runtime's TLS, named wherever a config is
@@ -65,8 +109,8 @@ impl Identity {
         Identity::new(chain, key, "file")
     }
 
-    /// A fresh self-signed P-256 certificate for `fqdn`; the key never
-    /// leaves this process.
+    /// A fresh self-signed P-256 certificate for `fqdn` (see
+    /// [`self_signed_pair`]); the key never leaves this process.
     pub fn self_signed(fqdn: &str) -> Result<Arc<Identity>, TlsError> {
         let (chain, key) = self_signed_pair(fqdn)?;
         Identity::new(chain, key, "self-signed")
@@ -82,7 +126,20 @@ impl Identity {
         Ok(Arc::new(Identity {
             provider,
             current: ArcSwap::from_pointee(served),
+            challenges: ArcSwap::from_pointee(Vec::new()),
+            account: std::sync::Mutex::new(None),
+            changes: watch::channel(0).0,
         }))
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Signals every change of the certificate, the challenges or the
+    /// account.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Serves `chain` with `key` from the next handshake on. Connections
@@ -96,7 +153,104 @@ impl Identity {
         let served = served(&self.provider, chain, key, source)?;
         self.current.store(Arc::new(served));
         tracing::info!(source, sha256 = %hex::encode(self.leaf_sha256()), "TLS certificate replaced");
+        self.changed();
         Ok(())
+    }
+
+    /// When this process started serving the certificate it serves now.
+    pub fn since(&self) -> std::time::SystemTime {
+        self.current.load().since
+    }
+
+    /// The DER of the leaf served now.
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.current.load().chain[0].clone()
+    }
+
+    /// Answers TLS-ALPN-01 validation for `name` with `pair` (see
+    /// [`challenge_pair`]) from the next handshake on, next to the
+    /// challenges already open.
+    pub fn open_challenge(&self, name: &str, pair: Pair) -> Result<(), TlsError> {
+        let challenge = self.challenge(name, pair)?;
+        let mut all: Vec<Arc<Challenge>> = (**self.challenges.load())
+            .iter()
+            .filter(|c| !c.name.eq_ignore_ascii_case(name))
+            .cloned()
+            .collect();
+        all.push(Arc::new(challenge));
+        self.challenges.store(Arc::new(all));
+        self.changed();
+        Ok(())
+    }
+
+    /// Closes every challenge.
+    pub fn close_challenges(&self) {
+        if !self.challenges.load().is_empty() {
+            self.challenges.store(Arc::new(Vec::new()));
+            self.changed();
+        }
+    }
+
+    /// The challenges open now.
+    pub fn challenges(&self) -> Arc<Vec<Arc<Challenge>>> {
+        self.challenges.load_full()
+    }
+
+    /// Makes `challenges` the open ones, as a leader sent them.
+    pub(crate) fn set_challenges(&self, challenges: Vec<(String, Pair)>) -> Result<(), TlsError> {
+        if challenges.is_empty() {
+            self.close_challenges();
+            return Ok(());
+        }
+        let all = challenges
+            .into_iter()
+            .map(|(name, pair)| self.challenge(&name, pair).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.challenges.store(Arc::new(all));
+        self.changed();
+        Ok(())
+    }
+
+    fn challenge(&self, name: &str, (chain, key): Pair) -> Result<Challenge, TlsError> {
+        // Not `served`: rustls' pair check parses the certificate with
+        // webpki, which rightly refuses the critical acmeIdentifier
+        // extension that makes this certificate a challenge answer.
+        let signer = self
+            .provider
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|e| TlsError::Setup(format!("the challenge key is not usable: {e}")))?;
+        if chain.is_empty() {
+            return Err(TlsError::Setup(
+                "the challenge certificate is missing".into(),
+            ));
+        }
+        Ok(Challenge {
+            name: name.to_string(),
+            key: Arc::new(CertifiedKey::new(chain.clone(), signer)),
+            chain,
+            secret: key,
+        })
+    }
+
+    /// The ACME account, as stored with [`Identity::set_account`].
+    pub fn account(&self) -> Option<String> {
+        self.account.lock().ok()?.clone()
+    }
+
+    /// Stores the ACME account (a secret: its key signs for the
+    /// certificate's names).
+    pub fn set_account(&self, account: Option<String>) {
+        let changed = match self.account.lock() {
+            Ok(mut held) if *held != account => {
+                *held = account;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.changed();
+        }
     }
 
     /// SHA-256 of the DER of the leaf served now: what documents bind.
@@ -117,32 +271,68 @@ impl Identity {
     }
 
     /// The rustls config of a listener serving this identity, with HTTP/2
-    /// and HTTP/1.1 offered by ALPN.
+    /// and HTTP/1.1 offered by ALPN (and `acme-tls/1`, last, for
+    /// validation).
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config_with(Arc::new(Gated {
+            identity: self.clone(),
+            open: Arc::new(AtomicBool::new(true)),
+        }))
+    }
+
+    /// Like [`Identity::server_config`], but while `open` is false only
+    /// TLS-ALPN-01 validation gets a certificate (`--wait-for-app` with
+    /// ACME: the listener is up for the CA before it is for clients).
+    pub fn gated_server_config(
+        self: &Arc<Self>,
+        open: Arc<AtomicBool>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        self.config_with(Arc::new(Gated {
+            identity: self.clone(),
+            open,
+        }))
+    }
+
+    fn config_with(&self, resolver: Arc<Gated>) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
             .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         Ok(Arc::new(config))
     }
-}
 
-impl ResolvesServerCert for Identity {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load().key.clone())
+    fn resolve_for(&self, hello: &ClientHello<'_>, open: bool) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 §3: the validating client offers acme-tls/1 and nothing
+        // else; only it sees a challenge certificate, and never the real one.
+        let mut alpn = hello.alpn().into_iter().flatten();
+        if alpn.next() == Some(ACME_TLS_ALPN) && alpn.next().is_none() {
+            let name = hello.server_name()?;
+            return self
+                .challenges
+                .load()
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(name))
+                .map(|c| c.key.clone());
+        }
+        open.then(|| self.current.load().key.clone())
     }
 }
 
-/// A self-signed P-256 certificate for `fqdn` and its key.
-pub fn self_signed_pair(
-    fqdn: &str,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    let ck = rcgen::generate_simple_self_signed(vec![fqdn.to_string()])
-        .map_err(|e| TlsError::Setup(format!("cannot make a certificate for {fqdn:?}: {e}")))?;
-    let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    Ok((vec![ck.cert.der().clone()], key))
+/// The certificate resolver of a listener: the identity, and whether the
+/// listener is open to clients yet.
+#[derive(Debug)]
+struct Gated {
+    identity: Arc<Identity>,
+    open: Arc<AtomicBool>,
+}
+
+impl ResolvesServerCert for Gated {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.identity
+            .resolve_for(&hello, self.open.load(Ordering::Acquire))
+    }
 }
 
 fn served(
@@ -171,6 +361,7 @@ fn served(
         secret: key,
         leaf_sha256,
         source,
+        since: std::time::SystemTime::now(),
     })
 }
 

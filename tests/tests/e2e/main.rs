@@ -2,6 +2,7 @@
 //! guests built for wasm32-wasip2, a real HTTPS client. One binary, so the
 //! builds happen once.
 
+mod acme;
 mod admin;
 mod attestation;
 mod cli;

@@ -40,14 +40,9 @@ async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     name.point_to(ports[0]);
     let spec = |i: usize| MemberSpec {
-        name: &name,
-        dev_root: &root,
-        peers: &ports,
-        sync_port: ports[i],
-        program: None,
-        extra: &[],
         // The first leader's key is the test's, to look for on the wire.
         test_certificate: i == 0,
+        ..MemberSpec::new(&name, &root, &ports, i)
     };
     let started = std::time::Instant::now();
     let mut a = Some(Member::start(spec(0)).await);
@@ -236,13 +231,8 @@ async fn peers_of_another_image_or_root_get_no_keys_unless_accepted() {
     assert_ne!(ours, theirs);
     let stranger_root = temp_dir("stranger-root");
     let spec = |i: usize, program: Option<std::path::PathBuf>, dev_root| MemberSpec {
-        name: &name,
-        dev_root,
-        peers: &ports,
-        sync_port: ports[i],
         program,
-        extra: &[],
-        test_certificate: false,
+        ..MemberSpec::new(&name, dev_root, &ports, i)
     };
     let leader = Member::start(spec(0, None, &root)).await;
     let upgraded = Member::start(spec(1, Some(other.clone()), &root)).await;
@@ -265,23 +255,14 @@ async fn peers_of_another_image_or_root_get_no_keys_unless_accepted() {
     let accept_theirs = ["--sync-accept-pcr0", theirs.as_str()];
     let accept_ours = ["--sync-accept-pcr0", ours.as_str()];
     let leader = Member::start(MemberSpec {
-        name: &name,
-        dev_root: &root,
-        peers: &ports,
-        sync_port: ports[0],
-        program: None,
         extra: &accept_theirs,
-        test_certificate: false,
+        ..MemberSpec::new(&name, &root, &ports, 0)
     })
     .await;
     let upgraded = Member::start(MemberSpec {
-        name: &name,
-        dev_root: &root,
-        peers: &ports,
-        sync_port: ports[1],
         program: Some(other),
         extra: &accept_ours,
-        test_certificate: false,
+        ..MemberSpec::new(&name, &root, &ports, 1)
     })
     .await;
     let cert = leader.certificate().await;
@@ -306,16 +287,7 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
     let name = LeaderName::start().await;
     let ports = [free_port()];
     name.point_to(ports[0]);
-    let m = Member::start(MemberSpec {
-        name: &name,
-        dev_root: &root,
-        peers: &ports,
-        sync_port: ports[0],
-        program: None,
-        extra: &[],
-        test_certificate: false,
-    })
-    .await;
+    let m = Member::start(MemberSpec::new(&name, &root, &ports, 0)).await;
     // Writes are refused (503) while the enclave designates its leader.
     within(Duration::from_secs(20), "leading", || async {
         m.role().await == "leader"

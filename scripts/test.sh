@@ -23,18 +23,19 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "tools the tests talk to: curl, nginx, python3, openssl, pebble"
+step "tools the tests talk to: curl, nginx, python3, openssl, pebble, promtool"
 # Clients and servers nobody here wrote: the tests drive the system's curl
 # (HTTP/1.1 and HTTP/2) and openssl, guests fetch from nginx and Python's
-# http.server, and certificates come from Pebble, Let's Encrypt's ACME
-# test server (with pebble-challtestsrv as its DNS). Debian's packages,
-# installed when missing.
+# http.server, certificates come from Pebble, Let's Encrypt's ACME test
+# server (with pebble-challtestsrv as its DNS), and Prometheus' promtool
+# checks the metrics. Debian's packages, installed when missing.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 { [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null; } || missing+=(nginx)
 command -v python3 >/dev/null || missing+=(python3)
 command -v openssl >/dev/null || missing+=(openssl)
 { command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null; } || missing+=(pebble)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt_get=(apt-get)
@@ -48,7 +49,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${apt_get[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "curl, nginx, python3, openssl and pebble are here"
+  echo "curl, nginx, python3, openssl, pebble and promtool are here"
 fi
 
 step "format"

@@ -34,6 +34,12 @@ pub struct Args {
     #[arg(long)]
     pub egress_allow_private: bool,
 
+    /// Take the enclave's control link here (its --control): the runtime's
+    /// log records and guests' output lines are written to stdout, one per
+    /// line, in --log-format.
+    #[arg(long, value_name = "ADDR")]
+    pub control_listen: Option<Address>,
+
     /// Serve Prometheus metrics (connections, bytes, refusals) here.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<Address>,
@@ -52,7 +58,8 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_name = "DUR")]
     pub drain_timeout: humantime::Duration,
 
-    /// Log format.
+    /// Log format: of this process's log (stderr) and of the enclave's
+    /// lines from --control-listen (stdout).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }

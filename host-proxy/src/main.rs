@@ -7,10 +7,12 @@
 //!
 //! - [`inbound`]: `--inbound LISTEN=TARGET` byte forwarding
 //! - [`egress`]: the `--egress-listen` CONNECT proxy and its allow list
+//! - [`control`]: `--control-listen`, the enclave's logs to stdout
 //! - [`metrics`]: `--metrics-listen`, Prometheus text
 //! - [`relay`]: the counted, half-close-aware byte copy both share
 
 mod args;
+mod control;
 mod egress;
 mod inbound;
 mod metrics;
@@ -71,7 +73,7 @@ fn raise_fd_limit() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.inbound.is_empty() && args.egress_listen.is_none() {
+    if args.inbound.is_empty() && args.egress_listen.is_none() && args.control_listen.is_none() {
         anyhow::bail!(
             "nothing to do: give --inbound LISTEN=TARGET and/or --egress-listen ADDR (see --help)"
         );
@@ -116,6 +118,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             limits.clone(),
             tasks.clone(),
         )));
+    }
+    if let Some(addr) = &args.control_listen {
+        let listener = Listener::bind(addr)
+            .await
+            .with_context(|| format!("--control-listen: cannot listen on {addr}"))?;
+        println!("nacre-host-proxy control {}", listener.local_addr()?);
+        accept_loops.push(tokio::spawn(control::serve(listener, args.log_format)));
     }
     if let Some(addr) = &args.metrics_listen {
         let listener = Listener::bind(addr)

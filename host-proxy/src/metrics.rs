@@ -8,6 +8,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use nacre_control::exposition;
 use nacre_transport::Listener;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -147,15 +148,23 @@ pub async fn serve(listener: Listener, metrics: Arc<Metrics>) {
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                let body = metrics.render();
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let accept = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|a| a.to_str().ok());
+                let text = metrics.render();
+                // OpenMetrics to scrapers that ask; the classic format to
+                // promtool, curl and older scrapers.
+                let (content_type, body) = if exposition::wants_openmetrics(accept) {
+                    (exposition::OPENMETRICS, text)
+                } else {
+                    (exposition::CLASSIC, exposition::classic(&text))
+                };
                 async move {
                     Response::builder()
                         .status(StatusCode::OK)
-                        .header(
-                            "content-type",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )
+                        .header("content-type", content_type)
                         .body(Full::new(Bytes::from(body)))
                 }
             });

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aws_nitro_enclaves_nsm_api::api::{Request, Response};
 use aws_nitro_enclaves_nsm_api::driver;
@@ -127,5 +127,36 @@ impl Attester for Dev {
 
     fn peer_verifier(&self) -> Verifier {
         Verifier::with_root_der(self.signer.root_der().to_vec())
+    }
+}
+
+/// An attester that counts the documents it makes, for metrics.
+pub struct Counted {
+    inner: Arc<dyn Attester>,
+    made: Arc<crate::metrics::Counts>,
+}
+
+impl Counted {
+    /// Counts `inner`'s documents into `made.documents`.
+    pub fn new(inner: Arc<dyn Attester>, made: Arc<crate::metrics::Counts>) -> Counted {
+        Counted { inner, made }
+    }
+}
+
+impl Attester for Counted {
+    fn attest(&self, req: DocumentRequest) -> Result<Vec<u8>, AttestError> {
+        let doc = self.inner.attest(req)?;
+        self.made
+            .documents
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(doc)
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn peer_verifier(&self) -> Verifier {
+        self.inner.peer_verifier()
     }
 }

@@ -53,8 +53,9 @@ pub struct Config {
     #[serde(serialize_with = "ser_hex_list")]
     pub sync_accept_pcr0: Vec<Vec<u8>>,
 
-    /// The host proxy's control channel (logs out of the enclave). Refused
-    /// until the control channel is built.
+    /// The host proxy's control channel (its --control-listen): the
+    /// runtime's log records and guests' output lines go there too, as
+    /// length-prefixed protobuf; reconnected by itself.
     #[arg(long, env = "NACRE_CONTROL", value_name = "ADDR")]
     pub control: Option<Address>,
 
@@ -158,7 +159,9 @@ pub struct Config {
     #[arg(long, env = "NACRE_DEBUG")]
     pub debug: bool,
 
-    /// Prometheus metrics listener.
+    /// Serve the runtime's Prometheus metrics here (plain HTTP, any path):
+    /// per guest name and process-wide counts, no secrets. Expose it on
+    /// the parent with a host proxy --inbound rule.
     #[arg(long, env = "NACRE_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<Address>,
 

@@ -15,6 +15,10 @@
 //! - [`attest`]: attestation documents from the NSM or the dev stand-in.
 //! - [`egress`]: guests' outbound HTTP(S): policy, CONNECT tunnel through
 //!   the host proxy, TLS inside the enclave.
+//! - [`control`]: logs and guest output out to the host proxy over
+//!   `--control`.
+//! - [`metrics`]: `--metrics-listen`, Prometheus text of the runtime's
+//!   figures (and `/enclave/debug`'s).
 //! - [`sync`]: several enclaves, one service: leader designation, attested
 //!   key synchronization, heartbeats, failover (SPEC §7).
 
@@ -24,9 +28,11 @@
 pub mod acme;
 pub mod attest;
 pub mod config;
+pub mod control;
 pub mod egress;
 pub mod guests;
 pub mod http;
+pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod sync;

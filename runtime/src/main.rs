@@ -6,14 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use nacre_runtime::acme::{Acme, AcmeConfig, KeeperConfig};
-use nacre_runtime::attest::{self, Attester};
+use nacre_runtime::attest::{self, Attester, Counted};
 use nacre_runtime::config::{AttestationMode, Config, ConfigError, LogFormat};
+use nacre_runtime::control::ControlLink;
 use nacre_runtime::egress::Egress;
-use nacre_runtime::guests::kv::MemoryKv;
+use nacre_runtime::guests::kv::{KeyValue, MemoryKv};
 use nacre_runtime::guests::state::{LocalState, StateStore};
 use nacre_runtime::guests::{
     BootGuest, DeployError, EnclaveCtx, GuestEngine, KvLimits, Limits, Registry,
 };
+use nacre_runtime::metrics::{Counts, Metrics, MetricsHandler, Sources};
 use nacre_runtime::router::{Admin, Endpoints, Guests, Router, Stats};
 use nacre_runtime::server::{self, ConnStats, Options, Security};
 use nacre_runtime::sync::{Role, Sync, SyncConfig, SyncListener, SyncedState};
@@ -36,12 +38,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    init_logging(config.log_format);
+    let link = init_logging(&config);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(config)));
+        .and_then(|rt| rt.block_on(run(config, link)));
     if let Err(e) = result {
         tracing::error!("{e:#}");
         eprintln!("error: {e:#}");
@@ -49,25 +51,40 @@ fn main() {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr and, with `--control`, to the host proxy too (the
+/// link starts with the async runtime; records made before it wait in its
+/// queue).
+fn init_logging(config: &Config) -> Option<ControlLink> {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NACRE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
     });
     // Colour only for a person at a terminal; files and collectors get
     // plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let stderr = match config.log_format {
+        LogFormat::Text => stderr.boxed(),
+        LogFormat::Json => stderr.json().boxed(),
+    };
+    let (layer, link) = match &config.control {
+        Some(addr) => {
+            let (layer, link) = nacre_runtime::control::channel(addr.clone());
+            (Some(layer), Some(link))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(layer)
+        .init();
+    link
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    refuse_unbuilt(&config)?;
+async fn run(config: Config, link: Option<ControlLink>) -> anyhow::Result<()> {
     let sync = sync_config(&config)?;
     let attester: Arc<dyn Attester> = match (config.attestation, &config.dev_root) {
         (AttestationMode::Nsm, _) => Arc::new(attest::Nsm::open()?),
@@ -77,6 +94,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     tracing::info!(provider = attester.kind(), "attestation ready");
+    let counts = Arc::new(Counts {
+        documents: Default::default(),
+        log_dropped: link
+            .as_ref()
+            .map(ControlLink::dropped_total)
+            .unwrap_or_default(),
+    });
+    if let Some(link) = link {
+        tokio::spawn(link.run());
+    }
+    let attester: Arc<dyn Attester> = Arc::new(Counted::new(attester, counts.clone()));
     let identity = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
         _ => Identity::self_signed(&config.fqdn)?,
@@ -110,6 +138,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(s) => s.clone(),
         None => Arc::new(LocalState::default()),
     };
+    let kv: Arc<dyn KeyValue> = Arc::new(MemoryKv::new(KvLimits {
+        max_keys: config.kv_max_keys,
+        max_bytes: config.kv_max_bytes,
+    }));
     let engine = GuestEngine::new(
         Limits {
             memory: config.guest_memory,
@@ -119,14 +151,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             instances_per_guest: config.guest_instances,
             memory_total,
         },
-        EnclaveCtx::new(
-            attester.clone(),
-            state.clone(),
-            Arc::new(MemoryKv::new(KvLimits {
-                max_keys: config.kv_max_keys,
-                max_bytes: config.kv_max_bytes,
-            })),
-        ),
+        EnclaveCtx::new(attester.clone(), state.clone(), kv.clone()),
         Arc::new(egress),
     )?;
     let registry = Arc::new(Registry::new(engine, cap));
@@ -194,7 +219,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 identity.clone(),
                 outbound,
                 roles.clone(),
-                fleet,
+                fleet.clone(),
             )?;
             tokio::spawn(acme.clone().run());
             Some(acme)
@@ -206,6 +231,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
     let bound = listener.local_addr()?;
     let stats = Arc::new(ConnStats::default());
+    let figures = Metrics::new(Sources {
+        registry: registry.clone(),
+        conns: stats.clone(),
+        identity: identity.clone(),
+        roles: roles.clone(),
+        kv,
+        sync: fleet,
+        counts,
+    });
+    if let Some(address) = &config.metrics_listen {
+        let listener = Listener::bind(address)
+            .await
+            .with_context(|| format!("--metrics-listen {address}: cannot bind"))?;
+        println!(
+            "nacre-runtime metrics listening on {}",
+            listener.local_addr()?
+        );
+        tokio::spawn(server::serve(
+            listener,
+            Security::Plain,
+            Arc::new(MetricsHandler(figures.clone())),
+            options,
+            Arc::new(ConnStats::default()),
+            stop.clone().cancelled_owned(),
+        ));
+    }
     let settings = serde_json::to_value(&config).context("cannot show the configuration")?;
     let router = Router::new(
         Endpoints::new(
@@ -213,7 +264,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             registry.clone(),
             attester,
             settings,
-            config.debug.then(|| Stats::new(stats.clone())),
+            config
+                .debug
+                .then(|| Stats::new(stats.clone(), Some(figures.clone()))),
             roles.clone(),
         ),
         Admin::new(
@@ -355,21 +408,6 @@ fn guest_memory_total(config: &Config) -> anyhow::Result<u64> {
         );
     }
     Ok(total)
-}
-
-/// Flags of SPEC §3 whose features this build does not have yet: refused
-/// at start, so nobody believes they are on.
-fn refuse_unbuilt(config: &Config) -> anyhow::Result<()> {
-    let unbuilt = [
-        ("--metrics-listen", config.metrics_listen.is_some()),
-        ("--control", config.control.is_some()),
-    ];
-    for (flag, set) in unbuilt {
-        if set {
-            bail!("{flag} is not supported by this build of nacre-runtime yet; remove it");
-        }
-    }
-    Ok(())
 }
 
 async fn shutdown_signal() {

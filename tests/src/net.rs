@@ -64,6 +64,19 @@ impl HostProxy {
         }
     }
 
+    /// Kills the proxy at once (SIGKILL: connections in flight are lost).
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// Waits (at most `limit`) for a stdout line containing `needle`, past
+    /// the lines already waited for; the line.
+    pub fn wait_for_line(&mut self, limit: Duration, needle: &str) -> String {
+        self.child
+            .wait_for(limit, |l| l.contains(needle).then(|| l.to_string()))
+            .unwrap_or_else(|e| panic!("no line with {needle:?} from the host proxy: {e}"))
+    }
+
     /// Kills the proxy at once (SIGKILL: connections in flight are lost)
     /// and starts it again with the same flags, on the same addresses.
     pub fn restart_after_kill(&mut self) {

@@ -135,6 +135,11 @@ impl Pebble {
         file
     }
 
+    /// Orders Pebble has taken so far, from its log.
+    pub fn orders(&self) -> usize {
+        self.log().matches("Added order").count()
+    }
+
     /// Certificates Pebble has issued so far, from its log.
     pub fn issued(&self) -> usize {
         self.log().matches("Issued certificate serial").count()

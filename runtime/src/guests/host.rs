@@ -8,6 +8,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::log::GuestLog;
 use super::share::{Budget, Limiter, Share};
+use super::stats::GuestStats;
 use super::view::{Caller, EnclaveCtx, EnclaveCtxView, EnclaveView};
 use super::{GuestConfig, Limits};
 use crate::egress::Egress;
@@ -33,6 +34,7 @@ impl Host {
         memory: (Arc<Budget>, Arc<Share>),
         enclave: Arc<EnclaveCtx>,
         egress: Arc<Egress>,
+        stats: Arc<GuestStats>,
     ) -> Host {
         let (stdout, stderr) = GuestLog::pair(&guest.name);
         let mut wasi = WasiCtxBuilder::new();
@@ -51,6 +53,7 @@ impl Host {
             hooks: Hooks {
                 guest: guest.clone(),
                 egress,
+                stats,
                 outbound: None,
             },
             caller: Caller::new(guest.clone(), code_hash),
@@ -96,6 +99,7 @@ impl WasiHttpView for Host {
 struct Hooks {
     guest: Arc<GuestConfig>,
     egress: Arc<Egress>,
+    stats: Arc<GuestStats>,
     /// Outbound connections this instance holds open at once; made on the
     /// first outbound request, so requests that make none pay nothing.
     outbound: Option<Arc<tokio::sync::Semaphore>>,
@@ -123,10 +127,17 @@ impl WasiHttpHooks for Hooks {
         };
         let guest = self.guest.clone();
         let egress = self.egress.clone();
+        let stats = self.stats.clone();
         Box::new(async move {
-            let (response, io) = egress
+            let sent = egress
                 .send(guest.name.as_str(), &guest.allow, request, options)
-                .await?;
+                .await;
+            let counter = match &sent {
+                Err(wasmtime_wasi_http::Error::HttpRequestDenied) => &stats.egress_denied,
+                _ => &stats.egress_requests,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (response, io) = sent?;
             // The slot is held until the connection is done with.
             let io = async move {
                 let _permit = permit;

@@ -95,6 +95,7 @@ where
             (engine.memory(), guest.share.clone()),
             engine.enclave(),
             engine.egress(),
+            guest.stats.clone(),
         ),
     );
     store.limiter(|h| &mut h.limits);
@@ -201,7 +202,7 @@ fn failed(guest: &Guest, why: String) -> Outcome {
 
 /// The one place a failed request (500) is counted and logged.
 fn count_failure(guest: &Guest, why: &str) {
-    guest.stats.failures.fetch_add(1, Ordering::Relaxed);
+    guest.stats.traps.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(guest = %guest.config.name, "guest request failed: {why}");
 }
 
@@ -314,7 +315,7 @@ impl Ended {
                 Ended::TimedOut => "timed out while streaming its response",
                 Ended::Failed(why) => why,
             };
-            stats.failures.fetch_add(1, Ordering::Relaxed);
+            stats.traps.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(guest = %name, "guest failed after sending its response head: {why}");
             return;
         }

@@ -7,6 +7,7 @@
 //! - [`registry`]: deployed guests, the compile cache and the manifest.
 //! - [`invoke`]: one HTTP request through one fresh instance.
 //! - [`kv`]: `wasi:keyvalue`, one namespace per guest name.
+//! - [`stats`]: counters per guest name.
 
 // Generated from the WIT, whose comments are the documentation.
 #[allow(missing_docs)]
@@ -21,6 +22,7 @@ mod registry;
 mod share;
 mod spec;
 pub mod state;
+pub mod stats;
 mod view;
 
 pub use engine::{EngineError, GuestEngine, Limits};

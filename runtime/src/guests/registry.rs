@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::host::Host;
+use super::stats::GuestStats;
 use super::{GuestConfig, GuestEngine, GuestName, Share};
 
 /// Compiled components kept while no guest uses them, for fast redeploys.
@@ -35,21 +36,10 @@ pub struct Guest {
     /// The component's bytes, as uploaded.
     pub bytes: Bytes,
     pub(crate) pre: ProxyPre<Host>,
-    /// Counters for `/enclave/debug`.
-    pub stats: GuestStats,
+    /// Counters of its name (kept across redeploys).
+    pub stats: Arc<GuestStats>,
     /// The instances and memory its name may hold.
     pub share: Arc<Share>,
-}
-
-/// Per-guest request counters.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct GuestStats {
-    /// Requests handed to the guest.
-    pub requests: AtomicU64,
-    /// Requests that trapped or returned an error (500).
-    pub failures: AtomicU64,
-    /// Requests stopped at the request timeout (504).
-    pub timeouts: AtomicU64,
 }
 
 impl Guest {
@@ -212,6 +202,11 @@ pub struct Registry {
     compile: tokio::sync::Semaphore,
     egress_cap: Option<AllowList>,
     clock: AtomicU64,
+    /// Counters by guest name, kept after a name is removed.
+    stats: Mutex<BTreeMap<GuestName, Arc<GuestStats>>>,
+    changes_made: AtomicU64,
+    compiles: AtomicU64,
+    compile_nanos: AtomicU64,
 }
 
 struct CacheEntry {
@@ -232,6 +227,38 @@ impl Registry {
             compile: tokio::sync::Semaphore::new(1),
             egress_cap,
             clock: AtomicU64::new(0),
+            stats: Mutex::new(BTreeMap::new()),
+            changes_made: AtomicU64::new(0),
+            compiles: AtomicU64::new(0),
+            compile_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Every guest name's counters, deployed now or before.
+    pub fn stats(&self) -> Vec<(GuestName, Arc<GuestStats>)> {
+        self.stats
+            .lock()
+            .map(|s| s.iter().map(|(n, st)| (n.clone(), st.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Components compiled so far, and the seconds it took in all.
+    pub fn compile_totals(&self) -> (u64, f64) {
+        (
+            self.compiles.load(Ordering::Relaxed),
+            self.compile_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        )
+    }
+
+    /// Changes made to the guest table so far.
+    pub fn changes_made(&self) -> u64 {
+        self.changes_made.load(Ordering::Relaxed)
+    }
+
+    fn stats_for(&self, name: &GuestName) -> Arc<GuestStats> {
+        match self.stats.lock() {
+            Ok(mut s) => s.entry(name.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
         }
     }
 
@@ -255,6 +282,7 @@ impl Registry {
     /// Makes `next` the guest table and publishes it; under the write
     /// lock, so publications come in the order of the changes.
     fn publish(&self, next: Snapshot) {
+        self.changes_made.fetch_add(1, Ordering::Relaxed);
         let next = Arc::new(next);
         self.current.store(next.clone());
         self.changes.send_replace(next);
@@ -345,12 +373,13 @@ impl Registry {
                 Share::new(limits.instances_per_guest, limits.memory_per_guest())
             }
         };
+        let stats = self.stats_for(&config.name);
         let guest = Arc::new(Guest {
             config: Arc::new(config),
             sha256,
             bytes,
             pre,
-            stats: GuestStats::default(),
+            stats,
             share,
         });
         let name = &guest.config.name;
@@ -411,6 +440,9 @@ impl Registry {
             .map_err(|e| DeployError::Invalid(format!("compilation failed: {e}")))?
             .map_err(DeployError::Invalid)?;
         tracing::info!(sha256 = %hex::encode(sha256), elapsed = ?started.elapsed(), "component compiled");
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        self.compile_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(

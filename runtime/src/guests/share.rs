@@ -52,6 +52,12 @@ pub struct Share {
 }
 
 impl Share {
+    /// Instances of this name running now.
+    pub fn in_use(&self) -> u32 {
+        let free = u32::try_from(self.instances.available_permits()).unwrap_or(u32::MAX);
+        self.max_instances.saturating_sub(free)
+    }
+
     pub(crate) fn new(instances: u32, memory: u64) -> Arc<Share> {
         Arc::new(Share {
             instances: Arc::new(tokio::sync::Semaphore::new(instances as usize)),

@@ -46,15 +46,18 @@ pub struct Stats {
     /// Requests the router has answered.
     pub(super) requests: Arc<AtomicU64>,
     conns: Arc<ConnStats>,
+    figures: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Stats {
-    /// Counters from now on, with the listener's connection counters.
-    pub fn new(conns: Arc<ConnStats>) -> Stats {
+    /// Counters from now on, with the listener's connection counters and
+    /// the figures `--metrics-listen` serves.
+    pub fn new(conns: Arc<ConnStats>, figures: Option<Arc<crate::metrics::Metrics>>) -> Stats {
         Stats {
             started: Instant::now(),
             requests: Arc::new(AtomicU64::new(0)),
             conns,
+            figures,
         }
     }
 }
@@ -202,17 +205,7 @@ impl Endpoints {
         let Some(stats) = &self.debug else {
             return serde_json::Value::Null;
         };
-        let snap = self.registry.snapshot();
-        let guests: serde_json::Map<String, serde_json::Value> = snap
-            .guests()
-            .map(|g| {
-                (
-                    g.config.name.to_string(),
-                    serde_json::to_value(&g.stats).unwrap_or_default(),
-                )
-            })
-            .collect();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": stats.started.elapsed().as_secs_f64(),
             "requests": stats.requests.load(Ordering::Relaxed),
@@ -220,8 +213,14 @@ impl Endpoints {
             "resident_memory_bytes": resident_memory(),
             "compiled_components_cached": self.registry.cached_components(),
             "guest_memory_free_bytes": self.registry.engine().memory_left(),
-            "guests": guests,
-        })
+        });
+        // The figures `--metrics-listen` serves, for a person.
+        if let (Some(figures), Some(obj)) = (&stats.figures, v.as_object_mut())
+            && let serde_json::Value::Object(more) = figures.to_json()
+        {
+            obj.extend(more);
+        }
+        v
     }
 }
 

@@ -2,7 +2,7 @@
 //! route, and what each way a guest request can end answers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -57,9 +57,26 @@ impl Guests {
         };
         let guest = guest.clone();
         drop(snapshot);
+        let started = Instant::now();
+        let stats = guest.stats.clone();
+        let response = self.run(guest, req, &target).await;
+        stats.answered(response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    async fn run<B>(
+        &self,
+        guest: Arc<crate::guests::Guest>,
+        req: Request<B>,
+        target: &str,
+    ) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let name = guest.config.name.clone();
         let limits = self.registry.engine().limits();
-        match invoke(self.registry.engine(), guest, req, &target).await {
+        match invoke(self.registry.engine(), guest, req, target).await {
             Outcome::Response(r) => r,
             // Guests' internals stay in the log; clients learn only which
             // guest failed and how.

@@ -12,6 +12,7 @@
 //! changes unless every check passes.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -214,6 +215,7 @@ impl Sync {
             .await
             .map_err(|e| refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
         self.hold(lineage.clone(), version, plain);
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
         tracing::info!(lineage = %lineage.id, version, "keys received and applied");
         Ok(json(
             StatusCode::OK,
@@ -232,6 +234,7 @@ impl Sync {
         let worker = nacre_transport::tunnel::Target::parse(&beat.worker_hostname, None)
             .map_err(|e| refused(StatusCode::BAD_REQUEST, format!("worker_hostname {e}")))?
             .to_string();
+        self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut workers) = self.workers.lock() {
             workers.insert(
                 worker.clone(),

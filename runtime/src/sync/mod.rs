@@ -31,7 +31,7 @@ mod state;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,8 +147,20 @@ struct Seen {
     hash: Option<String>,
 }
 
+/// What sync did, for metrics.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Heartbeats sent (a worker) or received (the leader).
+    pub heartbeats: AtomicU64,
+    /// Key material sent to a peer.
+    pub sent: AtomicU64,
+    /// Key material received and applied.
+    pub received: AtomicU64,
+}
+
 /// The deployment as this enclave takes part in it.
 pub struct Sync {
+    stats: SyncStats,
     config: SyncConfig,
     role: watch::Sender<Role>,
     material: Material,
@@ -198,6 +210,7 @@ impl Sync {
         let client = PeerClient::new(config.egress.clone())?;
         role.send_replace(Role::Designating);
         Ok(Arc::new(Sync {
+            stats: SyncStats::default(),
             config,
             role,
             material: Material {
@@ -279,6 +292,7 @@ impl Sync {
                     match self.heartbeat().await {
                         Ok(answer) => {
                             missed = 0;
+                            self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                             if answer.send_keys {
                                 let leader = self.config.leader.clone();
                                 if let Err(e) = self.push(&leader).await.map(drop) {
@@ -407,6 +421,11 @@ impl Sync {
                 pushing.remove(&worker);
             }
         });
+    }
+
+    /// What sync did so far.
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
     }
 
     /// Whether this enclave holds the deployment's keys: taken from a

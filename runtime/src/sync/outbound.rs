@@ -121,6 +121,9 @@ impl Sync {
                 nacre_api::ErrorBody::message(&answer).unwrap_or_default()
             )));
         }
+        self.stats
+            .sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(hash)
     }
 }

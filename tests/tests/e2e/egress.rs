@@ -149,20 +149,9 @@ async fn plaintext_never_crosses_the_host() {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_in_an_empty_network_namespace_serves_and_fetches() {
-    if !is_root() {
+    if !nacre_tests::is_root() {
         eprintln!("SKIPPED: `unshare -n` needs root; run the suite as root to prove this");
         return;
     }

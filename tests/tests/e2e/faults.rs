@@ -64,7 +64,7 @@ async fn trap_after_the_head_cuts_the_body_and_is_counted_once() {
     assert_eq!(log.matches(cut).count(), 2, "{log}");
     let (_, body) = rt.get("/enclave/debug").await;
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(stats["guests"]["f"]["failures"], 2, "{stats}");
+    assert_eq!(stats["guests"]["f"]["traps"], 2, "{stats}");
     assert_eq!(stats["guests"]["f"]["timeouts"], 0, "{stats}");
 }
 

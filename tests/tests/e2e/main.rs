@@ -13,6 +13,7 @@ mod hostproxy;
 mod keyvalue;
 mod limits;
 mod load;
+mod operations;
 mod origins;
 mod serving;
 mod sync;

@@ -148,6 +148,18 @@ impl KeyValue for MemoryKv {
         self.limits.max_bytes
     }
 
+    fn usage(&self) -> Vec<(String, u64, u64)> {
+        let Ok(all) = self.lock() else {
+            return Vec::new();
+        };
+        let mut usage: Vec<_> = all
+            .iter()
+            .map(|(name, ns)| (name.clone(), ns.keys, ns.bytes))
+            .collect();
+        usage.sort();
+        usage
+    }
+
     fn get(&self, ns: &GuestName, b: &str, key: &str) -> KvResult<Option<Vec<u8>>> {
         check_key(key)?;
         self.with(ns.as_str(), b, |bucket, _| Ok(bucket.get(key).cloned()))

@@ -79,6 +79,10 @@ pub trait KeyValue: Send + Sync + 'static {
     /// Bytes of keys and values one namespace may hold: what a `set-many`
     /// is measured against before anything is copied.
     fn max_bytes(&self) -> u64;
+    /// Keys and bytes held per guest name, for metrics.
+    fn usage(&self) -> Vec<(String, u64, u64)> {
+        Vec::new()
+    }
 }
 
 /// What a guest's `bucket` handle stands for: a bucket in the namespace of

@@ -1,0 +1,252 @@
+//! The control channel between `nacre-runtime --control` and
+//! `nacre-host-proxy --control-listen` (SPEC §8.1), in one place for both
+//! sides: the protobuf messages (generated from
+//! `proto/nacre/control/v1/control.proto`), their framing (a 4-byte
+//! big-endian length, then the bytes) and the version handshake.
+//!
+//! [`exposition`] is the other way an operator sees inside: the classic
+//! Prometheus text format both binaries serve next to OpenMetrics.
+//!
+//! The runtime only sends what its operator may read: log records and
+//! guests' output lines. The host is not trusted: everything read from the
+//! link is checked ([`read_frame`] bounds the length and decodes strictly).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+pub mod exposition;
+
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The generated messages of `nacre.control.v1`.
+#[allow(missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/nacre.control.v1.rs"));
+}
+
+pub use v1::{Dropped, Frame, GuestOutput, Hello, Level, LogRecord, Stream, frame::Body};
+
+/// The protocol versions this build speaks.
+pub const VERSIONS: (u32, u32) = (1, 1);
+/// The largest frame either side accepts.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// How long a side waits for the other's Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong on the link.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The other side closed the link between frames.
+    #[error("the link was closed")]
+    Closed,
+    /// The link ended inside a frame.
+    #[error("the link ended inside a frame (truncated)")]
+    Truncated,
+    /// A length over [`MAX_FRAME`].
+    #[error("a frame of {0} bytes, over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// Bytes that are not a Frame.
+    #[error("a frame that is not protobuf of nacre.control.v1.Frame: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    /// The first frame was not a Hello, or no Hello came in time.
+    #[error("{0}")]
+    Handshake(String),
+    /// The two sides share no protocol version.
+    #[error(
+        "the other side speaks control protocol {their_min}..={their_max}, this one {}..={}: upgrade the older side",
+        VERSIONS.0,
+        VERSIONS.1
+    )]
+    Version {
+        /// The other side's lowest version.
+        their_min: u32,
+        /// The other side's highest version.
+        their_max: u32,
+    },
+    /// The transport failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `frame` as it goes on the link: its length, then its bytes.
+pub fn encode_frame(frame: &Frame) -> std::io::Result<Vec<u8>> {
+    let len = frame.encoded_len();
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "a frame of {len} bytes is over the {MAX_FRAME}-byte limit"
+        )));
+    }
+    let mut buf = Vec::with_capacity(4 + len);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    frame
+        .encode(&mut buf)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Writes `frame` with its length in front.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::Result<()> {
+    w.write_all(&encode_frame(frame)?).await?;
+    w.flush().await
+}
+
+/// Milliseconds since the Unix epoch, as records carry their time.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads one frame.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]).await? {
+            0 if got == 0 => return Err(FrameError::Closed),
+            0 => return Err(FrameError::Truncated),
+            n => got += n,
+        }
+    }
+    let len = u32::from_be_bytes(head) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    Ok(Frame::decode(body.as_slice())?)
+}
+
+/// This side's Hello.
+pub fn hello(software: &str) -> Frame {
+    Frame {
+        body: Some(Body::Hello(Hello {
+            min_version: VERSIONS.0,
+            max_version: VERSIONS.1,
+            software: software.to_string(),
+        })),
+    }
+}
+
+/// Sends this side's Hello and reads the other's (within
+/// [`HELLO_TIMEOUT`]); the version both speak, and the other's software.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut S,
+    software: &str,
+) -> Result<(u32, String), FrameError> {
+    write_frame(link, &hello(software)).await?;
+    let frame = tokio::time::timeout(HELLO_TIMEOUT, read_frame(link))
+        .await
+        .map_err(|_| FrameError::Handshake(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
+    let Some(Body::Hello(theirs)) = frame.body else {
+        return Err(FrameError::Handshake(
+            "the first frame was not a Hello".into(),
+        ));
+    };
+    let version = negotiate(&theirs)?;
+    Ok((version, theirs.software))
+}
+
+/// The highest version both sides speak.
+pub fn negotiate(theirs: &Hello) -> Result<u32, FrameError> {
+    let top = VERSIONS.1.min(theirs.max_version);
+    if theirs.min_version > theirs.max_version || top < VERSIONS.0.max(theirs.min_version) {
+        return Err(FrameError::Version {
+            their_min: theirs.min_version,
+            their_max: theirs.max_version,
+        });
+    }
+    Ok(top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(message: &str) -> Frame {
+        Frame {
+            body: Some(Body::Log(LogRecord {
+                unix_ms: 1,
+                level: Level::Info as i32,
+                target: "t".into(),
+                message: message.into(),
+                fields: [("k".to_string(), "v".to_string())].into(),
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_ones_are_named() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        write_frame(&mut a, &log("hello")).await.unwrap();
+        assert_eq!(read_frame(&mut b).await.unwrap(), log("hello"));
+
+        // Too long a frame is refused before it is written or read.
+        let huge = log(&"x".repeat(MAX_FRAME));
+        assert!(write_frame(&mut a, &huge).await.is_err());
+        a.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(
+            read_frame(&mut b).await,
+            Err(FrameError::TooLarge(_))
+        ));
+
+        // Garbage that claims to be a frame.
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+        assert!(matches!(
+            read_frame(&mut b).await,
+            Err(FrameError::Malformed(_))
+        ));
+
+        // A frame cut short, and a link closed between frames.
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+        drop(a);
+        assert!(matches!(
+            read_frame(&mut b).await,
+            Err(FrameError::Truncated)
+        ));
+        let (a, mut b) = tokio::io::duplex(1024);
+        drop(a);
+        assert!(matches!(read_frame(&mut b).await, Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn versions_meet_at_the_highest_both_speak() {
+        let h = |min, max| Hello {
+            min_version: min,
+            max_version: max,
+            software: String::new(),
+        };
+        assert_eq!(negotiate(&h(1, 1)).unwrap(), 1);
+        // A newer side that still speaks 1.
+        assert_eq!(negotiate(&h(1, 7)).unwrap(), 1);
+        // Only newer versions, or nonsense.
+        let e = negotiate(&h(2, 3)).unwrap_err();
+        assert!(e.to_string().contains("upgrade the older side"), "{e}");
+        assert!(negotiate(&h(0, 0)).is_err());
+        assert!(negotiate(&h(3, 1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_handshake_wants_a_hello_first() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let other = tokio::spawn(async move { handshake(&mut b, "host").await });
+        let (v, software) = handshake(&mut a, "runtime").await.unwrap();
+        assert_eq!((v, software.as_str()), (1, "host"));
+        assert_eq!(other.await.unwrap().unwrap().1, "runtime");
+
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(&mut b, &log("not a hello")).await.unwrap();
+        let e = handshake(&mut a, "runtime").await.unwrap_err();
+        assert!(e.to_string().contains("not a Hello"), "{e}");
+    }
+}

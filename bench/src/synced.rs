@@ -52,10 +52,10 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Sce
             ("worker runtime", rss_kib(worker.rt.pid()).1),
             ("its host proxy", rss_kib(worker.proxy.pid()).1),
         ],
-        command: "two runtimes (leader and worker), each `nacre-runtime --listen unix:… \
-                  --attestation dev --fqdn-leader localhost:P --sync-listen unix:… \
-                  --sync-advertise localhost:Q --egress unix:…` behind its own \
-                  `nacre-host-proxy`; hello deployed on the leader; wrk on the worker"
+        command: "nacre-runtime --listen unix:… --attestation dev --fqdn-leader localhost:P \
+                  --sync-listen unix:… --sync-advertise localhost:Q --egress unix:… twice \
+                  (leader and worker), each behind its own nacre-host-proxy; hello deployed \
+                  on the leader; wrk on the worker's proxy"
             .into(),
     })
 }

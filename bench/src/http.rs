@@ -16,8 +16,10 @@ use crate::tools::Tools;
 
 /// One HTTP scenario's figures.
 pub struct Scenario {
-    /// What was measured.
+    /// What was measured: the rounds together.
     pub load: Load,
+    /// Each round (one for scenarios measured once).
+    pub rounds: Vec<Load>,
     /// Peak resident memory of each server process, KiB.
     pub peak_rss_kib: Vec<(&'static str, u64)>,
     /// How the server was started, for the report.
@@ -57,26 +59,61 @@ pub fn nacre_behind_proxy(extra: &[&str]) -> (Runtime, HostProxy) {
     (rt, proxy)
 }
 
-/// Runs the three scenarios one after the other.
+/// Runs the three scenarios: (a) and (c) in alternating rounds, both
+/// servers up throughout (an idle server costs the other nothing), then
+/// (b).
 pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<HttpResults> {
-    let nacre = {
-        println!("(a) Nacre through the host proxy");
-        let guest = format!("hello={}", hello.display());
-        let (rt, proxy) = nacre_behind_proxy(&["--wait-for-app", "--guest", &guest]);
-        let port = proxy.inbound_tcp().port();
-        let load = tools.load(&format!("https://127.0.0.1:{port}/hello/"), plan.http_secs)?;
-        Scenario {
-            load,
-            peak_rss_kib: vec![
-                ("runtime", rss_kib(rt.pid()).1),
-                ("host proxy", rss_kib(proxy.pid()).1),
-            ],
-            command: "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
-                      --guest hello=hello.wasm; \
-                      nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
-                .into(),
-        }
+    println!(
+        "(a) Nacre through the host proxy, and (c) native hyper + rustls through the host proxy"
+    );
+    let guest = format!("hello={}", hello.display());
+    let (rt, nacre_proxy) = nacre_behind_proxy(&["--wait-for-app", "--guest", &guest]);
+    let nacre_url = format!(
+        "https://127.0.0.1:{}/hello/",
+        nacre_proxy.inbound_tcp().port()
+    );
+
+    let pki = TestPki::generate();
+    let sock = unix_socket("bench-native");
+    let mut cmd = Command::new(nacre_tests::bin("nacre-bench-native"));
+    cmd.args(["--listen", &sock, "--cert"])
+        .arg(pki.dir.join("cert.pem"))
+        .arg("--key")
+        .arg(pki.dir.join("key.pem"));
+    let native_server = Server::start(cmd, "native-hello listening on ")?;
+    let native_proxy = proxy_to(&sock);
+    let native_url = format!("https://127.0.0.1:{}/", native_proxy.inbound_tcp().port());
+
+    let (mut a, mut c) = (Vec::new(), Vec::new());
+    for round in 1..=plan.http_rounds.max(1) {
+        println!("  round {round}: (a), then (c)");
+        a.push(tools.load(&nacre_url, plan.http_secs)?);
+        c.push(tools.load(&native_url, plan.http_secs)?);
+    }
+    let nacre = Scenario {
+        load: Load::combine(&a),
+        rounds: a,
+        peak_rss_kib: vec![
+            ("runtime", rss_kib(rt.pid()).1),
+            ("host proxy", rss_kib(nacre_proxy.pid()).1),
+        ],
+        command: "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
+                  --guest hello=hello.wasm; \
+                  nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
+            .into(),
     };
+    let native = Scenario {
+        load: Load::combine(&c),
+        rounds: c,
+        peak_rss_kib: vec![
+            ("server", rss_kib(native_server.child.pid()).1),
+            ("host proxy", rss_kib(native_proxy.pid()).1),
+        ],
+        command: "nacre-bench-native --listen unix:…; \
+                  nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
+            .into(),
+    };
+    drop((rt, nacre_proxy, native_server, native_proxy));
 
     let wasmtime = {
         println!("(b) wasmtime serve");
@@ -88,33 +125,9 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
         let load = tools.load(&url, plan.http_secs)?;
         Scenario {
             load,
+            rounds: vec![load],
             peak_rss_kib: vec![("wasmtime", rss_kib(server.child.pid()).1)],
             command: "wasmtime serve -Scli --addr 127.0.0.1:0 hello.wasm".into(),
-        }
-    };
-
-    let native = {
-        println!("(c) native hyper + rustls through the host proxy");
-        let pki = TestPki::generate();
-        let sock = unix_socket("bench-native");
-        let mut cmd = Command::new(nacre_tests::bin("nacre-bench-native"));
-        cmd.args(["--listen", &sock, "--cert"])
-            .arg(pki.dir.join("cert.pem"))
-            .arg("--key")
-            .arg(pki.dir.join("key.pem"));
-        let server = Server::start(cmd, "native-hello listening on ")?;
-        let proxy = proxy_to(&sock);
-        let port = proxy.inbound_tcp().port();
-        let load = tools.load(&format!("https://127.0.0.1:{port}/"), plan.http_secs)?;
-        Scenario {
-            load,
-            peak_rss_kib: vec![
-                ("server", rss_kib(server.child.pid()).1),
-                ("host proxy", rss_kib(proxy.pid()).1),
-            ],
-            command: "nacre-bench-native --listen unix:…; \
-                      nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
-                .into(),
         }
     };
     Ok(HttpResults {

@@ -32,6 +32,23 @@ pub struct Load {
     pub bad_status: u64,
 }
 
+impl Load {
+    /// Rounds of one scenario as one figure: requests and errors summed,
+    /// rates and latencies averaged over the rounds.
+    pub fn combine(rounds: &[Load]) -> Load {
+        let n = rounds.len().max(1) as f64;
+        let mean = |f: fn(&Load) -> f64| rounds.iter().map(f).sum::<f64>() / n;
+        Load {
+            requests: rounds.iter().map(|l| l.requests).sum(),
+            rps: mean(|l| l.rps),
+            p50_us: mean(|l| l.p50_us),
+            p99_us: mean(|l| l.p99_us),
+            socket_errors: rounds.iter().map(|l| l.socket_errors).sum(),
+            bad_status: rounds.iter().map(|l| l.bad_status).sum(),
+        }
+    }
+}
+
 impl Tools {
     fn script(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
         let path = self.scratch.join(name);

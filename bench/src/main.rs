@@ -57,6 +57,9 @@ struct Args {
 pub struct Plan {
     /// Seconds of load per HTTP scenario (after a one-second warm-up).
     pub http_secs: u32,
+    /// Rounds of (a) and (c), alternating, so one noisy round cannot move
+    /// the headline ratio alone.
+    pub http_rounds: usize,
     /// Cold deploys measured (new bytes each).
     pub cold_deploys: usize,
     /// Cached redeploys measured.
@@ -74,6 +77,7 @@ impl Plan {
         if quick {
             Plan {
                 http_secs: 3,
+                http_rounds: 2,
                 cold_deploys: 2,
                 cached_deploys: 5,
                 bulk_bytes: 512 << 20,
@@ -83,6 +87,7 @@ impl Plan {
         } else {
             Plan {
                 http_secs: 10,
+                http_rounds: 2,
                 cold_deploys: 5,
                 cached_deploys: 20,
                 bulk_bytes: 2 << 30,

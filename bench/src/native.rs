@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -18,6 +19,15 @@ use nacre_transport::{Address, Listener};
 
 /// The same greeting as the `hello` guest's.
 const GREETING: &str = "Hello from a Nacre enclave!\n";
+
+/// The greeting as a body of unknown length, as a guest's body is (it is
+/// written after the head): HTTP/1.1 sends it chunked, so both servers
+/// send the same status, headers and bytes.
+fn greeting() -> impl hyper::body::Body<Data = Bytes, Error = Infallible> {
+    StreamBody::new(futures::stream::iter([Ok(Frame::data(
+        Bytes::from_static(GREETING.as_bytes()),
+    ))]))
+}
 
 /// Flags of `nacre-bench-native`.
 #[derive(clap::Parser)]
@@ -56,9 +66,7 @@ fn main() -> anyhow::Result<()> {
                         return;
                     };
                     let svc = service_fn(|_req| async {
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            GREETING.as_bytes(),
-                        ))))
+                        Ok::<_, Infallible>(hyper::Response::new(greeting()))
                     });
                     let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
                 });

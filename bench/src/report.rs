@@ -224,6 +224,20 @@ impl Report<'_> {
             "(h) as (a), on a worker of a two-enclave deployment (sync on)",
             &self.synced,
         );
+        let rounds = |sc: &Scenario| {
+            sc.rounds
+                .iter()
+                .map(|l| format!("{:.0} req/s, p99 {:.0} µs", l.rps, l.p99_us))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let _ = writeln!(
+            s,
+            "\n(a) and (c) ran in {} alternating rounds, (a) then (c), each after its own one-second warm-up; the rows above average them (requests summed), and the targets use those averages. (a): {}. (c): {}.",
+            self.http.nacre.rounds.len(),
+            rounds(&self.http.nacre),
+            rounds(&self.http.native)
+        );
         let _ = writeln!(s, "\nCommands:\n");
         for (k, sc) in [
             ("a", &self.http.nacre),

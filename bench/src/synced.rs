@@ -48,6 +48,7 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Sce
     }
     Ok(Scenario {
         load,
+        rounds: vec![load],
         peak_rss_kib: vec![
             ("worker runtime", rss_kib(worker.rt.pid()).1),
             ("its host proxy", rss_kib(worker.proxy.pid()).1),

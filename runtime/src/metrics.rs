@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::guests::Registry;
 use crate::guests::kv::KeyValue;
+use crate::guests::stats::GuestStats;
 use crate::http::ResponseBody;
 use crate::server::{ConnStats, Handler, RequestBody};
 use crate::sync::{Role, Sync};
@@ -100,24 +101,20 @@ impl Metrics {
         let s = &self.sources;
         let stats = s.registry.stats();
         let snapshot = s.registry.snapshot();
-        let per = |e: Enc<'_, '_>, name: &str, help: &str, f: &dyn Fn(&str) -> u64| {
+        // One counter family per field of the names' stats.
+        let per = |e: Enc<'_, '_>, name: &str, help: &str, field: fn(&GuestStats) -> &AtomicU64| {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (guest, _) in &stats {
-                let v = f(guest.as_str());
+            for (guest, st) in &stats {
                 m.encode_family(&[("guest", guest.as_str())])?
-                    .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+                    .encode_counter::<NoLabelSet, _, u64>(&load(field(st)), None)?;
             }
             Ok::<_, std::fmt::Error>(())
-        };
-        let find = |g: &str| stats.iter().find(|(n, _)| n.as_str() == g).map(|(_, s)| s);
-        let get = |g: &str, f: fn(&crate::guests::stats::GuestStats) -> &AtomicU64| {
-            find(g).map_or(0, |s| load(f(s)))
         };
         per(
             e,
             "nacre_guest_requests",
             "Requests routed to the guest",
-            &|g| get(g, |s| &s.requests),
+            |s| &s.requests,
         )?;
         {
             let mut m = e.encode_descriptor(
@@ -151,25 +148,25 @@ impl Metrics {
             e,
             "nacre_guest_traps",
             "Instances that trapped or returned an error",
-            &|g| get(g, |s| &s.traps),
+            |s| &s.traps,
         )?;
         per(
             e,
             "nacre_guest_timeouts",
             "Requests stopped at --request-timeout",
-            &|g| get(g, |s| &s.timeouts),
+            |s| &s.timeouts,
         )?;
         per(
             e,
             "nacre_guest_egress_requests",
             "Outbound requests sent",
-            &|g| get(g, |s| &s.egress_requests),
+            |s| &s.egress_requests,
         )?;
         per(
             e,
             "nacre_guest_egress_denied",
             "Outbound requests refused by the guest's allow list or --egress-allow",
-            &|g| get(g, |s| &s.egress_denied),
+            |s| &s.egress_denied,
         )?;
         {
             let mut m = e.encode_descriptor(
@@ -178,13 +175,11 @@ impl Metrics {
                 None,
                 MetricType::Gauge,
             )?;
+            // Names deployed now; a removed name runs nothing.
             for (guest, _) in &stats {
-                let v = snapshot
-                    .guests()
-                    .find(|g| g.config.name == *guest)
-                    .map_or(0, |g| g.share.in_use());
+                let v = snapshot.get(guest).map_or(0, |g| g.share.in_use());
                 m.encode_family(&[("guest", guest.as_str())])?
-                    .encode_gauge(&(v as i64))?;
+                    .encode_gauge(&i64::from(v))?;
             }
         }
         let usage = s.kv.usage();

@@ -108,6 +108,11 @@ impl Snapshot {
         self.manifest_sha256
     }
 
+    /// The guest named `name`.
+    pub fn get(&self, name: &GuestName) -> Option<&Arc<Guest>> {
+        self.guests.get(name)
+    }
+
     /// Every guest, sorted by name.
     pub fn guests(&self) -> impl Iterator<Item = &Arc<Guest>> {
         self.guests.values()

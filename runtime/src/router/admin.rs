@@ -98,7 +98,7 @@ where
                 Err(e) => return error(StatusCode::BAD_REQUEST, &e),
             };
             match method {
-                Method::GET => match registry.snapshot().guests().find(|g| g.config.name == name) {
+                Method::GET => match registry.snapshot().get(&name) {
                     Some(g) => json(StatusCode::OK, &g.info()),
                     None => error(StatusCode::NOT_FOUND, &format!("no guest named {name}")),
                 },

@@ -214,6 +214,7 @@ impl Sync {
             .apply(payload)
             .await
             .map_err(|e| refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        self.note_identity();
         self.hold(lineage.clone(), version, plain);
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         tracing::info!(lineage = %lineage.id, version, "keys received and applied");

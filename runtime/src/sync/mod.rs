@@ -161,6 +161,8 @@ pub struct SyncStats {
 /// The deployment as this enclave takes part in it.
 pub struct Sync {
     stats: SyncStats,
+    /// The identity's change count included in what this enclave holds.
+    identity_held: AtomicU64,
     config: SyncConfig,
     role: watch::Sender<Role>,
     material: Material,
@@ -211,6 +213,7 @@ impl Sync {
         role.send_replace(Role::Designating);
         Ok(Arc::new(Sync {
             stats: SyncStats::default(),
+            identity_held: AtomicU64::new(0),
             config,
             role,
             material: Material {
@@ -330,7 +333,7 @@ impl Sync {
                     }
                     tokio::select! {
                         _ = changes.changed() => self.changed(),
-                        Ok(()) = identity.changed() => self.changed_unless_spread(),
+                        Ok(()) = identity.changed() => self.identity_changed(),
                         () = state_changed.notified() => self.changed(),
                         () = tokio::time::sleep(TICK) => {}
                     }
@@ -348,7 +351,7 @@ impl Sync {
             id: hex::encode(id),
             created_ms: now_ms(),
         };
-        let payload = self.material.gather(lineage.clone(), 1).encode();
+        let payload = self.gather(lineage.clone(), 1);
         tracing::info!(lineage = %lineage.id, "no enclave of this deployment holds keys: these are its keys now");
         self.hold(lineage, 1, payload);
         self.push_all();
@@ -360,19 +363,29 @@ impl Sync {
             return;
         };
         let version = held.version + 1;
-        let payload = self.material.gather(held.lineage.clone(), version).encode();
+        let payload = self.gather(held.lineage.clone(), version);
         self.hold(held.lineage, version, payload);
         self.push_all();
     }
 
-    /// An identity change: sent on unless [`Sync::spread`] already
-    /// gathered it.
-    fn changed_unless_spread(self: &Arc<Self>) {
-        let Some(held) = self.held() else {
-            return;
-        };
-        let now = self.material.gather(held.lineage.clone(), held.version);
-        if seal::sha256(&now.encode()) != held.hash {
+    /// What this enclave holds now, encoded, noting which change of the
+    /// identity it includes.
+    fn gather(&self, lineage: Lineage, version: u64) -> Vec<u8> {
+        self.note_identity();
+        self.material.gather(lineage, version).encode()
+    }
+
+    /// The identity as it is now is in what this enclave holds (gathered,
+    /// or received and applied).
+    fn note_identity(&self) {
+        self.identity_held
+            .store(self.material.identity.version(), Ordering::Relaxed);
+    }
+
+    /// An identity change on the leader, unless it is already held: one
+    /// [`Sync::spread`] gathered, or keys this enclave applied.
+    fn identity_changed(self: &Arc<Self>) {
+        if self.material.identity.version() != self.identity_held.load(Ordering::Relaxed) {
             self.changed();
         }
     }

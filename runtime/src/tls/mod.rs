@@ -136,6 +136,12 @@ impl Identity {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// How many times the certificate, the challenges or the account
+    /// changed so far.
+    pub fn version(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// Signals every change of the certificate, the challenges or the
     /// account.
     pub fn subscribe(&self) -> watch::Receiver<u64> {

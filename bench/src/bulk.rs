@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::Plan;
 use crate::http::{Server, proxy_to};
+use crate::load::cpu_seconds;
 
 const PINGS: usize = 20_000;
 
@@ -186,20 +187,4 @@ async fn pings(addr: &str) -> anyhow::Result<(f64, f64)> {
     let at = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     Ok((us(at(0.5)), us(at(0.99))))
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after the command name, which is in parentheses.
-    let rest = stat
-        .rfind(')')
-        .and_then(|i| stat.get(i + 2..))
-        .context("/proc stat format")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(f.get(i).context("/proc stat format")?.parse::<f64>()?)
-    };
-    // utime and stime, in clock ticks (100 per second on Linux).
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }

@@ -1,5 +1,6 @@
 //! Scenarios (a), (b) and (c): the same hello, keep-alive, 64 connections,
-//! each server measured on its own.
+//! each server measured on its own; (a) and (c) also with the `echo`
+//! guest's work on a 1 KiB request body.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,7 +12,7 @@ use nacre_tests::net::HostProxy;
 use nacre_tests::{Runtime, TestPki};
 
 use crate::Plan;
-use crate::load::{Load, rss_kib};
+use crate::load::{Load, Shape, rss_kib};
 use crate::tools::Tools;
 
 /// One HTTP scenario's figures.
@@ -34,7 +35,14 @@ pub struct HttpResults {
     pub wasmtime: Scenario,
     /// (c) native hyper + rustls, behind the host proxy.
     pub native: Scenario,
+    /// (a) with `echo` and a 1 KiB POST body.
+    pub nacre_echo: Scenario,
+    /// (c) doing `echo`'s work on the same requests.
+    pub native_echo: Scenario,
 }
+
+/// The request body of the echo rounds.
+pub const ECHO_BODY: usize = 1024;
 
 /// A host proxy forwarding a fresh loopback TCP port to `target`.
 pub fn proxy_to(target: &str) -> HostProxy {
@@ -62,16 +70,27 @@ pub fn nacre_behind_proxy(extra: &[&str]) -> (Runtime, HostProxy) {
 /// Runs the three scenarios: (a) and (c) in alternating rounds, both
 /// servers up throughout (an idle server costs the other nothing), then
 /// (b).
-pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<HttpResults> {
+pub async fn run(
+    plan: &Plan,
+    tools: &Tools,
+    hello: &Path,
+    echo: &Path,
+) -> anyhow::Result<HttpResults> {
     println!(
         "(a) Nacre through the host proxy, and (c) native hyper + rustls through the host proxy"
     );
-    let guest = format!("hello={}", hello.display());
-    let (rt, nacre_proxy) = nacre_behind_proxy(&["--wait-for-app", "--guest", &guest]);
-    let nacre_url = format!(
-        "https://127.0.0.1:{}/hello/",
-        nacre_proxy.inbound_tcp().port()
-    );
+    let hello_guest = format!("hello={}", hello.display());
+    let echo_guest = format!("echo={}", echo.display());
+    let (rt, nacre_proxy) = nacre_behind_proxy(&[
+        "--wait-for-app",
+        "--guest",
+        &hello_guest,
+        "--guest",
+        &echo_guest,
+    ]);
+    let nacre_port = nacre_proxy.inbound_tcp().port();
+    let nacre_url = format!("https://127.0.0.1:{nacre_port}/hello/");
+    let nacre_echo_url = format!("https://127.0.0.1:{nacre_port}/echo/");
 
     let pki = TestPki::generate();
     let sock = unix_socket("bench-native");
@@ -82,37 +101,50 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
         .arg(pki.dir.join("key.pem"));
     let native_server = Server::start(cmd, "native-hello listening on ")?;
     let native_proxy = proxy_to(&sock);
-    let native_url = format!("https://127.0.0.1:{}/", native_proxy.inbound_tcp().port());
+    let native_port = native_proxy.inbound_tcp().port();
+    let native_url = format!("https://127.0.0.1:{native_port}/");
+    let native_echo_url = format!("https://127.0.0.1:{native_port}/echo/");
 
-    let (mut a, mut c) = (Vec::new(), Vec::new());
+    let (rt_pid, native_pid) = (rt.pid(), native_server.child.pid());
+    let get = |pid| Shape {
+        post_bytes: None,
+        cpu_of: Some(pid),
+    };
+    let post = |pid| Shape {
+        post_bytes: Some(ECHO_BODY),
+        cpu_of: Some(pid),
+    };
+    let [mut a, mut c, mut ae, mut ce] = [(); 4].map(|_| Vec::new());
     for round in 1..=plan.http_rounds.max(1) {
-        println!("  round {round}: (a), then (c)");
-        a.push(tools.load(&nacre_url, plan.http_secs)?);
-        c.push(tools.load(&native_url, plan.http_secs)?);
+        println!("  round {round}: (a), (c), then both with echo");
+        a.push(tools.load_shaped(&nacre_url, plan.http_secs, get(rt_pid))?);
+        c.push(tools.load_shaped(&native_url, plan.http_secs, get(native_pid))?);
+        ae.push(tools.load_shaped(&nacre_echo_url, plan.http_secs, post(rt_pid))?);
+        ce.push(tools.load_shaped(&native_echo_url, plan.http_secs, post(native_pid))?);
     }
-    let nacre = Scenario {
-        load: Load::combine(&a),
-        rounds: a,
-        peak_rss_kib: vec![
-            ("runtime", rss_kib(rt.pid()).1),
-            ("host proxy", rss_kib(nacre_proxy.pid()).1),
-        ],
-        command: "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
-                  --guest hello=hello.wasm; \
-                  nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
-            .into(),
+    let nacre_rss = vec![
+        ("runtime", rss_kib(rt_pid).1),
+        ("host proxy", rss_kib(nacre_proxy.pid()).1),
+    ];
+    let native_rss = vec![
+        ("server", rss_kib(native_pid).1),
+        ("host proxy", rss_kib(native_proxy.pid()).1),
+    ];
+    let nacre_command = "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
+                         --guest hello=hello.wasm --guest echo=echo.wasm; \
+                         nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
+    let native_command = "nacre-bench-native --listen unix:…; \
+                          nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
+    let scenario = |rounds: Vec<Load>, rss: &Vec<(&'static str, u64)>, command: &str| Scenario {
+        load: Load::combine(&rounds),
+        rounds,
+        peak_rss_kib: rss.clone(),
+        command: command.into(),
     };
-    let native = Scenario {
-        load: Load::combine(&c),
-        rounds: c,
-        peak_rss_kib: vec![
-            ("server", rss_kib(native_server.child.pid()).1),
-            ("host proxy", rss_kib(native_proxy.pid()).1),
-        ],
-        command: "nacre-bench-native --listen unix:…; \
-                  nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…"
-            .into(),
-    };
+    let nacre = scenario(a, &nacre_rss, nacre_command);
+    let native = scenario(c, &native_rss, native_command);
+    let nacre_echo = scenario(ae, &nacre_rss, nacre_command);
+    let native_echo = scenario(ce, &native_rss, native_command);
     drop((rt, nacre_proxy, native_server, native_proxy));
 
     let wasmtime = {
@@ -134,6 +166,8 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Htt
         nacre,
         wasmtime,
         native,
+        nacre_echo,
+        native_echo,
     })
 }
 

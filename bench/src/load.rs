@@ -30,6 +30,9 @@ pub struct Load {
     pub socket_errors: u64,
     /// Responses with a status other than 2xx/3xx.
     pub bad_status: u64,
+    /// CPU time the watched server process spent per response (user and
+    /// system, from `/proc/PID/stat`), µs; when one was watched.
+    pub server_cpu_us: Option<f64>,
 }
 
 impl Load {
@@ -45,8 +48,21 @@ impl Load {
             p99_us: mean(|l| l.p99_us),
             socket_errors: rounds.iter().map(|l| l.socket_errors).sum(),
             bad_status: rounds.iter().map(|l| l.bad_status).sum(),
+            server_cpu_us: {
+                let cpu: Vec<f64> = rounds.iter().filter_map(|l| l.server_cpu_us).collect();
+                (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64)
+            },
         }
     }
+}
+
+/// What wrk sends, and whose CPU time is counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    /// POST a body of this many bytes instead of GET.
+    pub post_bytes: Option<usize>,
+    /// The server process whose CPU time per response is measured.
+    pub cpu_of: Option<u32>,
 }
 
 impl Tools {
@@ -58,9 +74,30 @@ impl Tools {
 
     /// `secs` seconds of load on `url` after a one-second warm-up.
     pub fn load(&self, url: &str, secs: u32) -> anyhow::Result<Load> {
-        let script = self.script("report.lua", include_str!("wrk/report.lua"))?;
+        self.load_shaped(url, secs, Shape::default())
+    }
+
+    /// As [`Tools::load`], with the requests and measurements of `shape`.
+    pub fn load_shaped(&self, url: &str, secs: u32, shape: Shape) -> anyhow::Result<Load> {
+        let report = include_str!("wrk/report.lua");
+        let script = match shape.post_bytes {
+            None => self.script("report.lua", report)?,
+            Some(n) => self.script(
+                &format!("post-{n}.lua"),
+                &format!(
+                    "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", {n})\n\
+                     wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n{report}"
+                ),
+            )?,
+        };
         self.wrk(&script, url, 1, &[])?;
-        self.wrk(&script, url, secs, &[])
+        let cpu = |pid: Option<u32>| pid.map(|p| cpu_seconds(&p.to_string())).transpose();
+        let before = cpu(shape.cpu_of)?;
+        let mut load = self.wrk(&script, url, secs, &[])?;
+        if let (Some(before), Some(after)) = (before, cpu(shape.cpu_of)?) {
+            load.server_cpu_us = Some((after - before) * 1e6 / load.requests.max(1) as f64);
+        }
+        Ok(load)
     }
 
     fn wrk(&self, script: &PathBuf, url: &str, secs: u32, args: &[&str]) -> anyhow::Result<Load> {
@@ -114,7 +151,24 @@ fn parse_summary(line: &str) -> anyhow::Result<Load> {
         p99_us,
         socket_errors: socket_errors as u64,
         bad_status: bad_status as u64,
+        server_cpu_us: None,
     })
+}
+
+/// CPU seconds (user and system) process `pid` (or `self`) has used.
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses.
+    let rest = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .context("/proc stat format")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i).context("/proc stat format")?.parse::<f64>()?)
+    };
+    // utime and stime, in clock ticks (100 per second on Linux).
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// A process's resident and peak resident memory, KiB, from /proc.

@@ -105,14 +105,14 @@ fn main() -> anyhow::Result<()> {
 
     let setup = Instant::now();
     let tools = tools::prepare()?;
-    println!("building release binaries and the hello guest");
+    println!("building release binaries and the hello and echo guests");
     nacre_tests::bin("nacre-runtime");
-    let hello = nacre_cli::guest_build::build_guests(
+    let built = nacre_cli::guest_build::build_guests(
         &nacre_tests::root().join("guest-examples/Cargo.toml"),
-        &["hello"],
-    )?
-    .pop()
-    .context("cargo built no hello component")?;
+        &["hello", "echo"],
+    )?;
+    let [hello, echo] = <[_; 2]>::try_from(built)
+        .map_err(|b| anyhow::anyhow!("cargo built {} components, not hello and echo", b.len()))?;
     let component =
         std::fs::read(&hello).with_context(|| format!("reading {}", hello.display()))?;
     overhead::build()?;
@@ -125,7 +125,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let results = rt.block_on(async {
-        let http = http::run(&plan, &tools, &hello).await?;
+        let http = http::run(&plan, &tools, &hello, &echo).await?;
         let synced = synced::run(&plan, &tools, &hello).await?;
         let deploy = deploy::run(&plan, &component).await?;
         let memory = memory::run(&component).await?;

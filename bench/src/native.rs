@@ -1,6 +1,7 @@
-//! `nacre-bench-native`, scenario (c)'s server: hello over hyper and
-//! rustls with no guest, and the runtime's TLS configuration. It is the
-//! ceiling for Nacre's serving path on this machine.
+//! `nacre-bench-native`, scenario (c)'s server: hello, and under `/echo`
+//! the `echo` guest's answer, over hyper and rustls with no guest, and the
+//! runtime's TLS configuration. It is the ceiling for Nacre's serving path
+//! on this machine.
 
 #![forbid(unsafe_code)]
 
@@ -20,13 +21,65 @@ use nacre_transport::{Address, Listener};
 /// The same greeting as the `hello` guest's.
 const GREETING: &str = "Hello from a Nacre enclave!\n";
 
-/// The greeting as a body of unknown length, as a guest's body is (it is
+/// What the `echo` guest answers when routed at `/echo`: the request as
+/// JSON (method, path below the route, query, headers with the route
+/// prefix the runtime adds, body).
+async fn echo(req: hyper::Request<hyper::body::Incoming>) -> anyhow::Result<Bytes> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let mut headers = serde_json::Map::new();
+    let prefix = ("x-forwarded-prefix", "/echo".as_bytes());
+    let all = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    for (name, value) in all.chain(std::iter::once(prefix)) {
+        let value = String::from_utf8_lossy(value).into_owned();
+        match headers.get_mut(name) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.to_string(), serde_json::Value::String(value));
+            }
+        }
+    }
+    let bytes = body.collect().await?.to_bytes();
+    let below = parts.uri.path().strip_prefix("/echo").unwrap_or_default();
+    let reply = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": if below.is_empty() { "/" } else { below },
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&bytes),
+    });
+    Ok(Bytes::from(serde_json::to_vec(&reply)?))
+}
+
+/// `bytes` as a body of unknown length, as a guest's body is (it is
 /// written after the head): HTTP/1.1 sends it chunked, so both servers
 /// send the same status, headers and bytes.
-fn greeting() -> impl hyper::body::Body<Data = Bytes, Error = Infallible> {
-    StreamBody::new(futures::stream::iter([Ok(Frame::data(
-        Bytes::from_static(GREETING.as_bytes()),
-    ))]))
+fn unsized_body(bytes: Bytes) -> impl hyper::body::Body<Data = Bytes, Error = Infallible> {
+    StreamBody::new(futures::stream::iter([Ok(Frame::data(bytes))]))
+}
+
+/// One request, as the runtime's `hello` (any path) or `echo` (`/echo`)
+/// answers it.
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> anyhow::Result<hyper::Response<impl hyper::body::Body<Data = Bytes, Error = Infallible>>> {
+    if !req.uri().path().starts_with("/echo") {
+        return Ok(hyper::Response::new(unsized_body(Bytes::from_static(
+            GREETING.as_bytes(),
+        ))));
+    }
+    let mut response = hyper::Response::new(unsized_body(echo(req).await?));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// Flags of `nacre-bench-native`.
@@ -65,9 +118,7 @@ fn main() -> anyhow::Result<()> {
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let svc = service_fn(|_req| async {
-                        Ok::<_, Infallible>(hyper::Response::new(greeting()))
-                    });
+                    let svc = service_fn(answer);
                     let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
                 });
             }

@@ -1,6 +1,6 @@
 //! Per-request overhead in process: a fresh instance of the `hello` guest
 //! handles one request, from `invoke` to the last body byte, no network.
-//! Run with `cargo bench -p nacre-runtime --bench invoke` (target ≤ 20 µs);
+//! Run with `cargo bench -p nacre-runtime --bench invoke` (target ≤ 12 µs);
 //! `nacre-bench` runs it too and copies the figure into BENCHMARKS.md.
 //!
 //! The component is `guest-examples/target/wasm32-wasip2/release/hello.wasm`

@@ -2,18 +2,19 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use super::bodies::{CappedBody, Early, Flags, ResponseBody};
 use super::host::Host;
 use super::{Guest, GuestEngine};
 
@@ -140,13 +141,12 @@ where
     let pre = guest.pre.clone();
     let task_guest = guest.clone();
     let task_flags = flags.clone();
-    // The guest runs in its own task so it can keep streaming the body
-    // after the response head is sent. The deadline bounds the whole of
-    // it: past it the future is dropped, and with it the store, which
-    // tears the instance down and drops the response outparam, so the
-    // side waiting for the head below always hears back. The task reports
-    // its own failures; nothing has to wait for it once the head is out.
-    let task = tokio::spawn(async move {
+    // The deadline bounds the whole run: past it the future is dropped,
+    // and with it the store, which tears the instance down and drops the
+    // response outparam, so the side waiting for the head always hears
+    // back. The run reports its own failures; nothing has to wait for it
+    // once the head is out.
+    let run = async move {
         let _permit = permit;
         let run = async {
             let proxy = pre
@@ -169,20 +169,78 @@ where
         drop(store);
         ended.report(&task_guest, &task_flags, limits.request_timeout);
         ended
-    });
+    };
+    let mut run = Run::new(run, flags.clone());
+    let mut rx = rx;
+    let mut head = None;
+    let mut early = Early::default();
+    // The guest runs here, in the task serving the request, until its
+    // response head is out and as long as it keeps writing its body
+    // without waiting on anything but the reader: most guests answer and
+    // finish in one go, so the whole response is in hand before the
+    // server writes it, with no other task, no wake-up across threads and
+    // no partial write. The run's deadline holds meanwhile: the timer
+    // wakes this task, which the server always polls.
+    std::future::poll_fn(|cx| {
+        loop {
+            run.poll_step(cx);
+            let resp = match &mut head {
+                Some(Ok(Ok(resp))) => resp,
+                Some(_) => return Poll::Ready(()),
+                None => match Pin::new(&mut rx).poll(cx) {
+                    Poll::Ready(h) => {
+                        head = Some(h);
+                        continue;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            if early.full() {
+                return Poll::Ready(());
+            }
+            match Pin::new(resp.body_mut()).poll_frame(cx) {
+                // The frame frees the guest's stream: let it go on.
+                Poll::Ready(Some(Ok(frame))) => early.push(frame),
+                Poll::Ready(Some(Err(e))) => {
+                    early.error = Some(e);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(None) => {
+                    early.ended = true;
+                    return Poll::Ready(());
+                }
+                // The guest waits on something else (a timer, an outbound
+                // call, its request body): answer with what it wrote.
+                Poll::Pending => return Poll::Ready(()),
+            }
+        }
+    })
+    .await;
+    // A guest still running (streaming its body, or busy after it) goes
+    // on in a task of its own, so its deadline holds whoever reads the
+    // response and however slowly.
+    run.detach();
 
-    match rx.await {
+    let Some(head) = head else {
+        return failed(&guest, "the guest's run ended without a word".into());
+    };
+    match head {
         // Whatever the guest made of a body over the limit or cut short
         // by the client, the client hears what went wrong with its body.
         Ok(_) if flags.over_limit.load(Ordering::Relaxed) => Outcome::BodyTooLarge,
         Ok(_) if flags.stalled.load(Ordering::Relaxed) => Outcome::BodyStalled,
-        Ok(Ok(resp)) => {
-            Outcome::Response(resp.map(|inner| ResponseBody { inner, flags }.boxed_unsync()))
-        }
+        Ok(Ok(resp)) => Outcome::Response(resp.map(|inner| {
+            ResponseBody {
+                early,
+                inner,
+                flags,
+            }
+            .boxed_unsync()
+        })),
         Ok(Err(code)) => failed(&guest, format!("guest returned error {code:?}")),
-        // The instance is gone without answering; its task says why (and
+        // The instance is gone without answering; its run says why (and
         // has logged it).
-        Err(_) => match task.await {
+        Err(_) => match run.ended().await {
             Ok(Ended::Done) => failed(&guest, "guest returned without setting a response".into()),
             Ok(Ended::Busy(why)) => Outcome::Busy(why.into()),
             Ok(Ended::TimedOut) => Outcome::TimedOut,
@@ -191,6 +249,84 @@ where
             Ok(Ended::Failed(why)) => Outcome::Failed(why),
             Err(e) => failed(&guest, format!("guest task failed: {e}")),
         },
+    }
+}
+
+/// A guest's run: driven by the request's own task until the response
+/// head is out, then, if it has not ended, by a task of its own.
+struct Run {
+    state: RunState,
+    flags: Arc<Flags>,
+}
+
+enum RunState {
+    /// Driven by whoever polls `poll_step`.
+    Here(Pin<Box<dyn Future<Output = Ended> + Send>>),
+    /// Ended while driven here.
+    Ended(Ended),
+    /// Went on in a task of its own.
+    Task(tokio::task::JoinHandle<Ended>),
+    /// The outcome was taken.
+    Taken,
+}
+
+impl Run {
+    fn new(run: impl Future<Output = Ended> + Send + 'static, flags: Arc<Flags>) -> Run {
+        Run {
+            state: RunState::Here(Box::pin(run)),
+            flags,
+        }
+    }
+
+    /// Drives the run while it is here; a panic in it ends it as a
+    /// failure rather than taking the connection's task down.
+    fn poll_step(&mut self, cx: &mut Context<'_>) {
+        if let RunState::Here(fut) = &mut self.state {
+            let polled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
+            match polled {
+                Ok(Poll::Pending) => {}
+                Ok(Poll::Ready(ended)) => self.state = RunState::Ended(ended),
+                Err(_) => {
+                    self.flags.failed.store(true, Ordering::Release);
+                    self.state = RunState::Ended(Ended::Failed("the guest's run panicked".into()))
+                }
+            }
+        }
+    }
+
+    /// Moves a run that has not ended into a task of its own.
+    fn detach(&mut self) {
+        if let RunState::Here(_) = self.state {
+            let RunState::Here(fut) = std::mem::replace(&mut self.state, RunState::Taken) else {
+                return;
+            };
+            self.state = RunState::Task(tokio::spawn(fut));
+        }
+    }
+
+    /// How the run ended, waiting for it if it has not yet.
+    async fn ended(&mut self) -> Result<Ended, tokio::task::JoinError> {
+        match std::mem::replace(&mut self.state, RunState::Taken) {
+            RunState::Ended(ended) => Ok(ended),
+            RunState::Task(task) => task.await,
+            RunState::Here(fut) => Ok(fut.await),
+            RunState::Taken => Ok(Ended::Failed(
+                "the guest's outcome was already taken".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Run {
+    /// A request dropped before its head (the client went away) leaves
+    /// the guest to finish within its deadline, as a task of its own.
+    fn drop(&mut self) {
+        if let RunState::Here(_) = self.state
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            self.detach();
+        }
     }
 }
 
@@ -204,58 +340,6 @@ fn failed(guest: &Guest, why: String) -> Outcome {
 fn count_failure(guest: &Guest, why: &str) {
     guest.stats.traps.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(guest = %guest.config.name, "guest request failed: {why}");
-}
-
-/// What one request's two sides (the guest's task and the HTTP server
-/// waiting for the response head) tell each other.
-#[derive(Default)]
-struct Flags {
-    /// The epoch callback stopped the guest at the deadline.
-    timed_out: AtomicBool,
-    /// The request body went over `--max-body`.
-    over_limit: AtomicBool,
-    /// The client stopped sending the request body.
-    stalled: AtomicBool,
-    /// The guest set its response head (the server sends it on).
-    head_sent: AtomicBool,
-    /// The guest's run ended in a trap, error or timeout; set before its
-    /// store is dropped.
-    failed: AtomicBool,
-}
-
-/// A guest's response body that ends in an error, not a clean end, when
-/// the guest failed before finishing it. wasmtime-wasi-http ends the body
-/// cleanly when the instance goes away mid-body, and a client would take
-/// the truncated body for a whole one; with an error, hyper cuts the
-/// connection (HTTP/1.1) or resets the stream (HTTP/2) instead.
-struct ResponseBody {
-    inner: GuestBody,
-    flags: Arc<Flags>,
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) if self.flags.failed.swap(false, Ordering::Acquire) => {
-                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// How a guest's task ended.
@@ -355,61 +439,4 @@ fn rewrite_uri<B>(req: &mut Request<B>, path_and_query: &str, guest: &Guest) -> 
     let prefix = HeaderValue::from_str(guest.config.route.as_str()).map_err(|e| e.to_string())?;
     req.headers_mut().insert("x-forwarded-prefix", prefix);
     Ok(())
-}
-
-/// A request body that stops at `--max-body` and remembers that it did, so
-/// the client gets 413 whatever the guest made of the error.
-struct CappedBody<B> {
-    inner: B,
-    left: u64,
-    limit: u64,
-    flags: Arc<Flags>,
-}
-
-impl<B> Body for CappedBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<wasmtime_wasi_http::Error>,
-{
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                if len > this.left {
-                    this.flags.over_limit.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
-                        Some(this.limit),
-                    ))));
-                }
-                this.left -= len;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let e = e.into();
-                // Only the server's stall deadline reports this code on a
-                // request body (see `server::BodyError`).
-                if matches!(e, wasmtime_wasi_http::Error::ConnectionReadTimeout) {
-                    this.flags.stalled.store(true, Ordering::Relaxed);
-                }
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

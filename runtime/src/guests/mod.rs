@@ -5,13 +5,15 @@
 //!   process).
 //! - [`host`]: the per-request store data guests see through WASI.
 //! - [`registry`]: deployed guests, the compile cache and the manifest.
-//! - [`invoke`]: one HTTP request through one fresh instance.
+//! - [`invoke`]: one HTTP request through one fresh instance; [`bodies`]:
+//!   the request and response bodies between it and the server.
 //! - [`kv`]: `wasi:keyvalue`, one namespace per guest name.
 //! - [`stats`]: counters per guest name.
 
 // Generated from the WIT, whose comments are the documentation.
 #[allow(missing_docs)]
 mod bindings;
+mod bodies;
 mod enclave;
 mod engine;
 mod host;

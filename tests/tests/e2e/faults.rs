@@ -12,6 +12,44 @@ async fn faulty(extra: &[&str]) -> Runtime {
     rt
 }
 
+/// No guest state survives from one request to the next: a static counter
+/// and a value kept on the heap read as new on every request, one after
+/// another on one connection (HTTP/1.1 and HTTP/2) and many at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_gets_a_fresh_instance() {
+    let rt = faulty(&[]).await;
+    let h1 = rt.client_builder().http1_only().build().unwrap();
+    for (proto, client) in [("h1", h1), ("h2", rt.client())] {
+        for i in 0..30 {
+            let token = format!("{proto}-seq-{i}");
+            let r = client
+                .get(format!("{}/f/remember?{token}", rt.url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), format!("calls=1 first={token}"));
+        }
+        let answers = futures::stream::iter(0..64)
+            .map(|i| {
+                let client = client.clone();
+                let url = format!("{}/f/remember?{proto}-par-{i}", rt.url());
+                async move {
+                    (
+                        i,
+                        client.get(url).send().await.unwrap().text().await.unwrap(),
+                    )
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        for (i, body) in answers {
+            assert_eq!(body, format!("calls=1 first={proto}-par-{i}"));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn trap_is_500_and_the_next_request_succeeds() {
     let rt = faulty(&[]).await;

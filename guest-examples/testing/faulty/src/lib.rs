@@ -13,6 +13,12 @@
 //!   is refused)
 //! - `/body`: reads the whole body and answers its length
 //! - `/log`: writes a line to stdout and one to stderr
+//! - `/remember?TOKEN`: counts its calls in a static and keeps the first
+//!   TOKEN it saw on the heap, and answers `calls=N first=TOKEN`: an
+//!   instance that served a request before would say so
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use guest_test_support::respond;
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
@@ -21,6 +27,11 @@ use wasip2::io::streams::StreamError;
 wasip2::http::proxy::export!(Faulty);
 
 struct Faulty;
+
+/// Calls this instance has served (`/remember`).
+static CALLS: AtomicU32 = AtomicU32::new(0);
+/// The first token this instance was given (`/remember`), on the heap.
+static FIRST: OnceLock<String> = OnceLock::new();
 
 fn body_len(request: &IncomingRequest) -> Result<u64, String> {
     let body = request
@@ -96,6 +107,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Faulty {
                 println!("faulty says hello on stdout");
                 eprintln!("faulty says hello on stderr");
                 respond(out, 200, "logged");
+            }
+            "/remember" => {
+                let calls = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+                let first = FIRST.get_or_init(|| query.to_string());
+                respond(out, 200, &format!("calls={calls} first={first}"));
             }
             _ => respond(out, 404, "unknown faulty path"),
         }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -28,6 +28,8 @@ pub(super) struct Flags {
     /// The guest's run ended in a trap, error or timeout; set before its
     /// store is dropped.
     pub(super) failed: AtomicBool,
+    /// Epoch ticks at which the guest yielded its thread.
+    pub(super) yields: AtomicU32,
 }
 
 /// Body bytes taken from a guest while it ran in the request's task, sent
@@ -45,7 +47,9 @@ pub(super) struct Early {
 /// How much body a guest writes in the request's task before the rest is
 /// streamed from a task of its own: the server keeps reading this much
 /// without a reader on the other end, so no client can stall a guest past
-/// its deadline by not reading.
+/// its deadline by not reading. The last frame taken may go past it by one
+/// write of the guest's (at most wasi:http's chunk size, 1 MiB), which the
+/// channel between guest and server would otherwise have held.
 const EARLY_BYTES: usize = 64 * 1024;
 const EARLY_FRAMES: usize = 64;
 

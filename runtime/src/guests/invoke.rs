@@ -108,6 +108,7 @@ where
             Err(wasmtime::Error::msg("request timeout"))
         } else {
             // Yield at every tick: a spinning guest shares its thread.
+            epoch_flags.yields.fetch_add(1, Ordering::Relaxed);
             Ok(UpdateDeadline::Yield(1))
         }
     });
@@ -170,7 +171,7 @@ where
         ended.report(&task_guest, &task_flags, limits.request_timeout);
         ended
     };
-    let mut run = Run::new(run, flags.clone());
+    let mut run = Run::new(run, guest.clone(), flags.clone());
     let mut rx = rx;
     let mut head = None;
     let mut early = Early::default();
@@ -180,10 +181,14 @@ where
     // finish in one go, so the whole response is in hand before the
     // server writes it, with no other task, no wake-up across threads and
     // no partial write. The run's deadline holds meanwhile: the timer
-    // wakes this task, which the server always polls.
+    // wakes this task, which the server always polls. A guest that used up
+    // an epoch tick in this poll gives the thread back, as it would in a
+    // task of its own.
     std::future::poll_fn(|cx| {
+        let ticks = flags.yields.load(Ordering::Relaxed);
         loop {
             run.poll_step(cx);
+            let yielded = flags.yields.load(Ordering::Relaxed) != ticks;
             let resp = match &mut head {
                 Some(Ok(Ok(resp))) => resp,
                 Some(_) => return Poll::Ready(()),
@@ -195,7 +200,7 @@ where
                     Poll::Pending => return Poll::Pending,
                 },
             };
-            if early.full() {
+            if early.full() || yielded {
                 return Poll::Ready(());
             }
             match Pin::new(resp.body_mut()).poll_frame(cx) {
@@ -256,6 +261,7 @@ where
 /// head is out, then, if it has not ended, by a task of its own.
 struct Run {
     state: RunState,
+    guest: Arc<Guest>,
     flags: Arc<Flags>,
 }
 
@@ -271,9 +277,14 @@ enum RunState {
 }
 
 impl Run {
-    fn new(run: impl Future<Output = Ended> + Send + 'static, flags: Arc<Flags>) -> Run {
+    fn new(
+        run: impl Future<Output = Ended> + Send + 'static,
+        guest: Arc<Guest>,
+        flags: Arc<Flags>,
+    ) -> Run {
         Run {
             state: RunState::Here(Box::pin(run)),
+            guest,
             flags,
         }
     }
@@ -288,8 +299,10 @@ impl Run {
                 Ok(Poll::Pending) => {}
                 Ok(Poll::Ready(ended)) => self.state = RunState::Ended(ended),
                 Err(_) => {
-                    self.flags.failed.store(true, Ordering::Release);
-                    self.state = RunState::Ended(Ended::Failed("the guest's run panicked".into()))
+                    let ended = panicked(&self.guest, &self.flags);
+                    let old = std::mem::replace(&mut self.state, RunState::Ended(ended));
+                    // Its store goes with it; a second panic there stays here.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(old)));
                 }
             }
         }
@@ -301,7 +314,14 @@ impl Run {
             let RunState::Here(fut) = std::mem::replace(&mut self.state, RunState::Taken) else {
                 return;
             };
-            self.state = RunState::Task(tokio::spawn(fut));
+            let (guest, flags) = (self.guest.clone(), self.flags.clone());
+            self.state = RunState::Task(tokio::spawn(async move {
+                use futures::FutureExt;
+                match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(ended) => ended,
+                    Err(_) => panicked(&guest, &flags),
+                }
+            }));
         }
     }
 
@@ -328,6 +348,15 @@ impl Drop for Run {
             self.detach();
         }
     }
+}
+
+/// A guest's run that panicked (a bug of the runtime's, never the
+/// guest's): reported like a trap, before or after the head.
+fn panicked(guest: &Guest, flags: &Flags) -> Ended {
+    flags.failed.store(true, Ordering::Release);
+    let ended = Ended::Failed("the guest's run panicked".into());
+    ended.report(guest, flags, std::time::Duration::ZERO);
+    ended
 }
 
 /// Counts and logs a failure seen before the guest's task could.

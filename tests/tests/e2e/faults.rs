@@ -140,6 +140,38 @@ async fn infinite_loop_is_504_within_the_timeout_and_others_keep_running() {
     assert!(t.elapsed() < Duration::from_secs(4));
 }
 
+/// A guest that spins between the chunks of its body gives its thread
+/// back at every epoch tick after its head, as before it: requests to
+/// others are not held up behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_spinning_while_it_streams_shares_its_thread() {
+    let rt = faulty(&["--request-timeout", "10s"]).await;
+    let drips: Vec<_> = (0..4)
+        .map(|_| {
+            let client = rt.client();
+            let url = format!("{}/f/drip?60,10", rt.url());
+            tokio::spawn(async move {
+                let r = client.get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(300),
+        "a guest spinning between chunks held up another request for {slowest:?}"
+    );
+    for drip in drips {
+        assert_eq!(drip.await.unwrap(), (200, ".".repeat(60)));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_bomb_fails_inside_the_guest() {
     let rt = faulty(&["--guest-memory", "32MiB"]).await;

@@ -13,6 +13,8 @@
 //!   is refused)
 //! - `/body`: reads the whole body and answers its length
 //! - `/log`: writes a line to stdout and one to stderr
+//! - `/drip?N,MS`: sends a 200 head, then N one-byte chunks, spinning MS
+//!   milliseconds of CPU between them
 //! - `/remember?TOKEN`: counts its calls in a static and keeps the first
 //!   TOKEN it saw on the heap, and answers `calls=N first=TOKEN`: an
 //!   instance that served a request before would say so
@@ -107,6 +109,25 @@ impl wasip2::exports::http::incoming_handler::Guest for Faulty {
                 println!("faulty says hello on stdout");
                 eprintln!("faulty says hello on stderr");
                 respond(out, 200, "logged");
+            }
+            "/drip" => {
+                let (n, ms) = query.split_once(',').unwrap_or(("10", "10"));
+                let (n, ms): (u32, u64) = (n.parse().unwrap_or(10), ms.parse().unwrap_or(10));
+                let resp = OutgoingResponse::new(Fields::new());
+                let Ok(body) = resp.body() else { return };
+                ResponseOutparam::set(out, Ok(resp));
+                if let Ok(w) = body.write() {
+                    for _ in 0..n {
+                        if w.blocking_write_and_flush(b".").is_err() {
+                            return;
+                        }
+                        let until = wasip2::clocks::monotonic_clock::now() + ms * 1_000_000;
+                        while wasip2::clocks::monotonic_clock::now() < until {
+                            std::hint::black_box(());
+                        }
+                    }
+                }
+                let _ = wasip2::http::types::OutgoingBody::finish(body, None);
             }
             "/remember" => {
                 let calls = CALLS.fetch_add(1, Ordering::SeqCst) + 1;

@@ -135,10 +135,10 @@ pub async fn run(
                          nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
     let native_command = "nacre-bench-native --listen unix:…; \
                           nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
-    let scenario = |rounds: Vec<Load>, rss: &Vec<(&'static str, u64)>, command: &str| Scenario {
+    let scenario = |rounds: Vec<Load>, rss: &[(&'static str, u64)], command: &str| Scenario {
         load: Load::combine(&rounds),
         rounds,
-        peak_rss_kib: rss.clone(),
+        peak_rss_kib: rss.to_vec(),
         command: command.into(),
     };
     let nacre = scenario(a, &nacre_rss, nacre_command);

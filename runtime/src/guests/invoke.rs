@@ -113,7 +113,7 @@ where
         }
     });
 
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
     let prepared = (|| -> wasmtime::Result<_> {
         let req = store
             .data_mut()
@@ -172,7 +172,6 @@ where
         ended
     };
     let mut run = Run::new(run, guest.clone(), flags.clone());
-    let mut rx = rx;
     let mut head = None;
     let mut early = Early::default();
     // The guest runs here, in the task serving the request, until its
@@ -310,19 +309,19 @@ impl Run {
 
     /// Moves a run that has not ended into a task of its own.
     fn detach(&mut self) {
-        if let RunState::Here(_) = self.state {
-            let RunState::Here(fut) = std::mem::replace(&mut self.state, RunState::Taken) else {
-                return;
-            };
-            let (guest, flags) = (self.guest.clone(), self.flags.clone());
-            self.state = RunState::Task(tokio::spawn(async move {
-                use futures::FutureExt;
-                match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-                    Ok(ended) => ended,
-                    Err(_) => panicked(&guest, &flags),
-                }
-            }));
-        }
+        self.state = match std::mem::replace(&mut self.state, RunState::Taken) {
+            RunState::Here(fut) => {
+                let (guest, flags) = (self.guest.clone(), self.flags.clone());
+                RunState::Task(tokio::spawn(async move {
+                    use futures::FutureExt;
+                    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                        Ok(ended) => ended,
+                        Err(_) => panicked(&guest, &flags),
+                    }
+                }))
+            }
+            other => other,
+        };
     }
 
     /// How the run ended, waiting for it if it has not yet.

@@ -285,11 +285,14 @@ async fn run(config: Config, link: Option<ControlLink>) -> anyhow::Result<()> {
     println!("nacre-runtime listening on {bound}");
     tracing::info!(%bound, "serving");
 
+    // Clients' connections get a thread per core of their own (lanes);
+    // the sync and metrics listeners stay on the main runtime.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let serving = tokio::spawn(server::serve(
         listener,
         security,
         Arc::new(router),
-        options,
+        options.with_lanes(cores),
         stats,
         stop.clone().cancelled_owned(),
     ));

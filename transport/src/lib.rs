@@ -24,4 +24,4 @@ pub mod tunnel;
 pub use addr::{Address, AddressError};
 pub use allow::{AllowError, AllowList, AllowRule};
 pub use listener::Listener;
-pub use stream::{Stream, connect};
+pub use stream::{Detached, Stream, connect};

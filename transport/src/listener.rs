@@ -176,4 +176,59 @@ mod tests {
         let err = Listener::bind(&addr).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
+
+    /// A connection accepted on one runtime and served on another, as the
+    /// runtime's serving threads do: after `detach`/`attach` its reads and
+    /// writes are driven by the second runtime alone, which keeps working
+    /// after the first one is gone.
+    #[test]
+    fn a_detached_connection_is_served_by_the_runtime_that_attaches_it() {
+        let dir = std::env::temp_dir().join(format!("nacre-detach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for addr in [
+            "tcp://127.0.0.1:0".parse::<Address>().unwrap(),
+            Address::Unix(dir.join("d.sock")),
+        ] {
+            let first = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (detached, mut client) = first.block_on(async {
+                let l = Listener::bind(&addr).await.unwrap();
+                let bound = l.local_addr().unwrap();
+                let client = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let c = rt.block_on(connect(&bound)).unwrap();
+                    (rt, c)
+                });
+                let (s, _) = l.accept().await;
+                (s.detach().unwrap(), client.join().unwrap())
+            });
+            // The runtime that accepted is gone before any byte moves.
+            drop(first);
+            let second = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let served = std::thread::spawn(move || {
+                second.block_on(async {
+                    let mut s = detached.attach().unwrap();
+                    let mut buf = [0u8; 5];
+                    s.read_exact(&mut buf).await.unwrap();
+                    s.write_all(&buf).await.unwrap();
+                })
+            });
+            let (rt, c) = &mut client;
+            rt.block_on(async {
+                c.write_all(b"lanes").await.unwrap();
+                let mut buf = [0u8; 5];
+                c.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"lanes");
+            });
+            served.join().unwrap();
+        }
+    }
 }

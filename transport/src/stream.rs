@@ -21,6 +21,50 @@ pub enum Stream {
     Vsock(VsockStream),
 }
 
+/// A connection taken off the async runtime that accepted it, so that
+/// another runtime's thread can serve it ([`Detached::attach`]): its socket
+/// is registered with no reactor until then.
+#[derive(Debug)]
+pub struct Detached(Socket);
+
+#[derive(Debug)]
+enum Socket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+    Vsock(std::os::fd::OwnedFd),
+}
+
+impl Stream {
+    /// Takes the connection off this runtime's reactor. A socket stays
+    /// bound to the reactor that registered it, so a connection handed to
+    /// another runtime without this would still wake the first one's
+    /// thread for every read and write.
+    pub fn detach(self) -> io::Result<Detached> {
+        Ok(Detached(match self {
+            Stream::Tcp(s) => Socket::Tcp(s.into_std()?),
+            Stream::Unix(s) => Socket::Unix(s.into_std()?),
+            Stream::Vsock(s) => Socket::Vsock(std::os::fd::OwnedFd::from(s)),
+        }))
+    }
+}
+
+impl Detached {
+    /// Registers the connection with the reactor of the runtime this is
+    /// called on.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (as `TcpStream::from_std` does).
+    pub fn attach(self) -> io::Result<Stream> {
+        // `into_std` leaves the sockets non-blocking, as `from_std` needs.
+        Ok(match self.0 {
+            Socket::Tcp(s) => Stream::Tcp(TcpStream::from_std(s)?),
+            Socket::Unix(s) => Stream::Unix(UnixStream::from_std(s)?),
+            Socket::Vsock(fd) => Stream::Vsock(VsockStream::new(vsock::VsockStream::from(fd))?),
+        })
+    }
+}
+
 /// Connects to `addr`.
 ///
 /// TCP names are resolved by the operating system of the machine this runs

@@ -9,6 +9,7 @@
 //! is let go, so silent clients cannot fill the connection cap.
 
 mod body;
+mod lanes;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -90,6 +91,9 @@ pub struct Options {
     /// Connections served at once; further clients wait in the kernel's
     /// backlog.
     pub max_connections: usize,
+    /// Threads of their own serving the connections ([`lanes`]), or 0 to
+    /// serve them as tasks of the runtime that calls [`serve`].
+    pub lanes: usize,
 }
 
 impl Options {
@@ -98,7 +102,14 @@ impl Options {
         Options {
             client_timeout,
             max_connections: MAX_CONNECTIONS,
+            lanes: 0,
         }
+    }
+
+    /// These options with connections served on `n` threads of their own,
+    /// one per core being the usual choice ([`lanes`]).
+    pub fn with_lanes(self, n: usize) -> Options {
+        Options { lanes: n, ..self }
     }
 }
 
@@ -254,6 +265,16 @@ pub async fn serve<H: Handler>(
         stop: CancellationToken::new(),
     });
     let tasks = TaskTracker::new();
+    let lanes = match options.lanes {
+        0 => None,
+        n => match lanes::Lanes::start(n, "nacre-conn") {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start serving threads; serving on the main runtime");
+                None
+            }
+        },
+    };
     tokio::pin!(shutdown);
 
     loop {
@@ -268,11 +289,23 @@ pub async fn serve<H: Handler>(
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
         shared.stats.open.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
-        tasks.spawn(async move {
+        let Some(lanes) = &lanes else {
+            tasks.spawn(async move {
+                let _permit = permit;
+                connection(stream, &peer, &shared).await;
+                shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+            });
+            continue;
+        };
+        let detached = stream.detach();
+        lanes.run(tasks.track_future(async move {
             let _permit = permit;
-            connection(stream, &peer, &shared).await;
+            match detached.and_then(|d| d.attach()) {
+                Ok(stream) => connection(stream, &peer, &shared).await,
+                Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection to a serving thread"),
+            }
             shared.stats.open.fetch_sub(1, Ordering::Relaxed);
-        });
+        }));
     }
     drop(listener);
     tracing::info!("listener closed; draining open connections");

@@ -350,7 +350,12 @@ impl Registry {
         {
             return Err(DeployError::NotAllowed(rule.to_string()));
         }
-        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        // Hashing 16 MiB takes some 10 ms: off the serving thread, whose
+        // other connections would wait for it.
+        let hashed = bytes.clone();
+        let sha256: [u8; 32] = tokio::task::spawn_blocking(move || Sha256::digest(&hashed).into())
+            .await
+            .map_err(|e| DeployError::Invalid(format!("hashing failed: {e}")))?;
         let pre = self.compiled(sha256, bytes.clone()).await?;
 
         let _w = self.write.lock().await;

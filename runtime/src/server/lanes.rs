@@ -28,8 +28,19 @@ pub(super) struct Lanes {
 
 struct Lane {
     jobs: mpsc::UnboundedSender<Job>,
-    /// Connections on this lane now: a new one goes to the least busy.
+    /// Connections handed to this lane and not yet closed (queued ones
+    /// included).
     open: Arc<AtomicUsize>,
+    /// The lane's runtime, for its count of live tasks: HTTP/2 streams and
+    /// guests still running after their connection closed weigh too.
+    handle: tokio::runtime::Handle,
+}
+
+impl Lane {
+    /// How busy the lane is: a new connection goes to the least busy.
+    fn load(&self) -> usize {
+        self.open.load(Ordering::Relaxed) + self.handle.metrics().num_alive_tasks()
+    }
 }
 
 /// Counts a connection on its lane while it lives.
@@ -43,18 +54,27 @@ impl Drop for Open {
 
 impl Lanes {
     /// Starts `n` lanes (at least one), named `name-0`, `name-1`, ….
-    pub(super) fn start(n: usize, name: &str) -> io::Result<Lanes> {
+    pub(super) async fn start(n: usize, name: &str) -> io::Result<Lanes> {
         let mut lanes = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            // Built here, so a failure is the caller's error at startup
-            // rather than a lane that silently never runs.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            let (ready, handle) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    // Made on its own thread, so that no runtime is ever
+                    // dropped inside the caller's async context.
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(rt.handle().clone()));
                     rt.block_on(async move {
                         while let Some(job) = queue.recv().await {
                             tokio::spawn(job);
@@ -63,9 +83,13 @@ impl Lanes {
                     // Dropping `rt` here cancels what is left: the caller
                     // drained its connections before ending the queue.
                 })?;
+            let handle = handle
+                .await
+                .map_err(|_| io::Error::other("a serving thread stopped while starting"))??;
             lanes.push(Lane {
                 jobs,
                 open: Arc::new(AtomicUsize::new(0)),
+                handle,
             });
         }
         Ok(Lanes { lanes })
@@ -75,11 +99,7 @@ impl Lanes {
     /// that lane's thread, so whatever it registers (sockets, timers,
     /// tasks) belongs to that lane.
     pub(super) fn run(&self, job: impl Future<Output = ()> + Send + 'static) {
-        let Some(lane) = self
-            .lanes
-            .iter()
-            .min_by_key(|l| l.open.load(Ordering::Relaxed))
-        else {
+        let Some(lane) = self.lanes.iter().min_by_key(|l| l.load()) else {
             return;
         };
         lane.open.fetch_add(1, Ordering::Relaxed);
@@ -108,36 +128,74 @@ impl Lanes {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::sync::watch;
+
+    async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a job ran")
+            .expect("the job reported")
+    }
+
+    fn thread_name() -> String {
+        std::thread::current()
+            .name()
+            .expect("lane threads are named")
+            .to_owned()
+    }
 
     #[tokio::test]
     async fn jobs_run_on_the_lanes_threads_spread_by_load() {
-        let lanes = Lanes::start(2, "test-lane").unwrap();
+        let lanes = Lanes::start(2, "test-lane").await.unwrap();
         assert_eq!(lanes.len(), 2);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
+        let (hold_tx, hold_rx) = watch::channel(false);
+        let mut names = Vec::new();
         for _ in 0..4 {
             let tx = tx.clone();
             let mut hold = hold_rx.clone();
             lanes.run(async move {
-                let name = std::thread::current().name().map(str::to_owned);
-                tx.send(name).unwrap();
+                tx.send(thread_name()).unwrap();
                 // Stay open, so the next job sees this lane busy.
                 let _ = hold.wait_for(|v| *v).await;
             });
+            names.push(next(&mut rx).await);
         }
-        let mut names = Vec::new();
-        for _ in 0..4 {
-            let name = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("a job ran")
-                .unwrap();
-            names.push(name.expect("lane threads are named"));
-        }
-        names.sort();
         assert_eq!(
             names,
-            ["test-lane-0", "test-lane-0", "test-lane-1", "test-lane-1"]
+            ["test-lane-0", "test-lane-1", "test-lane-0", "test-lane-1"]
         );
+        hold_tx.send(true).unwrap();
+    }
+
+    /// Work a connection leaves running after it closed (a guest still
+    /// computing, HTTP/2 streams) weighs on its lane: new connections go
+    /// elsewhere.
+    #[tokio::test]
+    async fn tasks_left_running_count_against_their_lane() {
+        let lanes = Lanes::start(2, "busy-lane").await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (hold_tx, hold_rx) = watch::channel(false);
+        let (tx1, mut hold) = (tx.clone(), hold_rx.clone());
+        lanes.run(async move {
+            tokio::spawn(async move {
+                let _ = hold.wait_for(|v| *v).await;
+            });
+            tx1.send(thread_name()).unwrap();
+        });
+        assert_eq!(next(&mut rx).await, "busy-lane-0");
+        // The connection itself has ended; its task has not.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while lanes.lanes[0].open.load(Ordering::Relaxed) != 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the job ended");
+        lanes.run(async move {
+            tx.send(thread_name()).unwrap();
+        });
+        assert_eq!(next(&mut rx).await, "busy-lane-1");
         hold_tx.send(true).unwrap();
     }
 }

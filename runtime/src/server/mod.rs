@@ -267,7 +267,7 @@ pub async fn serve<H: Handler>(
     let tasks = TaskTracker::new();
     let lanes = match options.lanes {
         0 => None,
-        n => match lanes::Lanes::start(n, "nacre-conn") {
+        n => match lanes::Lanes::start(n, "nacre-conn").await {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start serving threads; serving on the main runtime");

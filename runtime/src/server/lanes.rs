@@ -1,7 +1,8 @@
 //! Serving threads ("lanes"): one single-threaded async runtime per core,
 //! each serving the connections handed to it from the handshake to the
-//! close, with every task those connections start (HTTP/2 streams, guests
-//! still running after their answer) on the same thread.
+//! close, with the tasks those connections start (guests still running
+//! after their answer, HTTP/2 streams while the lane is not much busier
+//! than the others) on the same thread.
 //!
 //! On the multi-threaded runtime a request's wake-ups crossed between
 //! worker threads, and a worker that found work woke an idle one to steal
@@ -10,34 +11,42 @@
 //! yields at every epoch tick, so the other connections of its lane are
 //! served between its slices, as they were between tasks before.
 
+use std::cell::Cell;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-/// One connection's whole life, to be run on a lane.
-pub(super) type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+thread_local! {
+    /// The lane this thread runs, if it is one.
+    static HOME: Cell<Option<usize>> = const { Cell::new(None) };
+}
 
-/// The lanes of one listener. Dropping this ends them once their queues
-/// are empty; the caller drains the connections first.
+/// The lanes of one listener. [`Lanes::stop`] or dropping this ends them:
+/// the caller drains the connections first.
 pub(super) struct Lanes {
     lanes: Vec<Lane>,
+    stop: CancellationToken,
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 struct Lane {
-    jobs: mpsc::UnboundedSender<Job>,
-    /// Connections handed to this lane and not yet closed (queued ones
-    /// included).
+    handle: Handle,
+    /// Connections handed to this lane and not yet closed.
     open: Arc<AtomicUsize>,
-    /// The lane's runtime, for its count of live tasks: HTTP/2 streams and
-    /// guests still running after their connection closed weigh too.
-    handle: tokio::runtime::Handle,
 }
 
 impl Lane {
-    /// How busy the lane is: a new connection goes to the least busy.
+    /// How busy the lane is: its connections and its live tasks (HTTP/2
+    /// streams, guests still running after their connection closed).
     fn load(&self) -> usize {
         self.open.load(Ordering::Relaxed) + self.handle.metrics().num_alive_tasks()
     }
@@ -56,9 +65,10 @@ impl Lanes {
     /// Starts `n` lanes (at least one), named `name-0`, `name-1`, ….
     pub(super) async fn start(n: usize, name: &str) -> io::Result<Lanes> {
         let mut lanes = Vec::with_capacity(n.max(1));
+        let stop = CancellationToken::new();
         for i in 0..n.max(1) {
-            let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-            let (ready, handle) = tokio::sync::oneshot::channel();
+            let (ready, handle) = oneshot::channel();
+            let stopped = stop.clone().cancelled_owned();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
@@ -74,47 +84,74 @@ impl Lanes {
                             return;
                         }
                     };
+                    HOME.with(|h| h.set(Some(i)));
                     let _ = ready.send(Ok(rt.handle().clone()));
-                    rt.block_on(async move {
-                        while let Some(job) = queue.recv().await {
-                            tokio::spawn(job);
-                        }
-                    });
-                    // Dropping `rt` here cancels what is left: the caller
-                    // drained its connections before ending the queue.
+                    // Runs the tasks spawned onto this lane until the lanes
+                    // stop; dropping `rt` then cancels what is left.
+                    rt.block_on(stopped);
                 })?;
             let handle = handle
                 .await
                 .map_err(|_| io::Error::other("a serving thread stopped while starting"))??;
             lanes.push(Lane {
-                jobs,
-                open: Arc::new(AtomicUsize::new(0)),
                 handle,
+                open: Arc::new(AtomicUsize::new(0)),
             });
         }
-        Ok(Lanes { lanes })
+        Ok(Lanes { lanes, stop })
     }
 
-    /// Runs `job` on the lane with the fewest connections. `job` starts on
-    /// that lane's thread, so whatever it registers (sockets, timers,
-    /// tasks) belongs to that lane.
+    /// Ends every lane, cancelling the tasks still on them (connections
+    /// past the drain, the streams and guests they started).
+    pub(super) fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    fn least_busy(&self) -> Option<(usize, usize)> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l.load()))
+            .min_by_key(|&(_, load)| load)
+    }
+
+    /// Runs `job`, a connection's whole life, on the lane with the least
+    /// load. `job` starts on that lane's thread, so whatever it registers
+    /// (sockets, timers, tasks) belongs to that lane.
     pub(super) fn run(&self, job: impl Future<Output = ()> + Send + 'static) {
-        let Some(lane) = self.lanes.iter().min_by_key(|l| l.load()) else {
+        let Some((i, _)) = self.least_busy() else {
             return;
         };
+        let lane = &self.lanes[i];
         lane.open.fetch_add(1, Ordering::Relaxed);
         let open = Open(lane.open.clone());
-        let job: Job = Box::pin(async move {
+        lane.handle.spawn(async move {
             let _open = open;
             job.await
         });
-        if let Err(mpsc::error::SendError(job)) = lane.jobs.send(job) {
-            // The lane's thread is gone (it can only panic out of a task's
-            // poll, which tokio catches): serve here rather than drop the
-            // client.
-            tracing::error!("a serving thread has stopped; serving on the main runtime");
-            tokio::spawn(job);
-        }
+    }
+
+    /// Runs `task`, started by a connection (an HTTP/2 stream), on the
+    /// connection's own lane, unless that lane carries more than twice
+    /// the load of the least busy one: then there. Streams of one busy
+    /// connection thus spread over the cores, at the price of wake-ups
+    /// across threads, while connections spread evenly stay on their own.
+    pub(super) fn spawn_near<F>(&self, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let home = HOME.with(Cell::get).and_then(|i| self.lanes.get(i));
+        let target = match (home, self.least_busy()) {
+            (Some(home), Some((i, least))) if home.load() > 2 * least + 2 => &self.lanes[i],
+            (Some(home), _) => home,
+            // Not on a lane (tests, or a caller on the main runtime).
+            (None, _) => {
+                tokio::spawn(task);
+                return;
+            }
+        };
+        target.handle.spawn(task);
     }
 
     /// How many lanes there are.
@@ -124,11 +161,26 @@ impl Lanes {
     }
 }
 
+/// The executor of HTTP/2 connections served on lanes: streams go where
+/// [`Lanes::spawn_near`] puts them.
+#[derive(Clone)]
+pub(super) struct StreamExecutor(pub(super) Arc<Lanes>);
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn_near(fut);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tokio::sync::watch;
+    use tokio::sync::{mpsc, watch};
 
     async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -196,6 +248,37 @@ mod tests {
             tx.send(thread_name()).unwrap();
         });
         assert_eq!(next(&mut rx).await, "busy-lane-1");
+        hold_tx.send(true).unwrap();
+    }
+
+    /// A connection's streams stay on its lane while the lanes carry
+    /// similar loads, and go to the least busy lane once its own carries
+    /// more than twice as much: one busy HTTP/2 connection uses every core.
+    #[tokio::test]
+    async fn streams_stay_home_unless_home_is_much_busier() {
+        let lanes = Arc::new(Lanes::start(2, "near-lane").await.unwrap());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (hold_tx, hold_rx) = watch::channel(false);
+        let near = lanes.clone();
+        let (tx1, hold1) = (tx.clone(), hold_rx.clone());
+        lanes.run(async move {
+            // Balanced: both lanes idle but for this connection.
+            let t = tx1.clone();
+            near.spawn_near(async move { t.send(thread_name()).unwrap() });
+            // Twenty streams held open on this lane make it far busier.
+            for _ in 0..20 {
+                let mut hold = hold1.clone();
+                tokio::spawn(async move {
+                    let _ = hold.wait_for(|v| *v).await;
+                });
+            }
+            let t = tx1.clone();
+            near.spawn_near(async move { t.send(thread_name()).unwrap() });
+            let mut hold = hold1.clone();
+            let _ = hold.wait_for(|v| *v).await;
+        });
+        assert_eq!(next(&mut rx).await, "near-lane-0");
+        assert_eq!(next(&mut rx).await, "near-lane-1");
         hold_tx.send(true).unwrap();
     }
 }

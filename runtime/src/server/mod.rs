@@ -119,7 +119,7 @@ where
     S: hyper::service::HttpService<Incoming>,
 {
     H1(Pin<Box<http1::Connection<TokioIo<I>, S>>>),
-    H2(Pin<Box<http2::Connection<TokioIo<I>, S, TokioExecutor>>>),
+    H2(Pin<Box<http2::Connection<TokioIo<I>, S, Exec>>>),
 }
 
 impl<I, S> Conn<I, S>
@@ -207,15 +207,36 @@ impl Drop for InFlight {
     }
 }
 
+/// Where an HTTP/2 connection's streams run: tasks of the runtime serving
+/// it, or near its lane ([`lanes::Lanes::spawn_near`]).
+#[derive(Clone)]
+enum Exec {
+    Tokio(TokioExecutor),
+    Lanes(lanes::StreamExecutor),
+}
+
+impl<F> hyper::rt::Executor<F> for Exec
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        match self {
+            Exec::Tokio(e) => e.execute(fut),
+            Exec::Lanes(e) => e.execute(fut),
+        }
+    }
+}
+
 /// The HTTP settings every connection gets.
 struct Protocols {
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<Exec>,
     client_timeout: Duration,
 }
 
 impl Protocols {
-    fn new(client_timeout: Duration) -> Protocols {
+    fn new(client_timeout: Duration, exec: Exec) -> Protocols {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             // hyper starts this clock when it starts waiting for a head,
@@ -223,7 +244,7 @@ impl Protocols {
             .header_read_timeout(client_timeout)
             .max_header_size(MAX_HEAD)
             .keep_alive(true);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        let mut h2 = http2::Builder::new(exec);
         h2.timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20))
@@ -257,24 +278,28 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
-    let shared = Arc::new(Shared {
-        handler,
-        security,
-        protocols: Protocols::new(options.client_timeout),
-        stats,
-        stop: CancellationToken::new(),
-    });
-    let tasks = TaskTracker::new();
     let lanes = match options.lanes {
         0 => None,
         n => match lanes::Lanes::start(n, "nacre-conn").await {
-            Ok(l) => Some(l),
+            Ok(l) => Some(Arc::new(l)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start serving threads; serving on the main runtime");
                 None
             }
         },
     };
+    let exec = match &lanes {
+        Some(l) => Exec::Lanes(lanes::StreamExecutor(l.clone())),
+        None => Exec::Tokio(TokioExecutor::new()),
+    };
+    let shared = Arc::new(Shared {
+        handler,
+        security,
+        protocols: Protocols::new(options.client_timeout, exec),
+        stats,
+        stop: CancellationToken::new(),
+    });
+    let tasks = TaskTracker::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -316,6 +341,11 @@ pub async fn serve<H: Handler>(
         .is_err()
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+    // The connections' tasks hold the lanes too (the HTTP/2 executor):
+    // stop them here rather than when the last reference goes.
+    if let Some(lanes) = &lanes {
+        lanes.stop();
     }
 }
 

@@ -212,7 +212,7 @@ impl Drop for InFlight {
 #[derive(Clone)]
 enum Exec {
     Tokio(TokioExecutor),
-    Lanes(lanes::StreamExecutor),
+    Lanes(Arc<lanes::Lanes>),
 }
 
 impl<F> hyper::rt::Executor<F> for Exec
@@ -223,7 +223,7 @@ where
     fn execute(&self, fut: F) {
         match self {
             Exec::Tokio(e) => e.execute(fut),
-            Exec::Lanes(e) => e.execute(fut),
+            Exec::Lanes(l) => l.spawn_near(fut),
         }
     }
 }
@@ -289,7 +289,7 @@ pub async fn serve<H: Handler>(
         },
     };
     let exec = match &lanes {
-        Some(l) => Exec::Lanes(lanes::StreamExecutor(l.clone())),
+        Some(l) => Exec::Lanes(l.clone()),
         None => Exec::Tokio(TokioExecutor::new()),
     };
     let shared = Arc::new(Shared {

@@ -1,6 +1,7 @@
 //! Scenarios (a), (b) and (c): the same hello, keep-alive, 64 connections,
 //! each server measured on its own; (a) and (c) also with the `echo`
-//! guest's work on a 1 KiB request body.
+//! guest's work on a 1 KiB request body; (a₀), the reference point: (a)
+//! with the thinnest component that gives `hello`'s answer.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,6 +40,10 @@ pub struct HttpResults {
     pub nacre_echo: Scenario,
     /// (c) doing `echo`'s work on the same requests.
     pub native_echo: Scenario,
+    /// (a₀): (a) with `guest-examples/testing/floor`, which answers as
+    /// `hello` does while importing only wasi:http and wasi:io. Not a
+    /// target: it shows what is left once a component costs the least.
+    pub nacre_floor: Scenario,
 }
 
 /// The request body of the echo rounds.
@@ -75,22 +80,27 @@ pub async fn run(
     tools: &Tools,
     hello: &Path,
     echo: &Path,
+    floor: &Path,
 ) -> anyhow::Result<HttpResults> {
     println!(
         "(a) Nacre through the host proxy, and (c) native hyper + rustls through the host proxy"
     );
     let hello_guest = format!("hello={}", hello.display());
     let echo_guest = format!("echo={}", echo.display());
+    let floor_guest = format!("floor={}", floor.display());
     let (rt, nacre_proxy) = nacre_behind_proxy(&[
         "--wait-for-app",
         "--guest",
         &hello_guest,
         "--guest",
         &echo_guest,
+        "--guest",
+        &floor_guest,
     ]);
     let nacre_port = nacre_proxy.inbound_tcp().port();
     let nacre_url = format!("https://127.0.0.1:{nacre_port}/hello/");
     let nacre_echo_url = format!("https://127.0.0.1:{nacre_port}/echo/");
+    let nacre_floor_url = format!("https://127.0.0.1:{nacre_port}/floor/");
 
     let pki = TestPki::generate();
     let sock = unix_socket("bench-native");
@@ -114,13 +124,14 @@ pub async fn run(
         post_bytes: Some(ECHO_BODY),
         cpu_of: Some(pid),
     };
-    let [mut a, mut c, mut ae, mut ce] = [(); 4].map(|_| Vec::new());
+    let [mut a, mut c, mut ae, mut ce, mut af] = [(); 5].map(|_| Vec::new());
     for round in 1..=plan.http_rounds.max(1) {
-        println!("  round {round}: (a), (c), then both with echo");
+        println!("  round {round}: (a), (c), both with echo, then (a) with floor");
         a.push(tools.load_shaped(&nacre_url, plan.http_secs, get(rt_pid))?);
         c.push(tools.load_shaped(&native_url, plan.http_secs, get(native_pid))?);
         ae.push(tools.load_shaped(&nacre_echo_url, plan.http_secs, post(rt_pid))?);
         ce.push(tools.load_shaped(&native_echo_url, plan.http_secs, post(native_pid))?);
+        af.push(tools.load_shaped(&nacre_floor_url, plan.http_secs, get(rt_pid))?);
     }
     let nacre_rss = vec![
         ("runtime", rss_kib(rt_pid).1),
@@ -131,7 +142,8 @@ pub async fn run(
         ("host proxy", rss_kib(native_proxy.pid()).1),
     ];
     let nacre_command = "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
-                         --guest hello=hello.wasm --guest echo=echo.wasm; \
+                         --guest hello=hello.wasm --guest echo=echo.wasm \
+                         --guest floor=floor.wasm; \
                          nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
     let native_command = "nacre-bench-native --listen unix:…; \
                           nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
@@ -145,6 +157,7 @@ pub async fn run(
     let native = scenario(c, &native_rss, native_command);
     let nacre_echo = scenario(ae, &nacre_rss, nacre_command);
     let native_echo = scenario(ce, &native_rss, native_command);
+    let nacre_floor = scenario(af, &nacre_rss, nacre_command);
     drop((rt, nacre_proxy, native_server, native_proxy));
 
     let wasmtime = {
@@ -168,6 +181,7 @@ pub async fn run(
         native,
         nacre_echo,
         native_echo,
+        nacre_floor,
     })
 }
 

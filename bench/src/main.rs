@@ -105,27 +105,32 @@ fn main() -> anyhow::Result<()> {
 
     let setup = Instant::now();
     let tools = tools::prepare()?;
-    println!("building release binaries and the hello and echo guests");
+    println!("building release binaries and the hello, echo and floor guests");
     nacre_tests::bin("nacre-runtime");
     let built = nacre_cli::guest_build::build_guests(
         &nacre_tests::root().join("guest-examples/Cargo.toml"),
-        &["hello", "echo"],
+        &["hello", "echo", "floor"],
     )?;
-    let [hello, echo] = <[_; 2]>::try_from(built)
-        .map_err(|b| anyhow::anyhow!("cargo built {} components, not hello and echo", b.len()))?;
+    let [hello, echo, floor] = <[_; 3]>::try_from(built).map_err(|b| {
+        anyhow::anyhow!(
+            "cargo built {} components, not hello, echo and floor",
+            b.len()
+        )
+    })?;
     let component =
         std::fs::read(&hello).with_context(|| format!("reading {}", hello.display()))?;
     overhead::build()?;
     println!("set-up done in {:.0?}", setup.elapsed());
 
     let measuring = Instant::now();
-    let d = overhead::run(&plan, &hello)?;
+    let d = overhead::run(&plan, &hello, "hello")?;
+    let d_floor = overhead::run(&plan, &floor, "floor")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let results = rt.block_on(async {
-        let http = http::run(&plan, &tools, &hello, &echo).await?;
+        let http = http::run(&plan, &tools, &hello, &echo, &floor).await?;
         let synced = synced::run(&plan, &tools, &hello).await?;
         let deploy = deploy::run(&plan, &component).await?;
         let memory = memory::run(&component).await?;
@@ -140,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         http,
         synced,
         overhead: d,
+        overhead_floor: d_floor,
         deploy,
         memory,
         bulk,

@@ -47,12 +47,13 @@ pub fn build() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the benchmark on `hello` for the plan's times.
-pub fn run(plan: &crate::Plan, hello: &Path) -> anyhow::Result<Overhead> {
-    println!("(d) per-request overhead in process (criterion)");
+/// Runs the benchmark on `component` (named `name` in the output) for the
+/// plan's times.
+pub fn run(plan: &crate::Plan, component: &Path, name: &str) -> anyhow::Result<Overhead> {
+    println!("(d) per-request overhead in process (criterion), {name}");
     let (warm, measure) = plan.criterion_secs;
     let status = bench_command()
-        .env("NACRE_BENCH_HELLO", hello)
+        .env("NACRE_BENCH_HELLO", component)
         .env("CRITERION_HOME", criterion_home())
         .args(["--", BENCH, "--warm-up-time", &warm.to_string()])
         .args(["--measurement-time", &measure.to_string()])

@@ -24,6 +24,8 @@ pub struct Report<'a> {
     pub synced: Scenario,
     /// (d).
     pub overhead: Overhead,
+    /// (d₀): (d) with the `floor` component, for reference.
+    pub overhead_floor: Overhead,
     /// (e).
     pub deploy: DeployResults,
     /// (f).
@@ -259,6 +261,11 @@ impl Report<'_> {
             "(h) as (a), on a worker of a two-enclave deployment (sync on)",
             &self.synced,
         );
+        row(
+            &mut s,
+            "(a₀) as (a), with the `floor` component (reference, not a target)",
+            &self.http.nacre_floor,
+        );
         let rounds = |sc: &Scenario| {
             sc.rounds
                 .iter()
@@ -283,6 +290,14 @@ impl Report<'_> {
             rounds(&h.nacre_echo),
             rounds(&h.native_echo)
         );
+        let _ = writeln!(
+            s,
+            "\n(a₀) ran last in each round, on the same runtime: `guest-examples/testing/floor` gives `hello`'s answer (same status, headers and body) \
+             while importing only `wasi:http` and `wasi:io`, the least a component can make the runtime wire into each fresh instance. \
+             It shows how far the runtime gets when the component costs the least: {:.2}× (c)'s requests/s (rounds: {}).",
+            h.nacre_floor.load.rps / h.native.load.rps,
+            rounds(&h.nacre_floor)
+        );
         let _ = writeln!(s, "\nCommands:\n");
         for (k, sc) in [
             ("a", &self.http.nacre),
@@ -301,6 +316,12 @@ impl Report<'_> {
              from `invoke` to the last body byte, no network.\n\n\
              median **{:.1} µs** (95% interval {:.1}–{:.1} µs)",
             o.median_us, o.interval_us.0, o.interval_us.1
+        );
+        let f = &self.overhead_floor;
+        let _ = writeln!(
+            s,
+            "\n(d₀), the same with the `floor` component (see (a₀)), for reference: median {:.1} µs (95% interval {:.1}–{:.1} µs)",
+            f.median_us, f.interval_us.0, f.interval_us.1
         );
 
         let d = &self.deploy;

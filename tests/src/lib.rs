@@ -63,6 +63,7 @@ const GUESTS: &[&str] = &[
     "hello",
     "echo",
     "raw-hello",
+    "floor",
     "faulty",
     "not-http",
     "attest-guest",

@@ -157,6 +157,36 @@ async fn wasmtime_serve_component_runs_unchanged() {
     );
 }
 
+/// The benchmark's (a₀) claims `floor` answers exactly what `hello` does,
+/// so the two serve the same work; the headers the guest set and the body
+/// must match.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_floor_component_answers_as_hello_does() {
+    let rt = Runtime::start(&[]);
+    rt.deploy_ok("hello", &guest("hello"), "").await;
+    rt.deploy_ok("floor", &guest("floor"), "").await;
+    let answer = |path: &'static str| {
+        let client = rt.client();
+        let url = format!("{}{path}", rt.url());
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            let status = r.status();
+            let mut headers: Vec<(String, String)> = r
+                .headers()
+                .iter()
+                .filter(|(name, _)| *name != "date")
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            headers.sort();
+            (status, headers, r.bytes().await.unwrap())
+        }
+    };
+    let hello = answer("/hello/").await;
+    let floor = answer("/floor/").await;
+    assert_eq!(hello.0, 200);
+    assert_eq!(floor, hello);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn boot_guests_with_wait_for_app() {
     let hello = guest("hello");

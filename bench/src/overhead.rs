@@ -17,8 +17,10 @@ pub struct Overhead {
     pub interval_us: (f64, f64),
 }
 
-fn criterion_home() -> PathBuf {
-    nacre_tests::root().join("target/criterion")
+/// One criterion home per component, so criterion compares a run with the
+/// same component's previous run, never `floor` with `hello`.
+fn criterion_home(name: &str) -> PathBuf {
+    nacre_tests::root().join("target/criterion").join(name)
 }
 
 fn bench_command() -> std::process::Command {
@@ -54,7 +56,7 @@ pub fn run(plan: &crate::Plan, component: &Path, name: &str) -> anyhow::Result<O
     let (warm, measure) = plan.criterion_secs;
     let status = bench_command()
         .env("NACRE_BENCH_HELLO", component)
-        .env("CRITERION_HOME", criterion_home())
+        .env("CRITERION_HOME", criterion_home(name))
         .args(["--", BENCH, "--warm-up-time", &warm.to_string()])
         .args(["--measurement-time", &measure.to_string()])
         .status()
@@ -62,7 +64,7 @@ pub fn run(plan: &crate::Plan, component: &Path, name: &str) -> anyhow::Result<O
     if !status.success() {
         bail!("cargo bench -p nacre-runtime --bench invoke failed; its output is above");
     }
-    let path = criterion_home().join(BENCH).join("new/estimates.json");
+    let path = criterion_home(name).join(BENCH).join("new/estimates.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("criterion wrote no {}", path.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text)?;

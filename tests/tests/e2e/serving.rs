@@ -165,24 +165,25 @@ async fn the_floor_component_answers_as_hello_does() {
     let rt = Runtime::start(&[]);
     rt.deploy_ok("hello", &guest("hello"), "").await;
     rt.deploy_ok("floor", &guest("floor"), "").await;
-    let answer = |path: &'static str| {
-        let client = rt.client();
-        let url = format!("{}{path}", rt.url());
-        async move {
-            let r = client.get(url).send().await.unwrap();
-            let status = r.status();
-            let mut headers: Vec<(String, String)> = r
-                .headers()
-                .iter()
-                .filter(|(name, _)| *name != "date")
-                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
-                .collect();
-            headers.sort();
-            (status, headers, r.bytes().await.unwrap())
-        }
-    };
-    let hello = answer("/hello/").await;
-    let floor = answer("/floor/").await;
+    let mut answers = Vec::new();
+    for path in ["/hello/", "/floor/"] {
+        let r = rt
+            .client()
+            .get(format!("{}{path}", rt.url()))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let mut headers: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name != "date")
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        headers.sort();
+        answers.push((status, headers, r.bytes().await.unwrap()));
+    }
+    let (hello, floor) = (&answers[0], &answers[1]);
     assert_eq!(hello.0, 200);
     assert_eq!(floor, hello);
 }

@@ -352,14 +352,18 @@ impl Runtime {
         serde_json::from_str(&body).expect("the admin API answers GuestInfo")
     }
 
-    /// GET a path; returns status and body text.
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .client()
+    /// GET a path; the whole response, for tests that look at headers.
+    pub async fn get_response(&self, path: &str) -> reqwest::Response {
+        self.client()
             .get(format!("{}{path}", self.url()))
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// GET a path; returns status and body text.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.get_response(path).await;
         (r.status().as_u16(), r.text().await.unwrap())
     }
 

@@ -167,12 +167,7 @@ async fn the_floor_component_answers_as_hello_does() {
     rt.deploy_ok("floor", &guest("floor"), "").await;
     let mut answers = Vec::new();
     for path in ["/hello/", "/floor/"] {
-        let r = rt
-            .client()
-            .get(format!("{}{path}", rt.url()))
-            .send()
-            .await
-            .unwrap();
+        let r = rt.get_response(path).await;
         let status = r.status();
         let mut headers: Vec<(String, String)> = r
             .headers()

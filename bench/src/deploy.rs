@@ -22,27 +22,11 @@ pub struct DeployResults {
 /// `component` with a custom section appended: the same code, new bytes
 /// (and a new SHA-256), so the runtime cannot reuse a compiled copy.
 pub fn variant(component: &[u8], tag: &str) -> Bytes {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"nacre-bench";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0); // custom section id
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    Bytes::from(out)
+    Bytes::from(nacre_tests::with_custom_section(
+        component,
+        "nacre-bench",
+        tag.as_bytes(),
+    ))
 }
 
 /// Deploys `bytes` as `name` and waits for `GET /name/` to answer 200.

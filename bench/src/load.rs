@@ -157,18 +157,7 @@ fn parse_summary(line: &str) -> anyhow::Result<Load> {
 
 /// CPU seconds (user and system) process `pid` (or `self`) has used.
 pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after the command name, which is in parentheses.
-    let rest = stat
-        .rfind(')')
-        .and_then(|i| stat.get(i + 2..))
-        .context("/proc stat format")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(f.get(i).context("/proc stat format")?.parse::<f64>()?)
-    };
-    // utime and stime, in clock ticks (100 per second on Linux).
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+    process::cpu_seconds(pid).with_context(|| format!("/proc/{pid}/stat: not readable"))
 }
 
 /// A process's resident and peak resident memory, KiB, from /proc.

@@ -54,9 +54,9 @@ pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Sce
             ("its host proxy", rss_kib(worker.proxy.pid()).1),
         ],
         command: "nacre-runtime --listen unix:… --attestation dev --fqdn-leader localhost:P \
-                  --sync-listen unix:… --sync-advertise localhost:Q --egress unix:… twice \
-                  (leader and worker), each behind its own nacre-host-proxy; hello deployed \
-                  on the leader; wrk on the worker's proxy"
+                  --sync-listen unix:… --control unix:… --egress unix:… twice (leader and \
+                  worker), each behind its own nacre-host-proxy (--sync-advertise \
+                  localhost:Q); hello deployed on the leader; wrk on the worker's proxy"
             .into(),
     })
 }

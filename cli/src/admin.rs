@@ -1,4 +1,5 @@
-//! `nacre deploy` and `nacre guests`: the runtime's admin API.
+//! `nacre deploy` and `nacre guests`: the runtime's admin API. Both
+//! attest the runtime before the token leaves (see [`crate::pinned`]).
 
 use std::path::PathBuf;
 
@@ -7,7 +8,8 @@ use clap::Args;
 
 use nacre_api::{GuestInfo, paths};
 
-use nacre_cli::client::{TrustArgs, connect_error, fail};
+use crate::pinned::{Admin, AdminTrust};
+use nacre_cli::client::fail;
 
 /// Upload a component as guest NAME (creates or atomically replaces it).
 #[derive(Debug, Args)]
@@ -24,11 +26,12 @@ pub struct DeployCmd {
     /// Outbound destination the guest may reach, HOST:PORT (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub allow: Vec<String>,
-    /// Admin token.
+    /// Admin token. Sent only after the runtime is attested (unless
+    /// --insecure), and only to the attested certificate.
     #[arg(long, env = "NACRE_TOKEN", hide_env_values = true)]
     pub token: String,
     #[command(flatten)]
-    pub trust: TrustArgs,
+    pub trust: AdminTrust,
 }
 
 /// List the deployed guests.
@@ -36,21 +39,20 @@ pub struct DeployCmd {
 pub struct GuestsCmd {
     /// Base URL of the runtime, e.g. https://localhost:8443.
     pub url: String,
-    /// Admin token.
+    /// Admin token. Sent only after the runtime is attested (unless
+    /// --insecure), and only to the attested certificate.
     #[arg(long, env = "NACRE_TOKEN", hide_env_values = true)]
     pub token: String,
     #[command(flatten)]
-    pub trust: TrustArgs,
+    pub trust: AdminTrust,
 }
 
 impl DeployCmd {
     /// Runs the command, printing the runtime's answer as JSON.
     pub async fn execute(self) -> anyhow::Result<()> {
-        let client = self.trust.client()?;
+        let admin = self.trust.connect(&self.url, &self.token).await?;
         let info = deploy(
-            &client,
-            &self.url,
-            &self.token,
+            &admin,
             &self.name,
             &self.file,
             self.route.as_deref(),
@@ -64,9 +66,7 @@ impl DeployCmd {
 
 /// `PUT URL/enclave/guests/NAME`; returns the runtime's JSON answer.
 pub async fn deploy(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
+    admin: &Admin,
     name: &str,
     file: &std::path::Path,
     route: Option<&str>,
@@ -77,16 +77,12 @@ pub async fn deploy(
     if let Some(r) = route {
         query.push(("route", r));
     }
-    let endpoint = format!("{}{}/{name}", url.trim_end_matches('/'), paths::GUESTS);
-    let resp = client
-        .put(&endpoint)
+    let request = admin
+        .request(reqwest::Method::PUT, &format!("{}/{name}", paths::GUESTS))
         .query(&query)
-        .bearer_auth(token)
         .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .map_err(|e| connect_error(url, e))?;
+        .body(bytes);
+    let resp = admin.send(request).await?;
     if !resp.status().is_success() {
         return Err(fail(resp)
             .await
@@ -98,17 +94,10 @@ pub async fn deploy(
 impl GuestsCmd {
     /// Runs the command, printing the guest list as JSON.
     pub async fn execute(self) -> anyhow::Result<()> {
-        let client = self.trust.client()?;
-        let resp = client
-            .get(format!(
-                "{}{}",
-                self.url.trim_end_matches('/'),
-                paths::GUESTS
-            ))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| connect_error(&self.url, e))?;
+        let admin = self.trust.connect(&self.url, &self.token).await?;
+        let resp = admin
+            .send(admin.request(reqwest::Method::GET, paths::GUESTS))
+            .await?;
         if !resp.status().is_success() {
             return Err(fail(resp).await.context("listing guests"));
         }

@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use clap::Args;
 use nacre_api::{Manifest, NONCE_LEN, paths};
-use nacre_attestation::{RuntimeBinding, Verified, Verifier};
+use nacre_attestation::{RuntimeBinding, Verified, Verifier, VerifyError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -27,8 +27,9 @@ pub struct AttestCmd {
     /// Base URL of the runtime, e.g. https://localhost:8443.
     pub url: String,
     /// Trust this attestation root (PEM) instead of the AWS Nitro root,
-    /// e.g. a dev runtime's DIR/root.pem.
-    #[arg(long, value_name = "PEM")]
+    /// e.g. a dev runtime's DIR/root.pem. Also spelled --attestation-root,
+    /// the name deploy and guests use.
+    #[arg(long, visible_alias = "attestation-root", value_name = "PEM")]
     pub root: Option<PathBuf>,
     /// Require PCR N to hold HEX (repeatable).
     #[arg(long, value_name = "N=HEX", value_parser = parse_pcr)]
@@ -41,10 +42,7 @@ pub struct AttestCmd {
 impl AttestCmd {
     /// Runs the command.
     pub async fn execute(self) -> anyhow::Result<()> {
-        let mut verifier = verifier_for(self.root.as_deref())?;
-        for (i, v) in &self.pcr {
-            verifier = verifier.pcr(*i, v.clone());
-        }
+        let verifier = verifier_for(self.root.as_deref())?;
         // The certificate is judged below, against the attested hash; the
         // client still makes the server prove it holds that certificate's
         // key.
@@ -55,7 +53,9 @@ impl AttestCmd {
         // once more before calling it a mismatch.
         let mut last_err = None;
         for _ in 0..2 {
-            let (verified, binding) = attest_once(&client, base, &verifier).await?;
+            let Attested {
+                verified, binding, ..
+            } = attest_once(&client, base, &verifier, &self.pcr).await?;
             let (manifest, cert) = get(&client, base, paths::MANIFEST).await?;
             check_cert(&binding, &cert)?;
             if <[u8; 32]>::from(Sha256::digest(&manifest)) != binding.manifest_sha256 {
@@ -78,28 +78,81 @@ impl AttestCmd {
     }
 }
 
-async fn attest_once(
+/// What one attestation established.
+pub(crate) struct Attested {
+    /// The verified document.
+    pub verified: Verified,
+    /// Its user data.
+    pub binding: RuntimeBinding,
+    /// DER of the certificate the connection presented: the one `binding`
+    /// names.
+    pub cert: Vec<u8>,
+}
+
+/// Fetches a document for a fresh nonce on `client`'s connection to
+/// `base`, verifies it (root, nonce, then each of `pcrs`), and checks that
+/// it binds the certificate that connection presented. Each failure names
+/// what failed and the fix.
+pub(crate) async fn attest_once(
     client: &reqwest::Client,
     base: &str,
     verifier: &Verifier,
-) -> anyhow::Result<(Verified, RuntimeBinding)> {
+    pcrs: &[(u32, Vec<u8>)],
+) -> anyhow::Result<Attested> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::thread_rng().fill_bytes(&mut nonce);
     let path = format!("{}?nonce={}", paths::ATTESTATION, hex::encode(nonce));
     let (body, cert) = get(client, base, &path).await?;
     let doc = base64::engine::general_purpose::STANDARD
         .decode(body.trim_ascii())
-        .context("/enclave/attestation did not answer Base64")?;
+        .context("/enclave/attestation did not answer Base64: the server is not a Nacre runtime")?;
     let verified = verifier
         .clone()
         .nonce(nonce.to_vec())
         .verify(&doc)
-        .map_err(|e| anyhow!("verification failed: {e}"))?;
+        .map_err(explain)?;
+    check_pcrs(&verified, pcrs)?;
     let user_data = verified.document.user_data.as_deref().unwrap_or_default();
-    let binding =
-        RuntimeBinding::from_bytes(user_data).map_err(|e| anyhow!("verification failed: {e}"))?;
+    let binding = RuntimeBinding::from_bytes(user_data).map_err(explain)?;
     check_cert(&binding, &cert)?;
-    Ok((verified, binding))
+    Ok(Attested {
+        verified,
+        binding,
+        cert,
+    })
+}
+
+/// A verification failure with what it means and what to do.
+fn explain(e: VerifyError) -> anyhow::Error {
+    let hint = match &e {
+        VerifyError::NonceMismatch => {
+            "the document was made for another request (a replay), so it proves nothing about this server: whoever answered is not the enclave"
+        }
+        VerifyError::ChainUntrusted { .. } => {
+            "the document is not signed by the AWS Nitro root; for a dev runtime pass its root with --attestation-root DIR/root.pem"
+        }
+        VerifyError::BindingMismatch { .. } | VerifyError::Malformed { .. } => {
+            "the server did not answer with a Nacre runtime's document"
+        }
+        _ => "the server did not prove it is an enclave",
+    };
+    anyhow!("verification failed: {e}: {hint}")
+}
+
+/// Each pinned PCR holds the pinned value; a mismatch names the PCR and
+/// the value the enclave has.
+fn check_pcrs(verified: &Verified, pcrs: &[(u32, Vec<u8>)]) -> anyhow::Result<()> {
+    for (index, expected) in pcrs {
+        let actual = verified.document.pcrs.get(index);
+        if actual != Some(expected) {
+            bail!(
+                "verification failed: PCR{index} mismatch: the enclave runs another image (its PCR{index} is {}, the pin says {}): if you built a new image, pin its measurements (nitro-cli describe-eif prints them); if not, this is not your enclave image",
+                actual.map_or_else(|| "absent".to_string(), hex::encode),
+                hex::encode(expected)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// GET `path`; returns the body and the DER of the certificate the server
@@ -122,10 +175,11 @@ async fn get(
     Ok((resp.bytes().await?.to_vec(), cert))
 }
 
+/// The certificate this connection presented is the one `binding` names.
 fn check_cert(binding: &RuntimeBinding, cert_der: &[u8]) -> anyhow::Result<()> {
     if <[u8; 32]>::from(Sha256::digest(cert_der)) != binding.tls_cert_sha256 {
         bail!(
-            "binding mismatch: the TLS certificate of this connection (SHA-256 {}) is not the one the enclave attested ({}): something between you and the enclave terminates TLS",
+            "binding mismatch: the TLS certificate of this connection (SHA-256 {}) is not the one the enclave attested ({}): something between you and the enclave terminates TLS; connect through something that passes TCP on untouched (as the host proxy does), not through a TLS-terminating proxy or load balancer",
             hex::encode(Sha256::digest(cert_der)),
             hex::encode(binding.tls_cert_sha256)
         );

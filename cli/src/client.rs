@@ -1,13 +1,16 @@
 //! The HTTPS client every command uses, and how it decides whom to trust.
 //!
-//! Two ways to judge a server's certificate, both with rustls and the ring
+//! Three ways to judge a server's certificate, all with rustls and the ring
 //! provider named here:
 //!
-//! - chained to the Mozilla roots or to a pinned `--root` (deploy, guests);
+//! - chained to the Mozilla roots or to a pinned `--root` (the connection
+//!   on which deploy and guests attest the server);
 //! - any certificate at all, for `nacre attest` (the attestation document
-//!   then says which certificate the enclave holds) and `--insecure`.
+//!   then says which certificate the enclave holds) and `--insecure`;
+//! - exactly the certificate an attestation document bound, for the
+//!   requests that carry the admin token.
 //!
-//! Either way the TLS handshake must be signed with the key of the
+//! Every way, the TLS handshake must be signed with the key of the
 //! certificate presented. Skipping that check (as a client that "accepts
 //! any certificate" usually does) would let a relay replay the enclave's
 //! real certificate with a key of its own, and an attested certificate
@@ -25,12 +28,14 @@ use nacre_transport::presented::PresentedKey;
 #[derive(Debug, Clone, Args)]
 pub struct TrustArgs {
     /// Trust this PEM certificate (a CA, or the server's own self-signed
-    /// certificate) in addition to the public roots.
+    /// certificate) for TLS, in addition to the public roots. This is not
+    /// the attestation root (that is --attestation-root).
     #[arg(long, value_name = "PEM", conflicts_with = "insecure")]
     pub root: Option<PathBuf>,
 
-    /// Accept any server certificate. Only for a local dev runtime: it
-    /// defeats TLS.
+    /// Accept any server certificate and skip attestation: the admin token
+    /// goes to whatever answers at URL. Only for a local dev runtime you
+    /// started yourself: it defeats TLS.
     #[arg(long)]
     pub insecure: bool,
 }
@@ -40,9 +45,9 @@ impl TrustArgs {
     /// certificate with `--insecure`.
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
         if self.insecure {
-            client(None)
+            client(Judge::Presented)
         } else {
-            client(Some(self.root.as_deref()))
+            client(Judge::Roots(self.root.as_deref()))
         }
     }
 }
@@ -50,25 +55,41 @@ impl TrustArgs {
 /// A client that takes any certificate, for callers that judge it by what
 /// an attestation document binds; the handshake signature is still checked.
 pub fn attesting_client() -> anyhow::Result<reqwest::Client> {
-    client(None)
+    client(Judge::Presented)
 }
 
-/// `roots`: `Some(extra)` chains to the Mozilla roots plus `extra`; `None`
-/// takes any certificate whose key signed the handshake.
-fn client(roots: Option<Option<&Path>>) -> anyhow::Result<reqwest::Client> {
+/// A client that takes only the certificate `der` (one an attestation
+/// document bound), from a server that signs the handshake with its key:
+/// what the admin token travels on.
+pub fn pinned_client(der: Vec<u8>) -> anyhow::Result<reqwest::Client> {
+    client(Judge::Attested(der))
+}
+
+/// How a client judges the server's certificate.
+enum Judge<'a> {
+    /// Chained to the Mozilla roots plus the certificates in this file.
+    Roots(Option<&'a Path>),
+    /// Any certificate whose key signed the handshake.
+    Presented,
+    /// Only this certificate (DER), whose key signed the handshake.
+    Attested(Vec<u8>),
+}
+
+fn client(judge: Judge<'_>) -> anyhow::Result<reqwest::Client> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("cannot configure TLS")?;
-    let mut config = match roots {
-        Some(extra) => builder
-            .with_root_certificates(root_store(extra)?)
-            .with_no_client_auth(),
-        None => builder
+    let builder = match judge {
+        Judge::Roots(extra) => builder.with_root_certificates(root_store(extra)?),
+        Judge::Presented => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PresentedKey::new(&provider)))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(PresentedKey::new(&provider))),
+        Judge::Attested(der) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PresentedKey::only(&provider, der))),
     };
+    let mut config = builder.with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(config)
@@ -118,7 +139,11 @@ pub async fn fail(resp: reqwest::Response) -> anyhow::Error {
 /// certificate was the problem.
 pub fn connect_error(url: &str, e: reqwest::Error) -> anyhow::Error {
     let chain = format!("{e:?}");
-    if chain.contains("BadSignature") {
+    if chain.contains("NotThePinnedCertificate") {
+        anyhow::anyhow!(
+            "{url}: the server's TLS certificate is not the one the enclave attested a moment ago: something between you and the enclave terminates TLS (or the enclave renewed its certificate just then: try again); the admin token was not sent"
+        )
+    } else if chain.contains("BadSignature") {
         anyhow::anyhow!(
             "{url}: the TLS handshake was not signed by the key of the certificate the server presented ({e}): something between you and the server shows a certificate whose key it does not hold"
         )

@@ -9,10 +9,11 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::Args;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::deploy;
+use crate::pinned::AdminTrust;
 use nacre_cli::client::{TrustArgs, peer_certificate};
 use nacre_cli::guest_build::{build_guests, sibling_binaries, source_root};
 use nacre_cli::process::{Stderr, Supervised};
@@ -199,15 +200,29 @@ impl DevCmd {
         .client()?;
         let cert_path = dir.join("tls-cert.pem");
         save_server_cert(&insecure, &url, &cert_path).await?;
-        let client = TrustArgs {
-            root: Some(cert_path.clone()),
-            insecure: false,
-        }
-        .client()?;
+        // The token goes to the runtime started above, attested like any
+        // other: by the dev root it made and the image it runs (in dev
+        // attestation PCR0 is the SHA-384 of the runtime executable).
+        let dev_root = dir.join("root/root.pem");
+        let pcr0 = Sha384::digest(
+            std::fs::read(&bins[0])
+                .with_context(|| format!("cannot read {}", bins[0].display()))?,
+        )
+        .to_vec();
+        let trust = AdminTrust {
+            tls: TrustArgs {
+                root: Some(cert_path.clone()),
+                insecure: false,
+            },
+            attestation_root: Some(dev_root.clone()),
+            pcr: vec![(0, pcr0.clone())],
+            pcrs: None,
+        };
+        let admin = trust.connect(&url, &token).await?;
         let mut shas = Vec::new();
         for ((name, _), path) in EXAMPLES.iter().zip(&wasm) {
             let guest_allow: &[String] = if *name == "fetch" { &allow } else { &[] };
-            let info = deploy(&client, &url, &token, name, path, None, guest_allow).await?;
+            let info = deploy(&admin, name, path, None, guest_allow).await?;
             eprintln!("deployed {name}: sha256 {}", info.sha256);
             shas.push(info.sha256);
         }
@@ -225,6 +240,11 @@ impl DevCmd {
         let mut nonce = [0u8; 20];
         rand::thread_rng().fill_bytes(&mut nonce);
         let nonce = hex::encode(nonce);
+        let pins = format!(
+            "--root {c} --attestation-root {} --pcr 0={}",
+            dev_root.display(),
+            hex::encode(&pcr0)
+        );
         let banner = [
             String::new(),
             "Nacre dev is up: host proxy on 127.0.0.1, runtime behind it on a unix socket.".into(),
@@ -263,8 +283,8 @@ impl DevCmd {
                 "  {nacre} verify {d}/attestation.b64 --root {d}/root/root.pem --nonce {nonce}"
             ),
             format!("  {nacre} attest {url} --root {d}/root/root.pem --guest hello={hello_sha}"),
-            format!("  {nacre} guests {url} --token {token} --root {c}"),
-            format!("  {nacre} deploy {url} hi {hello} --route /hi --token {token} --root {c}"),
+            format!("  {nacre} guests {url} --token {token} {pins}"),
+            format!("  {nacre} deploy {url} hi {hello} --route /hi --token {token} {pins}"),
             String::new(),
             "Press Ctrl-C to stop.".into(),
         ];

@@ -4,6 +4,7 @@ mod admin;
 mod attest;
 mod build;
 mod dev;
+mod pinned;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -47,5 +48,67 @@ async fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn deploy(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut args = vec![
+            "nacre",
+            "deploy",
+            "https://x",
+            "n",
+            "f.wasm",
+            "--token",
+            "t",
+        ];
+        args.extend(extra);
+        Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn pins_and_roots_parse_and_conflict_with_insecure() {
+        let cli = deploy(&[
+            "--pcr",
+            "0=aa",
+            "--pcr",
+            "8=bb",
+            "--pcrs",
+            "p.json",
+            "--root",
+            "ca.pem",
+            "--attestation-root",
+            "root.pem",
+        ])
+        .unwrap();
+        let Command::Deploy(d) = cli.command else {
+            panic!("not deploy");
+        };
+        assert_eq!(d.trust.pcr, vec![(0, vec![0xaa]), (8, vec![0xbb])]);
+        assert_eq!(
+            d.trust.attestation_root.as_deref(),
+            Some("root.pem".as_ref())
+        );
+        assert_eq!(d.trust.tls.root.as_deref(), Some("ca.pem".as_ref()));
+        for pin in [
+            &["--pcr", "0=aa"][..],
+            &["--pcrs", "p.json"],
+            &["--attestation-root", "r.pem"],
+        ] {
+            let mut extra = vec!["--insecure"];
+            extra.extend(pin);
+            assert!(deploy(&extra).is_err(), "{extra:?}");
+        }
+        assert!(deploy(&["--pcr", "0=zz"]).is_err());
+        assert!(deploy(&["--insecure"]).is_ok());
     }
 }

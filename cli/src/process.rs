@@ -222,6 +222,18 @@ pub fn rss(pid: u32) -> Option<u64> {
     Some(statm.split_whitespace().nth(1)?.parse::<u64>().ok()? * 4096)
 }
 
+/// CPU seconds (user and system) process `pid` (or `"self"`) has used,
+/// from /proc (Linux).
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i)?.parse::<f64>().ok();
+    // utime and stime, in clock ticks (100 per second on Linux).
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// Peak resident set size of process `pid` in bytes (VmHWM), from /proc.
 pub fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

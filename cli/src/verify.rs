@@ -15,8 +15,8 @@ pub struct VerifyCmd {
     /// The document: raw COSE_Sign1 bytes or their Base64.
     pub file: PathBuf,
     /// Trust this root (PEM) instead of the AWS Nitro root, e.g. a dev
-    /// runtime's DIR/root.pem.
-    #[arg(long, value_name = "PEM")]
+    /// runtime's DIR/root.pem. Also spelled --attestation-root.
+    #[arg(long, visible_alias = "attestation-root", value_name = "PEM")]
     pub root: Option<PathBuf>,
     /// Check certificate validity at this time: RFC 3339 or Unix seconds
     /// (default: now).
@@ -56,14 +56,15 @@ impl VerifyCmd {
     }
 }
 
-/// A verifier trusting `--root PEM` when given, else the AWS Nitro root.
+/// A verifier trusting the attestation root `root` (PEM) when given, else
+/// the AWS Nitro root.
 pub fn verifier_for(root: Option<&std::path::Path>) -> anyhow::Result<Verifier> {
     let Some(path) = root else {
         return Ok(Verifier::aws());
     };
-    let pem =
-        std::fs::read(path).with_context(|| format!("--root {}: cannot read", path.display()))?;
-    Verifier::with_root_pem(&pem).with_context(|| format!("--root {}", path.display()))
+    let pem = std::fs::read(path)
+        .with_context(|| format!("attestation root {}: cannot read", path.display()))?;
+    Verifier::with_root_pem(&pem).with_context(|| format!("attestation root {}", path.display()))
 }
 
 /// Base64 text (as `/enclave/attestation` serves it) or raw bytes.

@@ -1,11 +1,14 @@
 //! The control channel between `nacre-runtime --control` and
-//! `nacre-host-proxy --control-listen` (SPEC §8.1), in one place for both
-//! sides: the protobuf messages (generated from
+//! `nacre-host-proxy --control-listen`, in one place for both sides: the
+//! protobuf messages (generated from
 //! `proto/nacre/control/v1/control.proto`), their framing (a 4-byte
 //! big-endian length, then the bytes) and the version handshake.
 //!
 //! [`exposition`] is the other way an operator sees inside: the classic
 //! Prometheus text format both binaries serve next to OpenMetrics.
+//! [`bounded`] holds records to sizes that always fit a frame, so what a
+//! guest or a peer put in a record can neither end the link nor fill the
+//! memory of either side.
 //!
 //! The runtime only sends what its operator may read: log records and
 //! guests' output lines. The host is not trusted: everything read from the
@@ -16,7 +19,10 @@
 
 use std::time::Duration;
 
+pub mod bounded;
 pub mod exposition;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -71,7 +77,9 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// `frame` as it goes on the link: its length, then its bytes.
+/// `frame` as it goes on the link: its length, then its bytes. An error
+/// (a frame over [`MAX_FRAME`]) is about that frame only: the sender
+/// drops and counts it, and the link goes on.
 pub fn encode_frame(frame: &Frame) -> std::io::Result<Vec<u8>> {
     let len = frame.encoded_len();
     if len > MAX_FRAME {
@@ -100,6 +108,15 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The length a frame's head announces, if within [`MAX_FRAME`].
+fn frame_len(head: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(head) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
 /// Reads one frame.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
     let mut head = [0u8; 4];
@@ -111,10 +128,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
             n => got += n,
         }
     }
-    let len = u32::from_be_bytes(head) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
+    let len = frame_len(head)?;
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
@@ -124,23 +138,26 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
 }
 
 /// This side's Hello.
-pub fn hello(software: &str) -> Frame {
-    Frame {
-        body: Some(Body::Hello(Hello {
-            min_version: VERSIONS.0,
-            max_version: VERSIONS.1,
-            software: software.to_string(),
-        })),
+pub fn hello(software: &str) -> Hello {
+    Hello {
+        min_version: VERSIONS.0,
+        max_version: VERSIONS.1,
+        software: software.to_string(),
+        sync_advertise: String::new(),
     }
 }
 
-/// Sends this side's Hello and reads the other's (within
-/// [`HELLO_TIMEOUT`]); the version both speak, and the other's software.
+/// Sends this side's Hello (`ours`, from [`hello`]) and reads the other's
+/// (within [`HELLO_TIMEOUT`]); the version both speak, and the other's
+/// Hello.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut S,
-    software: &str,
-) -> Result<(u32, String), FrameError> {
-    write_frame(link, &hello(software)).await?;
+    ours: Hello,
+) -> Result<(u32, Hello), FrameError> {
+    let frame = Frame {
+        body: Some(Body::Hello(ours)),
+    };
+    write_frame(link, &frame).await?;
     let frame = tokio::time::timeout(HELLO_TIMEOUT, read_frame(link))
         .await
         .map_err(|_| FrameError::Handshake(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
@@ -150,7 +167,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         ));
     };
     let version = negotiate(&theirs)?;
-    Ok((version, theirs.software))
+    Ok((version, theirs))
 }
 
 /// The highest version both sides speak.
@@ -225,6 +242,7 @@ mod tests {
             min_version: min,
             max_version: max,
             software: String::new(),
+            sync_advertise: String::new(),
         };
         assert_eq!(negotiate(&h(1, 1)).unwrap(), 1);
         // A newer side that still speaks 1.
@@ -239,14 +257,19 @@ mod tests {
     #[tokio::test]
     async fn the_handshake_wants_a_hello_first() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        let other = tokio::spawn(async move { handshake(&mut b, "host").await });
-        let (v, software) = handshake(&mut a, "runtime").await.unwrap();
-        assert_eq!((v, software.as_str()), (1, "host"));
-        assert_eq!(other.await.unwrap().unwrap().1, "runtime");
+        let other = tokio::spawn(async move {
+            let mut ours = hello("host");
+            ours.sync_advertise = "10.0.0.7:444".into();
+            handshake(&mut b, ours).await
+        });
+        let (v, theirs) = handshake(&mut a, hello("runtime")).await.unwrap();
+        assert_eq!((v, theirs.software.as_str()), (1, "host"));
+        assert_eq!(theirs.sync_advertise, "10.0.0.7:444");
+        assert_eq!(other.await.unwrap().unwrap().1.software, "runtime");
 
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         write_frame(&mut b, &log("not a hello")).await.unwrap();
-        let e = handshake(&mut a, "runtime").await.unwrap_err();
+        let e = handshake(&mut a, hello("runtime")).await.unwrap_err();
         assert!(e.to_string().contains("not a Hello"), "{e}");
     }
 }

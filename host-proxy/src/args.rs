@@ -1,4 +1,4 @@
-//! Command-line flags (SPEC §8).
+//! Command-line flags.
 
 use std::str::FromStr;
 
@@ -25,11 +25,22 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     pub egress_allow: Vec<AllowRule>,
 
-    /// Also dial names that resolve to loopback, private (RFC 1918, RFC
-    /// 6598, fc00::/7) or unspecified addresses. Refused by default, as in
-    /// Stripe's smokescreen: an allowed name whose DNS points into the
-    /// parent's network would otherwise reach it. Link-local addresses
-    /// (the instance metadata service) stay refused; an IP literal in
+    /// Allow CONNECT to HOST:PORT and let its name resolve to non-public
+    /// addresses too: loopback, private (RFC 1918, RFC 6598, fc00::/7) and
+    /// the other special ranges (repeatable; `*.DOMAIN:PORT` wildcards).
+    /// For destinations on the parent's own network: the other enclaves
+    /// of a deployment (their --sync-advertise) and the leader name.
+    /// Other allowed names may still resolve to public addresses only.
+    /// Link-local addresses (the instance metadata service) stay refused.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub egress_allow_private_to: Vec<AllowRule>,
+
+    /// The blunt form of --egress-allow-private-to: every allowed name,
+    /// guests' destinations included, may resolve to non-public addresses.
+    /// Refused by default, as in Stripe's smokescreen: an allowed name
+    /// whose DNS points into the parent's network would otherwise reach it.
+    /// For development, where every origin is on loopback; it logs a
+    /// warning. Link-local addresses stay refused; an IP literal in
     /// --egress-allow is always dialled.
     #[arg(long)]
     pub egress_allow_private: bool,
@@ -39,6 +50,14 @@ pub struct Args {
     /// line, in --log-format.
     #[arg(long, value_name = "ADDR")]
     pub control_listen: Option<Address>,
+
+    /// Where the other enclaves of the deployment reach this enclave's sync
+    /// listener (the host and port of an --inbound rule to its
+    /// --sync-listen), said to the runtime in the control link's Hello:
+    /// the one setting that differs between parents of one image, so the
+    /// only one the host gives the enclave. Needs --control-listen.
+    #[arg(long, value_name = "HOST:PORT", requires = "control_listen", value_parser = parse_advertise)]
+    pub sync_advertise: Option<String>,
 
     /// Serve Prometheus metrics (connections, bytes, refusals) here.
     #[arg(long, value_name = "ADDR")]
@@ -101,6 +120,13 @@ impl FromStr for Inbound {
     }
 }
 
+/// `--sync-advertise`: a host and a port, as the runtime will check it.
+fn parse_advertise(s: &str) -> Result<String, String> {
+    nacre_transport::tunnel::Target::parse(s, None)
+        .map(|t| t.to_string())
+        .map_err(|e| format!("{s:?}: {e} (give HOST:PORT)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +163,18 @@ mod tests {
         assert_eq!(a.inbound.len(), 1);
         assert_eq!(a.egress_allow[0].to_string(), "*.example.com:443");
         assert!(Args::try_parse_from(["nacre-host-proxy", "--egress-allow", "*:443"]).is_err());
+        let a = Args::try_parse_from([
+            "nacre-host-proxy",
+            "--egress-allow-private-to",
+            "leader.internal:444",
+            "--egress-allow-private-to",
+            "*.ec2.internal:444",
+        ])
+        .unwrap();
+        assert_eq!(a.egress_allow_private_to.len(), 2);
+        assert!(!a.egress_allow_private);
+        assert!(
+            Args::try_parse_from(["nacre-host-proxy", "--egress-allow-private-to", "x"]).is_err()
+        );
     }
 }

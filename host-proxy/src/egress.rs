@@ -3,7 +3,7 @@
 //! 200 the bytes are the enclave's TLS and are copied unread.
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Kind;
+use crate::ranges;
 use crate::relay::{self, Limits};
 
 /// How long the enclave may take to send its CONNECT head.
@@ -20,13 +21,32 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the proxy lets through.
 pub struct Policy {
-    /// `--egress-allow`; empty refuses everything.
+    /// `--egress-allow`; empty (with no `private_to`) refuses everything.
     pub allow: AllowList,
-    /// `--egress-allow-private`: names may resolve to loopback, private and
-    /// unspecified addresses too.
-    pub allow_private: bool,
+    /// `--egress-allow-private-to`: destinations allowed whose names may
+    /// also resolve to non-public addresses (loopback, private, ...), such
+    /// as the other enclaves of a deployment on the parent's network.
+    pub private_to: AllowList,
+    /// `--egress-allow-private`: every allowed name may resolve to
+    /// non-public addresses.
+    pub private_everywhere: bool,
     /// Per-target connect budget (resolution plus TCP connect).
     pub connect_timeout: Duration,
+}
+
+impl Policy {
+    /// Whether a CONNECT to `target` may go out at all. CONNECT carries TLS
+    /// or, for `http://` rules, plaintext, and the proxy cannot tell which,
+    /// so any rule for the host and port admits it.
+    fn allows(&self, target: &Target) -> bool {
+        self.allow.allows(&target.host, target.port, true)
+            || self.private_to.allows(&target.host, target.port, true)
+    }
+
+    /// Whether `target`'s name may resolve to non-public addresses.
+    fn private_ok(&self, target: &Target) -> bool {
+        self.private_everywhere || self.private_to.allows(&target.host, target.port, true)
+    }
 }
 
 /// Accepts tunnel requests on `listener` forever.
@@ -65,9 +85,7 @@ async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
             return;
         }
     };
-    // The same rule type the enclave checks with: CONNECT carries TLS or,
-    // for `http://` rules, plaintext, and the proxy cannot tell which.
-    if !policy.allow.allows(&target.host, target.port, true) {
+    if !policy.allows(&target) {
         tracing::info!(%target, "egress: refused, not in --egress-allow");
         metrics.refused(Kind::Egress, "not_allowed");
         let _ = tunnel::respond(&mut enclave, Status::Forbidden).await;
@@ -106,69 +124,15 @@ async fn handle(mut enclave: Stream, policy: &Policy, limits: &Limits) {
     relay::copy(Stream::Tcp(origin), enclave, limits, Kind::Egress).await;
 }
 
-/// Why a name may not lead to `ip`, if it may not: a name in the allow list
-/// stands for a public service, and DNS (which the operator's resolver or
-/// whoever controls that zone answers) must not turn it into a way into the
-/// parent's own network. Link-local, where the instance metadata service
-/// (the parent's credentials) lives, is never dialled by name; loopback,
-/// private and unspecified addresses only with `--egress-allow-private`.
-fn forbidden(ip: IpAddr, allow_private: bool) -> Option<&'static str> {
-    // ::ffff:a.b.c.d reaches the same IPv4 host.
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    let metadata = match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            v6.is_unicast_link_local() || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
-    };
-    if metadata {
-        return Some("link-local (instance metadata)");
-    }
-    if allow_private {
-        return None;
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private (RFC 1918)")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("shared (RFC 6598)")
-            } else if a == 0 {
-                Some("unspecified")
-            } else if v4.is_broadcast() || v4.is_multicast() {
-                Some("broadcast or multicast")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unique_local() {
-                Some("private (fc00::/7)")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if v6.is_multicast() {
-                Some("broadcast or multicast")
-            } else {
-                None
-            }
-        }
-    }
-}
-
 /// The resolved addresses the proxy may dial for `target`, and why the
-/// others were dropped. An IP literal in the allow list is taken as meant.
+/// others were dropped. An IP literal in the allow list is taken as meant;
+/// a name may lead only to public addresses ([`ranges`]), or also to
+/// non-public ones other than link-local when `private` (the destination is
+/// in `--egress-allow-private-to`, or `--egress-allow-private` is given).
 fn usable(
     target: &Target,
     resolved: Vec<SocketAddr>,
-    allow_private: bool,
+    private: bool,
 ) -> (Vec<SocketAddr>, Option<String>) {
     let literal = target.host.parse::<IpAddr>().is_ok();
     let mut refused = None;
@@ -176,16 +140,17 @@ fn usable(
         .into_iter()
         .filter(|a| {
             let why = (!literal)
-                .then(|| forbidden(a.ip(), allow_private))
-                .flatten();
+                .then(|| ranges::refusal(a.ip()))
+                .flatten()
+                .filter(|r| r.never || !private);
             if let Some(why) = why {
-                let flag = if why.starts_with("link-local") {
-                    "only an IP-literal rule reaches it"
+                let fix = if why.never {
+                    "only an IP-literal rule reaches it".to_string()
                 } else {
-                    "names reach it only with --egress-allow-private"
+                    format!("a name reaches it only with --egress-allow-private-to {target}")
                 };
                 refused = Some(format!(
-                    "{} resolves to the {why} address {}: {flag}",
+                    "{} resolves to {}, a {why}: {fix}",
                     target.host,
                     a.ip()
                 ));
@@ -210,7 +175,7 @@ async fn dial(target: &Target, policy: &Policy) -> Result<TcpStream, Dial> {
     let resolved = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .map_err(Dial::Failed)?;
-    let (addrs, refused) = usable(target, resolved.collect(), policy.allow_private);
+    let (addrs, refused) = usable(target, resolved.collect(), policy.private_ok(target));
     if addrs.is_empty()
         && let Some(why) = refused
     {
@@ -235,84 +200,70 @@ async fn dial(target: &Target, policy: &Policy) -> Result<TcpStream, Dial> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn addresses_a_name_may_not_reach() {
-        for ip in [
-            "169.254.169.254",
-            "169.254.0.1",
-            "fe80::1",
-            "fd00:ec2::254",
-            "::ffff:169.254.169.254",
-        ] {
-            let why = forbidden(ip.parse().unwrap(), true).unwrap_or_default();
-            assert!(why.starts_with("link-local"), "{ip}: {why}");
+    fn target(host: &str, port: u16) -> Target {
+        Target {
+            host: host.into(),
+            port,
         }
-        for (ip, kind) in [
-            ("127.0.0.1", "loopback"),
-            ("127.8.9.10", "loopback"),
-            ("::1", "loopback"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("10.1.2.3", "private"),
-            ("172.16.0.1", "private"),
-            ("172.31.255.255", "private"),
-            ("192.168.1.1", "private"),
-            ("::ffff:10.0.0.1", "private"),
-            ("fc00::1", "private"),
-            ("fd12:3456::1", "private"),
-            ("fd00:ec2::1", "private"),
-            ("100.64.0.1", "shared"),
-            ("100.127.255.255", "shared"),
-            ("0.0.0.0", "unspecified"),
-            ("0.1.2.3", "unspecified"),
-            ("::", "unspecified"),
-            ("255.255.255.255", "broadcast"),
-            ("224.0.0.1", "multicast"),
-            ("ff02::1", "multicast"),
-        ] {
-            let why = forbidden(ip.parse().unwrap(), false).unwrap_or_default();
-            assert!(why.contains(kind), "{ip}: {why:?}");
-            assert_eq!(
-                forbidden(ip.parse().unwrap(), true),
-                None,
-                "{ip} with the flag"
-            );
-        }
-        for ip in [
-            "93.184.216.34",
-            "172.32.0.1",
-            "100.128.0.1",
-            "2606:2800:220:1::1",
-            "1.1.1.1",
-        ] {
-            assert_eq!(forbidden(ip.parse().unwrap(), false), None, "{ip}");
-        }
+    }
+
+    fn rules(list: &[&str]) -> AllowList {
+        AllowList(list.iter().map(|r| r.parse().expect("a rule")).collect())
     }
 
     #[test]
     fn names_are_filtered_but_literals_are_taken_as_meant() {
-        let addrs: Vec<SocketAddr> = vec![
-            "169.254.169.254:80".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
-            "93.184.216.34:80".parse().unwrap(),
-        ];
-        let name = Target {
-            host: "api.example".into(),
-            port: 80,
-        };
+        let addrs: Vec<SocketAddr> = [
+            "169.254.169.254:80",
+            "127.0.0.1:80",
+            "[64:ff9b::7f00:1]:80",
+            "[2002:c0a8:101::]:80",
+            "93.184.216.34:80",
+        ]
+        .iter()
+        .map(|a| a.parse().expect("an address"))
+        .collect();
+        let name = target("api.example", 80);
         let (ok, refused) = usable(&name, addrs.clone(), false);
-        assert_eq!(ok, vec![addrs[2]]);
+        assert_eq!(ok, vec![addrs[4]]);
         let why = refused.unwrap_or_default();
-        assert!(why.contains("--egress-allow-private"), "{why}");
-        let (ok, _) = usable(&name, addrs.clone(), true);
-        assert_eq!(
-            ok,
-            vec![addrs[1], addrs[2]],
-            "the flag never admits link-local"
+        assert!(
+            why.contains("private") && why.contains("--egress-allow-private-to api.example:80"),
+            "{why}"
         );
-        let literal = Target {
-            host: "127.0.0.1".into(),
-            port: 80,
-        };
+        let (ok, _) = usable(&name, addrs.clone(), true);
+        assert_eq!(ok, addrs[1..], "the allowance never admits link-local");
+        let literal = target("127.0.0.1", 80);
         assert_eq!(usable(&literal, addrs.clone(), false).0, addrs);
+    }
+
+    /// `--egress-allow-private-to` lets only its own destinations resolve
+    /// into the parent's network, and allows them; other allowed names
+    /// stay held to public addresses.
+    #[test]
+    fn the_private_allowance_is_per_destination() {
+        let policy = Policy {
+            allow: rules(&["api.example:443", "*.guests.example:443"]),
+            private_to: rules(&["leader.internal:444", "*.ec2.internal:444"]),
+            private_everywhere: false,
+            connect_timeout: Duration::from_secs(1),
+        };
+        for (host, port, allowed, private) in [
+            ("leader.internal", 444, true, true),
+            ("ip-10-0-1-23.ec2.internal", 444, true, true),
+            ("leader.internal", 443, false, false),
+            ("api.example", 443, true, false),
+            ("a.guests.example", 443, true, false),
+            ("elsewhere.example", 443, false, false),
+        ] {
+            let t = target(host, port);
+            assert_eq!(policy.allows(&t), allowed, "{t} allowed");
+            assert_eq!(policy.private_ok(&t), private, "{t} private");
+        }
+        let everywhere = Policy {
+            private_everywhere: true,
+            ..policy
+        };
+        assert!(everywhere.private_ok(&target("api.example", 443)));
     }
 }

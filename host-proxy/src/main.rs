@@ -1,4 +1,4 @@
-//! `nacre-host-proxy`: the parent-instance side of Nacre (SPEC §8).
+//! `nacre-host-proxy`: the parent-instance side of Nacre.
 //!
 //! It never holds a key: inbound it copies the client's TLS bytes to the
 //! enclave, outbound it opens CONNECT tunnels the enclave's own TLS runs
@@ -7,6 +7,7 @@
 //!
 //! - [`inbound`]: `--inbound LISTEN=TARGET` byte forwarding
 //! - [`egress`]: the `--egress-listen` CONNECT proxy and its allow list
+//! - [`ranges`]: the addresses an allowed name may not resolve to
 //! - [`control`]: `--control-listen`, the enclave's logs to stdout
 //! - [`metrics`]: `--metrics-listen`, Prometheus text
 //! - [`relay`]: the counted, half-close-aware byte copy both share
@@ -16,6 +17,7 @@ mod control;
 mod egress;
 mod inbound;
 mod metrics;
+mod ranges;
 mod relay;
 
 use std::sync::Arc;
@@ -103,13 +105,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--egress-listen: cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
-        if args.egress_allow.is_empty() {
+        if args.egress_allow.is_empty() && args.egress_allow_private_to.is_empty() {
             tracing::warn!("no --egress-allow: every CONNECT will be refused");
+        }
+        if args.egress_allow_private {
+            // Kept for development; in production it lets any allowed
+            // name (a guest's too) be pointed into the parent's network.
+            tracing::warn!(
+                "--egress-allow-private: every allowed name may resolve to loopback and private addresses; name only the destinations that need it with --egress-allow-private-to HOST:PORT"
+            );
         }
         println!("nacre-host-proxy egress {bound}");
         let policy = Arc::new(egress::Policy {
             allow: nacre_transport::AllowList(args.egress_allow.clone()),
-            allow_private: args.egress_allow_private,
+            private_to: nacre_transport::AllowList(args.egress_allow_private_to.clone()),
+            private_everywhere: args.egress_allow_private,
             connect_timeout: args.connect_timeout.into(),
         });
         accept_loops.push(tokio::spawn(egress::serve(
@@ -124,7 +134,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--control-listen: cannot listen on {addr}"))?;
         println!("nacre-host-proxy control {}", listener.local_addr()?);
-        accept_loops.push(tokio::spawn(control::serve(listener, args.log_format)));
+        accept_loops.push(tokio::spawn(control::serve(
+            listener,
+            args.log_format,
+            args.sync_advertise.clone(),
+        )));
     }
     if let Some(addr) = &args.metrics_listen {
         let listener = Listener::bind(addr)

@@ -35,10 +35,25 @@ pub struct Config {
     #[arg(long, env = "NACRE_SYNC_LISTEN", value_name = "ADDR")]
     pub sync_listen: Option<Address>,
 
-    /// Where the other enclaves reach this one's --sync-listen, through
-    /// their host proxies (required with --fqdn-leader); not trusted.
-    #[arg(long, env = "NACRE_SYNC_ADVERTISE", value_name = "HOST:PORT")]
+    /// No longer a runtime flag: where peers reach this enclave differs
+    /// between parents of one image, so the host proxy says it
+    /// (`nacre-host-proxy --sync-advertise`) on the control link. Kept only
+    /// to refuse it with that fix.
+    #[arg(
+        long,
+        env = "NACRE_SYNC_ADVERTISE",
+        value_name = "HOST:PORT",
+        hide = true
+    )]
     pub sync_advertise: Option<String>,
+
+    /// How long a leader that holds no keys, having seen no sign of its
+    /// deployment (no heartbeat from an enclave holding keys, no exchange
+    /// begun), waits before it starts the deployment's first key set. Make
+    /// it longer than a worker takes to find a new leader (about 15 s).
+    #[arg(long, env = "NACRE_SYNC_GENESIS_AFTER", default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
+    #[serde(serialize_with = "ser_duration")]
+    pub sync_genesis_after: Duration,
 
     /// PCR0 (hex) of another image whose enclaves this one syncs with, for
     /// rolling upgrades (repeatable); without it, a peer's PCRs must equal
@@ -122,7 +137,9 @@ pub struct Config {
     /// Enables the admin API for the bearer token whose SHA-256 is HEX;
     /// absent, the admin API answers 403.
     #[arg(long, env = "NACRE_ADMIN_TOKEN_SHA256", value_name = "HEX", value_parser = parse_sha256)]
-    #[serde(serialize_with = "ser_hex")]
+    // /enclave/config says whether the admin API is on, never the hash: an
+    // unsalted SHA-256 of a token a person chose can be guessed offline.
+    #[serde(rename = "admin_api", serialize_with = "ser_enabled")]
     pub admin_token_sha256: Option<[u8; 32]>,
 
     /// The host proxy's CONNECT endpoint for guests' outbound HTTPS;
@@ -256,6 +273,9 @@ fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
 
 fn parse_pcr0(s: &str) -> Result<Vec<u8>, String> {
     match hex::decode(s) {
+        Ok(v) if v.iter().all(|b| *b == 0) && v.len() == 48 => Err(format!(
+            "{s:?} is all zeros, the PCR0 of every enclave in debug mode (whose memory the host reads): never accept it"
+        )),
         Ok(v) if v.len() == 48 => Ok(v),
         _ => Err(format!(
             "{s:?} is not a PCR0: give 96 hex digits (SHA-384), as `nacre verify` prints"
@@ -267,11 +287,8 @@ fn ser_hex_list<S: serde::Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::E
     s.collect_seq(v.iter().map(hex::encode))
 }
 
-fn ser_hex<S: serde::Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(h) => s.serialize_str(&hex::encode(h)),
-        None => s.serialize_none(),
-    }
+fn ser_enabled<S: serde::Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if v.is_some() { "enabled" } else { "disabled" })
 }
 
 fn ser_duration<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {

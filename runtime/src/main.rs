@@ -66,7 +66,9 @@ fn init_logging(config: &Config) -> Option<ControlLink> {
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     let stderr = match config.log_format {
-        LogFormat::Text => stderr.boxed(),
+        LogFormat::Text => stderr
+            .fmt_fields(nacre_runtime::control::BoundedFields)
+            .boxed(),
         LogFormat::Json => stderr.json().boxed(),
     };
     let (layer, link) = match &config.control {
@@ -84,8 +86,12 @@ fn init_logging(config: &Config) -> Option<ControlLink> {
     link
 }
 
-async fn run(config: Config, link: Option<ControlLink>) -> anyhow::Result<()> {
-    let sync = sync_config(&config)?;
+async fn run(config: Config, mut link: Option<ControlLink>) -> anyhow::Result<()> {
+    let (advertise_tx, advertise) = watch::channel(None);
+    let sync = sync_config(&config, advertise)?;
+    if let (Some(link), Some(_)) = (link.as_mut(), &sync) {
+        link.sync_advertise_to(advertise_tx);
+    }
     let attester: Arc<dyn Attester> = match (config.attestation, &config.dev_root) {
         (AttestationMode::Nsm, _) => Arc::new(attest::Nsm::open()?),
         (AttestationMode::Dev, Some(dir)) => Arc::new(attest::Dev::open(dir)?),
@@ -195,7 +201,11 @@ async fn run(config: Config, link: Option<ControlLink>) -> anyhow::Result<()> {
             listener,
             Security::Tls(identity.server_config()?),
             Arc::new(SyncListener::new(sync.clone())),
-            options,
+            // Only the deployment's other enclaves need this port.
+            Options {
+                max_connections: SYNC_CONNECTIONS,
+                ..options
+            },
             Arc::new(ConnStats::default()),
             stop.clone().cancelled_owned(),
         ));
@@ -355,33 +365,44 @@ async fn boot_guests(config: &Config, registry: &Arc<Registry>) -> anyhow::Resul
     Ok(())
 }
 
-/// The sync flags, checked together: `--fqdn-leader` needs
-/// `--sync-advertise` and `--egress` (peers are reached through the host
-/// proxy), and the other sync flags need `--fqdn-leader`.
-fn sync_config(config: &Config) -> anyhow::Result<Option<SyncConfig>> {
+/// Connections the sync listener serves at once.
+const SYNC_CONNECTIONS: usize = 64;
+
+/// The sync flags, checked together: `--fqdn-leader` needs `--egress`
+/// (peers are reached through the host proxy) and `--control` (whose Hello
+/// says where peers reach this enclave), and the other sync flags need
+/// `--fqdn-leader`.
+fn sync_config(
+    config: &Config,
+    advertise: watch::Receiver<Option<Target>>,
+) -> anyhow::Result<Option<SyncConfig>> {
+    if config.sync_advertise.is_some() {
+        bail!(
+            "--sync-advertise is now a flag of nacre-host-proxy, which tells the enclave over the control link: the value differs between parents, and nothing else in the enclave's configuration may come from the host"
+        );
+    }
     let Some(leader) = &config.fqdn_leader else {
-        if config.sync_listen.is_some() || config.sync_advertise.is_some() {
-            bail!(
-                "--sync-listen and --sync-advertise take effect with --fqdn-leader only: add it, or remove them"
-            );
+        if config.sync_listen.is_some() {
+            bail!("--sync-listen takes effect with --fqdn-leader only: add it, or remove it");
         }
         return Ok(None);
     };
     let leader =
         Target::parse(leader, Some(444)).map_err(|e| anyhow::anyhow!("--fqdn-leader {e}"))?;
-    let advertise = config.sync_advertise.as_deref().context(
-        "--fqdn-leader needs --sync-advertise HOST:PORT: where the leader reaches this enclave's --sync-listen through the host network",
-    )?;
-    let advertise =
-        Target::parse(advertise, None).map_err(|e| anyhow::anyhow!("--sync-advertise {e}"))?;
     let egress = config.egress.clone().context(
         "--fqdn-leader needs --egress ADDR: enclaves reach each other through the host proxy",
     )?;
+    if config.control.is_none() {
+        bail!(
+            "--fqdn-leader needs --control ADDR: the host proxy's Hello on it says where the other enclaves reach this one (nacre-host-proxy --sync-advertise)"
+        );
+    }
     Ok(Some(SyncConfig {
         leader,
         advertise,
         accept_pcr0: config.sync_accept_pcr0.clone(),
         egress,
+        genesis_after: config.sync_genesis_after,
     }))
 }
 

@@ -1,12 +1,21 @@
-//! `--metrics-listen`: the runtime's figures as Prometheus text
-//! (OpenMetrics to scrapers that ask for it, the classic format to the
-//! rest), encoded with prometheus-client at scrape time from the counters
-//! the runtime keeps anyway (atomics: nothing here is on a request's path),
-//! and the same figures as JSON for `/enclave/debug`.
+//! The runtime's figures as Prometheus text (OpenMetrics to scrapers that
+//! ask for it, the classic format to the rest), encoded with
+//! prometheus-client at scrape time from the counters the runtime keeps
+//! anyway (atomics: nothing here is on a request's path). Two sets, for
+//! two audiences:
 //!
-//! The listener is plain HTTP inside the enclave; the host proxy exposes it
-//! to the parent with an ordinary `--inbound` rule. Nothing secret is in
-//! it: counts, guest names, the role and the certificate's expiry.
+//! - [`Metrics`], served by `--metrics-listen` (plain HTTP inside the
+//!   enclave, which the host proxy exposes to the parent with an ordinary
+//!   `--inbound` rule, so the host can read it) and as JSON in
+//!   `/enclave/debug`: process-wide figures only, each something the host
+//!   sees anyway (connections, handshakes, the log records it did not get,
+//!   sync with peers it relays) or that no single request moves (the guest
+//!   table, compiles, the certificate's expiry, the version).
+//! - [`GuestFigures`], served to the operator at `GET /enclave/metrics` on
+//!   the public listener, over the enclave's TLS and behind the admin
+//!   token: everything per guest (requests, answers by class, latency,
+//!   traps, timeouts, egress, instances, key-value usage), since scraped
+//!   around one connection these would tell who did what.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,11 +29,14 @@ use tokio::sync::watch;
 
 use crate::guests::Registry;
 use crate::guests::kv::KeyValue;
-use crate::guests::stats::GuestStats;
 use crate::http::ResponseBody;
 use crate::server::{ConnStats, Handler, RequestBody};
 use crate::sync::{Role, Sync};
 use crate::tls::Identity;
+
+mod guests;
+
+pub use guests::GuestFigures;
 
 /// Process-wide counts kept outside the other modules' own state.
 #[derive(Debug, Default)]
@@ -45,7 +57,8 @@ pub struct Sources {
     pub identity: Arc<Identity>,
     /// This enclave's role.
     pub roles: watch::Receiver<Role>,
-    /// Key-value usage.
+    /// Key-value usage. Not shown here any more: usage is per guest, and
+    /// [`GuestFigures`] reads it through the registry.
     pub kv: Arc<dyn KeyValue>,
     /// Sync counters, with `--fqdn-leader`.
     pub sync: Option<Arc<Sync>>,
@@ -89,112 +102,7 @@ impl Metrics {
 
     /// The OpenMetrics text.
     pub fn render(self: &Arc<Self>) -> String {
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(Scrape(self.clone())));
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
-    }
-
-    fn guests(&self, e: Enc<'_, '_>) -> std::fmt::Result {
-        let s = &self.sources;
-        let stats = s.registry.stats();
-        let snapshot = s.registry.snapshot();
-        // One counter family per field of the names' stats.
-        let per = |e: Enc<'_, '_>, name: &str, help: &str, field: fn(&GuestStats) -> &AtomicU64| {
-            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (guest, st) in &stats {
-                m.encode_family(&[("guest", guest.as_str())])?
-                    .encode_counter::<NoLabelSet, _, u64>(&load(field(st)), None)?;
-            }
-            Ok::<_, std::fmt::Error>(())
-        };
-        per(
-            e,
-            "nacre_guest_requests",
-            "Requests routed to the guest",
-            |s| &s.requests,
-        )?;
-        {
-            let mut m = e.encode_descriptor(
-                "nacre_guest_responses",
-                "Answers by status class",
-                None,
-                MetricType::Counter,
-            )?;
-            for (guest, st) in &stats {
-                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-                    let v = load(&st.status[i]);
-                    m.encode_family(&[("guest", guest.as_str()), ("class", class)])?
-                        .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
-                }
-            }
-        }
-        {
-            let mut m = e.encode_descriptor(
-                "nacre_guest_request_duration_seconds",
-                "Time from a request's arrival to its response head",
-                None,
-                MetricType::Histogram,
-            )?;
-            for (guest, st) in &stats {
-                let (sum, count, buckets) = st.latency.snapshot();
-                m.encode_family(&[("guest", guest.as_str())])?
-                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-            }
-        }
-        per(
-            e,
-            "nacre_guest_traps",
-            "Instances that trapped or returned an error",
-            |s| &s.traps,
-        )?;
-        per(
-            e,
-            "nacre_guest_timeouts",
-            "Requests stopped at --request-timeout",
-            |s| &s.timeouts,
-        )?;
-        per(
-            e,
-            "nacre_guest_egress_requests",
-            "Outbound requests sent",
-            |s| &s.egress_requests,
-        )?;
-        per(
-            e,
-            "nacre_guest_egress_denied",
-            "Outbound requests refused by the guest's allow list or --egress-allow",
-            |s| &s.egress_denied,
-        )?;
-        {
-            let mut m = e.encode_descriptor(
-                "nacre_guest_instances_in_use",
-                "Instances of the guest running now",
-                None,
-                MetricType::Gauge,
-            )?;
-            // Names deployed now; a removed name runs nothing.
-            for (guest, _) in &stats {
-                let v = snapshot.get(guest).map_or(0, |g| g.share.in_use());
-                m.encode_family(&[("guest", guest.as_str())])?
-                    .encode_gauge(&i64::from(v))?;
-            }
-        }
-        let usage = s.kv.usage();
-        for (name, help, pick) in [
-            ("nacre_guest_kv_keys", "Key-value keys held", 0),
-            ("nacre_guest_kv_bytes", "Key-value bytes held", 1),
-        ] {
-            let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (guest, keys, bytes) in &usage {
-                let v = if pick == 0 { *keys } else { *bytes };
-                m.encode_family(&[("guest", guest.as_str())])?
-                    .encode_gauge(&(v as i64))?;
-            }
-        }
-        Ok(())
+        encode(Box::new(Scrape(self.clone())))
     }
 
     fn process(&self, e: Enc<'_, '_>) -> std::fmt::Result {
@@ -310,18 +218,12 @@ impl Metrics {
         Ok(())
     }
 
-    /// The same figures for `/enclave/debug`.
+    /// The same figures for `/enclave/debug`, which anyone (the host
+    /// included) can read when `--debug` is on: process-wide only, as here.
     pub fn to_json(&self) -> serde_json::Value {
         let s = &self.sources;
-        let guests: serde_json::Map<String, serde_json::Value> = s
-            .registry
-            .stats()
-            .into_iter()
-            .map(|(name, st)| (name.to_string(), st.to_json()))
-            .collect();
         let (compiles, compile_seconds) = s.registry.compile_totals();
         serde_json::json!({
-            "guests": guests,
             "attestation_documents": load(&s.counts.documents),
             "compiles": compiles,
             "compile_seconds": compile_seconds,
@@ -345,12 +247,40 @@ struct Scrape(Arc<Metrics>);
 
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        self.0.process(&mut encoder)?;
-        self.0.guests(&mut encoder)
+        self.0.process(&mut encoder)
     }
 }
 
-/// The `--metrics-listen` handler: `GET /metrics` (any path).
+/// The OpenMetrics text of `collector`.
+fn encode(collector: Box<dyn Collector>) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(collector);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// `openmetrics` (text from a `render`) as the request asks: OpenMetrics
+/// to a scraper that accepts it, the classic text format to the rest.
+pub fn respond<B>(req: &Request<B>, openmetrics: String) -> Response<ResponseBody> {
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        crate::http::with_type(StatusCode::OK, exposition::OPENMETRICS, openmetrics)
+    } else {
+        crate::http::with_type(
+            StatusCode::OK,
+            exposition::CLASSIC,
+            exposition::classic(&openmetrics),
+        )
+    }
+}
+
+/// The `--metrics-listen` handler: `GET /metrics` (any path), the
+/// process-wide figures only.
 pub struct MetricsHandler(pub Arc<Metrics>);
 
 impl Handler for MetricsHandler {
@@ -358,19 +288,6 @@ impl Handler for MetricsHandler {
         if req.method() != http::Method::GET {
             return crate::http::error(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics only");
         }
-        let accept = req
-            .headers()
-            .get(http::header::ACCEPT)
-            .and_then(|a| a.to_str().ok());
-        let text = self.0.render();
-        if exposition::wants_openmetrics(accept) {
-            crate::http::with_type(StatusCode::OK, exposition::OPENMETRICS, text)
-        } else {
-            crate::http::with_type(
-                StatusCode::OK,
-                exposition::CLASSIC,
-                exposition::classic(&text),
-            )
-        }
+        respond(&req, self.0.render())
     }
 }

@@ -170,6 +170,52 @@ async fn the_admin_api_and_guest_routing_answer_in_process() {
         Some(info.sha256)
     );
 
+    // The per-guest figures are the operator's: the admin token, as for
+    // the admin API (401 without it or with another), then Prometheus text.
+    let metrics = "/enclave/metrics";
+    for token in [None, Some("not-the-token")] {
+        let (r, _) = call(&f.router, request("GET", metrics, token, Bytes::new())).await;
+        assert_eq!(r.status(), 401, "{token:?}");
+        assert!(r.headers().contains_key("www-authenticate"));
+    }
+    let (r, body) = call(
+        &f.router,
+        request("GET", metrics, Some(TOKEN), Bytes::new()),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("nacre_guest_requests_total{guest=\"hello\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("nacre_guest_responses_total{guest=\"hello\",class=\"2xx\"} 1"));
+    let mut om = request("GET", metrics, Some(TOKEN), Bytes::new());
+    om.headers_mut().insert(
+        "accept",
+        http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0"),
+    );
+    let (r, body) = call(&f.router, om).await;
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(body.ends_with(b"# EOF\n"));
+    let (r, _) = call(
+        &f.router,
+        request("POST", metrics, Some(TOKEN), Bytes::new()),
+    )
+    .await;
+    assert_eq!(r.status(), 405);
+
     // A request that names no host is refused as such, not failed.
     let mut bare = request("GET", "/hello/world", None, Bytes::new());
     bare.headers_mut().remove("host");
@@ -212,4 +258,10 @@ async fn the_admin_api_and_guest_routing_answer_in_process() {
             .unwrap_or_default()
             .contains("--admin-token-sha256")
     );
+    let (r, _) = call(
+        &closed.router,
+        request("GET", "/enclave/metrics", Some(TOKEN), Bytes::new()),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
 }

@@ -92,13 +92,61 @@ impl Drop for Forwarder {
     }
 }
 
+/// A test deployment's common parts: the dev root its members share, the
+/// leader's name (pointing at the first member) and each member's sync
+/// port.
+pub struct Deployment {
+    /// The shared dev root.
+    pub root: PathBuf,
+    /// The leader's name.
+    pub name: LeaderName,
+    /// The sync port of each member to be.
+    pub ports: Vec<u16>,
+}
+
+impl Deployment {
+    /// Room for `members` members, the name pointing at the first.
+    pub async fn new(members: usize) -> Deployment {
+        let name = LeaderName::start().await;
+        let ports: Vec<u16> = (0..members).map(|_| free_port()).collect();
+        name.point_to(ports[0]);
+        Deployment {
+            root: temp_dir("fleet-root"),
+            name,
+            ports,
+        }
+    }
+
+    /// Member `i` as [`MemberSpec::new`] makes it.
+    pub fn spec(&self, i: usize) -> MemberSpec<'_> {
+        MemberSpec::new(&self.name, &self.root, &self.ports, i)
+    }
+
+    /// Starts member `i`.
+    pub async fn start(&self, i: usize) -> Member {
+        Member::start(self.spec(i)).await
+    }
+}
+
+/// A leader and a worker, settled.
+pub async fn leader_and_worker(d: &Deployment) -> (Member, Member) {
+    let leader = d.start(0).await;
+    let worker = d.start(1).await;
+    within(Duration::from_secs(30), "designation", || async {
+        leader.role().await == "leader" && worker.role().await == "worker"
+    })
+    .await;
+    (leader, worker)
+}
+
 /// One enclave and its parent instance.
 pub struct Member {
     /// Its runtime; clients reach it through the host proxy.
     pub rt: Runtime,
     /// Its host proxy.
     pub proxy: HostProxy,
-    /// The port of its sync listener on the host (its `--sync-advertise`).
+    /// The port of its sync listener on the host (its host proxy's
+    /// `--sync-advertise`).
     pub sync_port: u16,
     /// Everything that crossed its egress link (sync traffic included).
     pub egress: Relay,
@@ -158,13 +206,21 @@ impl Member {
             ),
             "--egress-listen".into(),
             unix_in(&dir, "egress.sock"),
-            // Every enclave of the test lives on loopback.
-            "--egress-allow-private".into(),
-            "--egress-allow".into(),
+            // The host proxy says where peers reach this enclave.
+            "--control-listen".into(),
+            unix_in(&dir, "control.sock"),
+            "--sync-advertise".into(),
+            format!("localhost:{}", spec.sync_port),
+            // Every enclave of the test lives on loopback: the leader name
+            // and the peers, and only they, may resolve there.
+            "--egress-allow-private-to".into(),
             format!("localhost:{}", spec.name.port),
         ];
         for p in spec.peers {
-            args.extend(["--egress-allow".to_string(), format!("localhost:{p}")]);
+            args.extend([
+                "--egress-allow-private-to".to_string(),
+                format!("localhost:{p}"),
+            ]);
         }
         args.extend(spec.proxy_extra.iter().cloned());
         let proxy = HostProxy::start(&args);
@@ -176,7 +232,7 @@ impl Member {
         )
         .await;
         let leader = format!("localhost:{}", spec.name.port);
-        let advertise = format!("localhost:{}", spec.sync_port);
+        let control = unix_in(&dir, "control.sock");
         let sync_listen = unix_in(&dir, "sync.sock");
         let relay = egress.listen.to_string();
         let root = spec.dev_root.display().to_string();
@@ -185,13 +241,18 @@ impl Member {
             &sync_listen,
             "--fqdn-leader",
             &leader,
-            "--sync-advertise",
-            &advertise,
+            "--control",
+            &control,
             "--egress",
             &relay,
             "--dev-root",
             &root,
         ];
+        // A test deployment starts in seconds; the default (30 s) is for
+        // failovers across real networks.
+        if !spec.extra.contains(&"--sync-genesis-after") {
+            flags.extend(["--sync-genesis-after", "3s"]);
+        }
         flags.extend_from_slice(spec.extra);
         let program = spec.program.unwrap_or_else(|| bin("nacre-runtime"));
         let mut rt = Runtime::start_program(

@@ -121,6 +121,23 @@ impl TestPki {
             ca_pem: ca.pem(),
         }
     }
+
+    /// A TLS server configuration presenting the leaf, offering `alpn`.
+    pub fn server_config(&self, alpn: &[&str]) -> rustls::ServerConfig {
+        let certs = nacre_transport::pem::certificates(&self.dir.join("cert.pem")).unwrap();
+        let key = nacre_transport::pem::private_key(&self.dir.join("key.pem")).unwrap();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+        config
+    }
+
+    /// The CA certificate's PEM file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
 }
 
 /// Whether this process runs as root (network namespaces need it).
@@ -170,6 +187,8 @@ pub struct Runtime {
     pki: Option<TestPki>,
     /// The `--dev-root` directory (dev attestation CA).
     pub dev_root: PathBuf,
+    /// The executable, whose SHA-384 is PCR0 in dev attestation.
+    program: PathBuf,
 }
 
 impl Runtime {
@@ -284,6 +303,7 @@ impl Runtime {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             pki: None,
             dev_root,
+            program: program.to_path_buf(),
         })
     }
 
@@ -324,7 +344,19 @@ impl Runtime {
 
     /// The test CA's PEM file, when the runtime uses the test certificate.
     pub fn ca_file(&self) -> Option<PathBuf> {
-        self.pki.as_ref().map(|p| p.dir.join("ca.pem"))
+        self.pki.as_ref().map(TestPki::ca_file)
+    }
+
+    /// The flags with which `nacre deploy` and `nacre guests` attest this
+    /// runtime before sending the token: its dev root and its image's
+    /// PCR0.
+    pub fn attest_args(&self) -> Vec<String> {
+        vec![
+            "--attestation-root".into(),
+            self.dev_root.join("root.pem").display().to_string(),
+            "--pcr".into(),
+            format!("0={}", fleet::pcr0(&self.program)),
+        ]
     }
 
     /// Uploads `wasm` as `name` with an optional query (route, allow).
@@ -444,6 +476,25 @@ impl Runtime {
         process::fd_count(self.pid())
     }
 
+    /// Freezes the process (SIGSTOP), as a host pausing an enclave would:
+    /// it holds its sockets and answers nothing until [`Runtime::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {}", self.pid());
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -456,6 +507,33 @@ impl Runtime {
             .wait_exit(Duration::from_secs(20))
             .expect("runtime did not stop on SIGTERM")
     }
+}
+
+/// `component` with a custom section `name` holding `content` appended:
+/// the same code, other bytes (and another SHA-256), larger by about
+/// `content.len()`.
+pub fn with_custom_section(component: &[u8], name: &str, content: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut section = Vec::with_capacity(name.len() + content.len() + 5);
+    leb(name.len(), &mut section);
+    section.extend_from_slice(name.as_bytes());
+    section.extend_from_slice(content);
+    let mut out = Vec::with_capacity(component.len() + section.len() + 6);
+    out.extend_from_slice(component);
+    out.push(0); // a custom section
+    leb(section.len(), &mut out);
+    out.extend_from_slice(&section);
+    out
 }
 
 /// Runs the `nacre` CLI; returns success, stdout and stderr.

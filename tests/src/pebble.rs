@@ -24,12 +24,58 @@ pub struct Pebble {
     _dns: Supervised,
 }
 
+/// Pebble's ports and PKI, chosen before it runs: a runtime can be
+/// pointed at a CA that is not up yet.
+pub struct Planned {
+    /// Where it will validate TLS-ALPN-01, on loopback.
+    pub tls_port: u16,
+    /// The directory's port on loopback.
+    pub port: u16,
+    /// The PKI of its HTTPS listener.
+    pub pki: TestPki,
+}
+
+impl Planned {
+    /// Ports and PKI for a Pebble validating TLS-ALPN-01 on
+    /// `127.0.0.1:tls_port`.
+    pub fn new(tls_port: u16) -> Planned {
+        Planned {
+            tls_port,
+            port: free_port(),
+            pki: TestPki::generate(),
+        }
+    }
+
+    /// The directory URL it will serve (`--acme-directory`).
+    pub fn directory(&self) -> String {
+        format!("https://localhost:{}/dir", self.port)
+    }
+
+    /// Its HTTPS listener's CA, for `--extra-ca`.
+    pub fn extra_ca(&self) -> PathBuf {
+        self.pki.dir.join("ca.pem")
+    }
+
+    /// Starts it.
+    pub fn start(self) -> Pebble {
+        Pebble::start_planned(self)
+    }
+}
+
 impl Pebble {
     /// Starts Pebble validating TLS-ALPN-01 on `127.0.0.1:tls_port` (where
     /// the test puts the public side of a host proxy or a load balancer).
     pub fn start(tls_port: u16) -> Pebble {
-        let pki = TestPki::generate();
-        let (port, management, dns) = (free_port(), free_port(), free_port());
+        Pebble::start_planned(Planned::new(tls_port))
+    }
+
+    fn start_planned(plan: Planned) -> Pebble {
+        let Planned {
+            tls_port,
+            port,
+            pki,
+        } = plan;
+        let (management, dns) = (free_port(), free_port());
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{port}"),

@@ -14,18 +14,24 @@
 //!   worker before the CA is told to validate, since a load balancer may
 //!   send the CA to any of them.
 //! - A failure is logged with what to fix; the certificate held keeps
-//!   serving and the order is retried with back-off ([`schedule`]).
+//!   serving and the order is retried with back-off ([`schedule`]): soon
+//!   when the CA never answered, slowly when it refused, and an order cut
+//!   short by losing the lead counts as refused.
+//! - The account's URI, which a CAA `accounturi` names (RFC 8657), is
+//!   logged whenever this enclave first holds an account and shown in
+//!   `/enclave/config` ([`account_uri`]).
 
 mod client;
 mod order;
 mod schedule;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-pub use self::schedule::{Leaf, backoff};
+pub use self::order::account_uri;
+pub use self::schedule::{Attempt, Backoff, Leaf, Setback};
 
 use self::client::Through;
 use crate::egress::Outbound;
@@ -39,7 +45,18 @@ const RECHECK: Duration = Duration::from_secs(6 * 3600);
 /// Why an issuance failed. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    /// The ACME server could not be reached or answered with a problem.
+    /// The ACME server never answered: the host proxy, the `CONNECT` or
+    /// the connection failed, or the time ran out.
+    #[error(
+        "{step}: the CA did not answer: {problem} (check --acme-directory, that the host proxy runs and allows its host with --egress-allow)"
+    )]
+    Unanswered {
+        /// What was being done.
+        step: &'static str,
+        /// The transport error.
+        problem: String,
+    },
+    /// The ACME server answered with a problem, or its answer was unusable.
     #[error(
         "{step}: {problem} (check --acme-directory, that the host proxy allows its host with --egress-allow, and --extra-ca for a private CA)"
     )]
@@ -64,12 +81,30 @@ pub enum AcmeError {
     /// The CA refused the order as asked.
     #[error("the CA refused the order: {0}")]
     Refused(String),
+    /// This enclave stopped leading during the order; the new leader
+    /// decides. The CA may count the order all the same.
+    #[error("the order was abandoned: this enclave no longer leads the deployment")]
+    Abandoned,
     /// Something in the enclave failed.
     #[error("{0}")]
     Local(String),
     /// A certificate or key could not be made or used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+impl AcmeError {
+    /// How the back-off counts this failure.
+    pub fn setback(&self) -> Setback {
+        match self {
+            AcmeError::Unanswered { .. } => Setback::Unanswered,
+            AcmeError::Server {
+                rate_limited: true, ..
+            } => Setback::RateLimited,
+            AcmeError::Abandoned => Setback::Abandoned,
+            _ => Setback::Refused,
+        }
+    }
 }
 
 /// How the certificate is obtained.
@@ -110,6 +145,9 @@ pub struct Acme {
     roles: watch::Receiver<Role>,
     sync: Option<Arc<Sync>>,
     issued: watch::Sender<bool>,
+    /// The account URI last logged, so each is logged once however often
+    /// it is loaded (every ARI look loads it).
+    logged_account: Mutex<Option<String>>,
 }
 
 impl Acme {
@@ -154,6 +192,7 @@ impl Acme {
             roles,
             sync,
             issued: watch::channel(false).0,
+            logged_account: Mutex::new(None),
         }))
     }
 
@@ -178,9 +217,10 @@ impl Acme {
     pub async fn run(self: Arc<Self>) {
         let mut roles = self.roles.clone();
         let mut changes = self.identity.subscribe();
-        let mut failures = 0u32;
-        // After a failure: not before this.
-        let mut retry_at: Option<Instant> = None;
+        let mut backoff = Backoff::default();
+        // No order before this: the back-off after a failure, the least
+        // wait after a renewal.
+        let mut not_before: Option<Instant> = None;
         // The time found was reached: renew, even if a window that moves
         // with every look (ARI's random point) would now say later.
         let mut due = false;
@@ -189,17 +229,27 @@ impl Acme {
             if self.ca.is_some() && leaf.as_ref().is_some_and(|l| !l.self_issued) {
                 self.issued.send_replace(true);
             }
+            // An account that arrived by key sync is logged here.
+            self.log_account(None, "received from the deployment");
             if !self.may_issue() {
+                // Whatever arrives meanwhile is looked at afresh.
+                due = false;
                 tokio::select! {
                     () = changed(&mut roles) => {}
+                    () = changed(&mut changes) => {}
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
             }
-            let wait = match (retry_at, due) {
-                (Some(at), _) => at.saturating_duration_since(Instant::now()),
-                (None, true) => Duration::ZERO,
-                (None, false) => self.until_due(leaf.as_ref()).await,
+            // The back-off delays an order but never forces one: a
+            // certificate may have arrived from a leader meanwhile.
+            let floor = not_before.map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            let wait = if due {
+                floor
+            } else {
+                self.until_due(leaf.as_ref()).await.max(floor)
             };
             if !wait.is_zero() {
                 changes.borrow_and_update();
@@ -207,50 +257,65 @@ impl Acme {
                     () = changed(&mut roles) => {}
                     // A certificate from the leader, or a renewal's own.
                     () = changed(&mut changes) => due = false,
-                    () = tokio::time::sleep(wait.min(RECHECK)) => {
-                        if wait <= RECHECK {
-                            retry_at = None;
-                            due = true;
-                        }
-                    }
+                    () = tokio::time::sleep(wait.min(RECHECK)) => due = wait <= RECHECK,
                 }
                 continue;
             }
             due = false;
             // Losing the lead stops an issuance: the new leader decides.
             let outcome = tokio::select! {
-                r = self.renew() => Some(r),
-                () = lost_lead(roles.clone()) => None,
+                r = self.renew() => r,
+                () = lost_lead(roles.clone()) => Err(AcmeError::Abandoned),
             };
             self.identity.close_challenges();
-            match outcome {
-                Some(Ok(())) => {
-                    failures = 0;
-                    tracing::info!(
-                        source = self.identity.source(),
-                        sha256 = %hex::encode(self.identity.leaf_sha256()),
-                        "certificate renewed"
-                    );
-                }
-                Some(Err(e)) => {
-                    failures += 1;
-                    let rate_limited = matches!(
-                        e,
-                        AcmeError::Server {
-                            rate_limited: true,
-                            ..
-                        }
-                    );
-                    let delay = backoff(failures, rate_limited);
-                    tracing::error!(
-                        retry_in = %humantime::format_duration(delay),
-                        "certificate for {} not renewed, still serving the one held: {e}",
-                        self.fqdn
-                    );
-                    retry_at = Some(Instant::now() + delay);
-                }
-                None => tracing::info!("no longer leading; the leader keeps the certificate"),
+            let delay = self.record(&mut backoff, outcome);
+            not_before = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Logs how an attempt ended and returns the least wait before the
+    /// next order.
+    fn record(&self, backoff: &mut Backoff, outcome: Result<(), AcmeError>) -> Duration {
+        match outcome {
+            Ok(()) => {
+                tracing::info!(
+                    source = self.identity.source(),
+                    sha256 = %hex::encode(self.identity.leaf_sha256()),
+                    "certificate renewed"
+                );
+                backoff.next(Attempt::Renewed, self.renew_after)
             }
+            Err(e) => {
+                let delay = backoff.next(Attempt::Failed(e.setback()), None);
+                tracing::error!(
+                    retry_in = %humantime::format_duration(delay),
+                    "certificate for {} not renewed, still serving the one held: {e}",
+                    self.fqdn
+                );
+                delay
+            }
+        }
+    }
+
+    /// Logs the account's URI (for a CAA `accounturi`), `uri` or else
+    /// the one the identity holds, unless it was the last logged.
+    fn log_account(&self, uri: Option<&str>, how: &str) {
+        if self.ca.is_none() {
+            return;
+        }
+        let Some(uri) = uri
+            .map(str::to_string)
+            .or_else(|| account_uri(&self.identity))
+        else {
+            return;
+        };
+        let Ok(mut logged) = self.logged_account.lock() else {
+            return;
+        };
+        if logged.as_deref() != Some(uri.as_str()) {
+            // `id=`, as the README tells operators to look for.
+            tracing::info!(id = %uri, "ACME account {how}");
+            *logged = Some(uri);
         }
     }
 
@@ -260,8 +325,6 @@ impl Acme {
             // Unreadable: replace it now.
             return Duration::ZERO;
         };
-        let now = SystemTime::now();
-        let since = self.identity.since();
         let at = match &self.ca {
             None if !leaf.self_issued => {
                 // A CA's certificate from a leader with ACME, or a file:
@@ -271,11 +334,12 @@ impl Acme {
             Some(_) if leaf.self_issued || !leaf.names_fqdn => return Duration::ZERO,
             Some(ca) if self.renew_after.is_none() => match self.suggested(ca, leaf).await {
                 Some(at) => at,
-                None => leaf.renew_at(None, since),
+                None => leaf.renew_at(None),
             },
-            _ => leaf.renew_at(self.renew_after, since),
+            _ => leaf.renew_at(self.renew_after),
         };
-        at.duration_since(now).unwrap_or(Duration::ZERO)
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
     }
 
     /// ARI's suggested time (RFC 9773), when the CA offers it.
@@ -323,5 +387,91 @@ async fn lost_lead(mut roles: watch::Receiver<Role>) {
         if roles.changed().await.is_err() {
             return std::future::pending().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acme::schedule::tests::leaf_between;
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    /// A keeper without a CA, alone, serving a self-signed certificate
+    /// that started `age` ago and lives 90 days.
+    fn keeper(age: Duration, renew_after: Option<Duration>) -> Arc<Acme> {
+        let identity = Identity::self_signed("app.test").unwrap();
+        let start = SystemTime::now() - age;
+        let (chain, key) = leaf_between(start, start + 90 * DAY);
+        // As key sync delivers it: it reaches this process only now.
+        identity.replace(chain, key, "self-signed").unwrap();
+        let config = KeeperConfig {
+            fqdn: "app.test".into(),
+            acme: None,
+            renew_after,
+        };
+        let roles = watch::channel(Role::Alone).1;
+        Acme::new(config, identity, None, roles, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_certificate_that_arrived_late_is_due_by_its_own_start() {
+        // --renew-after 30d, 40 days into its life: due now, not in 30
+        // days.
+        let acme = keeper(40 * DAY, Some(30 * DAY));
+        let leaf = Leaf::parse(&acme.identity.leaf(), "app.test");
+        assert_eq!(acme.until_due(leaf.as_ref()).await, Duration::ZERO);
+        // Two thirds of 90 days: 20 days left, not 60.
+        let acme = keeper(40 * DAY, None);
+        let leaf = Leaf::parse(&acme.identity.leaf(), "app.test");
+        let left = acme.until_due(leaf.as_ref()).await;
+        assert!(left > 19 * DAY && left <= 20 * DAY, "{left:?}");
+    }
+
+    #[test]
+    fn an_abandoned_order_waits_like_a_refused_one() {
+        let acme = keeper(Duration::ZERO, None);
+        let mut backoff = Backoff::default();
+        let first = acme.record(&mut backoff, Err(AcmeError::Abandoned));
+        assert_eq!(first, Duration::from_secs(300));
+        let second = acme.record(&mut backoff, Err(AcmeError::Abandoned));
+        assert_eq!(second, Duration::from_secs(600));
+        let refused = AcmeError::Refused("no".into());
+        assert_eq!(
+            acme.record(&mut backoff, Err(refused)),
+            Duration::from_secs(1200)
+        );
+        // A renewal starts over, and keeps the next order a while away.
+        assert_eq!(acme.record(&mut backoff, Ok(())), Duration::from_secs(300));
+        let unanswered = AcmeError::Unanswered {
+            step: "loading the account",
+            problem: "the egress proxy: connection refused".into(),
+        };
+        assert_eq!(
+            acme.record(&mut backoff, Err(unanswered)),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn each_error_counts_as_what_it_is() {
+        let server = |rate_limited| AcmeError::Server {
+            step: "opening an order",
+            problem: "no".into(),
+            rate_limited,
+        };
+        assert_eq!(server(true).setback(), Setback::RateLimited);
+        assert_eq!(server(false).setback(), Setback::Refused);
+        assert_eq!(AcmeError::Abandoned.setback(), Setback::Abandoned);
+        let validation = AcmeError::Validation {
+            fqdn: "app.test".into(),
+            detail: "no".into(),
+        };
+        assert_eq!(validation.setback(), Setback::Refused);
+        let unanswered = AcmeError::Unanswered {
+            step: "opening an order",
+            problem: "no answer within 30s".into(),
+        };
+        assert_eq!(unanswered.setback(), Setback::Unanswered);
     }
 }

@@ -12,8 +12,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
+use super::client::unanswered;
 use super::{Acme, AcmeError, Ca};
-use crate::tls::{self, Pair};
+use crate::tls::{self, Identity, Pair};
 
 /// How long the CA has to validate the challenges.
 const VALIDATION: Duration = Duration::from_secs(120);
@@ -21,19 +22,53 @@ const VALIDATION: Duration = Duration::from_secs(120);
 const ISSUANCE: Duration = Duration::from_secs(120);
 
 /// The account as kept in [`crate::tls::Identity`] and synchronized: the
-/// directory it belongs to and instant-acme's credentials (its key).
+/// directory it belongs to, its URI and instant-acme's credentials (its
+/// key).
 #[derive(Serialize, Deserialize)]
 struct Stored {
     directory: String,
+    /// The account's URI, readable without the credentials; absent from
+    /// what an older runtime stored.
+    #[serde(default)]
+    uri: Option<String>,
     credentials: instant_acme::AccountCredentials,
 }
 
+/// The URI of the ACME account `identity` holds (what a CAA record's
+/// `accounturi` names), never its key; None without an account.
+pub fn account_uri(identity: &Identity) -> Option<String> {
+    serde_json::from_str::<Stored>(&identity.account()?)
+        .ok()?
+        .uri
+}
+
+/// Adds `uri` to the account `raw` as an older runtime stored it, so
+/// `/enclave/config` can show it.
+fn keep_uri(identity: &Identity, raw: &str, uri: &str) {
+    if let Ok(mut stored) = serde_json::from_str::<serde_json::Value>(raw)
+        && let Some(fields) = stored.as_object_mut()
+    {
+        fields.insert("uri".into(), uri.into());
+        identity.set_account(Some(stored.to_string()));
+    }
+}
+
+/// The error of `what` failing with `e`: unanswered when the CA never
+/// answered (the back-off retries those soon), else the CA's.
 fn step(what: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
-    move |e| AcmeError::Server {
-        step: what,
-        problem: e.to_string(),
-        rate_limited: matches!(&e, instant_acme::Error::Api(p)
-            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited")),
+    move |e| {
+        if unanswered(&e) {
+            return AcmeError::Unanswered {
+                step: what,
+                problem: e.to_string(),
+            };
+        }
+        AcmeError::Server {
+            step: what,
+            problem: e.to_string(),
+            rate_limited: matches!(&e, instant_acme::Error::Api(p)
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited")),
+        }
     }
 }
 
@@ -42,14 +77,20 @@ impl Acme {
     /// the identity, so it moves with the certificate) when there is none.
     pub(super) async fn account(&self, ca: &Ca) -> Result<Account, AcmeError> {
         let builder = || Account::builder_with_http(Box::new(ca.http.clone()));
-        if let Some(stored) = self.identity.account()
-            && let Ok(stored) = serde_json::from_str::<Stored>(&stored)
+        if let Some(raw) = self.identity.account()
+            && let Ok(stored) = serde_json::from_str::<Stored>(&raw)
             && stored.directory == ca.directory
         {
-            return builder()
+            let uri_kept = stored.uri.is_some();
+            let account = builder()
                 .from_credentials(stored.credentials)
                 .await
-                .map_err(step("loading the account"));
+                .map_err(step("loading the account"))?;
+            self.log_account(Some(account.id()), "loaded");
+            if !uri_kept {
+                keep_uri(&self.identity, &raw, account.id());
+            }
+            return Ok(account);
         }
         log_terms(ca).await;
         let contact = ca.contact.as_ref().map(|c| format!("mailto:{c}"));
@@ -68,10 +109,13 @@ impl Acme {
             .map_err(step("creating an account"))?;
         let stored = serde_json::to_string(&Stored {
             directory: ca.directory.clone(),
+            uri: Some(account.id().to_string()),
             credentials,
         })
         .map_err(|e| AcmeError::Local(format!("cannot keep the account: {e}")))?;
-        tracing::info!(id = account.id(), "ACME account created");
+        // Logged before it is kept, so the keeper does not log it again
+        // as received.
+        self.log_account(Some(account.id()), "created");
         self.identity.set_account(Some(stored));
         Ok(account)
     }
@@ -80,7 +124,12 @@ impl Acme {
     pub(super) async fn issue(&self, ca: &Ca) -> Result<(), AcmeError> {
         let account = self.account(ca).await?;
         let fqdn = &self.fqdn;
-        tracing::info!(%fqdn, directory = %ca.directory, "ordering a certificate");
+        tracing::info!(
+            %fqdn,
+            directory = %ca.directory,
+            account = account.id(),
+            "ordering a certificate"
+        );
         let identifiers = [Identifier::Dns(fqdn.clone())];
         let mut order = account
             .new_order(&NewOrder::new(&identifiers))
@@ -216,5 +265,72 @@ async fn log_terms(ca: &Ca) {
         None => tracing::info!(
             "--acme-directory {url}: creating an account (the directory names no terms of service)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    const URI: &str = "https://ca.test/acme/acct/123";
+
+    /// An account as kept in the identity, with `uri` among its fields or
+    /// not, and the Base64 of its key.
+    fn stored(uri: Option<&str>) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap().serialize_der();
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+        let mut v = serde_json::json!({
+            "directory": "https://ca.test/dir",
+            "credentials": {"id": URI, "key_pkcs8": key, "directory": "https://ca.test/dir"},
+        });
+        if let Some(uri) = uri {
+            v["uri"] = uri.into();
+        }
+        (v.to_string(), key)
+    }
+
+    #[test]
+    fn the_account_uri_is_shown_and_never_its_key() {
+        let identity = Identity::self_signed("app.test").unwrap();
+        assert_eq!(account_uri(&identity), None);
+        let (raw, key) = stored(Some(URI));
+        identity.set_account(Some(raw));
+        let uri = account_uri(&identity).unwrap();
+        assert_eq!(uri, URI);
+        assert!(!uri.contains(&key));
+
+        // As a runtime that did not keep the URI stored it: filled in
+        // once loaded.
+        let (raw, key) = stored(None);
+        identity.set_account(Some(raw.clone()));
+        assert_eq!(account_uri(&identity), None);
+        keep_uri(&identity, &raw, URI);
+        assert_eq!(account_uri(&identity).as_deref(), Some(URI));
+        assert!(identity.account().unwrap().contains(&key));
+    }
+
+    #[test]
+    fn a_transport_failure_is_unanswered_and_a_problem_is_not() {
+        let once = crate::egress::OnceError {
+            target: "ca.test:443".into(),
+            why: "no answer within 30s".into(),
+            unanswered: true,
+        };
+        let e = instant_acme::Error::Other(Box::new(
+            super::super::client::TransportError::Unanswered(once),
+        ));
+        assert!(matches!(
+            step("opening an order")(e),
+            AcmeError::Unanswered { .. }
+        ));
+        let problem: instant_acme::Problem = serde_json::from_value(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": "too many",
+        }))
+        .unwrap();
+        let e = step("opening an order")(instant_acme::Error::Api(problem));
+        assert_eq!(e.setback(), super::super::Setback::RateLimited);
     }
 }

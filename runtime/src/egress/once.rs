@@ -22,6 +22,10 @@ pub struct OnceError {
     pub target: String,
     /// What went wrong.
     pub why: String,
+    /// The origin never answered: the egress proxy, the `CONNECT` or the
+    /// request failed, or no answer came in time. A caller may retry such
+    /// a failure sooner than a refusal, which the origin did send.
+    pub unanswered: bool,
 }
 
 /// A client for the runtime's own requests.
@@ -57,6 +61,7 @@ impl Outbound {
             .map_err(|_| OnceError {
                 target: target.to_string(),
                 why: format!("no answer within {timeout:?}"),
+                unanswered: true,
             })?
     }
 
@@ -69,13 +74,18 @@ impl Outbound {
         let err = |why: String| OnceError {
             target: target.to_string(),
             why,
+            unanswered: false,
+        };
+        let unanswered = |why: String| OnceError {
+            unanswered: true,
+            ..err(why)
         };
         let mut stream = nacre_transport::connect(&self.proxy)
             .await
-            .map_err(|e| err(format!("the egress proxy {}: {e}", self.proxy)))?;
+            .map_err(|e| unanswered(format!("the egress proxy {}: {e}", self.proxy)))?;
         tunnel::open(&mut stream, target)
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| unanswered(e.to_string()))?;
         let name = match target.host.parse::<std::net::IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => ServerName::try_from(target.host.clone())
@@ -84,7 +94,15 @@ impl Outbound {
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, stream)
             .await
-            .map_err(|e| err(format!("TLS: {e}")))?;
+            .map_err(|e| {
+                // A TLS alert or a certificate refused is an answer; a
+                // connection closed before any is not.
+                let spoke = e
+                    .get_ref()
+                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+                let why = format!("TLS: {e}");
+                if spoke { err(why) } else { unanswered(why) }
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| err(e.to_string()))?;
@@ -92,10 +110,11 @@ impl Outbound {
         let host = http::HeaderValue::from_str(&target.to_string())
             .map_err(|_| err("not a host name".into()))?;
         request.headers_mut().insert(http::header::HOST, host);
+        // No answer's head: the origin went away or never spoke HTTP.
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| unanswered(e.to_string()))?;
         let (parts, body) = response.into_parts();
         let bytes = Limited::new(body, max)
             .collect()

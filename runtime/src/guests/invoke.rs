@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
+use nacre_control::bounded;
 use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
@@ -42,6 +43,15 @@ pub enum Outcome {
 /// How long a request waits for one of its guest's instances when the
 /// guest is at its `--guest-instances` limit, before 503.
 const SHARE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Bytes of a failure's reason kept. The reason can be the guest's own
+/// words (the string of an `error-code` it returned, the names in its
+/// trap): cut here, before any log line is made of it, so every log sink
+/// gets a bounded line and a 16 MiB error string costs no more than this.
+const MAX_REASON: usize = 4 * 1024;
+/// Bytes of a guest's wasm backtrace logged (its frames carry the
+/// guest's own function names).
+const MAX_BACKTRACE: usize = 8 * 1024;
 
 /// Runs `req` on a fresh instance of `guest`. `path_and_query` is what the
 /// guest sees (its route prefix already removed).
@@ -145,7 +155,10 @@ where
     })();
     let (wasi_req, out) = match prepared {
         Ok(p) => p,
-        Err(e) => return failed(&guest, format!("request not accepted: {e:#}")),
+        Err(e) => {
+            let why = bounded::display(&format_args!("{e:#}"), MAX_REASON);
+            return failed(&guest, format!("request not accepted: {why}"));
+        }
     };
 
     let pre = guest.pre.clone();
@@ -250,7 +263,10 @@ where
             }
             .boxed_unsync()
         })),
-        Ok(Err(code)) => failed(&guest, format!("guest returned error {code:?}")),
+        Ok(Err(code)) => failed(
+            &guest,
+            format!("guest returned error {}", bounded::debug(&code, MAX_REASON)),
+        ),
         // The instance is gone without answering; its run says why (and
         // has logged it).
         Err(_) => match run.ended().await {
@@ -455,11 +471,11 @@ impl Ended {
 /// operator reading the log needs to tell a bug from an attack.
 fn describe(e: &wasmtime::Error) -> String {
     if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
-        tracing::debug!("guest backtrace:\n{bt}");
+        tracing::debug!("guest backtrace:\n{}", bounded::display(bt, MAX_BACKTRACE));
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("trap: {trap}"),
-        None => format!("{e:#}"),
+        None => bounded::display(&format_args!("{e:#}"), MAX_REASON),
     }
 }
 

@@ -14,7 +14,9 @@ use super::GuestName;
 /// Bytes of output one instance may log; past this, lines are dropped so
 /// a chatty guest cannot flood the runtime's log.
 const LOG_BUDGET: usize = 64 * 1024;
-/// A line longer than this is cut and logged in pieces.
+/// A line longer than this is cut and logged in pieces (and a piece is
+/// never more than this, so a guest's line is bounded before it reaches
+/// any log sink).
 const MAX_LINE: usize = 4096;
 
 /// One of a guest instance's two output streams.
@@ -61,7 +63,8 @@ struct LineWriter {
 impl LineWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end_matches(['\n', '\r']);
+        // Invalid bytes become three each: still at most MAX_LINE.
+        let text = nacre_control::bounded::cut(text.trim_end_matches(['\n', '\r']), MAX_LINE);
         let cost = text.len() + 1;
         let before = match self
             .log
@@ -87,9 +90,19 @@ impl AsyncWrite for LineWriter {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        for chunk in buf.split_inclusive(|b| *b == b'\n') {
-            self.line.extend_from_slice(chunk);
-            if chunk.ends_with(b"\n") || self.line.len() >= MAX_LINE {
+        // Taken a line (or MAX_LINE bytes) at a time, so the line held is
+        // never longer than MAX_LINE, whatever one write brings.
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let room = MAX_LINE - self.line.len();
+            let piece = &rest[..rest.len().min(room)];
+            let end = piece
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(piece.len(), |i| i + 1);
+            self.line.extend_from_slice(&piece[..end]);
+            rest = &rest[end..];
+            if self.line.ends_with(b"\n") || self.line.len() >= MAX_LINE {
                 self.emit();
             }
         }
@@ -113,5 +126,28 @@ impl Drop for LineWriter {
         if !self.line.is_empty() {
             self.emit();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_line_is_never_held_past_its_bound() {
+        let name: GuestName = "g".parse().expect("name");
+        let (out, _) = GuestLog::pair(&name);
+        let mut w = LineWriter {
+            log: out,
+            line: Vec::new(),
+        };
+        // One write of 1 MiB with no newline, then a short line.
+        w.write_all(&vec![0x7f; 1 << 20]).await.expect("write");
+        assert!(w.line.len() < MAX_LINE, "{} bytes held", w.line.len());
+        // Not even for a moment: the buffer never grew past the bound.
+        assert!(w.line.capacity() <= 2 * MAX_LINE, "{}", w.line.capacity());
+        w.write_all(b"ab\ncd").await.expect("write");
+        assert_eq!(w.line, b"cd");
     }
 }

@@ -1,4 +1,5 @@
-//! The admin API: `GET/PUT/DELETE /enclave/guests[/NAME]` behind a bearer
+//! The admin API: `GET/PUT/DELETE /enclave/guests[/NAME]` and the
+//! operator's per-guest metrics, `GET /enclave/metrics`, behind a bearer
 //! token whose SHA-256 the operator gave with `--admin-token-sha256`.
 
 use std::sync::Arc;
@@ -69,22 +70,8 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Some(expected) = admin.token_sha256 else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: start nacre-runtime with --admin-token-sha256 to enable it",
-        );
-    };
-    if !authorized(&req, &expected) {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token: send Authorization: Bearer TOKEN",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"nacre\""),
-        );
-        return r;
+    if let Some(refusal) = refusal(admin, &req) {
+        return refusal;
     }
     let registry = &admin.registry;
     match (req.method().clone(), rest.strip_prefix('/')) {
@@ -115,6 +102,42 @@ where
         }
         _ => not_allowed("GET"),
     }
+}
+
+/// `GET /enclave/metrics`: the per-guest figures, for the operator only
+/// (the same token as the rest of the admin API).
+pub fn metrics<B>(admin: &Admin, req: &Request<B>) -> Response<ResponseBody> {
+    if let Some(refusal) = refusal(admin, req) {
+        return refusal;
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return super::endpoints::not_allowed("/enclave/metrics answers GET only", "GET, HEAD");
+    }
+    let text = crate::metrics::GuestFigures::new(admin.registry.clone()).render();
+    crate::metrics::respond(req, text)
+}
+
+/// Why `req` may not use the admin API, if it may not: 403 when the API
+/// is off, 401 without the right bearer token.
+fn refusal<B>(admin: &Admin, req: &Request<B>) -> Option<Response<ResponseBody>> {
+    let Some(expected) = admin.token_sha256 else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: start nacre-runtime with --admin-token-sha256 to enable it",
+        ));
+    };
+    if authorized(req, &expected) {
+        return None;
+    }
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong admin token: send Authorization: Bearer TOKEN",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"nacre\""),
+    );
+    Some(r)
 }
 
 fn not_allowed(allow: &'static str) -> Response<ResponseBody> {

@@ -1,8 +1,7 @@
-//! The runtime's own public endpoints under `/enclave` (SPEC §3.1): the
-//! index, configuration, manifest, statistics and attestation documents.
+//! The runtime's own public endpoints under `/enclave`: the index,
+//! configuration, manifest, statistics and attestation documents.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -40,11 +39,12 @@ pub struct Endpoints {
     role: watch::Receiver<Role>,
 }
 
-/// What `/enclave/debug` shows.
+/// What `/enclave/debug` shows: anyone can read it, the host included,
+/// so only process-wide figures, as `--metrics-listen` serves them; no
+/// count of requests and nothing per guest (those are the operator's, at
+/// `/enclave/metrics`).
 pub struct Stats {
     started: Instant,
-    /// Requests the router has answered.
-    pub(super) requests: Arc<AtomicU64>,
     conns: Arc<ConnStats>,
     figures: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -55,7 +55,6 @@ impl Stats {
     pub fn new(conns: Arc<ConnStats>, figures: Option<Arc<crate::metrics::Metrics>>) -> Stats {
         Stats {
             started: Instant::now(),
-            requests: Arc::new(AtomicU64::new(0)),
             conns,
             figures,
         }
@@ -84,11 +83,6 @@ impl Endpoints {
         }
     }
 
-    /// The request counter of `/enclave/debug`, when it is on.
-    pub(super) fn request_counter(&self) -> Option<&AtomicU64> {
-        self.debug.as_ref().map(|d| &*d.requests)
-    }
-
     /// Answers `/enclave`, `/enclave/config`, `/enclave/debug` and
     /// `/enclave/manifest`.
     pub fn handle<B>(&self, req: &Request<B>, path: &str) -> Response<ResponseBody> {
@@ -112,8 +106,7 @@ impl Endpoints {
     }
 
     /// `GET /enclave/attestation?nonce=HEX`: a document binding the
-    /// certificate served now and the current manifest, Base64 (SPEC §3.1,
-    /// §5).
+    /// certificate served now and the current manifest, Base64.
     pub async fn attestation<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
         if req.method() != Method::GET {
             return not_allowed("/enclave/attestation answers GET only", "GET");
@@ -184,6 +177,11 @@ impl Endpoints {
                 "tls_certificate_sha256".into(),
                 hex::encode(self.identity.leaf_sha256()).into(),
             );
+            // The ACME account's URI, for a CAA accounturi; never its key.
+            obj.insert(
+                "acme_account".into(),
+                crate::acme::account_uri(&self.identity).into(),
+            );
             // The role and the leader's name; never a key.
             obj.insert(
                 "sync".into(),
@@ -208,7 +206,6 @@ impl Endpoints {
         let mut v = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": stats.started.elapsed().as_secs_f64(),
-            "requests": stats.requests.load(Ordering::Relaxed),
             "connections": &*stats.conns,
             "resident_memory_bytes": resident_memory(),
             "compiled_components_cached": self.registry.cached_components(),
@@ -242,6 +239,7 @@ fn index() -> String {
 <li><a href=\"/enclave/attestation?nonce=0000000000000000000000000000000000000000\">/enclave/attestation?nonce=HEX</a>: attestation document binding this TLS certificate and the guest manifest</li>\
 <li><a href=\"/enclave/manifest\">/enclave/manifest</a>: the guests deployed here, with their code hashes</li>\
 <li><a href=\"/enclave/config\">/enclave/config</a>: effective configuration</li>\
+<li>/enclave/metrics: per-guest metrics, for the operator (admin token)</li>\
 </ul></body></html>"
     )
 }

@@ -1,6 +1,7 @@
 //! Where every request of the public listener goes: `/enclave/...` to the
-//! runtime's own endpoints and admin API, everything else to the guest with
-//! the longest matching route.
+//! runtime's own endpoints and admin API (with the operator's per-guest
+//! metrics, `/enclave/metrics`), everything else to the guest with the
+//! longest matching route.
 //!
 //! Each handler holds only what it reads ([`Endpoints`], [`Admin`],
 //! [`Guests`]), never the whole runtime. [`Router::answer`] takes any
@@ -17,8 +18,6 @@ mod admin;
 mod endpoints;
 mod guests;
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -27,6 +26,9 @@ use nacre_api::paths;
 pub use admin::Admin;
 pub use endpoints::{Endpoints, Stats};
 pub use guests::Guests;
+
+/// The per-guest metrics, behind the admin token.
+pub const METRICS: &str = "/enclave/metrics";
 
 use crate::http::ResponseBody;
 use crate::server::{Handler, RequestBody};
@@ -54,9 +56,6 @@ impl Router {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Some(requests) = self.endpoints.request_counter() {
-            requests.fetch_add(1, Ordering::Relaxed);
-        }
         let path = req.uri().path();
         if path != paths::INDEX && !path.starts_with("/enclave/") {
             return self.guests.handle(req).await;
@@ -67,6 +66,7 @@ impl Router {
                 admin::handle(&self.admin, req, rest).await
             }
             _ if path == paths::ATTESTATION => self.endpoints.attestation(&req).await,
+            _ if path == METRICS => admin::metrics(&self.admin, &req),
             _ => self.endpoints.handle(&req, &path),
         }
     }

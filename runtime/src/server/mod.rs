@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use nacre_transport::{Listener, Stream};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +41,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection closed for idleness may take to say goodbye
 /// (HTTP/2's GOAWAY and PING) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The most of a refused request head read and thrown away after the
+/// answer ([`linger`]): a head is over [`MAX_HEAD`] by then, so this is
+/// about thirty times that.
+const LINGER_BYTES: usize = 1 << 20;
+/// The longest that takes (nginx's `lingering_timeout`).
+const LINGER_TIME: Duration = Duration::from_secs(5);
 /// A request head in all (request line and headers), as nginx allows by
 /// default (`large_client_header_buffers 4 8k`); past it, 431.
 pub const MAX_HEAD: usize = 32 << 10;
@@ -133,6 +139,17 @@ where
         match self {
             Conn::H1(c) => c.as_mut().graceful_shutdown(),
             Conn::H2(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+
+    /// The stream of an HTTP/1.1 connection hyper is done with.
+    fn into_h1_io(self) -> Option<I>
+    where
+        S: Unpin,
+    {
+        match self {
+            Conn::H1(c) => Some(Pin::into_inner(c).into_parts().io.into_inner()),
+            Conn::H2(_) => None,
         }
     }
 }
@@ -397,16 +414,16 @@ where
         let in_flight = svc_activity.begin();
         let handler = handler.clone();
         async move {
+            let expects_continue = req
+                .headers()
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            // Wrapped before the head is judged, so a body refused with
+            // the head is discarded like any unread body.
+            let req = req.map(|b| RequestBody::new(b, limit, expects_continue));
             let response = match head_too_large(&req) {
                 Some(r) => r,
-                None => {
-                    let expects_continue = req
-                        .headers()
-                        .get(http::header::EXPECT)
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-                    let req = req.map(|b| RequestBody::new(b, limit, expects_continue));
-                    handler.handle(req).await
-                }
+                None => handler.handle(req).await,
             };
             Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
         }
@@ -422,6 +439,14 @@ where
         ended = &mut conn => {
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
+                // A head hyper refused (431 past MAX_HEAD, 400): it has
+                // answered and shut down its side, but the rest of the
+                // head may still be arriving.
+                if e.is_parse()
+                    && let Some(io) = conn.into_h1_io()
+                {
+                    linger(io).await;
+                }
             }
             return;
         }
@@ -436,6 +461,24 @@ where
     // A client that does not play along (a silent one never answers
     // HTTP/2's closing PING) is dropped all the same.
     let _ = tokio::time::timeout(grace, conn).await;
+}
+
+/// Reads and drops what the client still sends on a connection whose
+/// answer is written and whose sending side is shut down, until the client
+/// closes, [`LINGER_BYTES`] or [`LINGER_TIME`]. Closed with unread bytes,
+/// the kernel would reset the connection and the client could lose the
+/// answer (curl's status 000 instead of 431), as it could for unread
+/// bodies ([`body`]).
+async fn linger<I: AsyncRead + Unpin>(mut io: I) {
+    let until = tokio::time::Instant::now() + LINGER_TIME;
+    let mut left = LINGER_BYTES;
+    let mut buf = vec![0u8; 16 << 10];
+    while left > 0 {
+        match tokio::time::timeout_at(until, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 /// A request head over nginx's default limits: one header line or the

@@ -20,8 +20,17 @@ use nacre_transport::tunnel::Target;
 use super::SyncError;
 use crate::egress::Outbound;
 
-/// One request, connection included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request with a small body (designation, heartbeat, offer),
+/// connection included: a peer that does not answer in this time is as
+/// good as gone, and a worker must notice a hung leader quickly.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A delivery (a body over [`SMALL`]) has longer: the receiver checks,
+/// opens and applies it (compiling any new component) before it answers.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bodies up to this size are small requests.
+const SMALL: usize = 64 << 10;
+/// A delivery's deadline grows by a second per this many bytes.
+const BYTES_PER_SECOND: usize = 1 << 20;
 /// The largest answer a peer may give (its offer, or a small JSON).
 const MAX_ANSWER: usize = 1 << 20;
 
@@ -54,6 +63,12 @@ impl PeerClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), SyncError> {
+        let timeout = match body.as_ref().map_or(0, Vec::len) {
+            len if len > SMALL => {
+                DELIVERY_TIMEOUT + Duration::from_secs((len / BYTES_PER_SECOND) as u64)
+            }
+            _ => REQUEST_TIMEOUT,
+        };
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -62,7 +77,7 @@ impl PeerClient {
             .map_err(|e| SyncError::Peer(format!("{target}: {e}")))?;
         let response = self
             .outbound
-            .request(target, request, MAX_ANSWER, REQUEST_TIMEOUT)
+            .request(target, request, MAX_ANSWER, timeout)
             .await
             .map_err(|e| SyncError::Peer(e.to_string()))?;
         Ok((response.status(), response.into_body()))

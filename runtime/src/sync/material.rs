@@ -11,11 +11,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_bytes::ByteBuf;
 
 use super::SyncError;
-use super::seal::{ChallengeRecord, GuestRecord, Payload};
 use super::state::SyncedState;
-use super::wire::Lineage;
 use crate::guests::{GuestConfig, GuestName, Registry, Route};
 use crate::tls::Identity;
+use nacre_sync::auth::DeploymentKey;
+use nacre_sync::seal::{ChallengeRecord, GuestRecord, Payload, sha256};
+use nacre_sync::wire::Lineage;
+
+/// Blobs by the SHA-256 of their bytes: component bytes and state values.
+pub(crate) type Blobs = BTreeMap<[u8; 32], Bytes>;
 
 /// What a payload is made from and applied to.
 pub(crate) struct Material {
@@ -24,55 +28,130 @@ pub(crate) struct Material {
     pub registry: Arc<Registry>,
 }
 
+/// What a payload names besides itself, as [`Material::gather`] finds it.
+pub(crate) struct Gathered {
+    pub payload: Payload,
+    pub blobs: Blobs,
+}
+
 impl Material {
-    /// Everything this enclave holds now, as `lineage` at `version`.
-    pub fn gather(&self, lineage: Lineage, version: u64) -> Payload {
-        let (chain, key) = self.identity.export();
-        let guests = self
+    /// Everything this enclave holds now, as `lineage` at `version` of
+    /// `deployment`, under `key`. Component bytes and state values are
+    /// named by hash and kept aside as blobs (shared, not copied).
+    pub fn gather(
+        &self,
+        deployment: &str,
+        lineage: Lineage,
+        version: u64,
+        key: &DeploymentKey,
+    ) -> Gathered {
+        let (chain, tls_key) = self.identity.export();
+        let mut blobs = Blobs::new();
+        let snapshot = self.registry.snapshot();
+        let guests = snapshot
+            .guests()
+            .map(|g| {
+                blobs.insert(g.sha256, g.bytes.clone());
+                GuestRecord {
+                    name: g.config.name.to_string(),
+                    route: g.config.route.to_string(),
+                    allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
+                    component_sha256: ByteBuf::from(g.sha256.to_vec()),
+                }
+            })
+            .collect();
+        let states = self
+            .state
+            .export()
+            .into_iter()
+            .map(|(name, value)| {
+                let value = Bytes::from_owner(value);
+                let sha = sha256(&value);
+                blobs.insert(sha, value);
+                (name, ByteBuf::from(sha.to_vec()))
+            })
+            .collect();
+        let payload = Payload {
+            deployment: deployment.to_string(),
+            lineage,
+            version,
+            deployment_key: ByteBuf::from(key.to_bytes().to_vec()),
+            tls_chain: chain.iter().map(|c| ByteBuf::from(c.to_vec())).collect(),
+            tls_key: ByteBuf::from(tls_key.secret_der().to_vec()),
+            states,
+            guests,
+            acme_account: self.identity.account(),
+            challenges: self.challenges(),
+        };
+        Gathered { payload, blobs }
+    }
+
+    fn challenges(&self) -> Vec<ChallengeRecord> {
+        self.identity
+            .challenges()
+            .iter()
+            .map(|c| {
+                let (chain, key) = c.export();
+                ChallengeRecord {
+                    name: c.name().to_string(),
+                    certificate: ByteBuf::from(
+                        chain.first().map(|c| c.to_vec()).unwrap_or_default(),
+                    ),
+                    key: ByteBuf::from(key.secret_der().to_vec()),
+                }
+            })
+            .collect()
+    }
+
+    /// The blobs this enclave holds now: its guests' components and its
+    /// state values. What a receiver says it has, so only the rest moves.
+    pub fn holdings(&self) -> Blobs {
+        let mut blobs: Blobs = self
             .registry
             .snapshot()
             .guests()
-            .map(|g| GuestRecord {
-                name: g.config.name.to_string(),
-                route: g.config.route.to_string(),
-                allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
-                component: ByteBuf::from(g.bytes.to_vec()),
-            })
+            .map(|g| (g.sha256, g.bytes.clone()))
             .collect();
-        Payload {
-            lineage,
-            version,
-            tls_chain: chain.iter().map(|c| ByteBuf::from(c.to_vec())).collect(),
-            tls_key: ByteBuf::from(key.secret_der().to_vec()),
-            states: self
-                .state
-                .export()
-                .into_iter()
-                .map(|(k, v)| (k, ByteBuf::from(v)))
-                .collect(),
-            guests,
-            acme_account: self.identity.account(),
-            challenges: self
-                .identity
-                .challenges()
-                .iter()
-                .map(|c| {
-                    let (chain, key) = c.export();
-                    ChallengeRecord {
-                        name: c.name().to_string(),
-                        certificate: ByteBuf::from(
-                            chain.first().map(|c| c.to_vec()).unwrap_or_default(),
-                        ),
-                        key: ByteBuf::from(key.secret_der().to_vec()),
-                    }
-                })
-                .collect(),
+        for value in self.state.export().into_values() {
+            let value = Bytes::from_owner(value);
+            blobs.insert(sha256(&value), value);
         }
+        blobs
     }
 
-    /// Makes this enclave hold `payload`: the certificate it serves (from
-    /// the next handshake on), every state slot, and the guest table.
-    pub async fn apply(&self, payload: Payload) -> Result<(), SyncError> {
+    /// The blobs `payload` names, from `blobs`; the first one missing, if
+    /// any.
+    pub fn named(payload: &Payload, blobs: &Blobs) -> Result<Blobs, SyncError> {
+        let mut out = Blobs::new();
+        let wanted = payload
+            .guests
+            .iter()
+            .map(|g| (&g.component_sha256, format!("guest {}", g.name)))
+            .chain(
+                payload
+                    .states
+                    .iter()
+                    .map(|(n, sha)| (sha, format!("the state of {n}"))),
+            );
+        for (sha, what) in wanted {
+            let sha: [u8; 32] = sha.as_slice().try_into().map_err(|_| {
+                SyncError::Malformed(format!("{what}: a SHA-256 that is not 32 bytes"))
+            })?;
+            let blob = blobs.get(&sha).ok_or_else(|| {
+                SyncError::Malformed(format!(
+                    "{what}: blob {} was neither held nor sent",
+                    hex::encode(sha)
+                ))
+            })?;
+            out.insert(sha, blob.clone());
+        }
+        Ok(out)
+    }
+
+    /// Makes this enclave hold `payload` with its blobs (all of them, as
+    /// [`Material::named`] returns): the certificate it serves (from the
+    /// next handshake on), every state slot, and the guest table.
+    pub async fn apply(&self, payload: Payload, blobs: &Blobs) -> Result<(), SyncError> {
         let chain: Vec<CertificateDer<'static>> = payload
             .tls_chain
             .into_iter()
@@ -83,7 +162,7 @@ impl Material {
         let guests = payload
             .guests
             .into_iter()
-            .map(guest)
+            .map(|g| guest(g, blobs))
             .collect::<Result<Vec<_>, _>>()?;
         let challenges = payload
             .challenges
@@ -97,8 +176,7 @@ impl Material {
                 ))
             })
             .collect::<Result<Vec<_>, SyncError>>()?;
-        if chain.first().map(|leaf| super::seal::sha256(leaf)) != Some(self.identity.leaf_sha256())
-        {
+        if chain.first().map(|leaf| sha256(leaf)) != Some(self.identity.leaf_sha256()) {
             self.identity
                 .replace(chain, key, "synchronized")
                 .map_err(|e| SyncError::Malformed(e.to_string()))?;
@@ -107,13 +185,15 @@ impl Material {
             .set_challenges(challenges)
             .map_err(|e| SyncError::Malformed(e.to_string()))?;
         self.identity.set_account(payload.acme_account);
-        self.state.import(
-            payload
-                .states
-                .into_iter()
-                .map(|(k, v)| (k, v.into_vec()))
-                .collect(),
-        );
+        let states = payload
+            .states
+            .into_iter()
+            .filter_map(|(name, sha)| {
+                let sha: [u8; 32] = sha.as_slice().try_into().ok()?;
+                Some((name, blobs.get(&sha)?.to_vec()))
+            })
+            .collect();
+        self.state.import(states);
         self.mirror(guests).await
     }
 
@@ -130,7 +210,7 @@ impl Material {
             }
         }
         for (config, bytes) in wanted {
-            let sha = super::seal::sha256(&bytes);
+            let sha = sha256(&bytes);
             if current
                 .guests()
                 .any(|g| *g.config == config && g.sha256 == sha)
@@ -149,7 +229,7 @@ impl Material {
 
 /// A guest record as a configuration and its bytes, checked like any
 /// upload's.
-fn guest(record: GuestRecord) -> Result<(GuestConfig, Bytes), SyncError> {
+fn guest(record: GuestRecord, blobs: &Blobs) -> Result<(GuestConfig, Bytes), SyncError> {
     let bad = |e: String| SyncError::Malformed(format!("guest {}: {e}", record.name));
     let name: GuestName = record.name.parse().map_err(bad)?;
     let route: Route = record.route.parse().map_err(bad)?;
@@ -159,5 +239,9 @@ fn guest(record: GuestRecord) -> Result<(GuestConfig, Bytes), SyncError> {
         .map(|a| a.parse::<AllowRule>().map_err(|e| bad(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let config = GuestConfig::new(name, Some(route), allow).map_err(bad)?;
-    Ok((config, Bytes::from(record.component.into_vec())))
+    let bytes = <[u8; 32]>::try_from(record.component_sha256.as_slice())
+        .ok()
+        .and_then(|sha| blobs.get(&sha))
+        .ok_or_else(|| bad("its component was neither held nor sent".into()))?;
+    Ok((config, bytes.clone()))
 }

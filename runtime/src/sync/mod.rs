@@ -1,37 +1,37 @@
-//! Several enclaves, one service (SPEC §7): leader designation, attested
-//! key synchronization, heartbeats and failover.
+//! Several enclaves, one service: leader designation, attested key
+//! synchronization, heartbeats and failover.
 //!
-//! - Designation (nitriding's): every enclave asks `--fqdn-leader` for
-//!   `/enclave/leader` with a fresh nonce; the one that receives its own
-//!   nonce is the leader, the others hear 410 and are workers. A leader
-//!   keeps asking, and steps down when the name leads elsewhere; a worker
-//!   whose leader stops answering designates again, keeping the keys it
-//!   holds, so an enclave that holds them and finds itself at the name
-//!   leads with them.
-//! - Key material ([`seal::Payload`]: certificate and key, state slots,
-//!   guest table) moves sender to receiver in one exchange: the receiver's
-//!   document carries the sender's nonce and a fresh public key; the
-//!   sender's carries the receiver's nonce and the SHA-256 of the sealed
-//!   keys ([`peer`] checks both sides).
-//! - Workers heartbeat the leader with the hash of what they hold; the
-//!   leader sends to any whose hash differs, and at once to all of them at
-//!   every change it makes. A leader holding nothing (or an earlier version
-//!   of the same key set than a worker's) asks that worker for its keys
-//!   instead, so a fresh enclave at the name never splits a deployment
-//!   with keys of its own, and a leader that missed the last pushes before
-//!   a failover catches up.
+//! - [`designation`]: who leads (nitriding's `/enclave/leader` at
+//!   `--fqdn-leader`) and the loop that runs this enclave's part.
+//! - [`exchange`]: one attested exchange of key material
+//!   ([`nacre_sync::seal::Payload`]:
+//!   certificate and key, ACME account, state slots, guest table, the
+//!   deployment key), sealed to a key the receiver made for it; only the
+//!   blobs the receiver lacks travel.
+//! - [`workers`]: heartbeats, both ends, and the leader's pushes.
+//! - [`held`]: what this enclave holds, the next version at each change,
+//!   and the one decision that starts a deployment's first key set.
+//!
+//! The messages, the sealed material, the deployment key's tags and the one
+//! order key material is taken in ([`nacre_sync::order`]: the same key set
+//! at a strictly later version, a different one never) are the protocol
+//! crate's, `nacre-sync`.
+//!
+//! Neither the host nor the addresses are trusted: documents, the sealed
+//! material and the deployment key's tags are.
 
 mod client;
+mod designation;
+mod exchange;
 mod handler;
+mod held;
 mod material;
-mod outbound;
 mod peer;
-mod seal;
 mod state;
-mod wire;
+mod workers;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,28 +46,14 @@ pub use peer::Refusal;
 pub use state::SyncedState;
 
 use self::client::PeerClient;
+use self::exchange::Pending;
+use self::held::Held;
 use self::material::Material;
-use self::outbound::{Beat, Reach};
 use self::peer::Peers;
-use self::seal::Recipient;
-use self::wire::Lineage;
+use self::workers::Workers;
 use crate::attest::Attester;
 use crate::guests::Registry;
 use crate::tls::Identity;
-
-/// How often workers heartbeat, and everyone retries.
-const TICK: Duration = Duration::from_secs(1);
-/// How often a leader checks it is still the one at the name.
-const PROBE_EVERY: Duration = Duration::from_secs(2);
-/// Heartbeats that may fail before a worker designates again.
-const MISSED_HEARTBEATS: u32 = 3;
-/// How long a new leader that holds no keys waits for a worker that does
-/// before it makes the deployment's keys itself.
-const GRACE: Duration = Duration::from_secs(3);
-/// A worker not heard from for this long is forgotten.
-const FORGET: Duration = Duration::from_secs(10);
-/// How long a receiver's offer stays open.
-const OFFER_TTL: Duration = Duration::from_secs(30);
 
 /// This enclave's part in its deployment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -106,45 +92,30 @@ pub enum SyncError {
     Malformed(String),
 }
 
+impl From<nacre_sync::ProtoError> for SyncError {
+    fn from(e: nacre_sync::ProtoError) -> SyncError {
+        SyncError::Malformed(e.0)
+    }
+}
+
 /// `--fqdn-leader` and the rest of the sync flags.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// Where the leader is reached (through the host).
+    /// Where the leader is reached (through the host), and the name of the
+    /// deployment: an enclave takes key material of this deployment only.
     pub leader: Target,
-    /// Where the leader reaches this enclave's sync listener.
-    pub advertise: Target,
+    /// Where the leader reaches this enclave's sync listener: said by the
+    /// host proxy's Hello on the control link, the one value that differs
+    /// between the parents of one image.
+    pub advertise: watch::Receiver<Option<Target>>,
     /// PCR0 values of other images this enclave syncs with (rolling
     /// upgrades).
     pub accept_pcr0: Vec<Vec<u8>>,
     /// The host proxy's CONNECT endpoint.
     pub egress: Address,
-}
-
-/// The key material this enclave holds.
-#[derive(Clone)]
-struct Held {
-    lineage: Lineage,
-    version: u64,
-    /// SHA-256 of `payload`: what heartbeats compare.
-    hash: [u8; 32],
-    /// The encoded payload, as sent.
-    payload: Arc<Vec<u8>>,
-}
-
-/// How long a leader waits for its workers to hold a change it spreads.
-const SPREAD: Duration = Duration::from_secs(10);
-
-/// A receiver's open offer.
-struct Pending {
-    recipient: Recipient,
-    nonce: [u8; NONCE_LEN],
-    until: Instant,
-}
-
-/// A worker as the leader last heard of it.
-struct Seen {
-    at: Instant,
-    hash: Option<String>,
+    /// How long a leader that holds no keys, and sees no sign of its
+    /// deployment, waits before starting the deployment's first key set.
+    pub genesis_after: Duration,
 }
 
 /// What sync did, for metrics.
@@ -158,23 +129,35 @@ pub struct SyncStats {
     pub received: AtomicU64,
 }
 
+/// Settings that [`SyncConfig`] gives, as the modules use them.
+struct Settings {
+    leader: Target,
+    deployment: String,
+    genesis_after: Duration,
+}
+
 /// The deployment as this enclave takes part in it.
 pub struct Sync {
     stats: SyncStats,
-    /// The identity's change count included in what this enclave holds.
-    identity_held: AtomicU64,
-    config: SyncConfig,
+    config: Settings,
+    advertise: watch::Receiver<Option<Target>>,
     role: watch::Sender<Role>,
     material: Material,
     peers: Peers,
     client: PeerClient,
     held: Mutex<Option<Held>>,
+    /// The identity's change count included in what this enclave holds.
+    identity_held: AtomicU64,
+    /// The last sign that the deployment exists elsewhere.
+    evidence: Mutex<Instant>,
     probe: Mutex<Option<[u8; NONCE_LEN]>>,
     probe_seen: AtomicBool,
-    pending: Mutex<Option<Pending>>,
+    offers: Mutex<HashMap<[u8; NONCE_LEN], Pending>>,
     applying: tokio::sync::Mutex<()>,
-    workers: Mutex<HashMap<String, Seen>>,
-    pushing: Mutex<std::collections::HashSet<String>>,
+    workers: Mutex<Workers>,
+    /// This process's heartbeat session, and its count.
+    session: String,
+    seq: AtomicU64,
 }
 
 fn random_nonce() -> [u8; NONCE_LEN] {
@@ -183,19 +166,11 @@ fn random_nonce() -> [u8; NONCE_LEN] {
     n
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// A refusal by a sync endpoint: the status and why.
+type Refused = (http::StatusCode, String);
 
-/// Whether key set `a` at version `av` should replace `b` at `bv` on a
-/// leader: only a later version of the same set. A leader never trades its
-/// key set for another one a worker shows (the host could keep a stale
-/// enclave of an earlier deployment around to roll the guests back); it
-/// sends its own instead.
-fn newer(a: &Lineage, av: u64, b: &Lineage, bv: u64) -> bool {
-    a.id == b.id && av > bv
+fn refused(status: http::StatusCode, message: impl Into<String>) -> Refused {
+    (status, message.into())
 }
 
 impl Sync {
@@ -209,12 +184,18 @@ impl Sync {
         role: watch::Sender<Role>,
     ) -> Result<Arc<Sync>, SyncError> {
         let peers = Peers::new(attester, config.accept_pcr0.clone())?;
-        let client = PeerClient::new(config.egress.clone())?;
+        let client = PeerClient::new(config.egress)?;
         role.send_replace(Role::Designating);
+        let mut session = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut session);
         Ok(Arc::new(Sync {
             stats: SyncStats::default(),
-            identity_held: AtomicU64::new(0),
-            config,
+            config: Settings {
+                deployment: config.leader.to_string(),
+                leader: config.leader,
+                genesis_after: config.genesis_after,
+            },
+            advertise: config.advertise,
             role,
             material: Material {
                 identity,
@@ -224,12 +205,15 @@ impl Sync {
             peers,
             client,
             held: Mutex::new(None),
+            identity_held: AtomicU64::new(0),
+            evidence: Mutex::new(Instant::now()),
             probe: Mutex::new(None),
             probe_seen: AtomicBool::new(false),
-            pending: Mutex::new(None),
+            offers: Mutex::new(HashMap::new()),
             applying: tokio::sync::Mutex::new(()),
-            workers: Mutex::new(HashMap::new()),
-            pushing: Mutex::new(std::collections::HashSet::new()),
+            workers: Mutex::new(Workers::default()),
+            session: hex::encode(session),
+            seq: AtomicU64::new(0),
         }))
     }
 
@@ -244,196 +228,9 @@ impl Sync {
         }
     }
 
-    fn held(&self) -> Option<Held> {
-        self.held.lock().ok()?.clone()
-    }
-
-    fn hold(&self, lineage: Lineage, version: u64, payload: Vec<u8>) {
-        let hash = seal::sha256(&payload);
-        if let Ok(mut held) = self.held.lock() {
-            *held = Some(Held {
-                lineage,
-                version,
-                hash,
-                payload: Arc::new(payload),
-            });
-        }
-        self.material
-            .state
-            .held
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Runs designation, heartbeats and pushes until the process ends.
-    pub async fn run(self: Arc<Self>) {
-        let mut changes = self.material.registry.subscribe();
-        let mut identity = self.material.identity.subscribe();
-        let state_changed = self.material.state.changed.clone();
-        let mut missed = 0;
-        let mut led_since = None;
-        let mut probed = Instant::now();
-        loop {
-            match self.role() {
-                Role::Alone => return,
-                Role::Designating => match self.reach_self().await {
-                    Reach::Myself => {
-                        self.set_role(Role::Leader);
-                        led_since = Some(Instant::now());
-                        probed = Instant::now();
-                        changes.borrow_and_update();
-                        identity.borrow_and_update();
-                    }
-                    Reach::Other => {
-                        missed = 0;
-                        self.set_role(Role::Worker {
-                            leader: self.config.leader.to_string(),
-                        });
-                    }
-                    Reach::NotYet | Reach::Unreachable => tokio::time::sleep(TICK).await,
-                },
-                Role::Worker { .. } => {
-                    match self.heartbeat().await {
-                        Ok(answer) => {
-                            missed = 0;
-                            self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                            if answer.send_keys {
-                                let leader = self.config.leader.clone();
-                                if let Err(e) = self.push(&leader).await.map(drop) {
-                                    tracing::warn!("sending keys to the leader failed: {e}");
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            missed += 1;
-                            tracing::debug!("heartbeat failed ({missed}): {e}");
-                            if missed >= MISSED_HEARTBEATS || matches!(e, Beat::NotLeader) {
-                                tracing::warn!(
-                                    "the leader is gone; designating again, serving with the keys held"
-                                );
-                                self.set_role(Role::Designating);
-                                continue;
-                            }
-                        }
-                    }
-                    tokio::time::sleep(TICK).await;
-                }
-                Role::Leader => {
-                    if probed.elapsed() >= PROBE_EVERY {
-                        probed = Instant::now();
-                        if let Reach::Other = self.reach_self().await {
-                            tracing::warn!("another enclave leads at the name now; stepping down");
-                            self.set_role(Role::Designating);
-                            continue;
-                        }
-                    }
-                    self.forget_stale_workers();
-                    let since = led_since.get_or_insert_with(Instant::now);
-                    if self.held().is_none() && since.elapsed() >= GRACE {
-                        self.make_keys();
-                    }
-                    tokio::select! {
-                        _ = changes.changed() => self.changed(),
-                        Ok(()) = identity.changed() => self.identity_changed(),
-                        () = state_changed.notified() => self.changed(),
-                        () = tokio::time::sleep(TICK) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// A new leader that found no worker holding keys makes the
-    /// deployment's, from what it holds now.
-    fn make_keys(self: &Arc<Self>) {
-        let mut id = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut id);
-        let lineage = Lineage {
-            id: hex::encode(id),
-            created_ms: now_ms(),
-        };
-        let payload = self.gather(lineage.clone(), 1);
-        tracing::info!(lineage = %lineage.id, "no enclave of this deployment holds keys: these are its keys now");
-        self.hold(lineage, 1, payload);
-        self.push_all();
-    }
-
-    /// A change on the leader: the next version, sent to every worker.
-    fn changed(self: &Arc<Self>) {
-        let Some(held) = self.held() else {
-            return;
-        };
-        let version = held.version + 1;
-        let payload = self.gather(held.lineage.clone(), version);
-        self.hold(held.lineage, version, payload);
-        self.push_all();
-    }
-
-    /// What this enclave holds now, encoded, noting which change of the
-    /// identity it includes.
-    fn gather(&self, lineage: Lineage, version: u64) -> Vec<u8> {
-        self.note_identity();
-        self.material.gather(lineage, version).encode()
-    }
-
-    /// The identity as it is now is in what this enclave holds (gathered,
-    /// or received and applied).
-    fn note_identity(&self) {
-        self.identity_held
-            .store(self.material.identity.version(), Ordering::Relaxed);
-    }
-
-    /// An identity change on the leader, unless it is already held: one
-    /// [`Sync::spread`] gathered, or keys this enclave applied.
-    fn identity_changed(self: &Arc<Self>) {
-        if self.material.identity.version() != self.identity_held.load(Ordering::Relaxed) {
-            self.changed();
-        }
-    }
-
-    /// Sends the keys to every worker that does not hold this version.
-    fn push_all(self: &Arc<Self>) {
-        let current = self.held().map(|h| hex::encode(h.hash));
-        let targets: Vec<String> = self
-            .workers
-            .lock()
-            .map(|w| {
-                w.iter()
-                    .filter(|(_, seen)| seen.hash != current)
-                    .map(|(t, _)| t.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for t in targets {
-            self.push_in_background(t);
-        }
-    }
-
-    fn push_in_background(self: &Arc<Self>, worker: String) {
-        let Ok(target) = Target::parse(&worker, None) else {
-            return;
-        };
-        if let Ok(mut pushing) = self.pushing.lock()
-            && !pushing.insert(worker.clone())
-        {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            match this.push(&target).await {
-                Ok(hash) => {
-                    tracing::info!(%worker, "keys sent");
-                    if let Ok(mut workers) = this.workers.lock()
-                        && let Some(seen) = workers.get_mut(&worker)
-                    {
-                        seen.hash = Some(hex::encode(hash));
-                    }
-                }
-                Err(e) => tracing::warn!(%worker, "sending keys failed: {e}"),
-            }
-            if let Ok(mut pushing) = this.pushing.lock() {
-                pushing.remove(&worker);
-            }
-        });
+    /// Where peers reach this enclave, as the host proxy said.
+    fn advertise(&self) -> Option<Target> {
+        self.advertise.borrow().clone()
     }
 
     /// What sync did so far.
@@ -445,69 +242,5 @@ impl Sync {
     /// peer, or made as a leader that found none.
     pub fn holds_keys(&self) -> bool {
         self.held().is_some()
-    }
-
-    /// On the leader: gathers what changed now and waits (at most ten
-    /// seconds) until every worker heard from holds it. The ACME client
-    /// calls it before the CA validates a challenge any enclave may be
-    /// asked to answer.
-    pub async fn spread(self: &Arc<Self>) {
-        if self.role() != Role::Leader {
-            return;
-        }
-        self.changed();
-        let Some(held) = self.held() else {
-            return;
-        };
-        let want = Some(hex::encode(held.hash));
-        let all_hold = || {
-            self.workers
-                .lock()
-                .map(|w| w.values().all(|seen| seen.hash == want))
-                .unwrap_or(true)
-        };
-        let deadline = Instant::now() + SPREAD;
-        while !all_hold() {
-            if Instant::now() >= deadline {
-                tracing::warn!("not every worker holds the change after {SPREAD:?}; going on");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn forget_stale_workers(&self) {
-        if let Ok(mut workers) = self.workers.lock() {
-            workers.retain(|w, seen| {
-                let keep = seen.at.elapsed() < FORGET;
-                if !keep {
-                    tracing::info!(worker = %w, "forgetting a worker not heard from");
-                }
-                keep
-            });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(id: &str, created_ms: u64) -> Lineage {
-        Lineage {
-            id: id.into(),
-            created_ms,
-        }
-    }
-
-    #[test]
-    fn a_leader_takes_only_later_versions_of_its_own_key_set() {
-        let (ours, other) = (set("aa", 10), set("bb", 5));
-        assert!(newer(&ours, 3, &ours, 2));
-        assert!(!newer(&ours, 2, &ours, 2));
-        assert!(!newer(&ours, 1, &ours, 2));
-        // Another set, older or not, never replaces the leader's.
-        assert!(!newer(&other, 9, &ours, 2));
-        assert!(!newer(&set("cc", 20), 9, &ours, 2));
     }
 }

@@ -81,6 +81,11 @@ impl Peers {
         let own_pcrs = Document::from_payload(&cose.payload)
             .map_err(|e| SyncError::Attestation(e.to_string()))?
             .pcrs;
+        if own_pcrs.get(&0).is_some_and(|p| p.iter().all(|b| *b == 0)) {
+            tracing::error!(
+                "THIS ENCLAVE RUNS IN DEBUG MODE (PCR0 is all zeros): the host can read its memory, and every debug enclave of any image has this PCR0. It syncs only with other debug enclaves; never give it a production deployment's keys"
+            );
+        }
         Ok(Peers {
             verifier: attester.peer_verifier(),
             attester,

@@ -1,6 +1,6 @@
 //! `nacre:enclave/state` in a deployment of several enclaves: written on the
 //! leader, read everywhere, moved to workers with the rest of the key
-//! material (SPEC §4, §7). nitriding's 410 and 503 become the WIT's
+//! material. nitriding's 410 and 503 become the WIT's
 //! `not-leader` and `designation-in-progress`.
 
 use std::collections::BTreeMap;
@@ -35,10 +35,10 @@ impl SyncedState {
     }
 
     /// Every slot, for the payload.
-    pub(crate) fn export(&self) -> BTreeMap<String, Vec<u8>> {
+    pub(crate) fn export(&self) -> BTreeMap<String, Arc<[u8]>> {
         self.slots
             .lock()
-            .map(|s| s.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect())
+            .map(|s| s.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
             .unwrap_or_default()
     }
 

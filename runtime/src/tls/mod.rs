@@ -81,8 +81,8 @@ impl Challenge {
 
 /// The TLS identity of the runtime's listeners: the certificate served,
 /// the TLS-ALPN-01 challenges open now, and the ACME account the
-/// certificate is renewed with.
-#[derive(Debug)]
+/// certificate is renewed with. Not `Debug` by derive: the account holds
+/// its private key.
 pub struct Identity {
     provider: Arc<CryptoProvider>,
     current: ArcSwap<Served>,
@@ -92,6 +92,26 @@ pub struct Identity {
     account: std::sync::Mutex<Option<String>>,
     /// Bumped at every change of the three above; key sync sends them on.
     changes: watch::Sender<u64>,
+}
+
+/// What names the identity, none of its secrets.
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let account = self.account.lock().map(|a| a.is_some()).unwrap_or(false);
+        f.debug_struct("Identity")
+            .field("leaf_sha256", &hex::encode(self.leaf_sha256()))
+            .field("source", &self.source())
+            .field(
+                "challenges",
+                &self
+                    .challenges()
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("acme_account", &if account { "held" } else { "none" })
+            .finish_non_exhaustive()
+    }
 }
 
 /// The one crypto provider of the runtime's TLS, named wherever a config is
@@ -374,6 +394,18 @@ fn served(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let id = Identity::self_signed("app.test").unwrap();
+        id.set_account(Some("{\"secret\":\"ACCOUNT-KEY-7f3a\"}".into()));
+        let (_, key) = id.export();
+        let shown = format!("{id:?}");
+        assert!(!shown.contains("ACCOUNT-KEY-7f3a"), "{shown}");
+        assert!(shown.contains("held"), "{shown}");
+        let der = hex::encode(&key.secret_der()[..16]);
+        assert!(!shown.contains(&der), "{shown}");
+    }
 
     #[test]
     fn self_signed_files_and_replacement() {

@@ -11,21 +11,27 @@ use std::time::{Duration, Instant};
 use nacre_cli::process::{Stderr, Supervised};
 use nacre_tests::fleet::{Forwarder, LeaderName, Member, MemberSpec, free_port, within};
 use nacre_tests::net::{HostProxy, Relay, contains, unix_in};
-use nacre_tests::pebble::Pebble;
+use nacre_tests::pebble::{Pebble, Planned};
 use nacre_tests::{Runtime, bin, guest, nacre, temp_dir};
 
 /// The name certificates are ordered for; Pebble's DNS answers 127.0.0.1.
 const FQDN: &str = "app.nacre.test";
 
 /// One enclave behind its host proxy, the public side on `public_port`,
-/// egress through a recording relay, ACME flags pointing at `pebble`.
+/// egress through a recording relay, ACME flags pointing at Pebble's
+/// `directory` on `pebble_port`, trusting `extra_ca`.
 struct Enclave {
     rt: Runtime,
     proxy: HostProxy,
     egress: Relay,
 }
 
-async fn enclave(pebble: &Pebble, public_port: u16, directory: &str, extra: &[&str]) -> Enclave {
+async fn enclave(
+    (pebble_port, extra_ca): (u16, &Path),
+    public_port: u16,
+    directory: &str,
+    extra: &[&str],
+) -> Enclave {
     let dir = temp_dir("acme");
     let proxy = HostProxy::start(&[
         "--inbound".into(),
@@ -37,7 +43,7 @@ async fn enclave(pebble: &Pebble, public_port: u16, directory: &str, extra: &[&s
         unix_in(&dir, "egress.sock"),
         "--egress-allow-private".into(),
         "--egress-allow".into(),
-        format!("localhost:{}", pebble.port),
+        format!("localhost:{pebble_port}"),
     ]);
     let egress = Relay::start(
         unix_in(&dir, "relay.sock").parse().expect("address"),
@@ -45,7 +51,7 @@ async fn enclave(pebble: &Pebble, public_port: u16, directory: &str, extra: &[&s
     )
     .await;
     let relay = egress.listen.to_string();
-    let ca = pebble.extra_ca().display().to_string();
+    let ca = extra_ca.display().to_string();
     let mut flags = vec![
         "--fqdn",
         FQDN,
@@ -70,6 +76,24 @@ async fn enclave(pebble: &Pebble, public_port: u16, directory: &str, extra: &[&s
     Enclave { rt, proxy, egress }
 }
 
+/// `/enclave/config`; None while the listener refuses clients.
+async fn config(rt: &Runtime) -> Option<serde_json::Value> {
+    let r = rt
+        .client()
+        .get(format!("{}/enclave/config", rt.url()))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+/// `/enclave/config`'s ACME account URI; None while there is none.
+async fn account(rt: &Runtime) -> Option<String> {
+    config(rt).await?["acme_account"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// `/enclave/config`'s certificate source and SHA-256.
 async fn served(rt: &Runtime) -> (String, String) {
     try_served(rt).await.expect("/enclave/config answers")
@@ -77,15 +101,38 @@ async fn served(rt: &Runtime) -> (String, String) {
 
 /// Like [`served`]; None while the listener refuses clients.
 async fn try_served(rt: &Runtime) -> Option<(String, String)> {
-    let r = rt
-        .client()
-        .get(format!("{}/enclave/config", rt.url()))
-        .send()
-        .await
-        .ok()?;
-    let config: serde_json::Value = r.json().await.ok()?;
+    let config = config(rt).await?;
     let field = |k: &str| config[k].as_str().unwrap_or_default().to_string();
     Some((field("tls_certificate"), field("tls_certificate_sha256")))
+}
+
+/// How long until `rt` serves a CA's certificate; fails past `limit`.
+async fn until_acme(rt: &Runtime, limit: Duration, what: &str) -> Duration {
+    within(limit, what, || async {
+        try_served(rt)
+            .await
+            .is_some_and(|(source, _)| source == "acme")
+    })
+    .await
+}
+
+/// Waits until `rt`'s log holds `text`; fails past `limit`.
+async fn until_logged(rt: &Runtime, limit: Duration, text: &str) {
+    within(limit, &format!("{text:?} logged"), || async {
+        rt.log().contains(text)
+    })
+    .await;
+}
+
+/// Waits until `rt` shows the ACME account `uri` in `/enclave/config`
+/// and has logged it.
+async fn until_account(rt: &Runtime, uri: &str) {
+    within(
+        Duration::from_secs(10),
+        "the account shown and logged",
+        || async { account(rt).await.as_deref() == Some(uri) && rt.log().contains(uri) },
+    )
+    .await;
 }
 
 /// The system's curl to `https://FQDN:PORT/enclave` trusting only `root`:
@@ -137,23 +184,14 @@ async fn a_certificate_from_the_ca_is_served_attested_and_renewed_under_a_live_c
     let hello = guest("hello").display().to_string();
     let boot = format!("hello={hello}");
     let e = enclave(
-        &pebble,
+        (pebble.port, &pebble.extra_ca()),
         public_port,
         &directory,
         &["--renew-after", "15s", "--wait-for-app", "--guest", &boot],
     )
     .await;
 
-    let took = within(
-        Duration::from_secs(60),
-        "a certificate from the CA",
-        || async {
-            try_served(&e.rt)
-                .await
-                .is_some_and(|(source, _)| source == "acme")
-        },
-    )
-    .await;
+    let took = until_acme(&e.rt, Duration::from_secs(60), "a certificate from the CA").await;
     eprintln!("certificate issued and served {took:?} after the runtime started");
     let root = pebble.root_file().await;
     let (ok, out) = curl_verified(&root, public_port);
@@ -165,6 +203,18 @@ async fn a_certificate_from_the_ca_is_served_attested_and_renewed_under_a_live_c
         "{}",
         e.rt.log()
     );
+    // The account's URI, which a CAA accounturi names, is in
+    // /enclave/config and the log; its key is in neither.
+    let uri = account(&e.rt)
+        .await
+        .expect("the account in /enclave/config");
+    assert!(
+        uri.starts_with(&format!("https://localhost:{}/", pebble.port)),
+        "{uri}"
+    );
+    assert!(e.rt.log().contains(&uri), "{}", e.rt.log());
+    let config = e.rt.get("/enclave/config").await.1;
+    assert!(!config.contains("key_pkcs8"), "{config}");
 
     // The document binds the certificate served.
     let (_, first) = served(&e.rt).await;
@@ -283,14 +333,15 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
     let pebble = Pebble::start(wrong_port);
     let directory = pebble.directory();
     let public_port = free_port();
-    let e = enclave(&pebble, public_port, &directory, &[]).await;
-
-    within(
-        Duration::from_secs(60),
-        "the failed validation logged",
-        || async { e.rt.log().contains("could not validate") },
+    let e = enclave(
+        (pebble.port, &pebble.extra_ca()),
+        public_port,
+        &directory,
+        &[],
     )
     .await;
+
+    until_logged(&e.rt, Duration::from_secs(60), "could not validate").await;
     let log = e.rt.log();
     assert!(
         log.contains(&format!("the CA could not validate {FQDN} by tls-alpn-01"))
@@ -315,13 +366,14 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
 
     // An unreachable directory.
     let nowhere = format!("https://localhost:{}/dir", free_port());
-    let unreachable = enclave(&pebble, free_port(), &nowhere, &[]).await;
-    within(
-        Duration::from_secs(30),
-        "the unreachable directory logged",
-        || async { unreachable.rt.log().contains("not renewed") },
+    let unreachable = enclave(
+        (pebble.port, &pebble.extra_ca()),
+        free_port(),
+        &nowhere,
+        &[],
     )
     .await;
+    until_logged(&unreachable.rt, Duration::from_secs(30), "not renewed").await;
     let log = unreachable.rt.log();
     assert!(
         log.contains("check --acme-directory") && log.contains(&nowhere),
@@ -331,16 +383,13 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
 
     // A name the CA refuses to issue for.
     let refused = enclave(
-        &pebble,
+        (pebble.port, &pebble.extra_ca()),
         free_port(),
         &directory,
         &["--fqdn", "nacre_test.invalid"],
     )
     .await;
-    within(Duration::from_secs(30), "the refusal logged", || async {
-        refused.rt.log().contains("not renewed")
-    })
-    .await;
+    until_logged(&refused.rt, Duration::from_secs(30), "not renewed").await;
     let log = refused.rt.log();
     assert!(log.contains("opening an order"), "{log}");
     assert_eq!(served(&refused.rt).await.0, "self-signed");
@@ -351,18 +400,13 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
     let boot = format!("hello={hello}");
     let gated_port = free_port();
     let gated = enclave(
-        &pebble,
+        (pebble.port, &pebble.extra_ca()),
         gated_port,
         &directory,
         &["--wait-for-app", "--guest", &boot],
     )
     .await;
-    within(
-        Duration::from_secs(60),
-        "the gated enclave's failure",
-        || async { gated.rt.log().contains("could not validate") },
-    )
-    .await;
+    until_logged(&gated.rt, Duration::from_secs(60), "could not validate").await;
     let text = s_client(gated_port, "http/1.1");
     assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
     assert!(gated.rt.log().contains("open for the CA's validation only"));
@@ -391,8 +435,9 @@ async fn a_deployment_orders_once_and_a_restarted_leader_orders_nothing() {
         "--extra-ca",
         ca.as_str(),
     ];
+    // Pebble lives on loopback, as the peers do.
     let allow = [
-        "--egress-allow".to_string(),
+        "--egress-allow-private-to".to_string(),
         format!("localhost:{}", pebble.port),
     ];
     let spec = |i: usize| MemberSpec {
@@ -434,6 +479,11 @@ async fn a_deployment_orders_once_and_a_restarted_leader_orders_nothing() {
         assert!(ok, "{out}");
     }
     let cert = served(&a.rt).await.1;
+    // The leader's account reached the workers: each shows and logs it.
+    let uri = account(&a.rt).await.expect("the leader's account");
+    for m in [&b, &c] {
+        until_account(&m.rt, &uri).await;
+    }
 
     // The leader's enclave restarts; the name still leads to its parent.
     drop(a);
@@ -461,6 +511,38 @@ async fn a_deployment_orders_once_and_a_restarted_leader_orders_nothing() {
         "{}",
         a.rt.log()
     );
+    // It took the account back too, and says which.
+    until_account(&a.rt, &uri).await;
+}
+
+/// A runtime started before its CA is up (the host proxy finds nobody at
+/// the directory's port): the first attempts fail without reaching the CA
+/// and are retried within seconds, so the certificate arrives soon after
+/// the CA does, not at the five-minute back-off a refusal earns.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_that_comes_up_late_is_tried_again_within_seconds() {
+    let public_port = free_port();
+    let plan = Planned::new(public_port);
+    let directory = plan.directory();
+    let e = enclave((plan.port, &plan.extra_ca()), public_port, &directory, &[]).await;
+    until_logged(&e.rt, Duration::from_secs(30), "not renewed").await;
+    let log = e.rt.log();
+    assert!(
+        log.contains("the CA did not answer") && log.contains("retry_in=10s"),
+        "{log}"
+    );
+    assert_eq!(served(&e.rt).await.0, "self-signed");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pebble = plan.start();
+    let took = until_acme(
+        &e.rt,
+        Duration::from_secs(30),
+        "a certificate from the CA that came up late",
+    )
+    .await;
+    eprintln!("certificate served {took:?} after the CA started");
+    assert_eq!(pebble.issued(), 1, "{}", pebble.log());
 }
 
 /// Without a CA the runtime's own certificate names --fqdn (CN and SAN),

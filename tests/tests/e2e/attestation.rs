@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use nacre_attestation::{RuntimeBinding, Verifier};
+use nacre_tests::net::TlsRelay;
 use nacre_tests::{Runtime, TOKEN, bin, guest, nacre, peer_certificate};
 use sha2::{Digest, Sha256, Sha384};
 
@@ -79,43 +80,6 @@ fn nsm_mode_outside_an_enclave_fails_at_start_with_the_fix() {
         err.contains("/dev/nsm") && err.contains("--attestation dev"),
         "{err}"
     );
-}
-
-/// A man in the middle: terminates TLS with `server` and opens a new TLS
-/// connection to the runtime, copying plaintext between the two.
-async fn tls_relay(rt: &Runtime, server: rustls::ServerConfig) -> std::net::SocketAddr {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rt.roots();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let upstream = rt.addr;
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, connector) = (acceptor.clone(), connector.clone());
-            tokio::spawn(async move {
-                let Ok(mut down) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
-                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-                let Ok(mut up) = connector.connect(name, up).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            });
-        }
-    });
-    addr
 }
 
 fn server_config(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> rustls::ServerConfig {
@@ -200,8 +164,8 @@ async fn nacre_attest_checks_document_connection_and_guests() {
     // document still verifies but is not about this connection.
     let own = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let presented = present(vec![own.cert.der().clone()], &own.signing_key);
-    let relay = tls_relay(&rt, server_config(presented)).await;
-    let relay_url = format!("https://localhost:{}", relay.port());
+    let relay = TlsRelay::start(rt.addr, rt.roots(), server_config(presented)).await;
+    let relay_url = format!("https://localhost:{}", relay.addr.port());
     let (ok, _, err) = nacre(&["attest", &relay_url, "--root", &root]);
     assert!(!ok, "attest passed through a TLS-terminating relay");
     assert!(
@@ -222,8 +186,8 @@ async fn a_relay_replaying_the_certificate_without_its_key_is_caught_by_the_hand
         nacre_transport::pem::certificates(&rt.ca_file().unwrap().with_file_name("cert.pem"))
             .unwrap();
     let own_key = rcgen::KeyPair::generate().unwrap();
-    let relay = tls_relay(&rt, server_config(present(chain, &own_key))).await;
-    let url = format!("https://localhost:{}", relay.port());
+    let relay = TlsRelay::start(rt.addr, rt.roots(), server_config(present(chain, &own_key))).await;
+    let url = format!("https://localhost:{}", relay.addr.port());
 
     let (ok, out, err) = nacre(&["attest", &url, "--root", &root]);
     assert!(!ok, "attest passed a key-replay relay: {out}");
@@ -231,20 +195,26 @@ async fn a_relay_replaying_the_certificate_without_its_key_is_caught_by_the_hand
 
     let wasm = guest("hello").display().to_string();
     let ca = rt.ca_file().unwrap().display().to_string();
-    for trust in [["--root", ca.as_str()], ["--insecure", ""]] {
+    let pins = rt.attest_args();
+    let mut attested = vec!["--root", ca.as_str()];
+    attested.extend(pins.iter().map(String::as_str));
+    for trust in [attested.clone(), vec!["--insecure"]] {
         let mut args = vec!["guests", url.as_str(), "--token", TOKEN];
-        args.extend(trust.iter().filter(|a| !a.is_empty()));
+        args.extend(&trust);
         let (ok, _, err) = nacre(&args);
         assert!(!ok && err.contains("handshake"), "{args:?}: {err}");
         let mut args = vec!["deploy", url.as_str(), "x", wasm.as_str(), "--token", TOKEN];
-        args.extend(trust.iter().filter(|a| !a.is_empty()));
+        args.extend(&trust);
         let (ok, _, err) = nacre(&args);
         assert!(!ok && err.contains("handshake"), "{args:?}: {err}");
     }
     // The same commands straight to the runtime pass.
     let (ok, _, err) = nacre(&["attest", &rt.url(), "--root", &root]);
     assert!(ok, "{err}");
-    let (ok, _, err) = nacre(&["guests", &rt.url(), "--token", TOKEN, "--root", &ca]);
+    let rt_url = rt.url();
+    let mut args = vec!["guests", rt_url.as_str(), "--token", TOKEN];
+    args.extend(&attested);
+    let (ok, _, err) = nacre(&args);
     assert!(ok, "{err}");
 }
 

@@ -10,15 +10,21 @@ async fn deploy_and_list_with_explicit_trust() {
     let wasm_s = wasm.display().to_string();
     let ca = rt.ca_file().unwrap();
     let ca_s = ca.display().to_string();
+    let pins = rt.attest_args();
+    let with_pins = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(pins.iter().map(String::as_str));
+        nacre(&all)
+    };
 
     // The test CA is not a public root: refused unless trusted explicitly.
-    let (ok, _, err) = nacre(&["deploy", &url, "hello", &wasm_s, "--token", TOKEN]);
+    let (ok, _, err) = with_pins(&["deploy", &url, "hello", &wasm_s, "--token", TOKEN]);
     assert!(!ok);
     assert!(err.contains("--root"), "{err}");
 
     // The certificate names localhost; the URL uses 127.0.0.1.
     let url = rt.url();
-    let (ok, out, err) = nacre(&[
+    let (ok, out, err) = with_pins(&[
         "deploy", &url, "hello", &wasm_s, "--route", "/hi", "--token", TOKEN, "--root", &ca_s,
     ]);
     assert!(ok, "{err}");
@@ -26,13 +32,13 @@ async fn deploy_and_list_with_explicit_trust() {
     assert_eq!(info["sha256"], sha256_hex(&std::fs::read(&wasm).unwrap()));
     assert_eq!(info["route"], "/hi");
 
-    let (ok, _, err) = nacre(&[
+    let (ok, _, err) = with_pins(&[
         "deploy", &url, "x", &wasm_s, "--token", "wrong", "--root", &ca_s,
     ]);
     assert!(!ok);
     assert!(err.contains("401"), "{err}");
 
-    let (ok, out, err) = nacre(&["guests", &url, "--token", TOKEN, "--root", &ca_s]);
+    let (ok, out, err) = with_pins(&["guests", &url, "--token", TOKEN, "--root", &ca_s]);
     assert!(ok, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list[0]["name"], "hello");

@@ -271,10 +271,16 @@ async fn request_heads_over_the_limits_get_431() {
             .collect();
         assert_eq!(code(with(&five, "/f/ok")), "431", "{v}");
         assert_eq!(code(with(&[], &format!("/f/ok?{l9}"))), "414", "{v}");
-        // Far over: never served (431 over HTTP/1.1; over HTTP/2 the h2
-        // library ends the connection rather than buffer it).
+        // Far over: never served. Over HTTP/1.1 the 431 arrives (the
+        // runtime reads and discards the rest of the head before closing);
+        // over HTTP/2 the h2 library ends the connection rather than
+        // buffer it.
         let huge = code(with(&[h("x-huge", &l100)], "/f/ok"));
-        assert!(huge == "431" || huge == "000", "{v}: {huge}");
+        if v == "--http1.1" {
+            assert_eq!(huge, "431", "{v}");
+        } else {
+            assert!(huge == "431" || huge == "000", "{v}: {huge}");
+        }
     }
     let (_, out, _) = rt.curl(&["--http1.1", "-H", &h("x-big", &l9), "URL/f/ok"]);
     assert!(

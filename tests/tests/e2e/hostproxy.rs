@@ -96,6 +96,18 @@ async fn connect_requests_get_the_documented_answers() {
     assert!(r.starts_with("HTTP/1.1 502 "), "{r}");
 }
 
+/// A proxy serving CONNECT on a unix socket of its own, with `args`; the
+/// proxy and the socket.
+fn egress_proxy(args: &[String]) -> (HostProxy, std::path::PathBuf) {
+    let sock = temp_dir("egress").join("egress.sock");
+    let mut all = vec![
+        "--egress-listen".to_string(),
+        format!("unix:{}", sock.display()),
+    ];
+    all.extend_from_slice(args);
+    (HostProxy::start(&all), sock)
+}
+
 /// A name in the allow list stands for a public service: one that resolves
 /// to loopback (or a private or unspecified address) is refused unless the
 /// operator asks for it, while an IP-literal rule is dialled as written.
@@ -104,11 +116,8 @@ async fn names_resolving_to_private_addresses_are_refused_by_default() {
     let target = echo().await;
     let port = target.rsplit(':').next().unwrap().to_string();
     let start = |extra: &[&str]| {
-        let sock = temp_dir("private").join("egress.sock");
         let mut args = vec![
-            "--egress-listen".to_string(),
-            format!("unix:{}", sock.display()),
-            "--egress-allow".into(),
+            "--egress-allow".to_string(),
             format!("localhost:{port}"),
             "--egress-allow".into(),
             format!("127.0.0.1:{port}"),
@@ -116,7 +125,7 @@ async fn names_resolving_to_private_addresses_are_refused_by_default() {
             "tcp://127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        (HostProxy::start(&args), sock)
+        egress_proxy(&args)
     };
     let by_name = format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\n");
     let by_ip = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
@@ -124,11 +133,8 @@ async fn names_resolving_to_private_addresses_are_refused_by_default() {
     let (proxy, sock) = start(&[]);
     let r = answer(&sock, by_name.as_bytes()).await;
     assert!(r.starts_with("HTTP/1.1 403 "), "{r}");
-    let log = proxy.log();
-    assert!(
-        log.contains("loopback address") && log.contains("--egress-allow-private"),
-        "{log}"
-    );
+    let log = logged(&proxy, "loopback address").await;
+    assert!(log.contains("--egress-allow-private-to"), "{log}");
     let refused = "nacre_proxy_refusals_total{kind=\"egress\",reason=\"address_not_allowed\"}";
     assert_eq!(proxy.metric(refused).await, 1.0);
     let mut s = UnixStream::connect(&sock).await.unwrap();
@@ -149,6 +155,85 @@ async fn names_resolving_to_private_addresses_are_refused_by_default() {
         head.starts_with(b"HTTP/1.1 200 "),
         "the flag admits the name"
     );
+}
+
+/// Asks the proxy at `sock` for a tunnel to `host:port`; the status line
+/// of its answer, read without waiting for the tunnel to end.
+async fn tunnel(sock: &std::path::Path, host: &str, port: &str) -> String {
+    let mut s = UnixStream::connect(sock).await.unwrap();
+    let request = format!("CONNECT {host}:{port} HTTP/1.1\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&got);
+    head.lines().next().unwrap_or_default().to_string()
+}
+
+/// The proxy's log once it has a line with `needle` (its stderr arrives
+/// through a pipe, a little after the answer it accompanies).
+async fn logged(proxy: &HostProxy, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = proxy.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {needle:?} in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `--egress-allow-private-to` lets its own destinations (sync peers, the
+/// leader name) resolve into the parent's network and nothing else: a
+/// guest's destination allowed beside them that resolves to loopback is
+/// still refused. `--egress-allow-private`, the blunt form, still admits
+/// every name, with a warning naming the per-destination flag.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_private_allowance_is_per_destination() {
+    let (peer, guest) = (echo().await, echo().await);
+    let peer = peer.rsplit(':').next().unwrap().to_string();
+    let guest = guest.rsplit(':').next().unwrap().to_string();
+    let start = |blunt: bool| {
+        let mut args = vec![
+            "--egress-allow-private-to".to_string(),
+            format!("localhost:{peer}"),
+            "--egress-allow".into(),
+            format!("localhost:{guest}"),
+        ];
+        if blunt {
+            args.push("--egress-allow-private".into());
+        }
+        egress_proxy(&args)
+    };
+
+    let (proxy, sock) = start(false);
+    let r = tunnel(&sock, "localhost", &peer).await;
+    assert!(r.starts_with("HTTP/1.1 200 "), "the peer: {r}");
+    let r = tunnel(&sock, "localhost", &guest).await;
+    assert!(
+        r.starts_with("HTTP/1.1 403 "),
+        "the guest's destination: {r}"
+    );
+    let fix = format!("--egress-allow-private-to localhost:{guest}");
+    logged(&proxy, &fix).await;
+    // The rule names a port: another port of the name is not allowed.
+    let r = tunnel(&sock, "localhost", "1").await;
+    assert!(r.starts_with("HTTP/1.1 403 "), "another port: {r}");
+
+    let (proxy, sock) = start(true);
+    let r = tunnel(&sock, "localhost", &guest).await;
+    assert!(r.starts_with("HTTP/1.1 200 "), "the blunt flag: {r}");
+    let log = logged(&proxy, "--egress-allow-private-to HOST:PORT").await;
+    assert!(log.contains("WARN"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

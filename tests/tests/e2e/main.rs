@@ -17,4 +17,7 @@ mod operations;
 mod origins;
 mod serving;
 mod sync;
+mod sync_cost;
+mod sync_hostile;
+mod token;
 mod transport;

@@ -149,6 +149,71 @@ async fn a_dead_control_link_costs_requests_nothing_and_drops_are_reported() {
     control.wait_for_line(Duration::from_secs(10), "stdout guest=talker");
 }
 
+/// A guest whose error string is 16 MiB of DEL (its `Debug` escaping six
+/// times as long), twelve times: each failure reaches the host as a
+/// bounded line (and the runtime's own log too), the link carries on with
+/// no reconnection, the guest's next line arrives promptly, and the
+/// runtime's memory stays bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_guest_errors_are_cut_and_the_control_link_stays_up() {
+    let dir = temp_dir("ops-huge");
+    let control = unix(&dir, "control.sock");
+    let mut proxy = HostProxy::start(&["--control-listen".into(), control.clone()]);
+    let rt = Runtime::start(&["--control", &control]);
+    rt.deploy_ok("talker", &guest("faulty"), "").await;
+    proxy.wait_for_line(Duration::from_secs(30), "deployed");
+    assert_eq!(rt.get("/talker/ok").await.0, 200);
+    let before = rt.rss();
+
+    for _ in 0..12 {
+        assert_eq!(rt.get("/talker/huge-error").await.0, 500);
+    }
+    let asked = Instant::now();
+    assert_eq!(rt.get("/talker/log").await.0, 200);
+    let mut failures = 0;
+    loop {
+        let line = proxy.wait_for_line(Duration::from_secs(5), "guest=talker");
+        if line.contains("stdout guest=talker") {
+            break;
+        }
+        if line.contains("guest request failed") {
+            assert!(line.len() < 16 * 1024, "a line of {} bytes", line.len());
+            assert!(line.contains("(truncated, "), "{line:.300}");
+            failures += 1;
+        }
+    }
+    let took = asked.elapsed();
+    eprintln!("the guest's line after 12 huge errors came {took:?} after its request");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(failures, 12, "every failure is logged, cut");
+
+    let ups = proxy
+        .log()
+        .lines()
+        .filter(|l| l.contains("control link up"))
+        .count();
+    assert_eq!(ups, 1, "the control link was made again:\n{}", proxy.log());
+    // A record held 100 MB here before records were bounded: a dozen of
+    // them went over 250 MiB after, and 750 MiB at the peak.
+    let after = rt.rss();
+    let peak = nacre_cli::process::peak_rss(rt.pid()).unwrap_or(0);
+    eprintln!(
+        "runtime RSS {} MiB before, {} MiB after, {} MiB at the peak",
+        before >> 20,
+        after >> 20,
+        peak >> 20
+    );
+    assert!(
+        after < before + (128 << 20),
+        "RSS grew from {} to {} MiB",
+        before >> 20,
+        after >> 20
+    );
+    assert!(peak < 400 << 20, "RSS peaked at {} MiB", peak >> 20);
+    // The runtime's own log (stderr) got the same bounded lines.
+    assert!(rt.log().len() < 4 << 20, "{} bytes of log", rt.log().len());
+}
+
 /// A hostile host on the control link: garbage, an oversized length, a cut
 /// frame, bytes that are not protobuf, a version the runtime does not
 /// speak, a bad frame after a good Hello. Each is logged, the runtime
@@ -166,6 +231,7 @@ async fn hostile_frames_on_the_control_link_are_logged_and_the_link_is_made_agai
             min_version: min,
             max_version: max,
             software: "hostile host".into(),
+            sync_advertise: String::new(),
         })),
     };
     let good_hello = nacre_control::encode_frame(&hello(1, 1)).unwrap();
@@ -242,9 +308,12 @@ async fn hostile_frames_on_the_control_link_are_logged_and_the_link_is_made_agai
     );
 }
 
-/// The metrics through a host proxy `--inbound` rule: promtool accepts
-/// them, and the counters move with requests, traps, timeouts and
-/// denials, and never go back when a guest is redeployed.
+/// The metrics: the host's (`--metrics-listen` through a host proxy
+/// `--inbound` rule) and the operator's (`/enclave/metrics` over the
+/// enclave's TLS, with the admin token) both pass promtool; the host's
+/// hold process-wide figures only, nothing per guest or per answer; the
+/// operator's move with requests, traps, timeouts and denials, and never
+/// go back when a guest is redeployed.
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_and_move_with_what_happens() {
     let dir = temp_dir("ops-metrics");
@@ -274,74 +343,110 @@ async fn metrics_pass_promtool_and_move_with_what_happens() {
     assert_eq!(rt.get("/f/loop").await.0, 504);
     let (status, _) = rt.get("/fetch/?url=https%3A%2F%2Fexample.com%2F").await;
     assert_ne!(status, 200);
+
+    // What the host can read: process-wide figures only.
     let text = scrape().await;
     promtool(&text);
     // The host proxy's own metrics too, and OpenMetrics for whoever asks.
     promtool(&proxy.metrics_text().await);
-    let om = reqwest::Client::new()
-        .get(&url)
-        .header("accept", "application/openmetrics-text; version=1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        om.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
-    assert!(om.text().await.unwrap().ends_with("# EOF\n"));
-    let value = |text: &str, series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-    };
-    assert_eq!(value(&text, "nacre_guest_requests_total{guest=\"f\"}"), 7.0);
-    assert_eq!(
-        value(
-            &text,
-            "nacre_guest_responses_total{guest=\"f\",class=\"2xx\"}"
-        ),
-        5.0
-    );
-    assert_eq!(
-        value(
-            &text,
-            "nacre_guest_responses_total{guest=\"f\",class=\"5xx\"}"
-        ),
-        2.0
-    );
-    assert_eq!(value(&text, "nacre_guest_traps_total{guest=\"f\"}"), 1.0);
-    assert_eq!(value(&text, "nacre_guest_timeouts_total{guest=\"f\"}"), 1.0);
-    assert_eq!(
-        value(
-            &text,
-            "nacre_guest_request_duration_seconds_count{guest=\"f\"}"
-        ),
-        7.0
-    );
-    assert_eq!(
-        value(&text, "nacre_guest_egress_denied_total{guest=\"fetch\"}"),
-        1.0
-    );
+    openmetrics(reqwest::Client::new().get(&url)).await;
+    let per_request = [
+        "guest=",
+        "class=",
+        "nacre_guest_requests",
+        "nacre_guest_responses",
+        "nacre_guest_request_duration",
+        "nacre_guest_traps",
+        "nacre_guest_kv_bytes",
+    ];
+    for per_request in per_request {
+        assert!(
+            !text.contains(per_request),
+            "{per_request} in what the host reads:\n{text}"
+        );
+    }
     assert!(value(&text, "nacre_connections_total") >= 1.0);
     assert!(value(&text, "nacre_compiles_total") >= 2.0);
     assert_eq!(value(&text, "nacre_sync_role{role=\"alone\"}"), 1.0);
     assert!(value(&text, "nacre_tls_certificate_expiry_timestamp_seconds") > 1.7e9);
 
+    // What the operator reads, through the enclave's TLS.
+    let ops = operator_metrics(&rt);
+    promtool(&ops);
+    assert_eq!(value(&ops, "nacre_guest_requests_total{guest=\"f\"}"), 7.0);
+    let class = |c: &str| format!("nacre_guest_responses_total{{guest=\"f\",class=\"{c}\"}}");
+    assert_eq!(value(&ops, &class("2xx")), 5.0);
+    assert_eq!(value(&ops, &class("5xx")), 2.0);
+    assert_eq!(value(&ops, "nacre_guest_traps_total{guest=\"f\"}"), 1.0);
+    assert_eq!(value(&ops, "nacre_guest_timeouts_total{guest=\"f\"}"), 1.0);
+    let count = "nacre_guest_request_duration_seconds_count{guest=\"f\"}";
+    assert_eq!(value(&ops, count), 7.0);
+    let denied = "nacre_guest_egress_denied_total{guest=\"fetch\"}";
+    assert_eq!(value(&ops, denied), 1.0);
+    let get = rt.client().get(format!("{}/enclave/metrics", rt.url()));
+    openmetrics(get.bearer_auth(nacre_tests::TOKEN)).await;
+    // Not without the token: 401 (and 403 where the admin API is off).
+    for auth in [&[][..], &["-H", "authorization: Bearer wrong-token"][..]] {
+        let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend_from_slice(auth);
+        args.push("URL/enclave/metrics");
+        let (_, status, _) = rt.curl(&args);
+        assert_eq!(status, "401", "{auth:?}");
+    }
+    let closed = Runtime::start_raw(&[]);
+    let r = closed
+        .client()
+        .get(format!("{}/enclave/metrics", closed.url()))
+        .bearer_auth(nacre_tests::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
     // Redeployed, the name keeps its counters.
     rt.deploy_ok("f", &guest("hello"), "").await;
     assert_eq!(rt.get("/f/").await.0, 200);
-    let text = scrape().await;
-    assert_eq!(value(&text, "nacre_guest_requests_total{guest=\"f\"}"), 8.0);
-    assert!(value(&text, "nacre_guest_table_changes_total") >= 3.0);
+    let ops = operator_metrics(&rt);
+    assert_eq!(value(&ops, "nacre_guest_requests_total{guest=\"f\"}"), 8.0);
+    assert!(value(&scrape().await, "nacre_guest_table_changes_total") >= 3.0);
 
-    // /enclave/debug shows the same figures.
+    // /enclave/debug (anyone may read it) shows the host's figures only.
     let (status, body) = rt.get("/enclave/debug").await;
     assert_eq!(status, 200, "{body}");
     let debug: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(debug["guests"]["f"]["requests"], 8);
-    assert_eq!(debug["guests"]["f"]["traps"], 1);
+    assert!(debug["compiles"].as_u64() >= Some(3), "{debug}");
+    assert!(
+        debug.get("guests").is_none() && debug.get("requests").is_none(),
+        "{debug}"
+    );
+}
+
+/// Sends `request` asking for OpenMetrics, and checks that is the answer.
+async fn openmetrics(request: reqwest::RequestBuilder) {
+    let om = request
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    let kind = om.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(om.text().await.unwrap().ends_with("# EOF\n"));
+}
+
+/// The sample `series` (name and labels) of `text`.
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// `/enclave/metrics` as Prometheus would scrape it: curl over the
+/// enclave's TLS with the admin token.
+fn operator_metrics(rt: &Runtime) -> String {
+    let auth = format!("authorization: Bearer {}", nacre_tests::TOKEN);
+    let (ok, text, err) = rt.curl(&["--fail", "-H", &auth, "URL/enclave/metrics"]);
+    assert!(ok, "curl: {err}");
+    text
 }
 
 /// Prometheus' own checker over `text`.

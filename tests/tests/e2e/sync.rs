@@ -1,4 +1,4 @@
-//! Several enclaves, one service (SPEC §7): each behind its own host proxy,
+//! Several enclaves, one service: each behind its own host proxy,
 //! one shared dev root, the leader's name a forwarder the test points.
 
 use std::time::Duration;
@@ -287,7 +287,14 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
     let name = LeaderName::start().await;
     let ports = [free_port()];
     name.point_to(ports[0]);
-    let m = Member::start(MemberSpec::new(&name, &root, &ports, 0)).await;
+    // An enclave that holds no keys yet: its offers are open to anyone, so
+    // every check behind them can be reached.
+    let no_keys = ["--sync-genesis-after", "1h"];
+    let m = Member::start(MemberSpec {
+        extra: &no_keys,
+        ..MemberSpec::new(&name, &root, &ports, 0)
+    })
+    .await;
     // Writes are refused (503) while the enclave designates its leader.
     within(Duration::from_secs(20), "leading", || async {
         m.role().await == "leader"
@@ -347,14 +354,14 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
             "/enclave/sync",
             Some(b"{}".to_vec()),
             400,
-            "missing field",
+            "offer",
         ),
         (
             Method::POST,
-            "/enclave/sync",
+            "/enclave/sync?offer=3333333333333333333333333333333333333333",
             Some(br#"{"document":"","encrypted_keys":""}"#.to_vec()),
             409,
-            "no sync in progress",
+            "no open offer",
         ),
         (
             Method::DELETE,
@@ -368,16 +375,6 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
         assert_eq!(got, status, "{method} {path}: {body}");
         assert!(body.contains(needle), "{method} {path}: {body}");
     }
-    let r = client
-        .post(url("/enclave/sync"))
-        .header("content-length", (300u64 << 20).to_string())
-        .body(vec![0u8; 16])
-        .send()
-        .await;
-    assert!(
-        r.map_or(true, |r| r.status() == 413),
-        "a declared 300 MiB delivery was read"
-    );
 
     // Deliveries, each after a fresh offer, each failing one check.
     let signer = DevSigner::open(&root).unwrap();
@@ -422,19 +419,32 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
         }
         .to_bytes()
     };
-    let deliver = |document: Vec<u8>, keys: &[u8]| {
+    let deliver = |offer: &[u8], document: Vec<u8>, keys: &[u8]| {
         let body = serde_json::json!({ "document": b64(&document), "encrypted_keys": b64(keys) });
         send(
             Method::POST,
-            "/enclave/sync",
+            &format!("/enclave/sync?offer={}", hex::encode(offer)),
             Some(serde_json::to_vec(&body).unwrap()),
         )
     };
 
-    offer().await;
+    // A declared 300 MiB delivery, for an open offer: refused unread.
+    let nonce = offer().await;
+    let r = client
+        .post(url(&format!("/enclave/sync?offer={}", hex::encode(&nonce))))
+        .header("content-length", (300u64 << 20).to_string())
+        .body(vec![0u8; 16])
+        .send()
+        .await;
+    assert!(
+        r.map_or(true, |r| r.status() == 413),
+        "a declared 300 MiB delivery was read"
+    );
+
+    let nonce = offer().await;
     let (s, body) = send(
         Method::POST,
-        "/enclave/sync",
+        &format!("/enclave/sync?offer={}", hex::encode(&nonce)),
         Some(br#"{"document":"%%%","encrypted_keys":""}"#.to_vec()),
     )
     .await;
@@ -442,11 +452,11 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
 
     let nonce = offer().await;
     let full = doc(&nonce, sender(&sealed));
-    let (s, body) = deliver(full[..full.len() / 2].to_vec(), &sealed).await;
+    let (s, body) = deliver(&nonce, full[..full.len() / 2].to_vec(), &sealed).await;
     assert_eq!(s, 403, "a truncated document: {body}");
 
-    offer().await;
-    let (s, body) = deliver(doc(&[9u8; 20], sender(&sealed)), &sealed).await;
+    let nonce = offer().await;
+    let (s, body) = deliver(&nonce, doc(&[9u8; 20], sender(&sealed)), &sealed).await;
     assert_eq!(
         (s, body.contains("nonce")),
         (403, true),
@@ -459,7 +469,7 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
         data: Some(sender(&sealed)),
     }
     .to_bytes();
-    let (s, body) = deliver(doc(&nonce, guest_layout), &sealed).await;
+    let (s, body) = deliver(&nonce, doc(&nonce, guest_layout), &sealed).await;
     assert_eq!(
         (s, body.contains("not a sync document")),
         (403, true),
@@ -472,7 +482,7 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
         m.rt.get(&format!("/ag/attest?{}", hex::encode(&nonce)))
             .await;
     assert_eq!(status, 200, "{hexdoc}");
-    let (s, body) = deliver(hex::decode(hexdoc.trim()).unwrap(), &sealed).await;
+    let (s, body) = deliver(&nonce, hex::decode(hexdoc.trim()).unwrap(), &sealed).await;
     assert_eq!(
         (s, body.contains("not a sync document")),
         (403, true),
@@ -485,20 +495,20 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
         payload_sha256: None,
     }
     .to_bytes();
-    let (s, body) = deliver(doc(&nonce, receiver_role), &sealed).await;
+    let (s, body) = deliver(&nonce, doc(&nonce, receiver_role), &sealed).await;
     assert_eq!(s, 403, "the receiver's role: {body}");
 
     let nonce = offer().await;
-    let (s, body) = deliver(doc(&nonce, sender(b"other bytes")), &sealed).await;
+    let (s, body) = deliver(&nonce, doc(&nonce, sender(b"other bytes")), &sealed).await;
     assert_eq!((s, body.contains("does not bind")), (403, true), "{body}");
 
     // Replayed: the offer it answered is gone, and a new offer has another
     // nonce.
     let replay = doc(&nonce, sender(&sealed));
-    let (s, _) = deliver(replay.clone(), &sealed).await;
+    let (s, _) = deliver(&nonce, replay.clone(), &sealed).await;
     assert_eq!(s, 409, "a delivery without an open offer");
-    offer().await;
-    let (s, body) = deliver(replay, &sealed).await;
+    let fresh = offer().await;
+    let (s, body) = deliver(&fresh, replay, &sealed).await;
     assert_eq!(
         (s, body.contains("nonce")),
         (403, true),
@@ -507,11 +517,28 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
 
     // Well-formed and signed, but the keys are not sealed to this offer.
     let nonce = offer().await;
-    let (s, body) = deliver(doc(&nonce, sender(&sealed)), &sealed).await;
+    let (s, body) = deliver(&nonce, doc(&nonce, sender(&sealed)), &sealed).await;
     assert_eq!(s, 400, "keys sealed to no one: {body}");
+
+    // Offer slots: a few at once, then 429, never all held by one sender
+    // for long (they expire).
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            send(
+                Method::GET,
+                &format!("/enclave/sync?nonce={}", "44".repeat(20)),
+                None,
+            )
+            .await
+            .0,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
 
     // Nothing changed, nothing crashed.
     assert_eq!(m.role().await, "leader");
+    assert!(!m.rt.log().contains("first key set"));
     assert_eq!(m.certificate().await, cert);
     assert!(m.rt.log().contains("sync request refused"));
 }

@@ -15,6 +15,9 @@
 //! - `/log`: writes a line to stdout and one to stderr
 //! - `/drip?N,MS`: sends a 200 head, then N one-byte chunks, spinning MS
 //!   milliseconds of CPU between them
+//! - `/huge-error?BYTES`: answers with the error code `internal-error`
+//!   carrying BYTES (default 16 MiB) of DEL (0x7f), a string whose
+//!   `Debug` escaping is six times as long
 //! - `/remember?TOKEN`: counts its calls in a static and keeps the first
 //!   TOKEN it saw on the heap, and answers `calls=N first=TOKEN`: an
 //!   instance that served a request before would say so
@@ -23,7 +26,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use guest_test_support::respond;
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{ErrorCode, Fields, IncomingRequest, OutgoingResponse, ResponseOutparam};
 use wasip2::io::streams::StreamError;
 
 wasip2::http::proxy::export!(Faulty);
@@ -128,6 +131,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Faulty {
                     }
                 }
                 let _ = wasip2::http::types::OutgoingBody::finish(body, None);
+            }
+            "/huge-error" => {
+                let bytes: usize = query.parse().unwrap_or(16 << 20);
+                let huge = "\u{7f}".repeat(bytes);
+                ResponseOutparam::set(out, Err(ErrorCode::InternalError(Some(huge))));
             }
             "/remember" => {
                 let calls = CALLS.fetch_add(1, Ordering::SeqCst) + 1;

@@ -1,0 +1,211 @@
+//! Who leads: nitriding's designation at `--fqdn-leader`, and the loop that
+//! runs this enclave's part from then on.
+//!
+//! Every enclave asks the name for `/enclave/leader` with a fresh nonce;
+//! the one that receives its own nonce leads, the others hear 410 and
+//! work. A leader keeps asking. A leader that holds keys steps down only
+//! for a 410 tagged with its deployment key (another member leads at the
+//! name now), never for a stranger's; one that holds nothing steps down
+//! for any. A worker whose leader stops answering designates again,
+//! keeping what it holds.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+
+use super::workers::Beat;
+use super::{Role, Sync, random_nonce};
+use nacre_sync::auth::Label;
+use nacre_sync::wire::{LeaderAnswer, leads_parts};
+
+/// How often workers heartbeat, and everyone retries.
+pub(super) const TICK: Duration = Duration::from_secs(1);
+/// How often a leader checks it is still the one at the name.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Heartbeats that may fail before a worker designates again.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// What asking the name for `/enclave/leader` showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// The request came back to this enclave.
+    Myself,
+    /// Another enclave leads there (410); `member`: its answer carries
+    /// this enclave's deployment key's tag.
+    Other {
+        /// Whether the leader proved it is of this deployment.
+        member: bool,
+    },
+    /// Someone is there but not designated yet.
+    NotYet,
+    /// Nobody answered.
+    Unreachable,
+}
+
+impl Sync {
+    /// Runs designation, heartbeats and pushes until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut changes = self.material.registry.subscribe();
+        let mut identity = self.material.identity.subscribe();
+        let state_changed = self.material.state.changed.clone();
+        let mut missed = 0;
+        let mut led_since = Instant::now();
+        let mut probed = Instant::now();
+        loop {
+            match self.role() {
+                Role::Alone => return,
+                Role::Designating => match self.reach_self().await {
+                    Reach::Myself => {
+                        self.set_role(Role::Leader);
+                        led_since = Instant::now();
+                        probed = Instant::now();
+                        changes.borrow_and_update();
+                        identity.borrow_and_update();
+                    }
+                    Reach::Other { .. } => {
+                        missed = 0;
+                        self.set_role(Role::Worker {
+                            leader: self.config.leader.to_string(),
+                        });
+                    }
+                    Reach::NotYet | Reach::Unreachable => tokio::time::sleep(TICK).await,
+                },
+                Role::Worker { .. } => {
+                    match self.heartbeat().await {
+                        Ok(()) => missed = 0,
+                        Err(e) => {
+                            missed += 1;
+                            tracing::debug!("heartbeat failed ({missed}): {e}");
+                            if missed >= MISSED_HEARTBEATS || matches!(e, Beat::NotLeader) {
+                                tracing::warn!(
+                                    "the leader is gone; designating again, serving with the keys held"
+                                );
+                                self.set_role(Role::Designating);
+                                continue;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(TICK).await;
+                }
+                Role::Leader => {
+                    if probed.elapsed() >= PROBE_EVERY {
+                        probed = Instant::now();
+                        if self.should_step_down().await {
+                            self.set_role(Role::Designating);
+                            continue;
+                        }
+                    }
+                    self.forget_stale_workers();
+                    if self.may_start_deployment(led_since) {
+                        self.start_deployment();
+                        self.push_all();
+                    }
+                    tokio::select! {
+                        _ = changes.changed() => self.changed(),
+                        Ok(()) = identity.changed() => self.identity_changed(),
+                        () = state_changed.notified() => self.changed(),
+                        () = tokio::time::sleep(TICK) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// On the leader: whether the name now leads to another member.
+    async fn should_step_down(&self) -> bool {
+        match self.reach_self().await {
+            Reach::Other { member: true } => {
+                tracing::warn!(
+                    "another enclave of this deployment leads at the name now; stepping down"
+                );
+                true
+            }
+            Reach::Other { member: false } if self.held().is_none() => {
+                tracing::warn!("another enclave leads at the name now; stepping down");
+                true
+            }
+            Reach::Other { member: false } => {
+                tracing::warn!(
+                    "an enclave that cannot show this deployment's key answers as leader at the name; staying leader"
+                );
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the name `--fqdn-leader` leads to this very enclave.
+    pub(super) async fn reach_self(&self) -> Reach {
+        let nonce = random_nonce();
+        if let Ok(mut probe) = self.probe.lock() {
+            *probe = Some(nonce);
+        }
+        self.probe_seen.store(false, Ordering::Release);
+        let path = format!("/enclave/leader?nonce={}", hex::encode(nonce));
+        let answer = self
+            .client
+            .request(&self.config.leader, Method::GET, &path, None)
+            .await;
+        if self.probe_seen.swap(false, Ordering::AcqRel) {
+            return Reach::Myself;
+        }
+        match answer {
+            Ok((StatusCode::GONE, body)) => {
+                let tag = serde_json::from_slice::<LeaderAnswer>(&body)
+                    .ok()
+                    .and_then(|a| a.tag);
+                let member = match (self.held(), tag) {
+                    (Some(held), Some(tag)) => {
+                        held.key.verify(Label::Leads, &leads_parts(&nonce), &tag)
+                    }
+                    _ => false,
+                };
+                Reach::Other { member }
+            }
+            Ok(_) => Reach::NotYet,
+            Err(e) => {
+                tracing::debug!("designation: {e}");
+                Reach::Unreachable
+            }
+        }
+    }
+
+    /// `GET /enclave/leader`: 410 from the leader (tagged when it holds
+    /// keys), 200 while designating, 503 from a worker.
+    pub(super) fn leader_probe(
+        &self,
+        nonce: [u8; nacre_api::NONCE_LEN],
+    ) -> (StatusCode, LeaderAnswer) {
+        let own = self.probe.lock().ok().and_then(|p| *p) == Some(nonce);
+        if own {
+            self.probe_seen.store(true, Ordering::Release);
+        }
+        match self.role() {
+            Role::Leader => (
+                StatusCode::GONE,
+                LeaderAnswer {
+                    status: "this enclave leads".into(),
+                    tag: self
+                        .held()
+                        .map(|h| h.key.tag(Label::Leads, &leads_parts(&nonce))),
+                },
+            ),
+            Role::Designating | Role::Alone => (
+                StatusCode::OK,
+                LeaderAnswer {
+                    status: "no leader designated yet".into(),
+                    tag: None,
+                },
+            ),
+            Role::Worker { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                LeaderAnswer {
+                    status: "this enclave is a worker".into(),
+                    tag: None,
+                },
+            ),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What this enclave holds of its deployment: the key set and its version,
+//! the deployment key, the payload as encoded (its hash is what heartbeats
+//! compare) and the blobs it names; how a leader makes the next version at
+//! each change; and the one decision that starts a deployment's first key
+//! set.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use rand::RngCore;
+
+use super::Sync;
+use super::material::Blobs;
+use nacre_sync::auth::DeploymentKey;
+use nacre_sync::order::Holding;
+use nacre_sync::seal::{self, Payload};
+use nacre_sync::wire::Lineage;
+
+/// The key material this enclave holds.
+#[derive(Clone)]
+pub(super) struct Held {
+    /// The payload, decoded.
+    pub payload: Arc<Payload>,
+    /// The payload as encoded and sent.
+    pub encoded: Arc<Vec<u8>>,
+    /// SHA-256 of `encoded`.
+    pub hash: [u8; 32],
+    /// The deployment key the payload carries.
+    pub key: DeploymentKey,
+    /// Every blob the payload names.
+    pub blobs: Arc<Blobs>,
+}
+
+impl Held {
+    /// The key set and version, as [`super::order`] compares them.
+    pub fn holding(&self) -> Holding<'_> {
+        Holding {
+            lineage: &self.payload.lineage,
+            version: self.payload.version,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sync {
+    pub(super) fn held(&self) -> Option<Held> {
+        self.held.lock().ok()?.clone()
+    }
+
+    /// Makes this enclave hold `payload` (encoded as `encoded`) with its
+    /// `blobs`.
+    pub(super) fn hold(&self, payload: Payload, encoded: Vec<u8>, blobs: Blobs) {
+        let Some(key) = DeploymentKey::from_bytes(&payload.deployment_key) else {
+            tracing::error!("key material without a deployment key; not held");
+            return;
+        };
+        let held = Held {
+            hash: seal::sha256(&encoded),
+            payload: Arc::new(payload),
+            encoded: Arc::new(encoded),
+            key,
+            blobs: Arc::new(blobs),
+        };
+        if let Ok(mut slot) = self.held.lock() {
+            *slot = Some(held);
+        }
+        self.material.state.held.store(true, Ordering::Release);
+    }
+
+    /// Notes a sign that this enclave's deployment exists elsewhere (a
+    /// heartbeat from an enclave holding keys, an exchange begun): a
+    /// leader holding nothing waits for it instead of starting a new key
+    /// set.
+    pub(super) fn saw_deployment(&self) {
+        if let Ok(mut at) = self.evidence.lock() {
+            *at = Instant::now();
+        }
+    }
+
+    /// Whether a leader that holds nothing, leading since `led_since`, may
+    /// start its deployment's first key set now: nothing showed the
+    /// deployment for `--sync-genesis-after`, and no delivery is being
+    /// applied.
+    pub(super) fn may_start_deployment(&self, led_since: Instant) -> bool {
+        let quiet = self
+            .evidence
+            .lock()
+            .map(|at| at.max(led_since).elapsed() >= self.config.genesis_after)
+            .unwrap_or(false);
+        quiet && self.held().is_none() && self.applying.try_lock().is_ok()
+    }
+
+    /// Starts the deployment's first key set from what this enclave holds
+    /// now: an explicit decision, logged as such.
+    pub(super) fn start_deployment(&self) {
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let lineage = Lineage {
+            id: hex::encode(id),
+            created_ms: now_ms(),
+        };
+        tracing::warn!(
+            lineage = %lineage.id,
+            deployment = %self.config.deployment,
+            quiet_for = ?self.config.genesis_after,
+            "starting this deployment's first key set: no enclave of it showed keys while this one led"
+        );
+        self.next_version(lineage, 1, &DeploymentKey::generate());
+    }
+
+    /// A change on the leader: the next version, sent to every worker.
+    pub(super) fn changed(self: &Arc<Self>) {
+        let Some(held) = self.held() else {
+            return;
+        };
+        let version = held.payload.version + 1;
+        self.next_version(held.payload.lineage.clone(), version, &held.key);
+        self.push_all();
+    }
+
+    /// Gathers and holds `lineage` at `version`, noting which change of
+    /// the identity it includes.
+    fn next_version(&self, lineage: Lineage, version: u64, key: &DeploymentKey) {
+        self.note_identity();
+        let gathered = self
+            .material
+            .gather(&self.config.deployment, lineage, version, key);
+        let encoded = gathered.payload.encode();
+        self.hold(gathered.payload, encoded, gathered.blobs);
+    }
+
+    /// The identity as it is now is in what this enclave holds (gathered,
+    /// or received and applied).
+    pub(super) fn note_identity(&self) {
+        self.identity_held
+            .store(self.material.identity.version(), Ordering::Relaxed);
+    }
+
+    /// An identity change on the leader, unless it is already held: one
+    /// [`Sync::spread`] gathered, or keys this enclave applied.
+    pub(super) fn identity_changed(self: &Arc<Self>) {
+        if self.material.identity.version() != self.identity_held.load(Ordering::Relaxed) {
+            self.changed();
+        }
+    }
+}

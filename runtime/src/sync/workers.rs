@@ -1,0 +1,356 @@
+//! Heartbeats, both ends: a worker's to the leader, tagged with the
+//! deployment key, and the leader's list of workers, to which it sends each
+//! new version (one exchange in flight per worker; changes made meanwhile
+//! go in the next one, so a burst of writes costs a few exchanges, not one
+//! each).
+//!
+//! The leader believes only what the deployment key tags: a heartbeat from
+//! a worker holding its key set is refused untagged, or replayed (its
+//! session's count must go up). A worker that holds nothing yet cannot tag;
+//! at most [`MAX_STRANGERS`] such are kept, never waited for, and what they
+//! get is only an attested exchange, which gives keys to nothing but an
+//! enclave of this image.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use nacre_transport::tunnel::Target;
+
+use super::{Refused, Role, Sync};
+use nacre_sync::order::later;
+use nacre_sync::wire::{Heartbeat, HeartbeatAnswer};
+
+/// A worker not heard from for this long is forgotten.
+const FORGET: Duration = Duration::from_secs(10);
+/// How long a leader waits for its workers to hold a change it spreads.
+const SPREAD: Duration = Duration::from_secs(10);
+/// Workers of the deployment a leader keeps at most.
+const MAX_MEMBERS: usize = 64;
+/// Workers holding nothing yet (untagged) a leader keeps at most.
+pub(super) const MAX_STRANGERS: usize = 8;
+/// Heartbeat sessions remembered, against replays.
+const MAX_SESSIONS: usize = 256;
+
+/// A worker as the leader last heard of it.
+struct Seen {
+    at: Instant,
+    hash: Option<String>,
+    /// Its heartbeat was tagged with the deployment key.
+    member: bool,
+}
+
+/// The leader's view of its workers.
+#[derive(Default)]
+pub(super) struct Workers {
+    seen: HashMap<String, Seen>,
+    /// The last count seen of each heartbeat session.
+    sessions: HashMap<String, (u64, Instant)>,
+    /// Pushes in flight, and whether another change came meanwhile.
+    pushing: HashMap<String, bool>,
+}
+
+/// Why a heartbeat failed.
+#[derive(Debug)]
+pub(super) enum Beat {
+    /// Whoever is at the name does not lead.
+    NotLeader,
+    /// Nobody answered, or garbage, or an answer not of this deployment.
+    Failed(String),
+}
+
+impl std::fmt::Display for Beat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Beat::NotLeader => f.write_str("whoever is at the name does not lead"),
+            Beat::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Sync {
+    /// A worker's heartbeat to the leader at the name; sends its keys when
+    /// asked.
+    pub(super) async fn heartbeat(self: &Arc<Self>) -> Result<(), Beat> {
+        let Some(advertise) = self.advertise() else {
+            return Err(Beat::Failed(
+                "the host proxy has not said yet where peers reach this enclave (nacre-host-proxy --sync-advertise)".into(),
+            ));
+        };
+        let held = self.held();
+        let mut beat = Heartbeat {
+            hashed_keys: held.as_ref().map(|h| hex::encode(h.hash)),
+            worker_hostname: advertise.to_string(),
+            lineage: held.as_ref().map(|h| h.payload.lineage.clone()),
+            version: held.as_ref().map_or(0, |h| h.payload.version),
+            session: self.session.clone(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            tag: None,
+        };
+        if let Some(h) = &held {
+            beat.sign(&h.key);
+        }
+        let body = serde_json::to_vec(&beat).map_err(|e| Beat::Failed(e.to_string()))?;
+        let (status, answer) = self
+            .client
+            .request(
+                &self.config.leader,
+                Method::POST,
+                "/enclave/heartbeat",
+                Some(body),
+            )
+            .await
+            .map_err(|e| Beat::Failed(e.to_string()))?;
+        let answer: HeartbeatAnswer = match status {
+            StatusCode::OK => serde_json::from_slice(&answer)
+                .map_err(|e| Beat::Failed(format!("the leader's answer: {e}")))?,
+            StatusCode::SERVICE_UNAVAILABLE => return Err(Beat::NotLeader),
+            other => return Err(Beat::Failed(format!("the leader answered {other}"))),
+        };
+        if let Some(h) = &held {
+            // A leader holding nothing yet asks for keys untagged; any
+            // other answer must come from a member.
+            let fresh_leader = answer.send_keys && answer.tag.is_none();
+            if !fresh_leader && !answer.verify(&beat, &h.key) {
+                return Err(Beat::Failed(
+                    "the leader's answer is not tagged with this deployment's key".into(),
+                ));
+            }
+        }
+        self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+        if answer.send_keys {
+            // In the background: heartbeats go on while a large delivery
+            // does (a leader that hangs meanwhile is still noticed).
+            self.push_in_background(self.config.leader.to_string());
+        }
+        Ok(())
+    }
+
+    /// `POST /enclave/heartbeat`, at the leader.
+    pub(super) fn heartbeat_in(
+        self: &Arc<Self>,
+        beat: Heartbeat,
+    ) -> Result<HeartbeatAnswer, Refused> {
+        if self.role() != Role::Leader {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this enclave does not lead".into(),
+            ));
+        }
+        beat.check()
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("heartbeat: {e}")))?;
+        let worker = Target::parse(&beat.worker_hostname, None)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("worker_hostname {e}")))?
+            .to_string();
+        if beat.lineage.is_some() {
+            self.saw_deployment();
+        }
+        let Some(held) = self.held() else {
+            // Nothing to check it against: a worker that holds keys is
+            // asked for them; one that holds none is kept (as a stranger)
+            // to be sent the first key set once it is made.
+            if beat.lineage.is_none() {
+                self.note_worker(&worker, &beat, false)?;
+            }
+            return Ok(HeartbeatAnswer::new(beat.lineage.is_some(), &beat, None));
+        };
+        let member = match &beat.lineage {
+            Some(l) if l.id == held.payload.lineage.id => {
+                if !beat.verify(&held.key) {
+                    return Err((
+                        StatusCode::FORBIDDEN,
+                        "the heartbeat is not tagged with this deployment's key".into(),
+                    ));
+                }
+                true
+            }
+            Some(l) => {
+                return Err((
+                    StatusCode::CONFLICT,
+                    format!(
+                        "the worker holds key set {}, this leader {}: neither takes the other's; the deployment is split",
+                        l.id, held.payload.lineage.id
+                    ),
+                ));
+            }
+            None => false,
+        };
+        self.note_worker(&worker, &beat, member)?;
+        self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+        let theirs_later = beat
+            .lineage
+            .as_ref()
+            .is_some_and(|l| later(held.holding(), l, beat.version));
+        if !theirs_later && beat.hashed_keys.as_deref() != Some(hex::encode(held.hash).as_str()) {
+            self.push_in_background(worker);
+        }
+        Ok(HeartbeatAnswer::new(theirs_later, &beat, Some(&held.key)))
+    }
+
+    /// Records a heartbeat: refuses a replayed one, and strangers past the
+    /// bound.
+    fn note_worker(&self, worker: &str, beat: &Heartbeat, member: bool) -> Result<(), Refused> {
+        let mut w = self.workers.lock().map_err(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sync state lost".to_string(),
+            )
+        })?;
+        if member {
+            if let Some((last, _)) = w.sessions.get(&beat.session)
+                && beat.seq <= *last
+            {
+                return Err((StatusCode::CONFLICT, "a replayed heartbeat".into()));
+            }
+            if w.sessions.len() >= MAX_SESSIONS
+                && let Some(oldest) = w
+                    .sessions
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(s, _)| s.clone())
+            {
+                w.sessions.remove(&oldest);
+            }
+            w.sessions
+                .insert(beat.session.clone(), (beat.seq, Instant::now()));
+        }
+        let known = w.seen.get(worker).is_some_and(|s| s.member || !member);
+        let (members, strangers) =
+            w.seen.values().fold(
+                (0, 0),
+                |(m, s), seen| {
+                    if seen.member { (m + 1, s) } else { (m, s + 1) }
+                },
+            );
+        let full = if member {
+            members >= MAX_MEMBERS
+        } else {
+            strangers >= MAX_STRANGERS
+        };
+        if !known && full {
+            return Err((StatusCode::TOO_MANY_REQUESTS, "too many workers".into()));
+        }
+        w.seen.insert(
+            worker.to_string(),
+            Seen {
+                at: Instant::now(),
+                hash: beat.hashed_keys.clone(),
+                member,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sends the keys to every worker that does not hold this version.
+    pub(super) fn push_all(self: &Arc<Self>) {
+        let current = self.held().map(|h| hex::encode(h.hash));
+        let targets: Vec<String> = self
+            .workers
+            .lock()
+            .map(|w| {
+                w.seen
+                    .iter()
+                    .filter(|(_, seen)| seen.hash != current)
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for t in targets {
+            self.push_in_background(t);
+        }
+    }
+
+    /// One exchange with `worker` in flight at a time; a change made while
+    /// it runs is sent by the next one, which starts when it ends.
+    pub(super) fn push_in_background(self: &Arc<Self>, worker: String) {
+        let Ok(target) = Target::parse(&worker, None) else {
+            return;
+        };
+        if let Ok(mut w) = self.workers.lock() {
+            if let Some(again) = w.pushing.get_mut(&worker) {
+                *again = true;
+                return;
+            }
+            w.pushing.insert(worker.clone(), false);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match this.push(&target).await {
+                    Ok(hash) => {
+                        tracing::info!(%worker, "keys sent");
+                        // It holds the deployment's keys now (the exchange
+                        // was attested): a member, waited for by spreads.
+                        if let Ok(mut w) = this.workers.lock()
+                            && let Some(seen) = w.seen.get_mut(&worker)
+                        {
+                            seen.hash = Some(hex::encode(hash));
+                            seen.member = true;
+                        }
+                    }
+                    Err(e) => tracing::warn!(%worker, "sending keys failed: {e}"),
+                }
+                let Ok(mut w) = this.workers.lock() else {
+                    return;
+                };
+                match w.pushing.get_mut(&worker) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        w.pushing.remove(&worker);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// On the leader: gathers what changed now and waits (at most ten
+    /// seconds) until every worker of the deployment heard from holds it.
+    /// The ACME client calls it before the CA validates a challenge any
+    /// enclave may be asked to answer.
+    pub async fn spread(self: &Arc<Self>) {
+        if self.role() != Role::Leader {
+            return;
+        }
+        self.changed();
+        let Some(held) = self.held() else {
+            return;
+        };
+        let want = Some(hex::encode(held.hash));
+        // Members, and workers being sent keys right now; never strangers
+        // nobody could reach (a forged heartbeat's address).
+        let all_hold = || {
+            self.workers
+                .lock()
+                .map(|w| {
+                    w.seen
+                        .iter()
+                        .filter(|(addr, s)| s.member || w.pushing.contains_key(*addr))
+                        .all(|(_, s)| s.hash == want)
+                })
+                .unwrap_or(true)
+        };
+        let deadline = Instant::now() + SPREAD;
+        while !all_hold() {
+            if Instant::now() >= deadline {
+                tracing::warn!("not every worker holds the change after {SPREAD:?}; going on");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(super) fn forget_stale_workers(&self) {
+        if let Ok(mut w) = self.workers.lock() {
+            w.seen.retain(|worker, seen| {
+                let keep = seen.at.elapsed() < FORGET;
+                if !keep {
+                    tracing::info!(%worker, "forgetting a worker not heard from");
+                }
+                keep
+            });
+        }
+    }
+}

@@ -476,6 +476,29 @@ impl Runtime {
         process::fd_count(self.pid())
     }
 
+    /// The operator's per-guest figures (`/enclave/metrics` with the admin
+    /// token): the sum of every sample whose name and labels start with
+    /// `prefix`, e.g. `nacre_guest_traps_total{guest="f"}`.
+    pub async fn guest_metric(&self, prefix: &str) -> f64 {
+        let text = self
+            .client()
+            .get(format!("{}/enclave/metrics", self.url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET /enclave/metrics")
+            .text()
+            .await
+            .expect("the metrics");
+        let samples: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        assert!(!samples.is_empty(), "no sample {prefix} in\n{text}");
+        samples.iter().sum()
+    }
+
     /// Freezes the process (SIGSTOP), as a host pausing an enclave would:
     /// it holds its sockets and answers nothing until [`Runtime::resume`].
     pub fn pause(&self) {

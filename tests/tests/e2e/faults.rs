@@ -112,10 +112,17 @@ async fn trap_after_the_head_cuts_the_body_and_is_counted_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(log.matches(cut).count(), 2, "{log}");
-    let (_, body) = rt.get("/enclave/debug").await;
-    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(stats["guests"]["f"]["traps"], 2, "{stats}");
-    assert_eq!(stats["guests"]["f"]["timeouts"], 0, "{stats}");
+    // The per-guest figures are the operator's (/enclave/metrics).
+    assert_eq!(
+        rt.guest_metric("nacre_guest_traps_total{guest=\"f\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        rt.guest_metric("nacre_guest_timeouts_total{guest=\"f\"}")
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -114,7 +114,6 @@ pub fn seeds() -> Vec<Vec<u8>> {
         status: "this enclave leads".into(),
         tag: Some(key.tag(Label::Leads, &[&[1; 20]])),
     };
-    let json = |v: &dyn erased::Json| v.to_json();
     vec![
         [&[0u8][..], &json(&beat)].concat(),
         [&[1u8][..], &json(&answer)].concat(),
@@ -125,16 +124,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
     ]
 }
 
-/// JSON of any of the messages, without naming each type.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
-        }
-    }
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// Runs a payload through the order as a holder and as a fresh enclave.

@@ -24,9 +24,10 @@ use nacre_attestation::{SyncBinding, SyncRole};
 use nacre_transport::tunnel::Target;
 use serde_bytes::ByteBuf;
 
+use super::held::Held;
 use super::material::Material;
 use super::{Refused, Sync, SyncError, random_nonce, refused};
-use nacre_sync::auth::Label;
+use nacre_sync::auth::{DeploymentKey, Label};
 use nacre_sync::order::admit;
 use nacre_sync::seal::{self, Bundle, Payload, Recipient};
 use nacre_sync::wire::{Delivery, MAX_HAVE, Offer};
@@ -175,6 +176,10 @@ impl Sync {
                 format!("these keys are not taken: {e}"),
             )
         })?;
+        // Checked before anything is applied: material this enclave could
+        // not hold is not half taken.
+        let key = DeploymentKey::from_bytes(&payload.deployment_key)
+            .ok_or_else(|| bad("the key material carries no 32-byte deployment key"))?;
         self.saw_deployment();
         let mut blobs = self.material.holdings();
         if let Some(h) = &held {
@@ -192,7 +197,7 @@ impl Sync {
             .await
             .map_err(unprocessable)?;
         self.note_identity();
-        self.hold(payload, bundle.payload.into_vec(), named);
+        self.hold(payload, bundle.payload.into_vec(), key, named);
         self.stats
             .received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -206,30 +211,9 @@ impl Sync {
         let Some(held) = self.held() else {
             return Err(SyncError::Malformed("no keys to send".into()));
         };
-        let nonce = random_nonce();
-        let path = format!(
-            "/enclave/sync?nonce={}&tag={}",
-            hex::encode(nonce),
-            held.key.tag(Label::Offer, &[&nonce])
-        );
-        let (status, body) = self
-            .client
-            .request(target, Method::GET, &path, None)
-            .await?;
-        if status != StatusCode::OK {
-            return Err(SyncError::Peer(format!(
-                "{target} answered {status} to the offer"
-            )));
-        }
-        let offer: Offer = serde_json::from_slice(&body)
-            .map_err(|e| SyncError::Malformed(format!("the offer: {e}")))?;
-        let document = b64(&offer.document)?;
+        let (offer, public_key) = self.ask_offer(target, &held).await?;
         let their_nonce = nacre_api::parse_nonce(&offer.nonce)
             .map_err(|e| SyncError::Malformed(format!("the offer: {e}")))?;
-        let checked = self
-            .peers
-            .check(&document, &nonce, SyncRole::Receiver)
-            .inspect_err(|e| tracing::warn!(%target, "refused to send keys: {e}"))?;
         let have = offer.held();
         let bundle = Bundle {
             payload: ByteBuf::from(held.encoded.to_vec()),
@@ -240,7 +224,7 @@ impl Sync {
                 .map(|(_, b)| ByteBuf::from(b.to_vec()))
                 .collect(),
         };
-        let sealed = seal::seal(&checked.public_key.unwrap_or_default(), &bundle.encode())?;
+        let sealed = seal::seal(&public_key, &bundle.encode())?;
         drop(bundle);
         let binding = SyncBinding {
             role: SyncRole::Sender,
@@ -258,24 +242,53 @@ impl Sync {
             hex::encode(their_nonce),
             held.key.tag(Label::Deliver, &[&their_nonce])
         );
-        let (status, answer) = self
-            .client
-            .request(target, Method::POST, &path, Some(body))
-            .await?;
+        self.ask(target, Method::POST, &path, Some(body)).await?;
+        self.stats
+            .sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(held.hash)
+    }
+
+    /// The receiver's offer, its document checked (this enclave's fresh
+    /// nonce, same image, the receiver's layout); with the public key to
+    /// seal to.
+    async fn ask_offer(&self, target: &Target, held: &Held) -> Result<(Offer, Vec<u8>), SyncError> {
+        let nonce = random_nonce();
+        let path = format!(
+            "/enclave/sync?nonce={}&tag={}",
+            hex::encode(nonce),
+            held.key.tag(Label::Offer, &[&nonce])
+        );
+        let body = self.ask(target, Method::GET, &path, None).await?;
+        let offer: Offer = serde_json::from_slice(&body)
+            .map_err(|e| SyncError::Malformed(format!("the offer: {e}")))?;
+        let checked = self
+            .peers
+            .check(&b64(&offer.document)?, &nonce, SyncRole::Receiver)
+            .inspect_err(|e| tracing::warn!(%target, "refused to send keys: {e}"))?;
+        Ok((offer, checked.public_key.unwrap_or_default()))
+    }
+
+    /// One request to a peer; its body if it answered 200, else what it
+    /// said (bounded before it reaches a log line).
+    async fn ask(
+        &self,
+        target: &Target,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, SyncError> {
+        let (status, answer) = self.client.request(target, method, path, body).await?;
         if status != StatusCode::OK {
             return Err(SyncError::Peer(format!(
                 "{target} answered {status}: {}",
-                // The peer's words, bounded before they reach a log line.
                 nacre_control::bounded::cut(
                     &nacre_api::ErrorBody::message(&answer).unwrap_or_default(),
                     512
                 )
             )));
         }
-        self.stats
-            .sent
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(held.hash)
+        Ok(answer)
     }
 }
 

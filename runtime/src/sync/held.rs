@@ -53,13 +53,15 @@ impl Sync {
         self.held.lock().ok()?.clone()
     }
 
-    /// Makes this enclave hold `payload` (encoded as `encoded`) with its
-    /// `blobs`.
-    pub(super) fn hold(&self, payload: Payload, encoded: Vec<u8>, blobs: Blobs) {
-        let Some(key) = DeploymentKey::from_bytes(&payload.deployment_key) else {
-            tracing::error!("key material without a deployment key; not held");
-            return;
-        };
+    /// Makes this enclave hold `payload` (encoded as `encoded`, carrying
+    /// `key`) with its `blobs`.
+    pub(super) fn hold(
+        &self,
+        payload: Payload,
+        encoded: Vec<u8>,
+        key: DeploymentKey,
+        blobs: Blobs,
+    ) {
         let held = Held {
             hash: seal::sha256(&encoded),
             payload: Arc::new(payload),
@@ -132,7 +134,7 @@ impl Sync {
             .material
             .gather(&self.config.deployment, lineage, version, key);
         let encoded = gathered.payload.encode();
-        self.hold(gathered.payload, encoded, gathered.blobs);
+        self.hold(gathered.payload, encoded, key.clone(), gathered.blobs);
     }
 
     /// The identity as it is now is in what this enclave holds (gathered,

@@ -66,5 +66,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml -- -D warnings
 cargo clippy --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml --lib --examples -- -D warnings
 
+step "docs: every intra-doc link resolves, private items included"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --quiet
+
 step "tests"
 cargo test --workspace

@@ -1,4 +1,4 @@
-//! The guest manifest (SPEC §5): the exact bytes a runtime serves at
+//! The guest manifest (docs/attestation.md): the exact bytes a runtime serves at
 //! `/enclave/manifest`, whose SHA-256 every runtime document binds.
 //!
 //! The runtime writes it and clients read it with the same types, so the

@@ -91,6 +91,10 @@ pub(crate) struct DocSignature<'a> {
 /// `root_der` (which `cabundle[0]` must equal) to `leaf_der` at Unix time
 /// `at`. A bad document signature is reported as such before any chain
 /// signature failure.
+///
+/// The steps, in this order: the pinned root, every certificate's
+/// validity at `at`, the leaf's key, each link's structure, and only then
+/// the signatures.
 pub(crate) fn verify(
     root_der: &[u8],
     cabundle: &[Vec<u8>],
@@ -99,11 +103,7 @@ pub(crate) fn verify(
     cache: &LinkCache,
     doc: DocSignature<'_>,
 ) -> Result<(), VerifyError> {
-    if cabundle.first().map(Vec::as_slice) != Some(root_der) {
-        return Err(VerifyError::ChainUntrusted {
-            why: "the first cabundle certificate is not the pinned root".into(),
-        });
-    }
+    check_pinned_root(root_der, cabundle)?;
     let ders: Vec<&[u8]> = cabundle
         .iter()
         .map(Vec::as_slice)
@@ -114,19 +114,7 @@ pub(crate) fn verify(
         .map(|der| parse(der))
         .collect::<Result<Vec<_>, _>>()?;
     for cert in &chain {
-        let v = cert.validity();
-        if at < v.not_before.timestamp() {
-            return Err(VerifyError::CertNotYetValid {
-                subject: cert.subject().to_string(),
-                not_before: v.not_before.timestamp(),
-            });
-        }
-        if at > v.not_after.timestamp() {
-            return Err(VerifyError::CertExpired {
-                subject: cert.subject().to_string(),
-                not_after: v.not_after.timestamp(),
-            });
-        }
+        check_validity(cert, at)?;
     }
     let n = chain.len();
     let leaf = &chain[n - 1];
@@ -140,47 +128,9 @@ pub(crate) fn verify(
     });
     for i in 1..n {
         let (issuer, cert) = (&chain[i - 1], &chain[i]);
-        let untrusted = |why: String| VerifyError::ChainUntrusted { why };
-        let constraints = issuer
-            .basic_constraints()
-            .map_err(|_| {
-                untrusted(format!(
-                    "{} has malformed basic constraints",
-                    issuer.subject()
-                ))
-            })?
-            .map(|b| b.value.clone());
-        let Some(constraints) = constraints.filter(|b| b.ca) else {
-            return Err(untrusted(format!(
-                "{} is not a CA but issues {}",
-                issuer.subject(),
-                cert.subject()
-            )));
-        };
         // CA certificates below this one, not counting the leaf.
         let below = (n - 1 - i) as u32;
-        if constraints
-            .path_len_constraint
-            .is_some_and(|max| below > max)
-        {
-            return Err(untrusted(format!(
-                "{} allows a shorter chain",
-                issuer.subject()
-            )));
-        }
-        if cert.issuer() != issuer.subject() {
-            return Err(untrusted(format!(
-                "{} is not issued by {}",
-                cert.subject(),
-                issuer.subject()
-            )));
-        }
-        if cert.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA384 {
-            return Err(untrusted(format!(
-                "{} is not signed with ecdsa-with-SHA384",
-                cert.subject()
-            )));
-        }
+        check_link(issuer, cert, below)?;
         let link = (
             Sha256::digest(ders[i - 1]).into(),
             Sha256::digest(ders[i]).into(),
@@ -188,23 +138,124 @@ pub(crate) fn verify(
         if cache.contains(&link) {
             continue;
         }
-        let point = p384_point(issuer).ok_or_else(|| {
-            untrusted(format!(
-                "{} does not hold a P-384 public key",
-                issuer.subject()
-            ))
-        })?;
-        pending.push(Check {
-            alg: &ECDSA_P384_SHA384_ASN1,
-            point,
-            message: cert.tbs_certificate.as_ref(),
-            signature: &cert.signature_value.data,
-            link: Some((link, cert.subject())),
-        });
+        pending.push(link_signature(issuer, cert, link)?);
     }
     // Every structural check passed; now the signatures, which are
     // independent of each other. The document's own comes first.
-    let results = check_signatures(&pending);
+    settle_signatures(&pending, cache)
+}
+
+/// `cabundle[0]` must be the pinned root, byte for byte.
+fn check_pinned_root(root_der: &[u8], cabundle: &[Vec<u8>]) -> Result<(), VerifyError> {
+    if cabundle.first().map(Vec::as_slice) != Some(root_der) {
+        return Err(VerifyError::ChainUntrusted {
+            why: "the first cabundle certificate is not the pinned root".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `cert` must be valid at Unix time `at`: not before its `notBefore`, not
+/// after its `notAfter`.
+fn check_validity(cert: &X509Certificate<'_>, at: i64) -> Result<(), VerifyError> {
+    let v = cert.validity();
+    if at < v.not_before.timestamp() {
+        return Err(VerifyError::CertNotYetValid {
+            subject: cert.subject().to_string(),
+            not_before: v.not_before.timestamp(),
+        });
+    }
+    if at > v.not_after.timestamp() {
+        return Err(VerifyError::CertExpired {
+            subject: cert.subject().to_string(),
+            not_after: v.not_after.timestamp(),
+        });
+    }
+    Ok(())
+}
+
+/// The chain is not trusted, for the reason given.
+fn untrusted(why: String) -> VerifyError {
+    VerifyError::ChainUntrusted { why }
+}
+
+/// The structure of one link, everything but its signature: `issuer` is a
+/// CA whose path length allows the `below` CA certificates under it (the
+/// leaf not counted), it is the issuer `cert` names, and `cert` is signed
+/// with ecdsa-with-SHA384. Checked on every document, cached link or not.
+fn check_link(
+    issuer: &X509Certificate<'_>,
+    cert: &X509Certificate<'_>,
+    below: u32,
+) -> Result<(), VerifyError> {
+    let constraints = issuer
+        .basic_constraints()
+        .map_err(|_| {
+            untrusted(format!(
+                "{} has malformed basic constraints",
+                issuer.subject()
+            ))
+        })?
+        .map(|b| b.value.clone());
+    let Some(constraints) = constraints.filter(|b| b.ca) else {
+        return Err(untrusted(format!(
+            "{} is not a CA but issues {}",
+            issuer.subject(),
+            cert.subject()
+        )));
+    };
+    if constraints
+        .path_len_constraint
+        .is_some_and(|max| below > max)
+    {
+        return Err(untrusted(format!(
+            "{} allows a shorter chain",
+            issuer.subject()
+        )));
+    }
+    if cert.issuer() != issuer.subject() {
+        return Err(untrusted(format!(
+            "{} is not issued by {}",
+            cert.subject(),
+            issuer.subject()
+        )));
+    }
+    if cert.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA384 {
+        return Err(untrusted(format!(
+            "{} is not signed with ecdsa-with-SHA384",
+            cert.subject()
+        )));
+    }
+    Ok(())
+}
+
+/// The check of `issuer`'s signature on `cert`, to be made later with the
+/// others; `issuer` must hold a P-384 key.
+fn link_signature<'a>(
+    issuer: &'a X509Certificate<'a>,
+    cert: &'a X509Certificate<'a>,
+    link: LinkKey,
+) -> Result<Check<'a>, VerifyError> {
+    let point = p384_point(issuer).ok_or_else(|| {
+        untrusted(format!(
+            "{} does not hold a P-384 public key",
+            issuer.subject()
+        ))
+    })?;
+    Ok(Check {
+        alg: &ECDSA_P384_SHA384_ASN1,
+        point,
+        message: cert.tbs_certificate.as_ref(),
+        signature: &cert.signature_value.data,
+        link: Some((link, cert.subject())),
+    })
+}
+
+/// Checks every pending signature, then reports: the document's own
+/// (`pending[0]`) first, then each link's in chain order. Only links whose
+/// signature verified are cached, and only once the document's has.
+fn settle_signatures(pending: &[Check<'_>], cache: &LinkCache) -> Result<(), VerifyError> {
+    let results = check_signatures(pending);
     if results.first() != Some(&true) {
         return Err(VerifyError::Signature);
     }

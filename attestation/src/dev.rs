@@ -1,4 +1,4 @@
-//! The dev stand-in for the Nitro Security Module (SPEC §6): a P-384 root
+//! The dev stand-in for the Nitro Security Module (docs/attestation.md): a P-384 root
 //! CA kept in a directory, a fresh leaf per process, documents in exactly
 //! the AWS format. Verifiers reject them unless given that root.
 

@@ -58,93 +58,17 @@ fn hex_opt<S: serde::Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::
 
 impl Document {
     /// Decodes the payload (definite or indefinite-length CBOR).
+    ///
+    /// Fields are taken and checked in the AWS key order; keys the format
+    /// does not name are ignored, and a null counts as absent.
     pub fn from_payload(payload: &[u8]) -> Result<Document, VerifyError> {
-        let Value::Map(entries) = read_one(payload, "payload")? else {
-            return Err(VerifyError::malformed("payload is not a map"));
-        };
-        let mut fields: BTreeMap<String, Value> = BTreeMap::new();
-        for (k, v) in entries {
-            let Value::Text(k) = k else {
-                return Err(VerifyError::malformed("payload key is not text"));
-            };
-            if fields.insert(k.clone(), v).is_some() {
-                return Err(VerifyError::malformed(format!(
-                    "payload key {k:?} appears twice"
-                )));
-            }
-        }
-        let mut take = |k: &str| fields.remove(k).filter(|v| !v.is_null());
-        let required = |v: Option<Value>, k: &str| {
-            v.ok_or_else(|| VerifyError::malformed(format!("payload lacks {k}")))
-        };
-
-        let module_id = text(required(take("module_id"), "module_id")?, "module_id")?;
-        let digest = text(required(take("digest"), "digest")?, "digest")?;
-        if digest != "SHA384" {
-            return Err(VerifyError::malformed(format!(
-                "digest is {digest:?}, expected SHA384"
-            )));
-        }
-        let timestamp = required(take("timestamp"), "timestamp")?
-            .as_integer()
-            .and_then(|i| u64::try_from(i).ok())
-            .ok_or_else(|| VerifyError::malformed("timestamp is not an unsigned integer"))?;
-        let Value::Map(pcr_entries) = required(take("pcrs"), "pcrs")? else {
-            return Err(VerifyError::malformed("pcrs is not a map"));
-        };
-        if pcr_entries.len() > MAX_PCRS {
-            return Err(VerifyError::TooLarge {
-                what: "pcrs",
-                limit: MAX_PCRS,
-            });
-        }
-        let mut pcrs = BTreeMap::new();
-        for (k, v) in pcr_entries {
-            let index = k
-                .as_integer()
-                .and_then(|i| u32::try_from(i).ok())
-                .filter(|i| (*i as usize) < MAX_PCRS)
-                .ok_or_else(|| {
-                    VerifyError::malformed("PCR index is not an integer from 0 to 31")
-                })?;
-            let value = bytes(v, "PCR value")?;
-            if ![32, 48, 64].contains(&value.len()) {
-                return Err(VerifyError::malformed(format!(
-                    "PCR{index} has {} bytes",
-                    value.len()
-                )));
-            }
-            pcrs.insert(index, value);
-        }
-        let certificate = bytes(required(take("certificate"), "certificate")?, "certificate")?;
-        let Value::Array(bundle) = required(take("cabundle"), "cabundle")? else {
-            return Err(VerifyError::malformed("cabundle is not an array"));
-        };
-        if bundle.is_empty() || bundle.len() > MAX_CABUNDLE {
-            return Err(VerifyError::malformed(format!(
-                "cabundle has {} certificates; expected 1 to {MAX_CABUNDLE}",
-                bundle.len()
-            )));
-        }
-        let cabundle = bundle
-            .into_iter()
-            .map(|c| bytes(c, "cabundle entry"))
-            .collect::<Result<_, _>>()?;
-        let mut optional = |k: &'static str| -> Result<Option<Vec<u8>>, VerifyError> {
-            match take(k) {
-                None => Ok(None),
-                Some(v) => {
-                    let b = bytes(v, k)?;
-                    if b.len() > MAX_FIELD {
-                        return Err(VerifyError::TooLarge {
-                            what: k,
-                            limit: MAX_FIELD,
-                        });
-                    }
-                    Ok(Some(b))
-                }
-            }
-        };
+        let mut fields = Fields::decode(payload)?;
+        let module_id = text(fields.required("module_id")?, "module_id")?;
+        let digest = digest(fields.required("digest")?)?;
+        let timestamp = timestamp(fields.required("timestamp")?)?;
+        let pcrs = pcrs(fields.required("pcrs")?)?;
+        let certificate = bytes(fields.required("certificate")?, "certificate")?;
+        let cabundle = cabundle(fields.required("cabundle")?)?;
         Ok(Document {
             module_id,
             digest,
@@ -152,9 +76,9 @@ impl Document {
             pcrs,
             certificate,
             cabundle,
-            public_key: optional("public_key")?,
-            user_data: optional("user_data")?,
-            nonce: optional("nonce")?,
+            public_key: fields.optional_bytes("public_key")?,
+            user_data: fields.optional_bytes("user_data")?,
+            nonce: fields.optional_bytes("nonce")?,
         })
     }
 
@@ -215,4 +139,130 @@ fn bytes(v: Value, what: &str) -> Result<Vec<u8>, VerifyError> {
             "{what} is not a byte string"
         ))),
     }
+}
+
+/// The payload's top-level map, by key.
+struct Fields(BTreeMap<String, Value>);
+
+impl Fields {
+    /// The payload's map; every key must be text, and appear once.
+    fn decode(payload: &[u8]) -> Result<Fields, VerifyError> {
+        let Value::Map(entries) = read_one(payload, "payload")? else {
+            return Err(VerifyError::malformed("payload is not a map"));
+        };
+        let mut fields: BTreeMap<String, Value> = BTreeMap::new();
+        for (k, v) in entries {
+            let Value::Text(k) = k else {
+                return Err(VerifyError::malformed("payload key is not text"));
+            };
+            if fields.insert(k.clone(), v).is_some() {
+                return Err(VerifyError::malformed(format!(
+                    "payload key {k:?} appears twice"
+                )));
+            }
+        }
+        Ok(Fields(fields))
+    }
+
+    /// Field `k`, taken out; a null counts as absent.
+    fn take(&mut self, k: &str) -> Option<Value> {
+        self.0.remove(k).filter(|v| !v.is_null())
+    }
+
+    /// Field `k`, which must be present.
+    fn required(&mut self, k: &str) -> Result<Value, VerifyError> {
+        self.take(k)
+            .ok_or_else(|| VerifyError::malformed(format!("payload lacks {k}")))
+    }
+
+    /// Field `k` if present: a byte string within [`MAX_FIELD`].
+    fn optional_bytes(&mut self, k: &'static str) -> Result<Option<Vec<u8>>, VerifyError> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(v) => {
+                let b = bytes(v, k)?;
+                if b.len() > MAX_FIELD {
+                    return Err(VerifyError::TooLarge {
+                        what: k,
+                        limit: MAX_FIELD,
+                    });
+                }
+                Ok(Some(b))
+            }
+        }
+    }
+}
+
+/// `digest`: text, and only `SHA384`.
+fn digest(v: Value) -> Result<String, VerifyError> {
+    let digest = text(v, "digest")?;
+    if digest != "SHA384" {
+        return Err(VerifyError::malformed(format!(
+            "digest is {digest:?}, expected SHA384"
+        )));
+    }
+    Ok(digest)
+}
+
+/// `timestamp`: an unsigned 64-bit integer.
+fn timestamp(v: Value) -> Result<u64, VerifyError> {
+    v.as_integer()
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| VerifyError::malformed("timestamp is not an unsigned integer"))
+}
+
+/// `pcrs`: a map of at most [`MAX_PCRS`] entries, counted before any is
+/// decoded.
+fn pcrs(v: Value) -> Result<BTreeMap<u32, Vec<u8>>, VerifyError> {
+    let Value::Map(pcr_entries) = v else {
+        return Err(VerifyError::malformed("pcrs is not a map"));
+    };
+    if pcr_entries.len() > MAX_PCRS {
+        return Err(VerifyError::TooLarge {
+            what: "pcrs",
+            limit: MAX_PCRS,
+        });
+    }
+    let mut pcrs = BTreeMap::new();
+    for (k, v) in pcr_entries {
+        let (index, value) = pcr(k, v)?;
+        pcrs.insert(index, value);
+    }
+    Ok(pcrs)
+}
+
+/// One PCR: an index below [`MAX_PCRS`], and a value of 32, 48 or 64
+/// bytes.
+fn pcr(k: Value, v: Value) -> Result<(u32, Vec<u8>), VerifyError> {
+    let index = k
+        .as_integer()
+        .and_then(|i| u32::try_from(i).ok())
+        .filter(|i| (*i as usize) < MAX_PCRS)
+        .ok_or_else(|| VerifyError::malformed("PCR index is not an integer from 0 to 31"))?;
+    let value = bytes(v, "PCR value")?;
+    if ![32, 48, 64].contains(&value.len()) {
+        return Err(VerifyError::malformed(format!(
+            "PCR{index} has {} bytes",
+            value.len()
+        )));
+    }
+    Ok((index, value))
+}
+
+/// `cabundle`: an array of 1 to [`MAX_CABUNDLE`] byte strings, counted
+/// before any is decoded.
+fn cabundle(v: Value) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let Value::Array(bundle) = v else {
+        return Err(VerifyError::malformed("cabundle is not an array"));
+    };
+    if bundle.is_empty() || bundle.len() > MAX_CABUNDLE {
+        return Err(VerifyError::malformed(format!(
+            "cabundle has {} certificates; expected 1 to {MAX_CABUNDLE}",
+            bundle.len()
+        )));
+    }
+    bundle
+        .into_iter()
+        .map(|c| bytes(c, "cabundle entry"))
+        .collect()
 }

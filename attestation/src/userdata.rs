@@ -1,5 +1,6 @@
-//! The `user_data` layouts: runtime and guest documents (SPEC §5), and the
-//! documents enclaves of one deployment exchange to synchronize (§7).
+//! The `user_data` layouts (docs/attestation.md): runtime and guest
+//! documents, and the documents enclaves of one deployment exchange to
+//! synchronize.
 //! No document of one layout reads as another.
 
 use ciborium::Value;
@@ -123,7 +124,7 @@ pub enum SyncRole {
     Sender,
 }
 
-/// Sync documents (SPEC §7): CBOR `{"nacre-sync": 1, "role": "receiver" |
+/// Sync documents (docs/attestation.md): CBOR `{"nacre-sync": 1, "role": "receiver" |
 /// "sender", "payload": <SHA-256 of the ciphertext, senders only>}`. Only
 /// the runtime itself asks for these; a guest's user data always lands
 /// inside the guest layout, so no guest can make a document that passes as

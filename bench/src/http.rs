@@ -85,10 +85,63 @@ pub async fn run(
     println!(
         "(a) Nacre through the host proxy, and (c) native hyper + rustls through the host proxy"
     );
+    let (rt, nacre_proxy) = start_nacre(hello, echo, floor);
+    let nacre_port = nacre_proxy.inbound_tcp().port();
+    let pki = TestPki::generate();
+    let (native_server, native_proxy) = start_native(&pki)?;
+    let native_port = native_proxy.inbound_tcp().port();
+    let targets = Targets {
+        nacre: format!("https://127.0.0.1:{nacre_port}/hello/"),
+        nacre_echo: format!("https://127.0.0.1:{nacre_port}/echo/"),
+        nacre_floor: format!("https://127.0.0.1:{nacre_port}/floor/"),
+        native: format!("https://127.0.0.1:{native_port}/"),
+        native_echo: format!("https://127.0.0.1:{native_port}/echo/"),
+        rt_pid: rt.pid(),
+        native_pid: native_server.child.pid(),
+    };
+    let rounds = measure_rounds(plan, tools, &targets)?;
+    let nacre_rss = vec![
+        ("runtime", rss_kib(targets.rt_pid).1),
+        ("host proxy", rss_kib(nacre_proxy.pid()).1),
+    ];
+    let native_rss = vec![
+        ("server", rss_kib(targets.native_pid).1),
+        ("host proxy", rss_kib(native_proxy.pid()).1),
+    ];
+    let nacre = scenario(rounds.a, &nacre_rss, NACRE_COMMAND);
+    let native = scenario(rounds.c, &native_rss, NATIVE_COMMAND);
+    let nacre_echo = scenario(rounds.ae, &nacre_rss, NACRE_COMMAND);
+    let native_echo = scenario(rounds.ce, &native_rss, NATIVE_COMMAND);
+    let nacre_floor = scenario(rounds.af, &nacre_rss, NACRE_COMMAND);
+    drop((rt, nacre_proxy, native_server, native_proxy));
+
+    let wasmtime = measure_wasmtime(plan, tools, hello)?;
+    Ok(HttpResults {
+        nacre,
+        wasmtime,
+        native,
+        nacre_echo,
+        native_echo,
+        nacre_floor,
+    })
+}
+
+/// How (a), its echo and floor rounds were started, for the report.
+const NACRE_COMMAND: &str = "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
+                             --guest hello=hello.wasm --guest echo=echo.wasm \
+                             --guest floor=floor.wasm; \
+                             nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
+/// How (c) and its echo rounds were started, for the report.
+const NATIVE_COMMAND: &str = "nacre-bench-native --listen unix:…; \
+                              nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
+
+/// (a)'s server: a runtime running `hello`, `echo` and `floor`, behind a
+/// host proxy.
+fn start_nacre(hello: &Path, echo: &Path, floor: &Path) -> (Runtime, HostProxy) {
     let hello_guest = format!("hello={}", hello.display());
     let echo_guest = format!("echo={}", echo.display());
     let floor_guest = format!("floor={}", floor.display());
-    let (rt, nacre_proxy) = nacre_behind_proxy(&[
+    nacre_behind_proxy(&[
         "--wait-for-app",
         "--guest",
         &hello_guest,
@@ -96,13 +149,12 @@ pub async fn run(
         &echo_guest,
         "--guest",
         &floor_guest,
-    ]);
-    let nacre_port = nacre_proxy.inbound_tcp().port();
-    let nacre_url = format!("https://127.0.0.1:{nacre_port}/hello/");
-    let nacre_echo_url = format!("https://127.0.0.1:{nacre_port}/echo/");
-    let nacre_floor_url = format!("https://127.0.0.1:{nacre_port}/floor/");
+    ])
+}
 
-    let pki = TestPki::generate();
+/// (c)'s server: `nacre-bench-native` with `pki`'s certificate, on a unix
+/// socket behind a host proxy.
+fn start_native(pki: &TestPki) -> anyhow::Result<(Server, HostProxy)> {
     let sock = unix_socket("bench-native");
     let mut cmd = Command::new(nacre_tests::bin("nacre-bench-native"));
     cmd.args(["--listen", &sock, "--cert"])
@@ -111,11 +163,33 @@ pub async fn run(
         .arg(pki.dir.join("key.pem"));
     let native_server = Server::start(cmd, "native-hello listening on ")?;
     let native_proxy = proxy_to(&sock);
-    let native_port = native_proxy.inbound_tcp().port();
-    let native_url = format!("https://127.0.0.1:{native_port}/");
-    let native_echo_url = format!("https://127.0.0.1:{native_port}/echo/");
+    Ok((native_server, native_proxy))
+}
 
-    let (rt_pid, native_pid) = (rt.pid(), native_server.child.pid());
+/// Where the rounds' loads go, and the server processes whose CPU they
+/// measure.
+struct Targets {
+    nacre: String,
+    nacre_echo: String,
+    nacre_floor: String,
+    native: String,
+    native_echo: String,
+    rt_pid: u32,
+    native_pid: u32,
+}
+
+/// Each round's figures, by scenario: (a), (c), (a) echo, (c) echo, (a₀).
+struct Rounds {
+    a: Vec<Load>,
+    c: Vec<Load>,
+    ae: Vec<Load>,
+    ce: Vec<Load>,
+    af: Vec<Load>,
+}
+
+/// Runs `plan.http_rounds` rounds (at least one), each loading (a), (c),
+/// (a) echo, (c) echo, then (a₀), in that order.
+fn measure_rounds(plan: &Plan, tools: &Tools, t: &Targets) -> anyhow::Result<Rounds> {
     let get = |pid| Shape {
         post_bytes: None,
         cpu_of: Some(pid),
@@ -127,61 +201,39 @@ pub async fn run(
     let [mut a, mut c, mut ae, mut ce, mut af] = [(); 5].map(|_| Vec::new());
     for round in 1..=plan.http_rounds.max(1) {
         println!("  round {round}: (a), (c), both with echo, then (a) with floor");
-        a.push(tools.load_shaped(&nacre_url, plan.http_secs, get(rt_pid))?);
-        c.push(tools.load_shaped(&native_url, plan.http_secs, get(native_pid))?);
-        ae.push(tools.load_shaped(&nacre_echo_url, plan.http_secs, post(rt_pid))?);
-        ce.push(tools.load_shaped(&native_echo_url, plan.http_secs, post(native_pid))?);
-        af.push(tools.load_shaped(&nacre_floor_url, plan.http_secs, get(rt_pid))?);
+        a.push(tools.load_shaped(&t.nacre, plan.http_secs, get(t.rt_pid))?);
+        c.push(tools.load_shaped(&t.native, plan.http_secs, get(t.native_pid))?);
+        ae.push(tools.load_shaped(&t.nacre_echo, plan.http_secs, post(t.rt_pid))?);
+        ce.push(tools.load_shaped(&t.native_echo, plan.http_secs, post(t.native_pid))?);
+        af.push(tools.load_shaped(&t.nacre_floor, plan.http_secs, get(t.rt_pid))?);
     }
-    let nacre_rss = vec![
-        ("runtime", rss_kib(rt_pid).1),
-        ("host proxy", rss_kib(nacre_proxy.pid()).1),
-    ];
-    let native_rss = vec![
-        ("server", rss_kib(native_pid).1),
-        ("host proxy", rss_kib(native_proxy.pid()).1),
-    ];
-    let nacre_command = "nacre-runtime --listen unix:… --attestation dev --wait-for-app \
-                         --guest hello=hello.wasm --guest echo=echo.wasm \
-                         --guest floor=floor.wasm; \
-                         nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
-    let native_command = "nacre-bench-native --listen unix:…; \
-                          nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…";
-    let scenario = |rounds: Vec<Load>, rss: &[(&'static str, u64)], command: &str| Scenario {
+    Ok(Rounds { a, c, ae, ce, af })
+}
+
+/// A scenario measured in `rounds`, combined.
+fn scenario(rounds: Vec<Load>, rss: &[(&'static str, u64)], command: &str) -> Scenario {
+    Scenario {
         load: Load::combine(&rounds),
         rounds,
         peak_rss_kib: rss.to_vec(),
         command: command.into(),
-    };
-    let nacre = scenario(a, &nacre_rss, nacre_command);
-    let native = scenario(c, &native_rss, native_command);
-    let nacre_echo = scenario(ae, &nacre_rss, nacre_command);
-    let native_echo = scenario(ce, &native_rss, native_command);
-    let nacre_floor = scenario(af, &nacre_rss, nacre_command);
-    drop((rt, nacre_proxy, native_server, native_proxy));
+    }
+}
 
-    let wasmtime = {
-        println!("(b) wasmtime serve");
-        let mut cmd = Command::new(&tools.wasmtime);
-        cmd.args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
-            .arg(hello);
-        let server = Server::start(cmd, "Serving HTTP on ")?;
-        let url = server.addr.trim_end_matches('/').to_string() + "/";
-        let load = tools.load(&url, plan.http_secs)?;
-        Scenario {
-            load,
-            rounds: vec![load],
-            peak_rss_kib: vec![("wasmtime", rss_kib(server.child.pid()).1)],
-            command: "wasmtime serve -Scli --addr 127.0.0.1:0 hello.wasm".into(),
-        }
-    };
-    Ok(HttpResults {
-        nacre,
-        wasmtime,
-        native,
-        nacre_echo,
-        native_echo,
-        nacre_floor,
+/// Scenario (b): `wasmtime serve` with `hello`, measured once.
+fn measure_wasmtime(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Scenario> {
+    println!("(b) wasmtime serve");
+    let mut cmd = Command::new(&tools.wasmtime);
+    cmd.args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
+        .arg(hello);
+    let server = Server::start(cmd, "Serving HTTP on ")?;
+    let url = server.addr.trim_end_matches('/').to_string() + "/";
+    let load = tools.load(&url, plan.http_secs)?;
+    Ok(Scenario {
+        load,
+        rounds: vec![load],
+        peak_rss_kib: vec![("wasmtime", rss_kib(server.child.pid()).1)],
+        command: "wasmtime serve -Scli --addr 127.0.0.1:0 hello.wasm".into(),
     })
 }
 

@@ -20,8 +20,6 @@
 //! - `sink.rs` (its own binary, `nacre-bench-sink`): the far end of (g).
 //! - [`report`]: writing BENCHMARKS.md.
 
-#![forbid(unsafe_code)]
-
 mod bulk;
 mod deploy;
 mod http;

@@ -3,8 +3,6 @@
 //! runtime's TLS configuration. It is the ceiling for Nacre's serving path
 //! on this machine.
 
-#![forbid(unsafe_code)]
-
 use std::convert::Infallible;
 use std::path::PathBuf;
 

@@ -173,6 +173,20 @@ impl Report<'_> {
     /// The whole of BENCHMARKS.md.
     pub fn render(&self) -> String {
         let mut s = String::new();
+        self.write_intro(&mut s);
+        self.write_targets(&mut s);
+        self.write_http_table(&mut s);
+        self.write_http_notes(&mut s);
+        self.write_overhead(&mut s);
+        self.write_deploy(&mut s);
+        self.write_memory(&mut s);
+        self.write_bulk(&mut s);
+        let _ = writeln!(s, "\n{}", include_str!("../TUNING.md").trim_end());
+        s
+    }
+
+    /// Title, how the file was made, and the machine and versions table.
+    fn write_intro(&self, s: &mut String) {
         let mode = if self.quick {
             "cargo run --release -p nacre-bench -- --quick"
         } else {
@@ -189,7 +203,10 @@ impl Report<'_> {
         for (k, v) in self.tools.machine.iter().chain(&self.tools.versions) {
             let _ = writeln!(s, "| {k} | {v} |");
         }
+    }
 
+    /// The targets table, for the file.
+    fn write_targets(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "\n## Targets\n\n| target | measured | bound | |\n|---|---:|---|---|"
@@ -204,80 +221,51 @@ impl Report<'_> {
                 if t.met { "met" } else { "**missed**" }
             );
         }
+    }
 
+    /// Scenarios (a)–(c) and (h): one table row per scenario.
+    fn write_http_table(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "\n## (a)–(c), (h) HTTP: the `hello` guest (and `echo` on a 1 KiB body), keep-alive HTTP/1.1, {CONNECTIONS} connections\n\n\
              wrk, 2 threads, one second of warm-up, then the figures below. Peak RSS is each process's VmHWM.\n\n\
              | scenario | requests | requests/s | p50 | p99 | server CPU per request | peak RSS | errors |\n|---|---:|---:|---:|---:|---:|---|---:|"
         );
-        let row = |s: &mut String, name: &str, sc: &Scenario| {
-            let rss: Vec<String> = sc
-                .peak_rss_kib
-                .iter()
-                .map(|(p, k)| format!("{p} {}", mib(*k)))
-                .collect();
-            let l = &sc.load;
-            let _ = writeln!(
-                s,
-                "| {name} | {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {} |",
-                l.requests,
-                l.rps,
-                l.p50_us,
-                l.p99_us,
-                l.server_cpu_us
-                    .map_or_else(|| "–".to_string(), |c| format!("{c:.1} µs")),
-                rss.join(", "),
-                l.socket_errors + l.bad_status
-            );
-        };
-        row(
-            &mut s,
-            "(a) Nacre: TLS in the runtime, through the host proxy",
-            &self.http.nacre,
-        );
-        row(
-            &mut s,
-            "(b) `wasmtime serve -Scli` 48.0.8, plain HTTP",
-            &self.http.wasmtime,
-        );
-        row(
-            &mut s,
-            "(c) native hyper + rustls, through the host proxy",
-            &self.http.native,
-        );
-        row(
-            &mut s,
-            "(a) with `echo`, POST of 1 KiB",
-            &self.http.nacre_echo,
-        );
-        row(
-            &mut s,
-            "(c) doing `echo`'s work, POST of 1 KiB",
-            &self.http.native_echo,
-        );
-        row(
-            &mut s,
-            "(h) as (a), on a worker of a two-enclave deployment (sync on)",
-            &self.synced,
-        );
-        row(
-            &mut s,
-            "(a₀) as (a), with the `floor` component (reference, not a target)",
-            &self.http.nacre_floor,
-        );
-        let rounds = |sc: &Scenario| {
-            sc.rounds
-                .iter()
-                .map(|l| {
-                    let cpu = l
-                        .server_cpu_us
-                        .map_or_else(String::new, |c| format!(", CPU {c:.1} µs"));
-                    format!("{:.0} req/s, p99 {:.0} µs{cpu}", l.rps, l.p99_us)
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
+        let rows = [
+            (
+                "(a) Nacre: TLS in the runtime, through the host proxy",
+                &self.http.nacre,
+            ),
+            (
+                "(b) `wasmtime serve -Scli` 48.0.8, plain HTTP",
+                &self.http.wasmtime,
+            ),
+            (
+                "(c) native hyper + rustls, through the host proxy",
+                &self.http.native,
+            ),
+            ("(a) with `echo`, POST of 1 KiB", &self.http.nacre_echo),
+            (
+                "(c) doing `echo`'s work, POST of 1 KiB",
+                &self.http.native_echo,
+            ),
+            (
+                "(h) as (a), on a worker of a two-enclave deployment (sync on)",
+                &self.synced,
+            ),
+            (
+                "(a₀) as (a), with the `floor` component (reference, not a target)",
+                &self.http.nacre_floor,
+            ),
+        ];
+        for (name, sc) in rows {
+            write_scenario_row(s, name, sc);
+        }
+    }
+
+    /// Below the HTTP table: how the rounds ran and what each gave, what
+    /// (a₀) shows, and the commands that started the servers.
+    fn write_http_notes(&self, s: &mut String) {
         let h = &self.http;
         let _ = writeln!(
             s,
@@ -307,7 +295,10 @@ impl Report<'_> {
         ] {
             let _ = writeln!(s, "- ({k}) `{}`", sc.command);
         }
+    }
 
+    /// Scenario (d), and (d₀) for reference.
+    fn write_overhead(&self, s: &mut String) {
         let o = &self.overhead;
         let _ = writeln!(
             s,
@@ -323,7 +314,10 @@ impl Report<'_> {
             "\n(d₀), the same with the `floor` component (see (a₀)), for reference: median {:.1} µs (95% interval {:.1}–{:.1} µs)",
             f.median_us, f.interval_us.0, f.interval_us.1
         );
+    }
 
+    /// Scenario (e): cold and cached deploys.
+    fn write_deploy(&self, s: &mut String) {
         let d = &self.deploy;
         let _ = writeln!(
             s,
@@ -338,7 +332,10 @@ impl Report<'_> {
             median(&d.cached_ms),
             max(&d.cached_ms)
         );
+    }
 
+    /// Scenario (f): the runtime's RSS idle and under requests.
+    fn write_memory(&self, s: &mut String) {
         let m = &self.memory;
         let _ = writeln!(
             s,
@@ -351,7 +348,10 @@ impl Report<'_> {
             MEMORY_REQUESTS,
             mib(m.after_all_kib)
         );
+    }
 
+    /// Scenario (g): one row per mode.
+    fn write_bulk(&self, s: &mut String) {
         let b = &self.bulk;
         let _ = writeln!(
             s,
@@ -380,8 +380,41 @@ impl Report<'_> {
                 r(m.rtt_us[2])
             );
         }
-
-        let _ = writeln!(s, "\n{}", include_str!("../TUNING.md").trim_end());
-        s
     }
+}
+
+/// One row of the HTTP table: the scenario's combined figures.
+fn write_scenario_row(s: &mut String, name: &str, sc: &Scenario) {
+    let rss: Vec<String> = sc
+        .peak_rss_kib
+        .iter()
+        .map(|(p, k)| format!("{p} {}", mib(*k)))
+        .collect();
+    let l = &sc.load;
+    let _ = writeln!(
+        s,
+        "| {name} | {} | {:.0} | {:.0} µs | {:.0} µs | {} | {} | {} |",
+        l.requests,
+        l.rps,
+        l.p50_us,
+        l.p99_us,
+        l.server_cpu_us
+            .map_or_else(|| "–".to_string(), |c| format!("{c:.1} µs")),
+        rss.join(", "),
+        l.socket_errors + l.bad_status
+    );
+}
+
+/// Each round of a scenario, for the text under the HTTP table.
+fn rounds(sc: &Scenario) -> String {
+    sc.rounds
+        .iter()
+        .map(|l| {
+            let cpu = l
+                .server_cpu_us
+                .map_or_else(String::new, |c| format!(", CPU {c:.1} µs"));
+            format!("{:.0} req/s, p99 {:.0} µs{cpu}", l.rps, l.p99_us)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
-use nacre_tests::fleet::{LeaderName, Member, MemberSpec, free_port, within};
+use nacre_tests::fleet::{Deployment, within};
 
 use crate::Plan;
 use crate::http::Scenario;
@@ -18,13 +18,9 @@ use crate::tools::Tools;
 /// the worker once the guest has reached it.
 pub async fn run(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Scenario> {
     println!("(h) Nacre as a worker of a two-enclave deployment");
-    let root = nacre_tests::temp_dir("bench-fleet-root");
-    let name = LeaderName::start().await;
-    let ports = [free_port(), free_port()];
-    name.point_to(ports[0]);
-    let spec = |i: usize| MemberSpec::new(&name, &root, &ports, i);
-    let leader = Member::start(spec(0)).await;
-    let worker = Member::start(spec(1)).await;
+    let deployment = Deployment::new(2).await;
+    let leader = deployment.start(0).await;
+    let worker = deployment.start(1).await;
     within(
         Duration::from_secs(60),
         "the deployment settled",

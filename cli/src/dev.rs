@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256, Sha384};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::deploy;
-use crate::pinned::AdminTrust;
+use crate::pinned::{Admin, AdminTrust};
 use nacre_cli::client::{TrustArgs, peer_certificate};
 use nacre_cli::guest_build::{build_guests, sibling_binaries, source_root};
 use nacre_cli::process::{Stderr, Supervised};
@@ -101,94 +101,22 @@ impl DevCmd {
         }
     }
 
+    /// Builds the examples, starts the runtime and the host proxy, pins the
+    /// runtime's certificate, deploys the examples over attested admin,
+    /// prints the banner, then watches both children.
     async fn run(self) -> anyhow::Result<()> {
-        let root = source_root();
-        let dir = match (&self.dir, &root) {
-            (Some(d), _) => d.clone(),
-            (None, Some(r)) => r.join(".nacre-dev"),
-            (None, None) => bail!("not in a Nacre source checkout: pass --dir DIR"),
-        };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let dir = dir.canonicalize()?;
-        let Some(root) = root else {
-            bail!(
-                "nacre dev builds the examples from the Nacre source checkout, which is not where this binary was built"
-            );
-        };
-        let allow: Vec<String> = if self.allow.is_empty() {
-            DEFAULT_EGRESS.iter().map(|s| s.to_string()).collect()
-        } else {
-            self.allow.clone()
-        };
+        let (dir, root) = self.directories()?;
+        let allow = self.egress_allow();
 
-        let wasm = build_guests(
-            &root.join("guest-examples/Cargo.toml"),
-            &EXAMPLES.iter().map(|e| e.1).collect::<Vec<_>>(),
-        )?;
-        let bins = sibling_binaries(
-            Some(&root),
-            &[
-                ("nacre-runtime", "nacre-runtime"),
-                ("nacre-host-proxy", "nacre-host-proxy"),
-                ("nacre-cli", "nacre"),
-            ],
-        )?;
+        let wasm = build_examples(&root)?;
+        let bins = dev_binaries(&root)?;
 
-        let mut raw = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let token = hex::encode(raw);
-        let token_sha = hex::encode(Sha256::digest(token.as_bytes()));
-        // The two sockets stand for the enclave's vsock ports.
-        let runtime_sock = format!("unix:{}", dir.join("runtime.sock").display());
-        let egress_sock = format!("unix:{}", dir.join("egress.sock").display());
-        let mut runtime_args: Vec<String> = [
-            "--listen",
-            &runtime_sock,
-            "--fqdn",
-            "localhost",
-            "--attestation",
-            "dev",
-            "--debug",
-            "--egress",
-            &egress_sock,
-            "--admin-token-sha256",
-            &token_sha,
-            "--dev-root",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        runtime_args.push(dir.join("root").display().to_string());
-        let mut proxy_args = vec![
-            "--inbound".to_string(),
-            format!("tcp://127.0.0.1:{}={runtime_sock}", self.port),
-            "--egress-listen".into(),
-            egress_sock.clone(),
-        ];
-        if self.egress_allow_private {
-            proxy_args.push("--egress-allow-private".into());
-        }
-        for a in &allow {
-            runtime_args.extend(["--egress-allow".to_string(), a.clone()]);
-            proxy_args.extend(["--egress-allow".to_string(), a.clone()]);
-        }
+        let token = random_hex::<24>();
         let runtime_log = dir.join("runtime.log");
         let proxy_log = dir.join("host-proxy.log");
-        let mut runtime = start_off_thread(
-            bins[0].clone(),
-            runtime_args,
-            runtime_log.clone(),
-            "nacre-runtime listening",
-        )
-        .await?;
-        let mut proxy = start_off_thread(
-            bins[1].clone(),
-            proxy_args,
-            proxy_log.clone(),
-            "nacre-host-proxy ready",
-        )
-        .await?;
+        let (mut runtime, mut proxy) = self
+            .start_children(&bins, &dir, &token, &allow, &runtime_log, &proxy_log)
+            .await?;
 
         let url = format!("https://localhost:{}", self.port);
         // The runtime made its certificate itself: fetch it once (trust on
@@ -204,46 +132,262 @@ impl DevCmd {
         // other: by the dev root it made and the image it runs (in dev
         // attestation PCR0 is the SHA-384 of the runtime executable).
         let dev_root = dir.join("root/root.pem");
-        let pcr0 = Sha384::digest(
-            std::fs::read(&bins[0])
-                .with_context(|| format!("cannot read {}", bins[0].display()))?,
-        )
-        .to_vec();
-        let trust = AdminTrust {
-            tls: TrustArgs {
-                root: Some(cert_path.clone()),
-                insecure: false,
-            },
-            attestation_root: Some(dev_root.clone()),
-            pcr: vec![(0, pcr0.clone())],
-            pcrs: None,
-        };
+        let pcr0 = file_sha384(&bins[0])?;
+        let trust = admin_trust(&cert_path, &dev_root, &pcr0);
         let admin = trust.connect(&url, &token).await?;
-        let mut shas = Vec::new();
-        for ((name, _), path) in EXAMPLES.iter().zip(&wasm) {
-            let guest_allow: &[String] = if *name == "fetch" { &allow } else { &[] };
-            let info = deploy(&admin, name, path, None, guest_allow).await?;
-            eprintln!("deployed {name}: sha256 {}", info.sha256);
-            shas.push(info.sha256);
-        }
-        let hello_sha = &shas[0];
+        let shas = deploy_examples(&admin, &wasm, &allow).await?;
 
-        let c = cert_path.display();
-        let d = dir.display();
-        let log = runtime_log.display();
-        let plog = proxy_log.display();
-        // The freshly built binary, not this process's own path: the build
-        // above replaced the file this process runs from, and Linux names
-        // that one "... (deleted)" from then on.
-        let nacre = bins[2].display().to_string();
-        let hello = wasm[0].display();
-        let mut nonce = [0u8; 20];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let nonce = hex::encode(nonce);
+        let banner = Banner {
+            url: &url,
+            token: &token,
+            dir: &dir,
+            cert: &cert_path,
+            dev_root: &dev_root,
+            pcr0: &pcr0,
+            runtime_log: &runtime_log,
+            proxy_log: &proxy_log,
+            allow: &allow,
+            // The freshly built binary, not this process's own path: the
+            // build above replaced the file this process runs from, and
+            // Linux names that one "... (deleted)" from then on.
+            nacre: &bins[2],
+            hello_wasm: &wasm[0],
+            hello_sha: &shas[0],
+        };
+        println!("{}", banner.render());
+
+        // Runs until a signal drops this future (see `execute`), and with
+        // it the children.
+        supervise(&mut runtime, &mut proxy, &runtime_log, &proxy_log).await
+    }
+
+    /// The working directory (`--dir`, or `.nacre-dev` in the source
+    /// checkout), created and made absolute, and the source checkout the
+    /// examples are built from.
+    fn directories(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let root = source_root();
+        let dir = match (&self.dir, &root) {
+            (Some(d), _) => d.clone(),
+            (None, Some(r)) => r.join(".nacre-dev"),
+            (None, None) => bail!("not in a Nacre source checkout: pass --dir DIR"),
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        let Some(root) = root else {
+            bail!(
+                "nacre dev builds the examples from the Nacre source checkout, which is not where this binary was built"
+            );
+        };
+        Ok((dir, root))
+    }
+
+    /// `--allow`, or [`DEFAULT_EGRESS`] when none is given.
+    fn egress_allow(&self) -> Vec<String> {
+        if self.allow.is_empty() {
+            DEFAULT_EGRESS.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.allow.clone()
+        }
+    }
+
+    /// Starts the runtime, then the host proxy in front of it, each
+    /// logging to its file and waited for until ready. The runtime is
+    /// given the admin token's SHA-256 only.
+    async fn start_children(
+        &self,
+        bins: &[PathBuf],
+        dir: &Path,
+        token: &str,
+        allow: &[String],
+        runtime_log: &Path,
+        proxy_log: &Path,
+    ) -> anyhow::Result<(Supervised, Supervised)> {
+        let token_sha = hex::encode(Sha256::digest(token.as_bytes()));
+        let (runtime_args, proxy_args) = self.child_args(dir, &token_sha, allow);
+        let runtime = start_off_thread(
+            bins[0].clone(),
+            runtime_args,
+            runtime_log.to_path_buf(),
+            "nacre-runtime listening",
+        )
+        .await?;
+        let proxy = start_off_thread(
+            bins[1].clone(),
+            proxy_args,
+            proxy_log.to_path_buf(),
+            "nacre-host-proxy ready",
+        )
+        .await?;
+        Ok((runtime, proxy))
+    }
+
+    /// The runtime's and the host proxy's arguments: linked by two unix
+    /// sockets in `dir`, both allowing `allow` out.
+    fn child_args(
+        &self,
+        dir: &Path,
+        token_sha: &str,
+        allow: &[String],
+    ) -> (Vec<String>, Vec<String>) {
+        // The two sockets stand for the enclave's vsock ports.
+        let runtime_sock = format!("unix:{}", dir.join("runtime.sock").display());
+        let egress_sock = format!("unix:{}", dir.join("egress.sock").display());
+        let mut runtime_args: Vec<String> = [
+            "--listen",
+            &runtime_sock,
+            "--fqdn",
+            "localhost",
+            "--attestation",
+            "dev",
+            "--debug",
+            "--egress",
+            &egress_sock,
+            "--admin-token-sha256",
+            token_sha,
+            "--dev-root",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        runtime_args.push(dir.join("root").display().to_string());
+        let mut proxy_args = vec![
+            "--inbound".to_string(),
+            format!("tcp://127.0.0.1:{}={runtime_sock}", self.port),
+            "--egress-listen".into(),
+            egress_sock.clone(),
+        ];
+        if self.egress_allow_private {
+            proxy_args.push("--egress-allow-private".into());
+        }
+        for a in allow {
+            runtime_args.extend(["--egress-allow".to_string(), a.clone()]);
+            proxy_args.extend(["--egress-allow".to_string(), a.clone()]);
+        }
+        (runtime_args, proxy_args)
+    }
+}
+
+/// Saves the certificate the server at `url` presents as PEM.
+async fn save_server_cert(
+    client: &reqwest::Client,
+    url: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let resp = client.get(format!("{url}/enclave")).send().await?;
+    let der = peer_certificate(&resp).context("the server presented no certificate")?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk)?);
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    std::fs::write(path, pem).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Builds the guest examples from the checkout at `root`: one component
+/// per entry of [`EXAMPLES`], in that order.
+fn build_examples(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    build_guests(
+        &root.join("guest-examples/Cargo.toml"),
+        &EXAMPLES.iter().map(|e| e.1).collect::<Vec<_>>(),
+    )
+}
+
+/// The runtime, host proxy and `nacre` binaries built beside this one:
+/// in that order.
+fn dev_binaries(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    sibling_binaries(
+        Some(root),
+        &[
+            ("nacre-runtime", "nacre-runtime"),
+            ("nacre-host-proxy", "nacre-host-proxy"),
+            ("nacre-cli", "nacre"),
+        ],
+    )
+}
+
+/// `N` random bytes, hex-encoded.
+fn random_hex<const N: usize>() -> String {
+    let mut raw = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+/// SHA-384 of the file at `path`.
+fn file_sha384(path: &Path) -> anyhow::Result<Vec<u8>> {
+    Ok(Sha384::digest(
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .to_vec())
+}
+
+/// How to reach the admin API of the runtime `nacre dev` started: its TLS
+/// certificate pinned (`cert`), attested by the dev root with PCR0 pinned.
+fn admin_trust(cert: &Path, dev_root: &Path, pcr0: &[u8]) -> AdminTrust {
+    AdminTrust {
+        tls: TrustArgs {
+            root: Some(cert.to_path_buf()),
+            insecure: false,
+        },
+        attestation_root: Some(dev_root.to_path_buf()),
+        pcr: vec![(0, pcr0.to_vec())],
+        pcrs: None,
+    }
+}
+
+/// Deploys each of [`EXAMPLES`] from `wasm` (built in that order), one
+/// after the other; only `fetch` may reach `allow`. Returns their
+/// SHA-256s, in the same order.
+async fn deploy_examples(
+    admin: &Admin,
+    wasm: &[PathBuf],
+    allow: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut shas = Vec::new();
+    for ((name, _), path) in EXAMPLES.iter().zip(wasm) {
+        let guest_allow: &[String] = if *name == "fetch" { allow } else { &[] };
+        let info = deploy(admin, name, path, None, guest_allow).await?;
+        eprintln!("deployed {name}: sha256 {}", info.sha256);
+        shas.push(info.sha256);
+    }
+    Ok(shas)
+}
+
+/// What `nacre dev` prints once everything is up: where things are, and
+/// commands to try against them.
+struct Banner<'a> {
+    url: &'a str,
+    token: &'a str,
+    dir: &'a Path,
+    cert: &'a Path,
+    dev_root: &'a Path,
+    pcr0: &'a [u8],
+    runtime_log: &'a Path,
+    proxy_log: &'a Path,
+    allow: &'a [String],
+    nacre: &'a Path,
+    hello_wasm: &'a Path,
+    hello_sha: &'a str,
+}
+
+impl Banner<'_> {
+    /// The banner's lines, joined; the `verify` example gets a fresh nonce.
+    fn render(&self) -> String {
+        let Banner { url, token, .. } = *self;
+        let c = self.cert.display();
+        let d = self.dir.display();
+        let log = self.runtime_log.display();
+        let plog = self.proxy_log.display();
+        let nacre = self.nacre.display().to_string();
+        let hello = self.hello_wasm.display();
+        let hello_sha = self.hello_sha;
+        let nonce = random_hex::<20>();
         let pins = format!(
             "--root {c} --attestation-root {} --pcr 0={}",
-            dev_root.display(),
-            hex::encode(&pcr0)
+            self.dev_root.display(),
+            hex::encode(self.pcr0)
         );
         let banner = [
             String::new(),
@@ -257,7 +401,7 @@ impl DevCmd {
             format!("  proxy log    {plog}"),
             format!(
                 "  egress       {}  (runtime and host proxy; --allow to change)",
-                allow.join(", ")
+                self.allow.join(", ")
             ),
             String::new(),
             "Try:".into(),
@@ -265,7 +409,7 @@ impl DevCmd {
             format!("  curl --cacert {c} -d 'some body' '{url}/echo/path?x=1'"),
             format!(
                 "  curl --cacert {c} '{url}/fetch/?url=https://{}/'",
-                allow[0]
+                self.allow[0]
                     .trim_start_matches("*.")
                     .split(':')
                     .next()
@@ -288,36 +432,31 @@ impl DevCmd {
             String::new(),
             "Press Ctrl-C to stop.".into(),
         ];
-        println!("{}", banner.join("\n"));
-
-        // Runs until a signal drops this future (see `execute`), and with
-        // it the children.
-        loop {
-            if let Some(status) = runtime.try_wait()? {
-                bail!("the runtime exited ({status}); see {log}");
-            }
-            if let Some(status) = proxy.try_wait()? {
-                bail!("the host proxy exited ({status}); see {plog}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        banner.join("\n")
     }
 }
 
-/// Saves the certificate the server at `url` presents as PEM.
-async fn save_server_cert(
-    client: &reqwest::Client,
-    url: &str,
-    path: &std::path::Path,
+/// Checks on both children every 200 ms, and fails, naming the log to
+/// read, as soon as either has exited. Returns no other way.
+async fn supervise(
+    runtime: &mut Supervised,
+    proxy: &mut Supervised,
+    runtime_log: &Path,
+    proxy_log: &Path,
 ) -> anyhow::Result<()> {
-    let resp = client.get(format!("{url}/enclave")).send().await?;
-    let der = peer_certificate(&resp).context("the server presented no certificate")?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk)?);
-        pem.push('\n');
+    loop {
+        if let Some(status) = runtime.try_wait()? {
+            bail!(
+                "the runtime exited ({status}); see {}",
+                runtime_log.display()
+            );
+        }
+        if let Some(status) = proxy.try_wait()? {
+            bail!(
+                "the host proxy exited ({status}); see {}",
+                proxy_log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    std::fs::write(path, pem).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -21,11 +21,13 @@ mod ranges;
 mod relay;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use nacre_transport::Listener;
+use nacre_transport::{Address, Listener};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::args::{Args, LogFormat};
@@ -85,12 +87,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let limits = Limits::new(args.max_connections, metrics.clone());
     // Every connection task is tracked, so SIGTERM can wait for them.
     let tasks = TaskTracker::new();
-    let mut accept_loops = Vec::new();
+    let mut accept_loops = start_inbound(&args, &limits, &tasks).await?;
+    if let Some(addr) = &args.egress_listen {
+        accept_loops.push(start_egress(&args, addr, &limits, &tasks).await?);
+    }
+    if let Some(addr) = &args.control_listen {
+        accept_loops.push(start_control(&args, addr).await?);
+    }
+    if let Some(addr) = &args.metrics_listen {
+        start_metrics(addr, &metrics).await?;
+    }
+    println!("nacre-host-proxy ready");
 
+    wait_for_stop().await?;
+    drain(&accept_loops, &tasks, args.drain_timeout.into()).await;
+    Ok(())
+}
+
+/// Binds `addr`, naming the `flag` it was given by when that fails.
+async fn bind(addr: &Address, flag: &str) -> anyhow::Result<Listener> {
+    Listener::bind(addr)
+        .await
+        .with_context(|| format!("{flag}: cannot listen on {addr}"))
+}
+
+/// Binds and serves each `--inbound` route in turn, printing where it
+/// listens; returns their accept loops.
+async fn start_inbound(
+    args: &Args,
+    limits: &Limits,
+    tasks: &TaskTracker,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut accept_loops = Vec::new();
     for route in &args.inbound {
-        let listener = Listener::bind(&route.listen)
-            .await
-            .with_context(|| format!("--inbound: cannot listen on {}", route.listen))?;
+        let listener = bind(&route.listen, "--inbound").await?;
         let bound = listener.local_addr()?;
         println!("nacre-host-proxy inbound {bound} -> {}", route.target);
         accept_loops.push(tokio::spawn(inbound::serve(
@@ -100,75 +130,87 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tasks.clone(),
         )));
     }
-    if let Some(addr) = &args.egress_listen {
-        let listener = Listener::bind(addr)
-            .await
-            .with_context(|| format!("--egress-listen: cannot listen on {addr}"))?;
-        let bound = listener.local_addr()?;
-        if args.egress_allow.is_empty() && args.egress_allow_private_to.is_empty() {
-            tracing::warn!("no --egress-allow: every CONNECT will be refused");
-        }
-        if args.egress_allow_private {
-            // Kept for development; in production it lets any allowed
-            // name (a guest's too) be pointed into the parent's network.
-            tracing::warn!(
-                "--egress-allow-private: every allowed name may resolve to loopback and private addresses; name only the destinations that need it with --egress-allow-private-to HOST:PORT"
-            );
-        }
-        println!("nacre-host-proxy egress {bound}");
-        let policy = Arc::new(egress::Policy {
-            allow: nacre_transport::AllowList(args.egress_allow.clone()),
-            private_to: nacre_transport::AllowList(args.egress_allow_private_to.clone()),
-            private_everywhere: args.egress_allow_private,
-            connect_timeout: args.connect_timeout.into(),
-        });
-        accept_loops.push(tokio::spawn(egress::serve(
-            listener,
-            policy,
-            limits.clone(),
-            tasks.clone(),
-        )));
-    }
-    if let Some(addr) = &args.control_listen {
-        let listener = Listener::bind(addr)
-            .await
-            .with_context(|| format!("--control-listen: cannot listen on {addr}"))?;
-        println!("nacre-host-proxy control {}", listener.local_addr()?);
-        accept_loops.push(tokio::spawn(control::serve(
-            listener,
-            args.log_format,
-            args.sync_advertise.clone(),
-        )));
-    }
-    if let Some(addr) = &args.metrics_listen {
-        let listener = Listener::bind(addr)
-            .await
-            .with_context(|| format!("--metrics-listen: cannot listen on {addr}"))?;
-        println!("nacre-host-proxy metrics {}", listener.local_addr()?);
-        tokio::spawn(metrics::serve(listener, metrics.clone()));
-    }
-    println!("nacre-host-proxy ready");
+    Ok(accept_loops)
+}
 
+/// Binds `--egress-listen`, warns about an allow list that refuses
+/// everything or lets names reach private addresses, and serves CONNECT
+/// under the policy the arguments give.
+async fn start_egress(
+    args: &Args,
+    addr: &Address,
+    limits: &Limits,
+    tasks: &TaskTracker,
+) -> anyhow::Result<JoinHandle<()>> {
+    let listener = bind(addr, "--egress-listen").await?;
+    let bound = listener.local_addr()?;
+    if args.egress_allow.is_empty() && args.egress_allow_private_to.is_empty() {
+        tracing::warn!("no --egress-allow: every CONNECT will be refused");
+    }
+    if args.egress_allow_private {
+        // Kept for development; in production it lets any allowed
+        // name (a guest's too) be pointed into the parent's network.
+        tracing::warn!(
+            "--egress-allow-private: every allowed name may resolve to loopback and private addresses; name only the destinations that need it with --egress-allow-private-to HOST:PORT"
+        );
+    }
+    println!("nacre-host-proxy egress {bound}");
+    let policy = Arc::new(egress::Policy {
+        allow: nacre_transport::AllowList(args.egress_allow.clone()),
+        private_to: nacre_transport::AllowList(args.egress_allow_private_to.clone()),
+        private_everywhere: args.egress_allow_private,
+        connect_timeout: args.connect_timeout.into(),
+    });
+    Ok(tokio::spawn(egress::serve(
+        listener,
+        policy,
+        limits.clone(),
+        tasks.clone(),
+    )))
+}
+
+/// Binds `--control-listen` and serves the enclave's control connection.
+async fn start_control(args: &Args, addr: &Address) -> anyhow::Result<JoinHandle<()>> {
+    let listener = bind(addr, "--control-listen").await?;
+    println!("nacre-host-proxy control {}", listener.local_addr()?);
+    Ok(tokio::spawn(control::serve(
+        listener,
+        args.log_format,
+        args.sync_advertise.clone(),
+    )))
+}
+
+/// Binds `--metrics-listen` and serves the metrics. Not an accept loop
+/// to stop on SIGTERM: metrics stay readable while connections drain.
+async fn start_metrics(addr: &Address, metrics: &Arc<Metrics>) -> anyhow::Result<()> {
+    let listener = bind(addr, "--metrics-listen").await?;
+    println!("nacre-host-proxy metrics {}", listener.local_addr()?);
+    tokio::spawn(metrics::serve(listener, metrics.clone()));
+    Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn wait_for_stop() -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    // Stop accepting (dropping the listeners removes unix socket files),
-    // then let open connections finish.
-    for l in &accept_loops {
+    Ok(())
+}
+
+/// Stops accepting (dropping the listeners removes unix socket files),
+/// then lets open connections finish, for at most `timeout`.
+async fn drain(accept_loops: &[JoinHandle<()>], tasks: &TaskTracker, timeout: Duration) {
+    for l in accept_loops {
         l.abort();
     }
     tasks.close();
     tracing::info!(open = tasks.len(), "draining");
-    if tokio::time::timeout(args.drain_timeout.into(), tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
         tracing::warn!(
             open = tasks.len(),
             "drain timeout: closing remaining connections"
         );
     }
-    Ok(())
 }

@@ -6,21 +6,19 @@
 //! The component is `guest-examples/target/wasm32-wasip2/release/hello.wasm`
 //! or the file named by `NACRE_BENCH_HELLO`; `nacre-bench` builds it.
 
+// criterion_group! defines a public function it gives no doc comment.
+#![allow(missing_docs)]
+
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
-use nacre_runtime::attest::Dev;
-use nacre_runtime::egress::Egress;
-use nacre_runtime::guests::{
-    EnclaveCtx, GuestConfig, GuestEngine, KvLimits, Limits, Outcome, Registry, invoke,
-};
+use nacre_runtime::guests::{Outcome, invoke};
+use nacre_runtime::{Runtime, Settings};
 
-fn hello_wasm() -> Vec<u8> {
+fn hello_wasm_path() -> PathBuf {
     let path = std::env::var_os("NACRE_BENCH_HELLO").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,13 +26,14 @@ fn hello_wasm() -> Vec<u8> {
         },
         PathBuf::from,
     );
-    std::fs::read(&path).unwrap_or_else(|e| {
+    if !path.is_file() {
         panic!(
-            "{}: {e}; build it with `cargo run --release -p nacre-bench` or \
+            "{} is missing; build it with `cargo run --release -p nacre-bench` or \
              `cargo build --release --target wasm32-wasip2 -p hello` in guest-examples/",
             path.display()
-        )
-    })
+        );
+    }
+    path
 }
 
 fn bench(c: &mut Criterion) {
@@ -45,31 +44,31 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let dev_root = std::env::temp_dir().join(format!("nacre-bench-invoke-{}", std::process::id()));
-    let attester = Arc::new(Dev::open(&dev_root).expect("dev attester"));
-    let engine = GuestEngine::new(
-        Limits {
-            memory: 64 << 20,
-            request_timeout: Duration::from_secs(10),
-            max_body: 1 << 20,
-            max_instances: 16,
-            instances_per_guest: 16,
-            memory_total: 1 << 30,
-        },
-        EnclaveCtx::local(
-            attester,
-            KvLimits {
-                max_keys: 100,
-                max_bytes: 1 << 20,
-            },
-        ),
-        Arc::new(Egress::new(None, None, None).expect("egress")),
-    )
-    .expect("engine");
-    let registry = Registry::new(engine, None);
-    let config =
-        GuestConfig::new("hello".parse().expect("name"), None, Vec::new()).expect("config");
-    rt.block_on(registry.deploy(config, Bytes::from(hello_wasm())))
-        .expect("deploy hello");
+    // Assembled as `nacre-runtime` assembles itself, from the same flags;
+    // `--wait-for-app` deploys hello before `build` returns. Nothing is
+    // served: the benchmark calls the guest table directly.
+    let hello = hello_wasm_path();
+    let settings = Settings::from_args([
+        "nacre-runtime".to_string(),
+        "--listen=tcp://127.0.0.1:0".into(),
+        "--fqdn=localhost".into(),
+        "--attestation=dev".into(),
+        format!("--dev-root={}", dev_root.display()),
+        "--guest-memory=64MiB".into(),
+        "--guest-memory-total=1GiB".into(),
+        "--guest-instances=16".into(),
+        "--request-timeout=10s".into(),
+        "--max-body=1MiB".into(),
+        "--kv-max-keys=100".into(),
+        "--kv-max-bytes=1MiB".into(),
+        "--wait-for-app".into(),
+        format!("--guest=hello={}", hello.display()),
+    ])
+    .expect("settings");
+    let runtime = rt
+        .block_on(Runtime::build(settings, None))
+        .expect("the runtime builds");
+    let registry = runtime.registry().clone();
     let snapshot = registry.snapshot();
     let (guest, _) = snapshot.route("/hello/").expect("hello is routed");
 

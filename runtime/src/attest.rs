@@ -1,9 +1,10 @@
 //! Where attestation documents come from: the Nitro Security Module in an
-//! enclave, or the dev stand-in elsewhere (SPEC §5, §6).
+//! enclave, or the dev stand-in elsewhere (docs/attestation.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use aws_nitro_enclaves_nsm_api::api::{Request, Response};
 use aws_nitro_enclaves_nsm_api::driver;
@@ -100,17 +101,37 @@ impl Dev {
     /// Opens (or creates) the dev CA in `dir` and measures this executable.
     pub fn open(dir: &Path) -> Result<Dev, AttestError> {
         let signer = DevSigner::open(dir).map_err(|e| AttestError::Unavailable(e.to_string()))?;
-        let exe = std::env::current_exe()
-            .and_then(std::fs::read)
-            .map_err(|e| {
-                AttestError::Unavailable(format!(
-                    "cannot read this executable to measure PCR0: {e}"
-                ))
-            })?;
+        let pcr0 = measure_self().map_err(|e| {
+            AttestError::Unavailable(format!("cannot read this executable to measure PCR0: {e}"))
+        })?;
         let mut pcrs: BTreeMap<u32, Vec<u8>> = (1..16).map(|i| (i, vec![0u8; 48])).collect();
-        pcrs.insert(0, Sha384::digest(&exe).to_vec());
+        pcrs.insert(0, pcr0);
         Ok(Dev { signer, pcrs })
     }
+}
+
+impl Dev {
+    /// A stand-in with chosen PCRs, under the dev CA in `dir`: how tests
+    /// make enclaves of other images or instances.
+    pub fn with_pcrs(dir: &Path, pcrs: BTreeMap<u32, Vec<u8>>) -> Result<Dev, AttestError> {
+        let signer = DevSigner::open(dir).map_err(|e| AttestError::Unavailable(e.to_string()))?;
+        Ok(Dev { signer, pcrs })
+    }
+}
+
+/// The SHA-384 of the running executable, measured once per process (a
+/// process's code does not change; several runtimes in one process, as in
+/// the in-process tests, share it). `/proc/self/exe` is the image that
+/// runs even if its file has been replaced since.
+fn measure_self() -> Result<Vec<u8>, String> {
+    static PCR0: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    PCR0.get_or_init(|| {
+        std::fs::read("/proc/self/exe")
+            .or_else(|_| std::env::current_exe().and_then(std::fs::read))
+            .map(|exe| Sha384::digest(&exe).to_vec())
+            .map_err(|e| e.to_string())
+    })
+    .clone()
 }
 
 impl Attester for Dev {
@@ -133,22 +154,20 @@ impl Attester for Dev {
 /// An attester that counts the documents it makes, for metrics.
 pub struct Counted {
     inner: Arc<dyn Attester>,
-    made: Arc<crate::metrics::Counts>,
+    documents: Arc<AtomicU64>,
 }
 
 impl Counted {
-    /// Counts `inner`'s documents into `made.documents`.
-    pub fn new(inner: Arc<dyn Attester>, made: Arc<crate::metrics::Counts>) -> Counted {
-        Counted { inner, made }
+    /// Counts `inner`'s documents into `documents`.
+    pub fn new(inner: Arc<dyn Attester>, documents: Arc<AtomicU64>) -> Counted {
+        Counted { inner, documents }
     }
 }
 
 impl Attester for Counted {
     fn attest(&self, req: DocumentRequest) -> Result<Vec<u8>, AttestError> {
         let doc = self.inner.attest(req)?;
-        self.made
-            .documents
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.documents.fetch_add(1, Ordering::Relaxed);
         Ok(doc)
     }
 

@@ -1,4 +1,4 @@
-//! `nacre-runtime` flags (SPEC §3): command line, `NACRE_*` environment and
+//! `nacre-runtime` flags (docs/operating.md): command line, `NACRE_*` environment and
 //! `--config FILE.toml`, in that order of precedence.
 
 use std::ffi::OsString;
@@ -18,6 +18,9 @@ use crate::units::{parse_duration, parse_size};
 /// example NACRE_REQUEST_TIMEOUT=5s) or as a key of the --config TOML file
 /// (for example request-timeout = "5s"). The command line wins over the
 /// environment, which wins over the file.
+// The doc comments are the `--help` text, where `NACRE_<FLAG>` and
+// `NAME=PATH[;route=/p]` are read literally, not as HTML or links.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(name = "nacre-runtime", version, args_override_self = true)]
 pub struct Config {
@@ -177,7 +180,8 @@ pub struct Config {
     pub debug: bool,
 
     /// Serve the runtime's Prometheus metrics here (plain HTTP, any path):
-    /// per guest name and process-wide counts, no secrets. Expose it on
+    /// process-wide figures only (per-guest figures are at /enclave/metrics,
+    /// behind the admin token), no secrets. Expose it on
     /// the parent with a host proxy --inbound rule.
     #[arg(long, env = "NACRE_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<Address>,
@@ -247,7 +251,7 @@ pub struct Config {
 pub enum AttestationMode {
     /// The Nitro Security Module at /dev/nsm.
     Nsm,
-    /// The local dev stand-in (SPEC §6).
+    /// The local dev stand-in (docs/attestation.md).
     Dev,
 }
 

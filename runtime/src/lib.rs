@@ -1,8 +1,11 @@
 //! The Nacre enclave runtime.
 //!
-//! `main.rs` wires these together; each module is one concern:
+//! [`Runtime::build`] assembles these from checked [`Settings`] and
+//! [`Runtime::serve`] runs them; `main.rs` only parses flags, sets up
+//! logging and signals. Each module is one concern:
 //!
-//! - [`config`]: flags, environment and `--config` TOML (SPEC §3).
+//! - [`settings`]: the flags checked together, as typed settings.
+//! - [`config`]: flags, environment and `--config` TOML (docs/operating.md).
 //! - [`tls`]: the certificate and rustls config of the public listener,
 //!   TLS-ALPN-01 answers.
 //! - [`acme`]: the certificate's life: ACME issuance inside the enclave,
@@ -19,22 +22,27 @@
 //!   `--control`.
 //! - [`metrics`]: `--metrics-listen`, Prometheus text of the runtime's
 //!   figures (and `/enclave/debug`'s).
+//! - [`fleet`]: what the other features need of the deployment: the
+//!   role, and the narrow [`fleet::Deployment`] port sync implements.
 //! - [`sync`]: several enclaves, one service: leader designation, attested
-//!   key synchronization, heartbeats, failover (SPEC §7).
-
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
+//!   key synchronization, heartbeats, failover (docs/deployments.md).
 
 pub mod acme;
+mod app;
 pub mod attest;
 pub mod config;
 pub mod control;
 pub mod egress;
+pub mod fleet;
 pub mod guests;
 pub mod http;
 pub mod metrics;
 pub mod router;
 pub mod server;
+pub mod settings;
 pub mod sync;
 pub mod tls;
 pub mod units;
+
+pub use app::{Bound, Runtime, StartError};
+pub use settings::Settings;

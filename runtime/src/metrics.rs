@@ -27,11 +27,11 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
+use crate::fleet::{Deployment, Role};
 use crate::guests::Registry;
 use crate::guests::kv::KeyValue;
 use crate::http::ResponseBody;
 use crate::server::{ConnStats, Handler, RequestBody};
-use crate::sync::{Role, Sync};
 use crate::tls::Identity;
 
 mod guests;
@@ -42,7 +42,7 @@ pub use guests::GuestFigures;
 #[derive(Debug, Default)]
 pub struct Counts {
     /// Attestation documents made (for clients, guests and peers).
-    pub documents: AtomicU64,
+    pub documents: Arc<AtomicU64>,
     /// Log records the control link dropped (the host slow or gone).
     pub log_dropped: Arc<AtomicU64>,
 }
@@ -61,7 +61,7 @@ pub struct Sources {
     /// [`GuestFigures`] reads it through the registry.
     pub kv: Arc<dyn KeyValue>,
     /// Sync counters, with `--fqdn-leader`.
-    pub sync: Option<Arc<Sync>>,
+    pub sync: Option<Arc<dyn Deployment>>,
     /// The rest.
     pub counts: Arc<Counts>,
 }
@@ -105,8 +105,8 @@ impl Metrics {
         encode(Box::new(Scrape(self.clone())))
     }
 
+    /// Every process-wide figure, in the order scrapers have always seen.
     fn process(&self, e: Enc<'_, '_>) -> std::fmt::Result {
-        let s = &self.sources;
         e.encode_descriptor(
             "nacre_build_info",
             "This runtime's version",
@@ -115,6 +115,15 @@ impl Metrics {
         )?
         .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
         .encode_gauge(&1i64)?;
+        self.connections(e)?;
+        self.guest_table(e)?;
+        self.certificate(e)?;
+        self.deployment(e)
+    }
+
+    /// The public listener's connections and the documents made.
+    fn connections(&self, e: Enc<'_, '_>) -> std::fmt::Result {
+        let s = &self.sources;
         counter(
             e,
             "nacre_connections",
@@ -138,7 +147,12 @@ impl Metrics {
             "nacre_attestation_documents",
             "Attestation documents made (clients, guests, peers)",
             load(&s.counts.documents),
-        )?;
+        )
+    }
+
+    /// Compiles, the guest table, and the log records dropped.
+    fn guest_table(&self, e: Enc<'_, '_>) -> std::fmt::Result {
+        let s = &self.sources;
         let (compiles, seconds) = s.registry.compile_totals();
         counter(e, "nacre_compiles", "Components compiled", compiles)?;
         e.encode_descriptor(
@@ -165,23 +179,28 @@ impl Metrics {
             "nacre_log_records_dropped",
             "Log records the control link dropped (the host slow or gone)",
             load(&s.counts.log_dropped),
-        )?;
-        if let Some(expiry) = crate::acme::Leaf::parse(&s.identity.leaf(), "")
-            .and_then(|l| l.not_after.duration_since(std::time::UNIX_EPOCH).ok())
-        {
-            gauge(
+        )
+    }
+
+    /// When the certificate served expires.
+    fn certificate(&self, e: Enc<'_, '_>) -> std::fmt::Result {
+        let expiry = crate::acme::Leaf::parse(&self.sources.identity.leaf(), "")
+            .and_then(|l| l.not_after.duration_since(std::time::UNIX_EPOCH).ok());
+        match expiry {
+            Some(expiry) => gauge(
                 e,
                 "nacre_tls_certificate_expiry_timestamp_seconds",
                 "When the certificate served expires (Unix time)",
                 expiry.as_secs() as f64,
-            )?;
+            ),
+            None => Ok(()),
         }
-        let role = match &*s.roles.borrow() {
-            Role::Alone => "alone",
-            Role::Designating => "designating",
-            Role::Leader => "leader",
-            Role::Worker { .. } => "worker",
-        };
+    }
+
+    /// The role, and what sync did (with `--fqdn-leader`).
+    fn deployment(&self, e: Enc<'_, '_>) -> std::fmt::Result {
+        let s = &self.sources;
+        let role = s.roles.borrow().name();
         {
             let mut m = e.encode_descriptor(
                 "nacre_sync_role",
@@ -189,33 +208,31 @@ impl Metrics {
                 None,
                 MetricType::Gauge,
             )?;
-            for r in ["alone", "designating", "leader", "worker"] {
+            for r in Role::NAMES {
                 m.encode_family(&[("role", r)])?
                     .encode_gauge(&i64::from(r == role))?;
             }
         }
-        if let Some(sync) = &s.sync {
-            let st = sync.stats();
-            counter(
-                e,
-                "nacre_sync_heartbeats",
-                "Heartbeats sent (worker) or received (leader)",
-                load(&st.heartbeats),
-            )?;
-            counter(
-                e,
-                "nacre_sync_keys_sent",
-                "Key material sent to a peer",
-                load(&st.sent),
-            )?;
-            counter(
-                e,
-                "nacre_sync_keys_received",
-                "Key material received from a peer",
-                load(&st.received),
-            )?;
-        }
-        Ok(())
+        let Some(sync) = &s.sync else { return Ok(()) };
+        let st = sync.stats();
+        counter(
+            e,
+            "nacre_sync_heartbeats",
+            "Heartbeats sent (worker) or received (leader)",
+            load(&st.heartbeats),
+        )?;
+        counter(
+            e,
+            "nacre_sync_keys_sent",
+            "Key material sent to a peer",
+            load(&st.sent),
+        )?;
+        counter(
+            e,
+            "nacre_sync_keys_received",
+            "Key material received from a peer",
+            load(&st.received),
+        )
     }
 
     /// The same figures for `/enclave/debug`, which anyone (the host

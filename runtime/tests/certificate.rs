@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use nacre_runtime::router::{Admin, Endpoints, Guests, Router};
-use nacre_runtime::server::{self, ConnStats, Options, Security};
-use nacre_runtime::tls::{self, Identity};
-use nacre_transport::{Address, Listener};
+use nacre_runtime::tls;
+use nacre_runtime::{Runtime, Settings};
+use nacre_transport::Address;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 /// A client with a connection pool of its own, taking any certificate
 /// (the test compares them itself).
@@ -53,39 +51,25 @@ fn config_hash(body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_swapped_while_serving() {
-    let (attester, dev_root) = common::attester();
-    let registry = common::registry(attester.clone());
-    let identity = Identity::self_signed("localhost").expect("identity");
-    let router = Router::new(
-        Endpoints::new(
-            identity.clone(),
-            registry.clone(),
-            attester,
-            serde_json::json!({}),
-            None,
-            common::alone(),
-        ),
-        Admin::new(None, 1 << 20, registry.clone(), common::alone()),
-        Guests::new(registry, std::time::Duration::from_secs(10)),
-    );
-    let listener = Listener::bind(&"tcp://127.0.0.1:0".parse::<Address>().expect("address"))
-        .await
-        .expect("bind");
-    let port = match listener.local_addr().expect("address") {
-        Address::Tcp { port, .. } => port,
+    // Assembled as `nacre-runtime` assembles itself, from its flags.
+    let dev_root = common::temp_dir("devroot");
+    let settings = Settings::from_args([
+        "nacre-runtime".to_string(),
+        "--listen=tcp://127.0.0.1:0".into(),
+        "--fqdn=localhost".into(),
+        "--attestation=dev".into(),
+        format!("--dev-root={}", dev_root.display()),
+        "--guest-memory-total=1GiB".into(),
+    ])
+    .expect("settings");
+    let runtime = Runtime::build(settings, None).await.expect("runtime");
+    let port = match &runtime.bound().public {
+        Address::Tcp { port, .. } => *port,
         other => panic!("{other}"),
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::serve(
-        listener,
-        Security::Tls(identity.server_config().expect("config")),
-        Arc::new(router),
-        Options::new(std::time::Duration::from_secs(10)),
-        Arc::new(ConnStats::default()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let identity = runtime.identity().clone();
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(runtime.serve(stop.clone()));
 
     let before = client(port);
     let (old_cert, body) = get(&before, port, "/enclave/config").await;
@@ -111,6 +95,9 @@ async fn a_certificate_swapped_while_serving() {
     let binding = common::binding(&root, &nonce, body.as_bytes());
     assert_eq!(binding.tls_cert_sha256, new_sha);
 
-    let _ = stop.send(());
-    serving.await.expect("server stopped");
+    stop.cancel();
+    serving
+        .await
+        .expect("the serving task")
+        .expect("served until stopped");
 }

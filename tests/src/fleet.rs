@@ -3,6 +3,12 @@
 //! egress), linked by unix sockets as by vsock, one shared dev root, and a
 //! loopback forwarder standing in for the leader's DNS name that a test
 //! can point at any enclave.
+//!
+//! Every port a test names before the process behind it runs (a sync port
+//! in another member's allow list, the leader's name, Pebble's validation
+//! port) is bound by the test first and held while it runs: a
+//! [`Forwarder`] in front of a process that bound a port of its own. No
+//! port is found free, released and bound again later by someone else.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,28 +16,31 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nacre_transport::Address;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::net::{HostProxy, Relay, unix_in};
 use crate::{Runtime, bin, temp_dir};
 
-/// A loopback port nothing else is given while the test holds it.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a loopback port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}
-
-/// A loopback port forwarding each connection to one of its targets in
-/// turn: the leader's DNS name (one target, which a test can point at any
-/// enclave), or a load balancer in front of several.
+/// A loopback port the test holds, forwarding each connection to one of
+/// its targets in turn: the leader's DNS name (one target, which a test
+/// can point at any enclave), a member's sync port (its host proxy's), or
+/// a load balancer in front of several.
 pub struct Forwarder {
     /// The port clients connect to (`--fqdn-leader localhost:PORT`).
     pub port: u16,
     to: Arc<Mutex<Vec<SocketAddr>>>,
-    task: tokio::task::JoinHandle<()>,
+    state: Mutex<Forwarding>,
+}
+
+/// A forwarder's socket: bound and refusing connections, or serving.
+enum Forwarding {
+    /// Bound, not listening: connections are refused, as where nothing
+    /// listens, until the forwarder is first pointed somewhere.
+    Held(TcpSocket),
+    /// Listening; the task accepting and forwarding.
+    Serving(tokio::task::JoinHandle<()>),
+    /// Stopped.
+    Done,
 }
 
 /// The leader's name, `localhost:PORT`: the DNS record or load balancer of
@@ -39,41 +48,41 @@ pub struct Forwarder {
 pub type LeaderName = Forwarder;
 
 impl Forwarder {
-    /// A forwarder pointing nowhere yet.
+    /// A forwarder pointing nowhere yet, listening (connections are
+    /// accepted and closed until it points somewhere).
     pub async fn start() -> Forwarder {
-        Forwarder::on(0).await
+        let forwarder = Forwarder::held();
+        forwarder.listen();
+        forwarder
     }
 
-    /// A forwarder on loopback port `port` (0: any).
-    pub async fn on(port: u16) -> Forwarder {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let to: Arc<Mutex<Vec<SocketAddr>>> = Arc::new(Mutex::new(Vec::new()));
-        let targets = to.clone();
-        let task = tokio::spawn(async move {
-            let mut next = 0usize;
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                let addr = {
-                    let targets = targets.lock().expect("targets");
-                    if targets.is_empty() {
-                        continue;
-                    }
-                    next = next.wrapping_add(1);
-                    targets[next % targets.len()]
-                };
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(addr).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Forwarder { port, to, task }
+    /// A loopback port bound and held, refusing connections (nothing
+    /// listens there) until the forwarder is first pointed somewhere.
+    pub fn held() -> Forwarder {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a loopback port");
+        let port = socket.local_addr().expect("address").port();
+        Forwarder {
+            port,
+            to: Arc::new(Mutex::new(Vec::new())),
+            state: Mutex::new(Forwarding::Held(socket)),
+        }
     }
 
+    /// Starts listening on the held socket, if it is not yet.
+    fn listen(&self) {
+        let mut state = self.state.lock().expect("state");
+        let Forwarding::Held(_) = &*state else {
+            return;
+        };
+        let Forwarding::Held(socket) = std::mem::replace(&mut *state, Forwarding::Done) else {
+            unreachable!("checked above");
+        };
+        let listener = socket.listen(1024).expect("listen on the held port");
+        *state = Forwarding::Serving(tokio::spawn(forward(listener, self.to.clone())));
+    }
     /// From now on the name leads to the sync listener on host port
     /// `sync_port` (a member's, started or not).
     pub fn point_to(&self, sync_port: u16) {
@@ -83,12 +92,79 @@ impl Forwarder {
     /// From now on connections go to `targets` in turn.
     pub fn spread_over(&self, targets: &[SocketAddr]) {
         *self.to.lock().expect("targets") = targets.to_vec();
+        self.listen();
+    }
+}
+
+/// Accepts on `listener` and copies each connection to and from the next
+/// of `targets`, in turn; one arriving while there is none is closed.
+async fn forward(listener: TcpListener, targets: Arc<Mutex<Vec<SocketAddr>>>) {
+    let mut next = 0usize;
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let addr = {
+            let targets = targets.lock().expect("targets");
+            if targets.is_empty() {
+                continue;
+            }
+            next = next.wrapping_add(1);
+            targets[next % targets.len()]
+        };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(addr).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
     }
 }
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Ok(state) = self.state.get_mut()
+            && let Forwarding::Serving(task) = state
+        {
+            task.abort();
+        }
+    }
+}
+
+/// The sync ports of a test deployment's members, on the host: each held
+/// by the test from the start (peers' allow lists and `--sync-advertise`
+/// name it before its member runs), refusing connections until its
+/// member's host proxy is up, then forwarding to the port that proxy bound
+/// for itself (another one each time the member starts). Reads as the
+/// list of port numbers.
+pub struct SyncPorts {
+    ports: Vec<u16>,
+    held: Vec<Forwarder>,
+}
+
+impl SyncPorts {
+    /// `members` sync ports.
+    pub fn hold(members: usize) -> SyncPorts {
+        let held: Vec<Forwarder> = (0..members).map(|_| Forwarder::held()).collect();
+        SyncPorts {
+            ports: held.iter().map(|f| f.port).collect(),
+            held,
+        }
+    }
+
+    /// The forwarder holding `port`.
+    fn forwarder(&self, port: u16) -> &Forwarder {
+        self.held
+            .iter()
+            .find(|f| f.port == port)
+            .unwrap_or_else(|| panic!("{port} is not one of the sync ports {:?}", self.ports))
+    }
+}
+
+impl std::ops::Deref for SyncPorts {
+    type Target = [u16];
+
+    fn deref(&self) -> &[u16] {
+        &self.ports
     }
 }
 
@@ -101,14 +177,14 @@ pub struct Deployment {
     /// The leader's name.
     pub name: LeaderName,
     /// The sync port of each member to be.
-    pub ports: Vec<u16>,
+    pub ports: SyncPorts,
 }
 
 impl Deployment {
     /// Room for `members` members, the name pointing at the first.
     pub async fn new(members: usize) -> Deployment {
         let name = LeaderName::start().await;
-        let ports: Vec<u16> = (0..members).map(|_| free_port()).collect();
+        let ports = SyncPorts::hold(members);
         name.point_to(ports[0]);
         Deployment {
             root: temp_dir("fleet-root"),
@@ -160,7 +236,7 @@ pub struct MemberSpec<'a> {
     pub dev_root: &'a Path,
     /// The sync ports of every member of the test, which each host proxy
     /// must let the enclave reach.
-    pub peers: &'a [u16],
+    pub peers: &'a SyncPorts,
     /// This member's sync port (one of `peers`).
     pub sync_port: u16,
     /// The runtime binary (default: this checkout's).
@@ -177,7 +253,7 @@ pub struct MemberSpec<'a> {
 impl<'a> MemberSpec<'a> {
     /// Member `i` of the deployment whose sync ports are `peers`: this
     /// checkout's runtime, making its own certificate, no extra flags.
-    pub fn new(name: &'a LeaderName, dev_root: &'a Path, peers: &'a [u16], i: usize) -> Self {
+    pub fn new(name: &'a LeaderName, dev_root: &'a Path, peers: &'a SyncPorts, i: usize) -> Self {
         MemberSpec {
             name,
             dev_root,
@@ -198,12 +274,10 @@ impl Member {
         let mut args = vec![
             "--inbound".to_string(),
             format!("tcp://127.0.0.1:0={}", unix_in(&dir, "runtime.sock")),
+            // The sync listener's own port on the host: `sync_port`, held
+            // by the test, forwards there.
             "--inbound".to_string(),
-            format!(
-                "tcp://127.0.0.1:{}={}",
-                spec.sync_port,
-                unix_in(&dir, "sync.sock")
-            ),
+            format!("tcp://127.0.0.1:0={}", unix_in(&dir, "sync.sock")),
             "--egress-listen".into(),
             unix_in(&dir, "egress.sock"),
             // The host proxy says where peers reach this enclave.
@@ -216,7 +290,7 @@ impl Member {
             "--egress-allow-private-to".into(),
             format!("localhost:{}", spec.name.port),
         ];
-        for p in spec.peers {
+        for p in spec.peers.iter() {
             args.extend([
                 "--egress-allow-private-to".to_string(),
                 format!("localhost:{p}"),
@@ -224,6 +298,10 @@ impl Member {
         }
         args.extend(spec.proxy_extra.iter().cloned());
         let proxy = HostProxy::start(&args);
+        match proxy.inbound.get(1) {
+            Some(Address::Tcp { port, .. }) => spec.peers.forwarder(spec.sync_port).point_to(*port),
+            other => panic!("no TCP sync inbound listener: {other:?}"),
+        }
         let egress = Relay::start(
             unix_in(&dir, "relay-egress.sock")
                 .parse::<Address>()

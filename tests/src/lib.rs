@@ -11,6 +11,8 @@ use nacre_cli::process::{self, Stderr, Supervised};
 use std::time::Duration;
 
 pub mod fleet;
+mod inproc;
+pub mod layout;
 pub mod net;
 pub mod origins;
 pub mod pebble;
@@ -178,10 +180,19 @@ pub(crate) fn log_filter(default: &str) -> &str {
 /// The admin token every test runtime accepts.
 pub const TOKEN: &str = "test-admin-token";
 
-/// A running `nacre-runtime` on loopback; killed (and its log printed if
-/// the test failed) on drop.
+/// Where a test's runtime runs.
+enum Host {
+    /// A `nacre-runtime` process.
+    Process(Supervised),
+    /// The library's runtime on threads of the test process.
+    InProcess(inproc::InProcess),
+}
+
+/// A running runtime on loopback, a `nacre-runtime` process or the
+/// library's runtime in this process; stopped (and its log printed if the
+/// test failed) on drop.
 pub struct Runtime {
-    child: Supervised,
+    host: Host,
     /// The bound address.
     pub addr: SocketAddr,
     pki: Option<TestPki>,
@@ -196,6 +207,48 @@ impl Runtime {
     /// `extra` flags.
     pub fn start(extra: &[&str]) -> Runtime {
         Runtime::start_behind(&[], "tcp://127.0.0.1:0", extra)
+    }
+
+    /// Like [`Runtime::start`], with the library's runtime in this process
+    /// (assembled as the binary assembles it, from the same flags): for
+    /// every test that needs no process of its own.
+    pub fn in_process(extra: &[&str]) -> Runtime {
+        let pki = TestPki::generate();
+        let mut args = test_identity_args(&pki);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        match Runtime::try_in_process(&args) {
+            Ok(mut rt) => {
+                rt.pki = Some(pki);
+                rt
+            }
+            Err(log) => panic!("runtime did not start; its output:\n{log}"),
+        }
+    }
+
+    /// Like [`Runtime::start_raw`], in this process.
+    pub fn in_process_raw(args: &[String]) -> Runtime {
+        match Runtime::try_in_process(args) {
+            Ok(rt) => rt,
+            Err(log) => panic!("runtime did not start; its output:\n{log}"),
+        }
+    }
+
+    /// Like [`Runtime::try_start`], in this process.
+    pub fn try_in_process(args: &[String]) -> Result<Runtime, String> {
+        let dev_root = temp_dir("devroot");
+        let mut all = base_args("tcp://127.0.0.1:0", &dev_root);
+        all.extend(args.iter().cloned());
+        let (host, bound) = inproc::InProcess::start(all, log_filter("info,nacre_runtime=debug"))?;
+        Ok(Runtime {
+            host: Host::InProcess(host),
+            addr: bound_tcp(&bound),
+            pki: None,
+            dev_root,
+            // The dev stand-in measures the running executable as PCR0:
+            // this one, read through /proc even if a build has replaced
+            // the file since it started.
+            program: PathBuf::from("/proc/self/exe"),
+        })
     }
 
     /// Starts a runtime with exactly `args` plus a loopback listener and
@@ -233,16 +286,10 @@ impl Runtime {
         test_certificate: bool,
     ) -> Runtime {
         let pki = test_certificate.then(TestPki::generate);
-        let mut args: Vec<String> = Vec::new();
-        if let Some(pki) = &pki {
-            args.extend([
-                "--tls-cert".into(),
-                pki.dir.join("cert.pem").display().to_string(),
-                "--tls-key".into(),
-                pki.dir.join("key.pem").display().to_string(),
-            ]);
-        }
-        args.extend(["--admin-token-sha256".into(), sha256_hex(TOKEN.as_bytes())]);
+        let mut args = match &pki {
+            Some(pki) => test_identity_args(pki),
+            None => vec!["--admin-token-sha256".into(), sha256_hex(TOKEN.as_bytes())],
+        };
         args.extend(extra.iter().map(|s| s.to_string()));
         match Runtime::launch(program, wrapper, listen, &args) {
             Ok(mut rt) => {
@@ -275,16 +322,7 @@ impl Runtime {
             None => Command::new(program),
         };
         command
-            .args([
-                "--listen",
-                listen,
-                "--fqdn",
-                "localhost",
-                "--attestation",
-                "dev",
-            ])
-            .arg("--dev-root")
-            .arg(&dev_root)
+            .args(base_args(listen, &dev_root))
             .args(args)
             .env("NACRE_LOG", log_filter("info,nacre_runtime=debug"));
         let mut child = Supervised::spawn(command, Stderr::Keep { watch: false })
@@ -295,12 +333,8 @@ impl Runtime {
                 .map(str::to_string)
         })?;
         Ok(Runtime {
-            child,
-            // Not TCP: reachable only through whatever `via` names.
-            addr: bound
-                .strip_prefix("tcp://")
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            host: Host::Process(child),
+            addr: bound_tcp(&bound),
             pki: None,
             dev_root,
             program: program.to_path_buf(),
@@ -345,6 +379,13 @@ impl Runtime {
     /// The test CA's PEM file, when the runtime uses the test certificate.
     pub fn ca_file(&self) -> Option<PathBuf> {
         self.pki.as_ref().map(TestPki::ca_file)
+    }
+
+    /// The executable the runtime runs as, whose SHA-384 is PCR0 in dev
+    /// attestation: the `nacre-runtime` binary, or this test binary when
+    /// the runtime runs in process.
+    pub fn executable(&self) -> &Path {
+        &self.program
     }
 
     /// The flags with which `nacre deploy` and `nacre guests` attest this
@@ -412,18 +453,25 @@ impl Runtime {
     }
 
     /// A raw TLS connection to the runtime that offers `alpn` (none: no
-    /// ALPN extension at all) and trusts the test CA.
+    /// ALPN extension at all) and trusts the test CA (or, for self-signed
+    /// runtimes, any certificate whose key the server holds).
     pub async fn tls(
         &self,
         alpn: &[&str],
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        let roots = self.roots();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .unwrap();
+        let mut config = match &self.pki {
+            Some(_) => builder.with_root_certificates(self.roots()),
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(
+                    nacre_transport::presented::PresentedKey::new(&provider),
+                )),
+        }
+        .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
@@ -458,12 +506,20 @@ impl Runtime {
 
     /// Everything the runtime logged so far.
     pub fn log(&self) -> String {
-        self.child.output()
+        match &self.host {
+            Host::Process(child) => child.output(),
+            Host::InProcess(host) => host.log(),
+        }
     }
 
-    /// Process id.
+    /// Process id (a runtime started as a process).
     pub fn pid(&self) -> u32 {
-        self.child.pid()
+        match &self.host {
+            Host::Process(child) => child.pid(),
+            Host::InProcess(_) => {
+                panic!("this test needs the runtime's own process: start it with Runtime::start")
+            }
+        }
     }
 
     /// Resident set size in bytes, from /proc.
@@ -520,16 +576,64 @@ impl Runtime {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &mut self.host {
+            Host::Process(child) => matches!(child.try_wait(), Ok(None)),
+            Host::InProcess(host) => host.is_running(),
+        }
     }
 
-    /// Sends SIGTERM and waits for the exit status.
+    /// Sends SIGTERM and waits for the exit status (in process: stops
+    /// serving, as SIGTERM makes the binary do, and says success).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        self.child.terminate();
-        self.child
-            .wait_exit(Duration::from_secs(20))
-            .expect("runtime did not stop on SIGTERM")
+        match &mut self.host {
+            Host::Process(child) => {
+                child.terminate();
+                child
+                    .wait_exit(Duration::from_secs(20))
+                    .expect("runtime did not stop on SIGTERM")
+            }
+            Host::InProcess(host) => {
+                host.stop();
+                std::os::unix::process::ExitStatusExt::from_raw(0)
+            }
+        }
     }
+}
+
+/// The flags every test runtime gets: where it listens, its name and the
+/// dev attestation stand-in.
+fn base_args(listen: &str, dev_root: &Path) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        listen.into(),
+        "--fqdn".into(),
+        "localhost".into(),
+        "--attestation".into(),
+        "dev".into(),
+        "--dev-root".into(),
+        dev_root.display().to_string(),
+    ]
+}
+
+/// The test certificate and the test admin token.
+fn test_identity_args(pki: &TestPki) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        pki.dir.join("cert.pem").display().to_string(),
+        "--tls-key".into(),
+        pki.dir.join("key.pem").display().to_string(),
+        "--admin-token-sha256".into(),
+        sha256_hex(TOKEN.as_bytes()),
+    ]
+}
+
+/// A bound address as a socket address; not TCP: reachable only through
+/// whatever [`Runtime::via`] names.
+fn bound_tcp(bound: &str) -> SocketAddr {
+    bound
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 /// `component` with a custom section `name` holding `content` appended:

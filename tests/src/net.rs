@@ -545,3 +545,86 @@ impl Drop for TlsRelay {
         self.task.abort();
     }
 }
+
+/// A loopback port where nothing listens, held: bound but never
+/// listening, so connections are refused and no other listener in the test
+/// run (an origin, a proxy) can be given the port while the socket lives.
+pub fn closed_port() -> (u16, tokio::net::TcpSocket) {
+    let s = tokio::net::TcpSocket::new_v4().expect("a socket");
+    s.bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    (s.local_addr().expect("its address").port(), s)
+}
+
+/// The ports a process holds: TCP ports it listens on and UDP ports it
+/// bound, from /proc. For programs told to bind port 0 that do not print
+/// the port they got.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BoundPorts {
+    /// TCP ports in LISTEN state.
+    pub tcp: Vec<u16>,
+    /// Bound UDP ports.
+    pub udp: Vec<u16>,
+}
+
+/// What process `pid` holds now (see [`BoundPorts`]).
+pub fn bound_ports(pid: u32) -> BoundPorts {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && let Some(inode) = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    // Columns: sl local_address rem_address st ... inode (the 10th).
+    let ports = |table: &str, state: &str| -> Vec<u16> {
+        let mut ports: Vec<u16> = ["", "6"]
+            .iter()
+            .filter_map(|v6| std::fs::read_to_string(format!("/proc/{pid}/net/{table}{v6}")).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .skip(1)
+                    .filter_map(|line| {
+                        let cols: Vec<&str> = line.split_whitespace().collect();
+                        let (local, st, inode) = (cols.get(1)?, cols.get(3)?, cols.get(9)?);
+                        if *st != state || !inodes.contains(*inode) {
+                            return None;
+                        }
+                        u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    };
+    BoundPorts {
+        // 0A: LISTEN; 07: an unconnected UDP socket.
+        tcp: ports("tcp", "0A"),
+        udp: ports("udp", "07"),
+    }
+}
+
+/// Waits (at most `limit`) until process `pid` holds at least `tcp`
+/// listening TCP ports and `udp` UDP ports; what it holds then.
+pub fn wait_for_bound_ports(pid: u32, tcp: usize, udp: usize, limit: Duration) -> BoundPorts {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let bound = bound_ports(pid);
+        if bound.tcp.len() >= tcp && bound.udp.len() >= udp {
+            return bound;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not bind {tcp} TCP and {udp} UDP ports within {limit:?}: {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -3,7 +3,7 @@
 //! hyper on both ends of a connection hid bugs that these found at once.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nacre_cli::process::{Stderr, Supervised};
@@ -58,7 +58,7 @@ impl PythonOrigin {
 /// - `/chunked.shtml`: the same bytes through SSI, which drops the length
 ///   (chunked over HTTP/1.1, DATA frames over HTTP/2)
 pub struct Nginx {
-    child: Child,
+    child: Supervised,
     /// The port offering `h2` and `http/1.1`.
     pub h2_port: u16,
     /// The port offering `http/1.1` only.
@@ -77,8 +77,11 @@ impl Nginx {
         pattern_body(path, Nginx::SIZE)
     }
 
-    /// Starts nginx in the foreground (no master process, so no user
-    /// switch when run as root) and waits until both ports answer.
+    /// Starts nginx in the foreground on two loopback ports bound for it
+    /// beforehand and handed over (tests/origins/nginx_held.py), and waits
+    /// until its worker runs. nginx takes sockets over only with a master
+    /// process (without one it crashes), whose worker keeps this user (as
+    /// root too: `user root`).
     pub fn start() -> Nginx {
         let pki = TestPki::generate();
         let dir = temp_dir("nginx");
@@ -89,19 +92,18 @@ impl Nginx {
         let mut shtml = b"<!--# set var=\"x\" value=\"\" -->".to_vec();
         shtml.extend(Nginx::body("/chunked.shtml"));
         std::fs::write(html.join("chunked.shtml"), shtml).unwrap();
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (h2_port, h1_port) = (free(), free());
         let d = dir.display();
         let p = pki.dir.display();
-        let conf = format!(
+        let user = if crate::is_root() {
+            "user root root;"
+        } else {
+            ""
+        };
+        let template = format!(
             r#"daemon off;
-master_process off;
+master_process on;
+worker_processes 1;
+{user}
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
 events {{ worker_connections 256; }}
@@ -116,41 +118,55 @@ http {{
     ssl_certificate_key {p}/key.pem;
     root {d}/html;
     types {{ text/html shtml; application/octet-stream bin; }}
-    server {{ listen 127.0.0.1:{h2_port} ssl http2; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
-    server {{ listen 127.0.0.1:{h1_port} ssl; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
+    server {{ listen 127.0.0.1:@H2@ ssl http2; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
+    server {{ listen 127.0.0.1:@H1@ ssl; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
 }}
 "#
         );
+        let template_path = dir.join("nginx.conf.in");
+        std::fs::write(&template_path, template).unwrap();
         let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(nginx_binary())
+        let mut command = Command::new("python3");
+        command
+            .arg(root().join("tests/origins/nginx_held.py"))
+            .arg(&template_path)
+            .arg(&conf_path)
+            .args(["H2", "H1", "--"])
+            .arg(nginx_binary())
             .arg("-p")
             .arg(&dir)
             .arg("-e")
             .arg(dir.join("error.log"))
             .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nginx runs (the test command installs it when missing)");
-        let nginx = Nginx {
+            .arg(&conf_path);
+        let mut child = Supervised::spawn(command, Stderr::Keep { watch: false })
+            .expect("python3 and nginx run (the test command installs them when missing)")
+            .report_on_panic();
+        let mut ports = Vec::new();
+        let (h2_port, h1_port) = child
+            .wait_for(Duration::from_secs(30), |l| {
+                let (_, port) = l.split_once('=')?;
+                ports.push(port.trim().parse::<u16>().ok()?);
+                (ports.len() == 2).then(|| (ports[0], ports[1]))
+            })
+            .unwrap_or_else(|why| panic!("nginx_held.py printed no ports: {why}"));
+        let mut nginx = Nginx {
             child,
             h2_port,
             h1_port,
             pki,
             dir,
         };
+        // The ports take connections already; wait for the worker that
+        // answers them.
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [h2_port, h1_port] {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "nginx did not listen on {port}:\n{}",
-                    nginx.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        while !nginx.log().contains("start worker process") {
+            assert!(
+                Instant::now() < deadline && matches!(nginx.child.try_wait(), Ok(None)),
+                "nginx did not start:\n{}",
+                nginx.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
         nginx
     }
@@ -163,8 +179,12 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM: the master stops its worker, then itself (killed, it
+        // would leave the worker running).
+        self.child.terminate();
+        if self.child.wait_exit(Duration::from_secs(10)).is_none() {
+            self.child.kill();
+        }
         if std::thread::panicking() {
             eprintln!("---- nginx error log ----\n{}", self.log());
         }

@@ -2,6 +2,11 @@
 //! loopback: its directory over HTTPS with a test certificate, validating
 //! TLS-ALPN-01 challenges on one loopback port, with
 //! `pebble-challtestsrv` as the DNS that answers 127.0.0.1 for every name.
+//!
+//! Both bind port 0 and the ports they got are read from /proc (neither
+//! prints them, nor takes a socket handed over); the directory's port,
+//! which a runtime may be given before Pebble runs, is held by the test
+//! and forwards to Pebble's.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,11 +15,13 @@ use std::time::Duration;
 use nacre_cli::process::{Stderr, Supervised};
 
 use crate::TestPki;
-use crate::fleet::free_port;
+use crate::fleet::Forwarder;
+use crate::net::{closed_port, wait_for_bound_ports};
 
 /// A running Pebble and its DNS.
 pub struct Pebble {
-    /// The directory's port on loopback.
+    /// The directory's port on loopback (held by the test, forwarding to
+    /// the one Pebble bound).
     pub port: u16,
     /// The management API's port (roots, intermediates).
     pub management: u16,
@@ -22,10 +29,15 @@ pub struct Pebble {
     pub pki: TestPki,
     child: Supervised,
     _dns: Supervised,
+    _directory: Forwarder,
+    /// Where Pebble would validate HTTP-01 (never asked for): a port held
+    /// where nothing listens.
+    _http01: tokio::net::TcpSocket,
 }
 
-/// Pebble's ports and PKI, chosen before it runs: a runtime can be
-/// pointed at a CA that is not up yet.
+/// Pebble's directory port and PKI, chosen before it runs: a runtime can
+/// be pointed at a CA that is not up yet (connections to the port are
+/// refused until it is).
 pub struct Planned {
     /// Where it will validate TLS-ALPN-01, on loopback.
     pub tls_port: u16,
@@ -33,16 +45,19 @@ pub struct Planned {
     pub port: u16,
     /// The PKI of its HTTPS listener.
     pub pki: TestPki,
+    directory: Forwarder,
 }
 
 impl Planned {
-    /// Ports and PKI for a Pebble validating TLS-ALPN-01 on
+    /// A directory port and PKI for a Pebble validating TLS-ALPN-01 on
     /// `127.0.0.1:tls_port`.
     pub fn new(tls_port: u16) -> Planned {
+        let directory = Forwarder::held();
         Planned {
             tls_port,
-            port: free_port(),
+            port: directory.port,
             pki: TestPki::generate(),
+            directory,
         }
     }
 
@@ -57,39 +72,26 @@ impl Planned {
     }
 
     /// Starts it.
-    pub fn start(self) -> Pebble {
-        Pebble::start_planned(self)
+    pub async fn start(self) -> Pebble {
+        Pebble::start_planned(self).await
     }
 }
 
 impl Pebble {
     /// Starts Pebble validating TLS-ALPN-01 on `127.0.0.1:tls_port` (where
     /// the test puts the public side of a host proxy or a load balancer).
-    pub fn start(tls_port: u16) -> Pebble {
-        Pebble::start_planned(Planned::new(tls_port))
+    pub async fn start(tls_port: u16) -> Pebble {
+        Pebble::start_planned(Planned::new(tls_port)).await
     }
 
-    fn start_planned(plan: Planned) -> Pebble {
+    async fn start_planned(plan: Planned) -> Pebble {
         let Planned {
             tls_port,
             port,
             pki,
+            directory,
         } = plan;
-        let (management, dns) = (free_port(), free_port());
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": format!("127.0.0.1:{port}"),
-                "managementListenAddress": format!("127.0.0.1:{management}"),
-                "certificate": pki.dir.join("cert.pem"),
-                "privateKey": pki.dir.join("key.pem"),
-                "httpPort": free_port(),
-                "tlsPort": tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
-            }
-        });
-        let file = pki.dir.join("pebble.json");
-        std::fs::write(&file, config.to_string()).expect("write the Pebble config");
+        let (http01_port, http01) = closed_port();
 
         // Every name is 127.0.0.1; no AAAA, so validation never tries ::1.
         let mut command = Command::new("sh");
@@ -98,7 +100,7 @@ impl Pebble {
             "exec pebble-challtestsrv \"$@\" 1>&2",
             "sh",
             "-dns01",
-            &format!("127.0.0.1:{dns}"),
+            "127.0.0.1:0",
             "-http01",
             "",
             "-https01",
@@ -106,7 +108,7 @@ impl Pebble {
             "-tlsalpn01",
             "",
             "-management",
-            &format!("127.0.0.1:{}", free_port()),
+            "127.0.0.1:0",
             "-defaultIPv4",
             "127.0.0.1",
             "-defaultIPv6",
@@ -120,7 +122,24 @@ impl Pebble {
                 l.contains("Starting management server").then_some(())
             })
             .unwrap_or_else(|e| panic!("pebble-challtestsrv did not start: {e}"));
+        // DNS over UDP and TCP, and the management API.
+        let bound = wait_for_bound_ports(dns_child.pid(), 2, 1, Duration::from_secs(30));
+        let dns = bound.udp[0];
 
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": "127.0.0.1:0",
+                "managementListenAddress": "127.0.0.1:0",
+                "certificate": pki.dir.join("cert.pem"),
+                "privateKey": pki.dir.join("key.pem"),
+                "httpPort": http01_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+            }
+        });
+        let file = pki.dir.join("pebble.json");
+        std::fs::write(&file, config.to_string()).expect("write the Pebble config");
         let mut command = Command::new("sh");
         command
             .args(["-c", "exec pebble \"$@\" 1>&2", "sh", "-config"])
@@ -139,12 +158,38 @@ impl Pebble {
                 l.contains("ACME directory available at").then_some(())
             })
             .unwrap_or_else(|e| panic!("pebble did not start: {e}"));
+        // The directory and the management API: the one that serves /dir
+        // is the directory.
+        let bound = wait_for_bound_ports(child.pid(), 2, 0, Duration::from_secs(30));
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("the test CA"),
+            )
+            .build()
+            .expect("a client");
+        let mut serves_dir = Vec::new();
+        for p in &bound.tcp {
+            let r = client
+                .get(format!("https://localhost:{p}/dir"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("Pebble's port {p}: {e}"));
+            serves_dir.push(r.status().is_success());
+        }
+        let (own, management) = match (bound.tcp.as_slice(), serves_dir.as_slice()) {
+            ([a, b], [true, false]) => (*a, *b),
+            ([a, b], [false, true]) => (*b, *a),
+            _ => panic!("Pebble listens on {bound:?}, serving /dir: {serves_dir:?}"),
+        };
+        directory.point_to(own);
         Pebble {
             port,
             management,
             pki,
             child,
             _dns: dns_child,
+            _directory: directory,
+            _http01: http01,
         }
     }
 

@@ -35,7 +35,7 @@ pub use self::schedule::{Attempt, Backoff, Leaf, Setback};
 
 use self::client::Through;
 use crate::egress::Outbound;
-use crate::sync::{Role, Sync};
+use crate::fleet::{Deployment, Role};
 use crate::tls::{Identity, TlsError};
 
 /// The longest sleep before the schedule is looked at again (ARI's window
@@ -143,7 +143,7 @@ pub struct Acme {
     identity: Arc<Identity>,
     ca: Option<Ca>,
     roles: watch::Receiver<Role>,
-    sync: Option<Arc<Sync>>,
+    sync: Option<Arc<dyn Deployment>>,
     issued: watch::Sender<bool>,
     /// The account URI last logged, so each is logged once however often
     /// it is loaded (every ARI look loads it).
@@ -158,7 +158,7 @@ impl Acme {
         identity: Arc<Identity>,
         outbound: Option<Outbound>,
         roles: watch::Receiver<Role>,
-        sync: Option<Arc<Sync>>,
+        sync: Option<Arc<dyn Deployment>>,
     ) -> Result<Arc<Acme>, AcmeError> {
         let ca = match (config.acme, outbound) {
             (None, _) => None,
@@ -167,22 +167,12 @@ impl Acme {
                     "--acme-directory needs --egress ADDR: the ACME client reaches the CA through the host proxy".into(),
                 ));
             }
-            (Some(acme), Some(outbound)) => {
-                let url: http::Uri = acme.directory.parse().map_err(|e| {
-                    AcmeError::Local(format!("--acme-directory {}: {e}", acme.directory))
-                })?;
-                if url.scheme() != Some(&http::uri::Scheme::HTTPS) || url.host().is_none() {
-                    return Err(AcmeError::Local(format!(
-                        "--acme-directory {}: give the https:// URL of the CA's directory",
-                        acme.directory
-                    )));
-                }
-                Some(Ca {
-                    directory: acme.directory,
-                    contact: acme.contact,
-                    http: Through(outbound),
-                })
-            }
+            // The URL was checked with the other flags (settings.rs).
+            (Some(acme), Some(outbound)) => Some(Ca {
+                directory: acme.directory,
+                contact: acme.contact,
+                http: Through(outbound),
+            }),
         };
         Ok(Arc::new(Acme {
             fqdn: config.fqdn,
@@ -313,7 +303,7 @@ impl Acme {
             return;
         };
         if logged.as_deref() != Some(uri.as_str()) {
-            // `id=`, as the README tells operators to look for.
+            // `id=`, as docs/certificates.md tells operators to look for.
             tracing::info!(id = %uri, "ACME account {how}");
             *logged = Some(uri);
         }

@@ -197,7 +197,7 @@ impl Acme {
             self.identity.open_challenge(&name, pair)?;
             // The CA may reach any enclave behind the load balancer.
             if let Some(sync) = &self.sync {
-                sync.spread().await;
+                sync.clone().spread().await;
             }
             challenge
                 .set_ready()

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 ///   of failing the read. The body's framing still tells a body cut short
 ///   from a whole one: content-length, chunked and HTTP/2 bodies that end
 ///   early are errors. Only a close-delimited HTTP/1.0 body, whose end is
-///   the connection's end, is then taken as whole; the README says what
+///   the connection's end, is then taken as whole; docs/egress.md says what
 ///   that leaves to the host.
 /// - Closing a connection the origin (or the host proxy) already closed is
 ///   no failure of a request whose answer arrived.

@@ -1,5 +1,5 @@
 //! Guests' outbound HTTP: policy, tunnel, TLS and HTTP, all inside the
-//! enclave (SPEC §3, §8).
+//! enclave (docs/egress.md).
 //!
 //! A guest's request is checked against its own `allow` list and the
 //! runtime's `--egress-allow` cap here, so a denied request never reaches
@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use http::Uri;
 use http::uri::Scheme;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use nacre_transport::tunnel::{self, Status, Target, TunnelError};
 use nacre_transport::{Address, AllowList, AllowRule};
 
-use self::body::TimedBody;
+use self::exchange::{connection_task, response_head, timed, to_origin_form};
 use self::io::Lenient;
 
 mod body;
+mod exchange;
 mod io;
 mod once;
 
@@ -163,79 +163,54 @@ impl Egress {
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
     ) -> Result<Sent, Error> {
-        let dest = match self.check(allow, request.uri()) {
-            Ok(d) => d,
-            Err(why) => {
-                tracing::info!(%guest, url = %loggable(request.uri()), why, "outbound request denied");
-                return Err(Error::HttpRequestDenied);
-            }
-        };
+        let dest = self.admit(guest, allow, request.uri())?;
         let options = options.unwrap_or_default();
         let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
-        let (sender, conn) = tokio::time::timeout(connect_timeout, self.connect(&dest))
-            .await
-            .map_err(|_| Error::ConnectionTimeout)?
-            .inspect_err(|e| {
-                tracing::info!(%guest, target = %format!("{}:{}", dest.host, dest.port), error = %e, "outbound connection failed");
-            })?;
+        let (sender, conn) = self.open(guest, &dest, connect_timeout).await?;
 
         let mut conn = Box::into_pin(conn);
         set_authority(&sender, &mut request)?;
         if matches!(sender, Sender::Http1(_)) {
             // HTTP/1.1 wants origin-form; h2 takes scheme and authority
             // from the full URI.
-            let origin_form = match request.uri().path_and_query() {
-                Some(pq) if pq.as_str().starts_with('/') => Uri::from(pq.clone()),
-                // A query with an empty path is still a request for "/".
-                Some(pq) => format!("/{pq}")
-                    .parse()
-                    .map_err(|_| Error::HttpRequestUriInvalid)?,
-                None => Uri::from_static("/"),
-            };
-            *request.uri_mut() = origin_form;
+            to_origin_form(&mut request)?;
         }
         let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
         let between = options
             .between_bytes_timeout
             .unwrap_or(BETWEEN_BYTES_TIMEOUT)
             .max(Duration::from_millis(1));
-        let response = sender.send(request);
-        tokio::pin!(response);
-        let mut conn_done = false;
-        let response = tokio::time::timeout(first_byte, async {
-            // Drive the connection while waiting for the head.
-            tokio::select! {
-                r = &mut response => r,
-                done = &mut conn => {
-                    conn_done = true;
-                    match done {
-                        Ok(()) => response.await,
-                        Err(e) => Err(e),
-                    }
-                }
-            }
-        })
-        .await
-        .map_err(|_| Error::ConnectionReadTimeout)?
-        .map_err(Error::from)?;
+        let (response, conn_done) = response_head(sender, request, &mut conn, first_byte).await?;
         tracing::debug!(%guest, host = %dest.host, port = dest.port, status = %response.status(), "outbound response");
-        let response = response.map(|incoming| {
-            TimedBody {
-                inner: incoming,
-                between,
-                timer: Box::pin(tokio::time::sleep(between)),
-                waiting: false,
+        Ok((timed(response, between), connection_task(conn, conn_done)))
+    }
+
+    /// The policy decision ([`Egress::check`]); a denial is logged, with
+    /// only the [`loggable`] part of the URL.
+    fn admit(&self, guest: &str, allow: &[AllowRule], uri: &Uri) -> Result<Destination, Error> {
+        match self.check(allow, uri) {
+            Ok(d) => Ok(d),
+            Err(why) => {
+                tracing::info!(%guest, url = %loggable(uri), why, "outbound request denied");
+                Err(Error::HttpRequestDenied)
             }
-            .boxed_unsync()
-        });
-        // A finished future must not be polled again.
-        let io = async move {
-            if conn_done {
-                return Ok(());
-            }
-            conn.await.map_err(Error::from)
-        };
-        Ok((response, Box::new(io)))
+        }
+    }
+
+    /// [`Egress::connect`] within `timeout`; a failure other than the
+    /// timeout is logged.
+    async fn open(
+        &self,
+        guest: &str,
+        dest: &Destination,
+        timeout: Duration,
+    ) -> Result<(Sender, Box<Conn>), Error> {
+        tokio::time::timeout(timeout, self.connect(dest))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .inspect_err(|e| {
+                tracing::info!(%guest, target = %format!("{}:{}", dest.host, dest.port), error = %e, "outbound connection failed");
+            })
     }
 
     /// CONNECT through the host proxy, then TLS (for https), then the HTTP

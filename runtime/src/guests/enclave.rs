@@ -1,4 +1,4 @@
-//! The `nacre:enclave` imports guests may use (SPEC §4): their own
+//! The `nacre:enclave` imports guests may use (docs/guests.md): their own
 //! attestation documents, and their application-state slot.
 //!
 //! Linked by hand rather than through bindgen's `add_to_linker`: every list

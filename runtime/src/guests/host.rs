@@ -59,7 +59,7 @@ impl Host {
             caller: Caller::new(guest.clone(), code_hash),
             enclave,
             // Growth past a limit fails inside the guest (memory.grow
-            // returns -1) rather than trapping, as SPEC §3.3 says.
+            // returns -1) rather than trapping, as the limits in docs/operating.md say.
             limits: Limiter::new(per_memory, memory.0, memory.1),
         }
     }

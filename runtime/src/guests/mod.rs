@@ -5,8 +5,11 @@
 //!   process).
 //! - [`host`]: the per-request store data guests see through WASI.
 //! - [`registry`]: deployed guests, the compile cache and the manifest.
-//! - [`invoke`]: one HTTP request through one fresh instance; [`bodies`]:
-//!   the request and response bodies between it and the server.
+//! - [`mod@invoke`]: one HTTP request through one fresh instance, in
+//!   steps, its outcome decided once; [`bodies`]: the request and response
+//!   bodies between it and the server; [`record`]: what happened to a
+//!   request, as the epoch callback, the bodies and the head callback
+//!   record it, decoded in one place.
 //! - [`kv`]: `wasi:keyvalue`, one namespace per guest name.
 //! - [`stats`]: counters per guest name.
 
@@ -20,6 +23,7 @@ mod host;
 mod invoke;
 pub mod kv;
 mod log;
+mod record;
 mod registry;
 mod share;
 mod spec;

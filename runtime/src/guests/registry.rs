@@ -98,7 +98,7 @@ impl Snapshot {
             .map(|c| &c.name)
     }
 
-    /// The exact manifest bytes (SPEC §5).
+    /// The exact manifest bytes (docs/attestation.md).
     pub fn manifest(&self) -> &Bytes {
         &self.manifest
     }
@@ -132,7 +132,7 @@ impl Snapshot {
     }
 }
 
-/// The manifest of SPEC §5 (guests sorted by name, canonical JSON):
+/// The manifest of docs/attestation.md (guests sorted by name, canonical JSON):
 /// clients hash these bytes.
 fn manifest(guests: &BTreeMap<GuestName, Arc<Guest>>) -> Bytes {
     let entries = guests

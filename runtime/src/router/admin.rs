@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
+use crate::fleet::Role;
 use crate::guests::{DeployError, Deployed, GuestConfig, GuestName, Registry, Route};
 use crate::http::{ResponseBody, error, json};
 use crate::server::BodyError;
-use crate::sync::Role;
 
 /// What the admin API needs: the token's hash, the upload limit and the
 /// guest table.

@@ -11,10 +11,10 @@ use nacre_attestation::{DocumentRequest, RuntimeBinding};
 use tokio::sync::watch;
 
 use crate::attest::Attester;
+use crate::fleet::Role;
 use crate::guests::Registry;
 use crate::http::{ResponseBody, error, json, with_type};
 use crate::server::ConnStats;
-use crate::sync::Role;
 use crate::tls::Identity;
 
 /// `/enclave/attestation` is open to anyone, and each document costs a

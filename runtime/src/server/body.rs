@@ -34,8 +34,9 @@ impl From<BodyError> for wasmtime_wasi_http::Error {
     fn from(e: BodyError) -> Self {
         match e {
             BodyError::Client(e) => wasmtime_wasi_http::Error::Hyper(e),
-            // The one way a guest sees this code on a request body, so the
-            // runtime can tell a stall from a guest's own failure (408).
+            // What the guest is told (wasi:http takes only an error code);
+            // the runtime records the stall itself, by this type, before
+            // the conversion (guests/bodies.rs), and answers 408.
             BodyError::Stalled(_) => wasmtime_wasi_http::Error::ConnectionReadTimeout,
         }
     }

@@ -69,9 +69,14 @@ impl Lanes {
         for i in 0..n.max(1) {
             let (ready, handle) = oneshot::channel();
             let stopped = stop.clone().cancelled_owned();
+            // The lanes log where their creator logs: the process's
+            // subscriber in `nacre-runtime`, or the one a runtime embedded
+            // in a larger process (the in-process tests) was given.
+            let logs = tracing::dispatcher::get_default(Clone::clone);
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    let _logs = tracing::dispatcher::set_default(&logs);
                     // Made on its own thread, so that no runtime is ever
                     // dropped inside the caller's async context.
                     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -9,14 +9,15 @@
 //! for any. A worker whose leader stops answering designates again,
 //! keeping what it holds.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 
 use super::workers::Beat;
-use super::{Role, Sync, random_nonce};
+use super::{Node, Role, random_nonce};
+use nacre_api::NONCE_LEN;
 use nacre_sync::auth::Label;
 use nacre_sync::wire::{LeaderAnswer, leads_parts};
 
@@ -44,7 +45,72 @@ pub(super) enum Reach {
     Unreachable,
 }
 
-impl Sync {
+/// What designation keeps between a probe and its answer, and the last
+/// sign that the deployment exists elsewhere.
+pub(super) struct Designation {
+    /// The nonce of the probe in flight: a probe carrying it came back to
+    /// this very enclave.
+    probe: Mutex<Option<[u8; NONCE_LEN]>>,
+    /// The probe in flight reached this enclave.
+    probe_seen: AtomicBool,
+    /// The last sign that the deployment exists elsewhere.
+    evidence: Mutex<Instant>,
+}
+
+impl Designation {
+    pub(super) fn new() -> Designation {
+        Designation {
+            probe: Mutex::new(None),
+            probe_seen: AtomicBool::new(false),
+            evidence: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// A fresh probe's nonce, remembered until its answer.
+    fn begin_probe(&self) -> [u8; NONCE_LEN] {
+        let nonce = random_nonce();
+        if let Ok(mut probe) = self.probe.lock() {
+            *probe = Some(nonce);
+        }
+        self.probe_seen.store(false, Ordering::Release);
+        nonce
+    }
+
+    /// Whether the probe begun last came back to this enclave (asked once
+    /// per probe).
+    fn came_back(&self) -> bool {
+        self.probe_seen.swap(false, Ordering::AcqRel)
+    }
+
+    /// A probe carrying `nonce` reached this enclave: notes it if it is
+    /// this enclave's own.
+    fn arrived(&self, nonce: [u8; NONCE_LEN]) {
+        if self.probe.lock().ok().and_then(|p| *p) == Some(nonce) {
+            self.probe_seen.store(true, Ordering::Release);
+        }
+    }
+
+    /// Notes a sign that this enclave's deployment exists elsewhere (a
+    /// heartbeat from an enclave holding keys, an exchange begun): a
+    /// leader holding nothing waits for it instead of starting a new key
+    /// set.
+    pub(super) fn saw_deployment(&self) {
+        if let Ok(mut at) = self.evidence.lock() {
+            *at = Instant::now();
+        }
+    }
+
+    /// Whether nothing showed the deployment for `quiet_for`, counting
+    /// from `since` at the earliest.
+    pub(super) fn quiet(&self, since: Instant, quiet_for: Duration) -> bool {
+        self.evidence
+            .lock()
+            .map(|at| at.max(since).elapsed() >= quiet_for)
+            .unwrap_or(false)
+    }
+}
+
+impl Node {
     /// Runs designation, heartbeats and pushes until the process ends.
     pub async fn run(self: Arc<Self>) {
         let mut changes = self.material.registry.subscribe();
@@ -138,17 +204,12 @@ impl Sync {
 
     /// Whether the name `--fqdn-leader` leads to this very enclave.
     pub(super) async fn reach_self(&self) -> Reach {
-        let nonce = random_nonce();
-        if let Ok(mut probe) = self.probe.lock() {
-            *probe = Some(nonce);
-        }
-        self.probe_seen.store(false, Ordering::Release);
+        let nonce = self.designation.begin_probe();
         let path = format!("/enclave/leader?nonce={}", hex::encode(nonce));
         let answer = self
-            .client
-            .request(&self.config.leader, Method::GET, &path, None)
+            .call(&self.config.leader, Method::GET, &path, None)
             .await;
-        if self.probe_seen.swap(false, Ordering::AcqRel) {
+        if self.designation.came_back() {
             return Reach::Myself;
         }
         match answer {
@@ -174,14 +235,8 @@ impl Sync {
 
     /// `GET /enclave/leader`: 410 from the leader (tagged when it holds
     /// keys), 200 while designating, 503 from a worker.
-    pub(super) fn leader_probe(
-        &self,
-        nonce: [u8; nacre_api::NONCE_LEN],
-    ) -> (StatusCode, LeaderAnswer) {
-        let own = self.probe.lock().ok().and_then(|p| *p) == Some(nonce);
-        if own {
-            self.probe_seen.store(true, Ordering::Release);
-        }
+    pub(super) fn leader_probe(&self, nonce: [u8; NONCE_LEN]) -> (StatusCode, LeaderAnswer) {
+        self.designation.arrived(nonce);
         match self.role() {
             Role::Leader => (
                 StatusCode::GONE,

@@ -8,12 +8,14 @@
 //! delivers (`POST /enclave/sync?offer=M`) with its own document (the
 //! receiver's nonce, the hash of the ciphertext). The receiver reads a
 //! body only for an open offer, once; checks the document and the binding;
-//! opens, decodes, and takes the material only as [`super::order`] allows.
+//! opens, decodes, and takes the material only as [`nacre_sync::order`] allows.
 //!
 //! To an enclave that holds keys, both requests must carry the deployment
 //! key's tag over the nonce they answer: no stranger can hold its offer
 //! slots or make it read a body.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -26,7 +28,7 @@ use serde_bytes::ByteBuf;
 
 use super::held::Held;
 use super::material::Material;
-use super::{Refused, Sync, SyncError, random_nonce, refused};
+use super::{Node, Refused, SyncError, random_nonce, refused};
 use nacre_sync::auth::{DeploymentKey, Label};
 use nacre_sync::order::admit;
 use nacre_sync::seal::{self, Bundle, Payload, Recipient};
@@ -44,7 +46,78 @@ pub(super) struct Pending {
     until: Instant,
 }
 
-impl Sync {
+/// The receiver's side of exchanges: its open offers, and the one
+/// delivery being applied.
+pub(super) struct Offers {
+    pending: Mutex<HashMap<[u8; NONCE_LEN], Pending>>,
+    /// Held while a delivery is read and applied: one at a time, and a
+    /// leader holding nothing does not start a key set meanwhile.
+    applying: tokio::sync::Mutex<()>,
+}
+
+impl Offers {
+    pub(super) fn new() -> Offers {
+        Offers {
+            pending: Mutex::new(HashMap::new()),
+            applying: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Opens an offer for `recipient` under a fresh nonce, if one of the
+    /// few slots is free.
+    fn open(&self, recipient: Recipient) -> Result<[u8; NONCE_LEN], Refused> {
+        let nonce = random_nonce();
+        let mut offers = self
+            .pending
+            .lock()
+            .map_err(|_| refused(StatusCode::INTERNAL_SERVER_ERROR, "sync state lost"))?;
+        offers.retain(|_, p| p.until > Instant::now());
+        if offers.len() >= MAX_OFFERS {
+            return Err(refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                "offers are all taken; retry shortly",
+            ));
+        }
+        offers.insert(
+            nonce,
+            Pending {
+                recipient,
+                until: Instant::now() + OFFER_TTL,
+            },
+        );
+        Ok(nonce)
+    }
+
+    /// Closes the offer `nonce` unused.
+    fn withdraw(&self, nonce: &[u8; NONCE_LEN]) {
+        if let Ok(mut offers) = self.pending.lock() {
+            offers.remove(nonce);
+        }
+    }
+
+    /// Takes the offer `nonce` if it is open: once, whatever follows.
+    fn take(&self, nonce: &[u8; NONCE_LEN]) -> Option<Pending> {
+        let pending = self.pending.lock().ok().and_then(|mut o| o.remove(nonce));
+        pending.filter(|p| p.until > Instant::now())
+    }
+
+    /// The right to apply a delivery now, or 429 while another is.
+    pub(super) fn apply_now(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Refused> {
+        self.applying.try_lock().map_err(|_| {
+            refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                "a sync is in progress; retry shortly",
+            )
+        })
+    }
+
+    /// Whether a delivery is being applied now.
+    pub(super) fn applying(&self) -> bool {
+        self.applying.try_lock().is_err()
+    }
+}
+
+impl Node {
     /// Checks the deployment key's tag over `nonce` as `label`, when this
     /// enclave holds keys (one that holds none cannot, and has nothing a
     /// stranger could take).
@@ -69,28 +142,8 @@ impl Sync {
     ) -> Result<Offer, Refused> {
         self.check_tag(Label::Offer, &sender_nonce, tag)?;
         let (recipient, public_key) = Recipient::new();
-        let nonce = random_nonce();
-        {
-            let mut offers = self
-                .offers
-                .lock()
-                .map_err(|_| refused(StatusCode::INTERNAL_SERVER_ERROR, "sync state lost"))?;
-            offers.retain(|_, p| p.until > Instant::now());
-            if offers.len() >= MAX_OFFERS {
-                return Err(refused(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "offers are all taken; retry shortly",
-                ));
-            }
-            offers.insert(
-                nonce,
-                Pending {
-                    recipient,
-                    until: Instant::now() + OFFER_TTL,
-                },
-            );
-        }
-        self.saw_deployment();
+        let nonce = self.offers.open(recipient)?;
+        self.designation.saw_deployment();
         let binding = SyncBinding {
             role: SyncRole::Receiver,
             payload_sha256: None,
@@ -100,9 +153,7 @@ impl Sync {
             .document(&sender_nonce, binding, Some(public_key))
             .await
             .map_err(|e| {
-                if let Ok(mut offers) = self.offers.lock() {
-                    offers.remove(&nonce);
-                }
+                self.offers.withdraw(&nonce);
                 refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             })?;
         let have = self
@@ -128,8 +179,7 @@ impl Sync {
         tag: Option<&str>,
     ) -> Result<(Pending, [u8; NONCE_LEN]), Refused> {
         self.check_tag(Label::Deliver, &offer, tag)?;
-        let pending = self.offers.lock().ok().and_then(|mut o| o.remove(&offer));
-        match pending.filter(|p| p.until > Instant::now()) {
+        match self.offers.take(&offer) {
             Some(p) => Ok((p, offer)),
             None => Err(refused(
                 StatusCode::CONFLICT,
@@ -180,7 +230,7 @@ impl Sync {
         // not hold is not half taken.
         let key = DeploymentKey::from_bytes(&payload.deployment_key)
             .ok_or_else(|| bad("the key material carries no 32-byte deployment key"))?;
-        self.saw_deployment();
+        self.designation.saw_deployment();
         let mut blobs = self.material.holdings();
         if let Some(h) = &held {
             blobs.extend(h.blobs.iter().map(|(k, v)| (*k, v.clone())));
@@ -278,7 +328,7 @@ impl Sync {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, SyncError> {
-        let (status, answer) = self.client.request(target, method, path, body).await?;
+        let (status, answer) = self.call(target, method, path, body).await?;
         if status != StatusCode::OK {
             return Err(SyncError::Peer(format!(
                 "{target} answered {status}: {}",

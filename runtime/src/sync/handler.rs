@@ -22,7 +22,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 
-use super::{Refused, Sync, refused};
+use super::{Node, Refused, refused};
 use crate::http::{ResponseBody, error, json};
 use crate::server::{BodyError, Handler, RequestBody};
 use nacre_sync::wire::{Delivery, Heartbeat, MAX_HEARTBEAT};
@@ -32,12 +32,23 @@ use nacre_sync::wire::{Delivery, Heartbeat, MAX_HEARTBEAT};
 const MAX_DELIVERY: usize = 256 << 20;
 
 /// What `--sync-listen` serves.
-pub struct SyncListener(Arc<Sync>);
+pub struct SyncListener(Arc<Node>);
 
 impl SyncListener {
     /// The endpoints of `sync`.
-    pub fn new(sync: Arc<Sync>) -> SyncListener {
+    pub fn new(sync: Arc<Node>) -> SyncListener {
         SyncListener(sync)
+    }
+
+    /// Answers one request with a body of any kind: what the server's
+    /// connections call through [`Handler`], and what an in-memory
+    /// [`super::PeerLink`] calls directly in tests.
+    pub async fn answer<B>(&self, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.0.answer(req).await
     }
 }
 
@@ -51,8 +62,12 @@ impl Handler for SyncListener {
     }
 }
 
-impl Sync {
-    async fn answer(self: &Arc<Self>, req: Request<RequestBody>) -> Response<ResponseBody> {
+impl Node {
+    async fn answer<B>(self: &Arc<Self>, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let outcome = match (req.method().clone(), req.uri().path()) {
             (Method::GET, "/enclave/leader") => nonce(&req, "nonce").map(|n| {
                 let (status, answer) = self.leader_probe(n);
@@ -67,7 +82,7 @@ impl Sync {
             },
             (Method::POST, "/enclave/sync") => self.delivery(req).await,
             (Method::POST, "/enclave/heartbeat") => {
-                match read::<Heartbeat>(req, MAX_HEARTBEAT).await {
+                match read::<Heartbeat, _>(req, MAX_HEARTBEAT).await {
                     Ok(h) => self.heartbeat_in(h).map(|a| json(StatusCode::OK, &a)),
                     Err(e) => Err(e),
                 }
@@ -97,19 +112,18 @@ impl Sync {
 
     /// `POST /enclave/sync?offer=`: one delivery applied at a time, its
     /// body read only once its offer is taken.
-    async fn delivery(
+    async fn delivery<B>(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
-    ) -> Result<Response<ResponseBody>, Refused> {
+        req: Request<B>,
+    ) -> Result<Response<ResponseBody>, Refused>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let offer = nonce(&req, "offer")?;
-        let Ok(_applying) = self.applying.try_lock() else {
-            return Err(refused(
-                StatusCode::TOO_MANY_REQUESTS,
-                "a sync is in progress; retry shortly",
-            ));
-        };
+        let _applying = self.offers.apply_now()?;
         let taken = self.take_offer(offer, query(&req, "tag").as_deref())?;
-        let delivery = read::<Delivery>(req, MAX_DELIVERY).await?;
+        let delivery = read::<Delivery, _>(req, MAX_DELIVERY).await?;
         let version = self.deliver(taken, delivery).await?;
         Ok(json(
             StatusCode::OK,
@@ -138,8 +152,12 @@ fn nonce<B>(req: &Request<B>, name: &str) -> Result<[u8; nacre_api::NONCE_LEN], 
 }
 
 /// A JSON body of at most `limit` bytes.
-async fn read<T: DeserializeOwned>(req: Request<RequestBody>, limit: usize) -> Result<T, Refused> {
-    use http_body::Body as _;
+async fn read<T, B>(req: Request<B>, limit: usize) -> Result<T, Refused>
+where
+    T: DeserializeOwned,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if req.body().size_hint().lower() > limit as u64 {
         return Err(refused(
             StatusCode::PAYLOAD_TOO_LARGE,

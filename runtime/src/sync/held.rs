@@ -4,13 +4,13 @@
 //! each change; and the one decision that starts a deployment's first key
 //! set.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rand::RngCore;
 
-use super::Sync;
+use super::Node;
 use super::material::Blobs;
 use nacre_sync::auth::DeploymentKey;
 use nacre_sync::order::Holding;
@@ -33,11 +33,52 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// The key set and version, as [`super::order`] compares them.
+    /// The key set and version, as [`nacre_sync::order`] compares them.
     pub fn holding(&self) -> Holding<'_> {
         Holding {
             lineage: &self.payload.lineage,
             version: self.payload.version,
+        }
+    }
+}
+
+/// What this enclave holds, as operators and tests see it: which key set,
+/// at which version, and the hash heartbeats compare (it covers the whole
+/// payload: deployment key, certificate, state and guests). Nothing
+/// secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    /// The key set's id (hex).
+    pub lineage: String,
+    /// Its version held.
+    pub version: u64,
+    /// SHA-256 of the payload held.
+    pub hash: [u8; 32],
+}
+
+/// What this enclave holds, and which change of its identity that
+/// includes.
+pub(super) struct Holdings {
+    held: Mutex<Option<Held>>,
+    /// The identity's change count included in what this enclave holds.
+    identity: AtomicU64,
+}
+
+impl Holdings {
+    pub(super) fn new() -> Holdings {
+        Holdings {
+            held: Mutex::new(None),
+            identity: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self) -> Option<Held> {
+        self.held.lock().ok()?.clone()
+    }
+
+    fn set(&self, held: Held) {
+        if let Ok(mut slot) = self.held.lock() {
+            *slot = Some(held);
         }
     }
 }
@@ -48,9 +89,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-impl Sync {
+impl Node {
     pub(super) fn held(&self) -> Option<Held> {
-        self.held.lock().ok()?.clone()
+        self.holdings.get()
+    }
+
+    /// The key set this enclave holds, if any.
+    pub fn key_set(&self) -> Option<KeySet> {
+        self.held().map(|h| KeySet {
+            lineage: h.payload.lineage.id.clone(),
+            version: h.payload.version,
+            hash: h.hash,
+        })
     }
 
     /// Makes this enclave hold `payload` (encoded as `encoded`, carrying
@@ -69,20 +119,8 @@ impl Sync {
             key,
             blobs: Arc::new(blobs),
         };
-        if let Ok(mut slot) = self.held.lock() {
-            *slot = Some(held);
-        }
+        self.holdings.set(held);
         self.material.state.held.store(true, Ordering::Release);
-    }
-
-    /// Notes a sign that this enclave's deployment exists elsewhere (a
-    /// heartbeat from an enclave holding keys, an exchange begun): a
-    /// leader holding nothing waits for it instead of starting a new key
-    /// set.
-    pub(super) fn saw_deployment(&self) {
-        if let Ok(mut at) = self.evidence.lock() {
-            *at = Instant::now();
-        }
     }
 
     /// Whether a leader that holds nothing, leading since `led_since`, may
@@ -90,12 +128,8 @@ impl Sync {
     /// deployment for `--sync-genesis-after`, and no delivery is being
     /// applied.
     pub(super) fn may_start_deployment(&self, led_since: Instant) -> bool {
-        let quiet = self
-            .evidence
-            .lock()
-            .map(|at| at.max(led_since).elapsed() >= self.config.genesis_after)
-            .unwrap_or(false);
-        quiet && self.held().is_none() && self.applying.try_lock().is_ok()
+        let quiet = self.designation.quiet(led_since, self.config.genesis_after);
+        quiet && self.held().is_none() && !self.offers.applying()
     }
 
     /// Starts the deployment's first key set from what this enclave holds
@@ -140,14 +174,15 @@ impl Sync {
     /// The identity as it is now is in what this enclave holds (gathered,
     /// or received and applied).
     pub(super) fn note_identity(&self) {
-        self.identity_held
+        self.holdings
+            .identity
             .store(self.material.identity.version(), Ordering::Relaxed);
     }
 
     /// An identity change on the leader, unless it is already held: one
-    /// [`Sync::spread`] gathered, or keys this enclave applied.
+    /// [`Node::spread_change`] gathered, or keys this enclave applied.
     pub(super) fn identity_changed(self: &Arc<Self>) {
-        if self.material.identity.version() != self.identity_held.load(Ordering::Relaxed) {
+        if self.material.identity.version() != self.holdings.identity.load(Ordering::Relaxed) {
             self.changed();
         }
     }

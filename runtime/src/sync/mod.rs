@@ -11,6 +11,8 @@
 //! - [`workers`]: heartbeats, both ends, and the leader's pushes.
 //! - [`held`]: what this enclave holds, the next version at each change,
 //!   and the one decision that starts a deployment's first key set.
+//! - [`link`]: how requests reach other enclaves ([`PeerLink`]); the real
+//!   link, through the host proxy, is [`client`]'s.
 //!
 //! The messages, the sealed material, the deployment key's tags and the one
 //! order key material is taken in ([`nacre_sync::order`]: the same key set
@@ -25,15 +27,16 @@ mod designation;
 mod exchange;
 mod handler;
 mod held;
+mod link;
 mod material;
 mod peer;
 mod state;
+#[cfg(test)]
+mod tests;
 mod workers;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use nacre_api::NONCE_LEN;
 use nacre_transport::Address;
@@ -41,36 +44,24 @@ use nacre_transport::tunnel::Target;
 use rand::RngCore;
 use tokio::sync::watch;
 
+pub use crate::fleet::Role;
 pub use handler::SyncListener;
+pub use held::KeySet;
+pub use link::{LinkFuture, PeerLink};
 pub use peer::Refusal;
 pub use state::SyncedState;
 
 use self::client::PeerClient;
-use self::exchange::Pending;
-use self::held::Held;
+use self::designation::Designation;
+use self::exchange::Offers;
+use self::held::Holdings;
 use self::material::Material;
 use self::peer::Peers;
 use self::workers::Workers;
 use crate::attest::Attester;
+use crate::fleet::{Deployment, SyncStats};
 use crate::guests::Registry;
 use crate::tls::Identity;
-
-/// This enclave's part in its deployment.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase", tag = "role")]
-pub enum Role {
-    /// No `--fqdn-leader`: state and keys are this enclave's own.
-    Alone,
-    /// Finding out who leads.
-    Designating,
-    /// It leads: writes happen here and reach the workers.
-    Leader,
-    /// It follows the leader at `leader`.
-    Worker {
-        /// `--fqdn-leader`.
-        leader: String,
-    },
-}
 
 /// Why a sync step failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,17 +109,6 @@ pub struct SyncConfig {
     pub genesis_after: Duration,
 }
 
-/// What sync did, for metrics.
-#[derive(Debug, Default)]
-pub struct SyncStats {
-    /// Heartbeats sent (a worker) or received (the leader).
-    pub heartbeats: AtomicU64,
-    /// Key material sent to a peer.
-    pub sent: AtomicU64,
-    /// Key material received and applied.
-    pub received: AtomicU64,
-}
-
 /// Settings that [`SyncConfig`] gives, as the modules use them.
 struct Settings {
     leader: Target,
@@ -137,27 +117,25 @@ struct Settings {
 }
 
 /// The deployment as this enclave takes part in it.
-pub struct Sync {
+///
+/// Each concern keeps its own state, in its own file: [`Designation`]
+/// (who leads), [`Offers`] (the receiver's side of exchanges),
+/// [`Workers`] (heartbeats and pushes) and [`Holdings`] (what is held).
+/// The node holds only what they share.
+pub struct Node {
     stats: SyncStats,
     config: Settings,
     advertise: watch::Receiver<Option<Target>>,
     role: watch::Sender<Role>,
     material: Material,
     peers: Peers,
-    client: PeerClient,
-    held: Mutex<Option<Held>>,
-    /// The identity's change count included in what this enclave holds.
-    identity_held: AtomicU64,
-    /// The last sign that the deployment exists elsewhere.
-    evidence: Mutex<Instant>,
-    probe: Mutex<Option<[u8; NONCE_LEN]>>,
-    probe_seen: AtomicBool,
-    offers: Mutex<HashMap<[u8; NONCE_LEN], Pending>>,
-    applying: tokio::sync::Mutex<()>,
-    workers: Mutex<Workers>,
-    /// This process's heartbeat session, and its count.
-    session: String,
-    seq: AtomicU64,
+    /// How requests reach other enclaves: through the host proxy, or in
+    /// memory in tests.
+    link: Arc<dyn PeerLink>,
+    designation: Designation,
+    offers: Offers,
+    workers: Workers,
+    holdings: Holdings,
 }
 
 fn random_nonce() -> [u8; NONCE_LEN] {
@@ -173,8 +151,9 @@ fn refused(status: http::StatusCode, message: impl Into<String>) -> Refused {
     (status, message.into())
 }
 
-impl Sync {
-    /// Sets up sync for this enclave, designating from now on.
+impl Node {
+    /// Sets up sync for this enclave, designating from now on; peers are
+    /// reached through the host proxy at `config.egress`.
     pub fn new(
         config: SyncConfig,
         identity: Arc<Identity>,
@@ -182,13 +161,41 @@ impl Sync {
         state: Arc<SyncedState>,
         attester: Arc<dyn Attester>,
         role: watch::Sender<Role>,
-    ) -> Result<Arc<Sync>, SyncError> {
+    ) -> Result<Arc<Node>, SyncError> {
+        let link = Arc::new(PeerClient::new(config.egress.clone())?);
+        Node::with_link(config, identity, registry, state, attester, role, link)
+    }
+
+    /// As [`Node::new`], with peers reached through `link` instead of the
+    /// host proxy (`config.egress` is not used): how tests run several
+    /// nodes in one process.
+    pub fn with_link(
+        config: SyncConfig,
+        identity: Arc<Identity>,
+        registry: Arc<Registry>,
+        state: Arc<SyncedState>,
+        attester: Arc<dyn Attester>,
+        role: watch::Sender<Role>,
+        link: Arc<dyn PeerLink>,
+    ) -> Result<Arc<Node>, SyncError> {
         let peers = Peers::new(attester, config.accept_pcr0.clone())?;
-        let client = PeerClient::new(config.egress)?;
+        let material = Material {
+            identity,
+            state,
+            registry,
+        };
+        Ok(Node::assemble(config, material, peers, link, role))
+    }
+
+    fn assemble(
+        config: SyncConfig,
+        material: Material,
+        peers: Peers,
+        link: Arc<dyn PeerLink>,
+        role: watch::Sender<Role>,
+    ) -> Arc<Node> {
         role.send_replace(Role::Designating);
-        let mut session = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut session);
-        Ok(Arc::new(Sync {
+        Arc::new(Node {
             stats: SyncStats::default(),
             config: Settings {
                 deployment: config.leader.to_string(),
@@ -197,24 +204,14 @@ impl Sync {
             },
             advertise: config.advertise,
             role,
-            material: Material {
-                identity,
-                state,
-                registry,
-            },
+            material,
             peers,
-            client,
-            held: Mutex::new(None),
-            identity_held: AtomicU64::new(0),
-            evidence: Mutex::new(Instant::now()),
-            probe: Mutex::new(None),
-            probe_seen: AtomicBool::new(false),
-            offers: Mutex::new(HashMap::new()),
-            applying: tokio::sync::Mutex::new(()),
-            workers: Mutex::new(Workers::default()),
-            session: hex::encode(session),
-            seq: AtomicU64::new(0),
-        }))
+            link,
+            designation: Designation::new(),
+            offers: Offers::new(),
+            workers: Workers::new(),
+            holdings: Holdings::new(),
+        })
     }
 
     fn role(&self) -> Role {
@@ -232,15 +229,18 @@ impl Sync {
     fn advertise(&self) -> Option<Target> {
         self.advertise.borrow().clone()
     }
+}
 
-    /// What sync did so far.
-    pub fn stats(&self) -> &SyncStats {
-        &self.stats
+impl Deployment for Node {
+    fn holds_keys(&self) -> bool {
+        self.held().is_some()
     }
 
-    /// Whether this enclave holds the deployment's keys: taken from a
-    /// peer, or made as a leader that found none.
-    pub fn holds_keys(&self) -> bool {
-        self.held().is_some()
+    fn spread(self: Arc<Self>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move { self.spread_change().await })
+    }
+
+    fn stats(&self) -> &SyncStats {
+        &self.stats
     }
 }

@@ -154,3 +154,260 @@ impl Peers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use nacre_attestation::{GuestBinding, RuntimeBinding};
+
+    use super::*;
+    use crate::attest::Dev;
+
+    /// A dev CA in a fresh directory.
+    fn root(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "nacre-peer-{}-{tag}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    /// An enclave of chosen PCRs under the dev CA in `dir`.
+    fn enclave(dir: &std::path::Path, changes: &[(u32, u8)]) -> Arc<Dev> {
+        let mut pcrs: BTreeMap<u32, Vec<u8>> = (0..16).map(|i| (i, vec![0x11; 48])).collect();
+        for (index, byte) in changes {
+            pcrs.insert(*index, vec![*byte; 48]);
+        }
+        Arc::new(Dev::with_pcrs(dir, pcrs).expect("dev CA"))
+    }
+
+    /// A document as `enclave`'s runtime would make it.
+    fn document(
+        enclave: &Dev,
+        nonce: &[u8],
+        user_data: Option<Vec<u8>>,
+        key: Option<Vec<u8>>,
+    ) -> Vec<u8> {
+        enclave
+            .attest(DocumentRequest {
+                nonce: Some(nonce.to_vec()),
+                user_data,
+                public_key: key,
+                ..DocumentRequest::default()
+            })
+            .expect("document")
+    }
+
+    const NONCE: [u8; 20] = [7; 20];
+
+    fn receiver() -> Option<Vec<u8>> {
+        Some(
+            SyncBinding {
+                role: SyncRole::Receiver,
+                payload_sha256: None,
+            }
+            .to_bytes(),
+        )
+    }
+
+    fn sender() -> Option<Vec<u8>> {
+        Some(
+            SyncBinding {
+                role: SyncRole::Sender,
+                payload_sha256: Some([3; 32]),
+            }
+            .to_bytes(),
+        )
+    }
+
+    fn us(dir: &std::path::Path, accept: Vec<Vec<u8>>) -> Peers {
+        Peers::new(enclave(dir, &[]), accept).expect("peers")
+    }
+
+    #[test]
+    fn a_peer_of_this_image_passes_and_says_its_binding_and_key() {
+        let dir = root("same");
+        let peer = enclave(&dir, &[(INSTANCE_PCR, 0x44)]);
+        let checked = us(&dir, vec![])
+            .check(
+                &document(&peer, &NONCE, receiver(), Some(vec![5; 32])),
+                &NONCE,
+                SyncRole::Receiver,
+            )
+            .expect("a peer of this image, another instance");
+        assert_eq!(checked.public_key, Some(vec![5; 32]));
+        assert_eq!(checked.binding.role, SyncRole::Receiver);
+        let checked = us(&dir, vec![])
+            .check(
+                &document(&peer, &NONCE, sender(), None),
+                &NONCE,
+                SyncRole::Sender,
+            )
+            .expect("a sender");
+        assert_eq!(checked.binding.payload_sha256, Some([3; 32]));
+    }
+
+    #[test]
+    fn a_document_under_another_root_is_refused() {
+        let stranger = enclave(&root("other"), &[]);
+        let err = us(&root("ours"), vec![])
+            .check(
+                &document(&stranger, &NONCE, sender(), None),
+                &NONCE,
+                SyncRole::Sender,
+            )
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, Refusal::Document(VerifyError::ChainUntrusted { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_document_without_this_exchanges_nonce_is_refused() {
+        let dir = root("nonce");
+        let peer = enclave(&dir, &[]);
+        let replayed = document(&peer, &[8; 20], sender(), None);
+        let err = us(&dir, vec![])
+            .check(&replayed, &NONCE, SyncRole::Sender)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, Refusal::Document(VerifyError::NonceMismatch)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn another_image_is_refused_unless_its_pcr0_is_accepted() {
+        let dir = root("pcr");
+        let upgrade = enclave(&dir, &[(0, 0xa0), (1, 0xa1), (2, 0xa2)]);
+        let doc = document(&upgrade, &NONCE, sender(), None);
+        let err = us(&dir, vec![])
+            .check(&doc, &NONCE, SyncRole::Sender)
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Refusal::Pcr { index: 0 }), "{err:?}");
+        // Accepted for a rolling upgrade, PCR0-2 may differ…
+        us(&dir, vec![vec![0xa0; 48]])
+            .check(&doc, &NONCE, SyncRole::Sender)
+            .expect("an accepted PCR0");
+        // … but nothing else, and another PCR0 is still refused.
+        let tampered = enclave(&dir, &[(0, 0xa0), (3, 0x33)]);
+        let err = us(&dir, vec![vec![0xa0; 48]])
+            .check(
+                &document(&tampered, &NONCE, sender(), None),
+                &NONCE,
+                SyncRole::Sender,
+            )
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Refusal::Pcr { index: 3 }), "{err:?}");
+        let err = us(&dir, vec![vec![0xb0; 48]])
+            .check(&doc, &NONCE, SyncRole::Sender)
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Refusal::Pcr { index: 0 }), "{err:?}");
+        // The same PCR0 with another kernel is another image.
+        let kernel = enclave(&dir, &[(1, 0x99)]);
+        let err = us(&dir, vec![])
+            .check(
+                &document(&kernel, &NONCE, sender(), None),
+                &NONCE,
+                SyncRole::Sender,
+            )
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Refusal::Pcr { index: 1 }), "{err:?}");
+    }
+
+    #[test]
+    fn only_the_sync_layout_of_the_expected_role_passes() {
+        let dir = root("layout");
+        let peer = enclave(&dir, &[]);
+        let ours = us(&dir, vec![]);
+        let runtime = RuntimeBinding {
+            tls_cert_sha256: [1; 32],
+            manifest_sha256: [2; 32],
+        }
+        .to_bytes();
+        let guest = GuestBinding {
+            guest_sha256: [1; 32],
+            data: Some(receiver().unwrap_or_default()),
+        }
+        .to_bytes();
+        for (what, user_data) in [
+            ("a runtime document", Some(runtime)),
+            ("a guest's document", Some(guest)),
+            ("no user data", None),
+        ] {
+            let err = ours
+                .check(
+                    &document(&peer, &NONCE, user_data, Some(vec![5; 32])),
+                    &NONCE,
+                    SyncRole::Receiver,
+                )
+                .err()
+                .unwrap_or_else(|| panic!("{what} passed"));
+            assert!(
+                matches!(
+                    &err,
+                    Refusal::Layout { expected: SyncRole::Receiver, why }
+                        if why.contains("user_data is not the sync layout")
+                ),
+                "{what}: {err:?}"
+            );
+        }
+        // A sender's document where a receiver's is expected.
+        let err = ours
+            .check(
+                &document(&peer, &NONCE, sender(), Some(vec![5; 32])),
+                &NONCE,
+                SyncRole::Receiver,
+            )
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&err, Refusal::Layout { expected: SyncRole::Receiver, why } if why == "it says Sender"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_receiver_must_name_the_key_to_seal_to() {
+        let dir = root("key");
+        let peer = enclave(&dir, &[]);
+        let err = us(&dir, vec![])
+            .check(
+                &document(&peer, &NONCE, receiver(), None),
+                &NONCE,
+                SyncRole::Receiver,
+            )
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Refusal::NoPublicKey), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn this_enclaves_documents_carry_the_nonce_binding_and_key_given() {
+        let dir = root("own");
+        let ours = us(&dir, vec![]);
+        let binding = SyncBinding {
+            role: SyncRole::Receiver,
+            payload_sha256: None,
+        };
+        let doc = ours
+            .document(&NONCE, binding.clone(), Some(vec![9; 32]))
+            .await
+            .expect("document");
+        let checked = us(&dir, vec![])
+            .check(&doc, &NONCE, SyncRole::Receiver)
+            .expect("passes its own image's check");
+        assert_eq!(checked.binding, binding);
+        assert_eq!(checked.public_key, Some(vec![9; 32]));
+    }
+}

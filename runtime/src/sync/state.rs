@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
-use super::Role;
+use crate::fleet::Role;
 use crate::guests::GuestName;
 use crate::guests::state::{StateError, StateStore};
 

@@ -12,14 +12,15 @@
 //! enclave of this image.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use nacre_transport::tunnel::Target;
+use rand::RngCore;
 
-use super::{Refused, Role, Sync};
+use super::{Node, Refused, Role};
 use nacre_sync::order::later;
 use nacre_sync::wire::{Heartbeat, HeartbeatAnswer};
 
@@ -44,12 +45,22 @@ struct Seen {
 
 /// The leader's view of its workers.
 #[derive(Default)]
-pub(super) struct Workers {
+struct Known {
     seen: HashMap<String, Seen>,
     /// The last count seen of each heartbeat session.
     sessions: HashMap<String, (u64, Instant)>,
     /// Pushes in flight, and whether another change came meanwhile.
     pushing: HashMap<String, bool>,
+}
+
+/// Both ends of heartbeats: the workers a leader heard from and the pushes
+/// to them, and this process's own heartbeat session as a worker.
+pub(super) struct Workers {
+    known: Mutex<Known>,
+    /// This process's heartbeat session: 16 random bytes, hex.
+    session: String,
+    /// Its count: a leader refuses one that does not go up.
+    seq: AtomicU64,
 }
 
 /// Why a heartbeat failed.
@@ -70,7 +81,174 @@ impl std::fmt::Display for Beat {
     }
 }
 
-impl Sync {
+impl Workers {
+    pub(super) fn new() -> Workers {
+        let mut session = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut session);
+        Workers {
+            known: Mutex::new(Known::default()),
+            session: hex::encode(session),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The session and next count of a heartbeat of this process.
+    fn next_beat(&self) -> (String, u64) {
+        (
+            self.session.clone(),
+            self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        )
+    }
+
+    /// Records a heartbeat: refuses a replayed one, and strangers past the
+    /// bound.
+    fn note(&self, worker: &str, beat: &Heartbeat, member: bool) -> Result<(), Refused> {
+        let mut w = self.known.lock().map_err(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sync state lost".to_string(),
+            )
+        })?;
+        if member {
+            w.session_goes_up(beat)?;
+        }
+        let known = w.seen.get(worker).is_some_and(|s| s.member || !member);
+        let (members, strangers) =
+            w.seen.values().fold(
+                (0, 0),
+                |(m, s), seen| {
+                    if seen.member { (m + 1, s) } else { (m, s + 1) }
+                },
+            );
+        let full = if member {
+            members >= MAX_MEMBERS
+        } else {
+            strangers >= MAX_STRANGERS
+        };
+        if !known && full {
+            return Err((StatusCode::TOO_MANY_REQUESTS, "too many workers".into()));
+        }
+        w.seen.insert(
+            worker.to_string(),
+            Seen {
+                at: Instant::now(),
+                hash: beat.hashed_keys.clone(),
+                member,
+            },
+        );
+        Ok(())
+    }
+
+    /// Workers that do not hold `current`.
+    fn behind(&self, current: Option<&str>) -> Vec<String> {
+        self.known
+            .lock()
+            .map(|w| {
+                w.seen
+                    .iter()
+                    .filter(|(_, seen)| seen.hash.as_deref() != current)
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether a push to `worker` should start now; if one is in flight,
+    /// it is told to run again instead.
+    fn start_push(&self, worker: &str) -> bool {
+        let Ok(mut w) = self.known.lock() else {
+            return true;
+        };
+        if let Some(again) = w.pushing.get_mut(worker) {
+            *again = true;
+            return false;
+        }
+        w.pushing.insert(worker.to_string(), false);
+        true
+    }
+
+    /// `worker` was sent `hash`: it holds the deployment's keys now (the
+    /// exchange was attested), a member waited for by spreads.
+    fn pushed(&self, worker: &str, hash: [u8; 32]) {
+        if let Ok(mut w) = self.known.lock()
+            && let Some(seen) = w.seen.get_mut(worker)
+        {
+            seen.hash = Some(hex::encode(hash));
+            seen.member = true;
+        }
+    }
+
+    /// A push to `worker` ended: whether another is due (a change came
+    /// meanwhile); if not, none is in flight any more.
+    fn push_again(&self, worker: &str) -> bool {
+        let Ok(mut w) = self.known.lock() else {
+            return false;
+        };
+        match w.pushing.get_mut(worker) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                w.pushing.remove(worker);
+                false
+            }
+        }
+    }
+
+    /// Whether every member, and every worker being sent keys right now,
+    /// holds `want`; never strangers nobody could reach (a forged
+    /// heartbeat's address).
+    fn all_hold(&self, want: Option<&str>) -> bool {
+        self.known
+            .lock()
+            .map(|w| {
+                w.seen
+                    .iter()
+                    .filter(|(addr, s)| s.member || w.pushing.contains_key(*addr))
+                    .all(|(_, s)| s.hash.as_deref() == want)
+            })
+            .unwrap_or(true)
+    }
+
+    fn forget_stale(&self) {
+        if let Ok(mut w) = self.known.lock() {
+            w.seen.retain(|worker, seen| {
+                let keep = seen.at.elapsed() < FORGET;
+                if !keep {
+                    tracing::info!(%worker, "forgetting a worker not heard from");
+                }
+                keep
+            });
+        }
+    }
+}
+
+impl Known {
+    /// A member's heartbeat must count up within its session: a replayed
+    /// one is refused. Few sessions are remembered, the oldest forgotten.
+    fn session_goes_up(&mut self, beat: &Heartbeat) -> Result<(), Refused> {
+        if let Some((last, _)) = self.sessions.get(&beat.session)
+            && beat.seq <= *last
+        {
+            return Err((StatusCode::CONFLICT, "a replayed heartbeat".into()));
+        }
+        if self.sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(s, _)| s.clone())
+        {
+            self.sessions.remove(&oldest);
+        }
+        self.sessions
+            .insert(beat.session.clone(), (beat.seq, Instant::now()));
+        Ok(())
+    }
+}
+
+impl Node {
     /// A worker's heartbeat to the leader at the name; sends its keys when
     /// asked.
     pub(super) async fn heartbeat(self: &Arc<Self>) -> Result<(), Beat> {
@@ -80,13 +258,14 @@ impl Sync {
             ));
         };
         let held = self.held();
+        let (session, seq) = self.workers.next_beat();
         let mut beat = Heartbeat {
             hashed_keys: held.as_ref().map(|h| hex::encode(h.hash)),
             worker_hostname: advertise.to_string(),
             lineage: held.as_ref().map(|h| h.payload.lineage.clone()),
             version: held.as_ref().map_or(0, |h| h.payload.version),
-            session: self.session.clone(),
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            session,
+            seq,
             tag: None,
         };
         if let Some(h) = &held {
@@ -94,8 +273,7 @@ impl Sync {
         }
         let body = serde_json::to_vec(&beat).map_err(|e| Beat::Failed(e.to_string()))?;
         let (status, answer) = self
-            .client
-            .request(
+            .call(
                 &self.config.leader,
                 Method::POST,
                 "/enclave/heartbeat",
@@ -145,14 +323,14 @@ impl Sync {
             .map_err(|e| (StatusCode::BAD_REQUEST, format!("worker_hostname {e}")))?
             .to_string();
         if beat.lineage.is_some() {
-            self.saw_deployment();
+            self.designation.saw_deployment();
         }
         let Some(held) = self.held() else {
             // Nothing to check it against: a worker that holds keys is
             // asked for them; one that holds none is kept (as a stranger)
             // to be sent the first key set once it is made.
             if beat.lineage.is_none() {
-                self.note_worker(&worker, &beat, false)?;
+                self.workers.note(&worker, &beat, false)?;
             }
             return Ok(HeartbeatAnswer::new(beat.lineage.is_some(), &beat, None));
         };
@@ -177,7 +355,7 @@ impl Sync {
             }
             None => false,
         };
-        self.note_worker(&worker, &beat, member)?;
+        self.workers.note(&worker, &beat, member)?;
         self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
         let theirs_later = beat
             .lineage
@@ -189,75 +367,10 @@ impl Sync {
         Ok(HeartbeatAnswer::new(theirs_later, &beat, Some(&held.key)))
     }
 
-    /// Records a heartbeat: refuses a replayed one, and strangers past the
-    /// bound.
-    fn note_worker(&self, worker: &str, beat: &Heartbeat, member: bool) -> Result<(), Refused> {
-        let mut w = self.workers.lock().map_err(|_| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "sync state lost".to_string(),
-            )
-        })?;
-        if member {
-            if let Some((last, _)) = w.sessions.get(&beat.session)
-                && beat.seq <= *last
-            {
-                return Err((StatusCode::CONFLICT, "a replayed heartbeat".into()));
-            }
-            if w.sessions.len() >= MAX_SESSIONS
-                && let Some(oldest) = w
-                    .sessions
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(s, _)| s.clone())
-            {
-                w.sessions.remove(&oldest);
-            }
-            w.sessions
-                .insert(beat.session.clone(), (beat.seq, Instant::now()));
-        }
-        let known = w.seen.get(worker).is_some_and(|s| s.member || !member);
-        let (members, strangers) =
-            w.seen.values().fold(
-                (0, 0),
-                |(m, s), seen| {
-                    if seen.member { (m + 1, s) } else { (m, s + 1) }
-                },
-            );
-        let full = if member {
-            members >= MAX_MEMBERS
-        } else {
-            strangers >= MAX_STRANGERS
-        };
-        if !known && full {
-            return Err((StatusCode::TOO_MANY_REQUESTS, "too many workers".into()));
-        }
-        w.seen.insert(
-            worker.to_string(),
-            Seen {
-                at: Instant::now(),
-                hash: beat.hashed_keys.clone(),
-                member,
-            },
-        );
-        Ok(())
-    }
-
     /// Sends the keys to every worker that does not hold this version.
     pub(super) fn push_all(self: &Arc<Self>) {
         let current = self.held().map(|h| hex::encode(h.hash));
-        let targets: Vec<String> = self
-            .workers
-            .lock()
-            .map(|w| {
-                w.seen
-                    .iter()
-                    .filter(|(_, seen)| seen.hash != current)
-                    .map(|(t, _)| t.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for t in targets {
+        for t in self.workers.behind(current.as_deref()) {
             self.push_in_background(t);
         }
     }
@@ -268,12 +381,8 @@ impl Sync {
         let Ok(target) = Target::parse(&worker, None) else {
             return;
         };
-        if let Ok(mut w) = self.workers.lock() {
-            if let Some(again) = w.pushing.get_mut(&worker) {
-                *again = true;
-                return;
-            }
-            w.pushing.insert(worker.clone(), false);
+        if !self.workers.start_push(&worker) {
+            return;
         }
         let this = self.clone();
         tokio::spawn(async move {
@@ -281,26 +390,12 @@ impl Sync {
                 match this.push(&target).await {
                     Ok(hash) => {
                         tracing::info!(%worker, "keys sent");
-                        // It holds the deployment's keys now (the exchange
-                        // was attested): a member, waited for by spreads.
-                        if let Ok(mut w) = this.workers.lock()
-                            && let Some(seen) = w.seen.get_mut(&worker)
-                        {
-                            seen.hash = Some(hex::encode(hash));
-                            seen.member = true;
-                        }
+                        this.workers.pushed(&worker, hash);
                     }
                     Err(e) => tracing::warn!(%worker, "sending keys failed: {e}"),
                 }
-                let Ok(mut w) = this.workers.lock() else {
+                if !this.workers.push_again(&worker) {
                     return;
-                };
-                match w.pushing.get_mut(&worker) {
-                    Some(again) if *again => *again = false,
-                    _ => {
-                        w.pushing.remove(&worker);
-                        return;
-                    }
                 }
             }
         });
@@ -310,7 +405,7 @@ impl Sync {
     /// seconds) until every worker of the deployment heard from holds it.
     /// The ACME client calls it before the CA validates a challenge any
     /// enclave may be asked to answer.
-    pub async fn spread(self: &Arc<Self>) {
+    pub async fn spread_change(self: &Arc<Self>) {
         if self.role() != Role::Leader {
             return;
         }
@@ -318,22 +413,9 @@ impl Sync {
         let Some(held) = self.held() else {
             return;
         };
-        let want = Some(hex::encode(held.hash));
-        // Members, and workers being sent keys right now; never strangers
-        // nobody could reach (a forged heartbeat's address).
-        let all_hold = || {
-            self.workers
-                .lock()
-                .map(|w| {
-                    w.seen
-                        .iter()
-                        .filter(|(addr, s)| s.member || w.pushing.contains_key(*addr))
-                        .all(|(_, s)| s.hash == want)
-                })
-                .unwrap_or(true)
-        };
+        let want = hex::encode(held.hash);
         let deadline = Instant::now() + SPREAD;
-        while !all_hold() {
+        while !self.workers.all_hold(Some(&want)) {
             if Instant::now() >= deadline {
                 tracing::warn!("not every worker holds the change after {SPREAD:?}; going on");
                 return;
@@ -342,15 +424,8 @@ impl Sync {
         }
     }
 
+    /// Forgets workers not heard from for a while.
     pub(super) fn forget_stale_workers(&self) {
-        if let Ok(mut w) = self.workers.lock() {
-            w.seen.retain(|worker, seen| {
-                let keep = seen.at.elapsed() < FORGET;
-                if !keep {
-                    tracing::info!(%worker, "forgetting a worker not heard from");
-                }
-                keep
-            });
-        }
+        self.workers.forget_stale();
     }
 }

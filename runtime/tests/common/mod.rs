@@ -80,8 +80,8 @@ pub fn binding(root_pem: &[u8], nonce: &[u8], base64: &[u8]) -> nacre_attestatio
 }
 
 /// The role of an enclave with no `--fqdn-leader`.
-pub fn alone() -> tokio::sync::watch::Receiver<nacre_runtime::sync::Role> {
-    tokio::sync::watch::channel(nacre_runtime::sync::Role::Alone).1
+pub fn alone() -> tokio::sync::watch::Receiver<nacre_runtime::fleet::Role> {
+    tokio::sync::watch::channel(nacre_runtime::fleet::Role::Alone).1
 }
 
 /// A config for guest `name` at its default route.

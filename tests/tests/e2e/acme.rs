@@ -9,36 +9,36 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nacre_cli::process::{Stderr, Supervised};
-use nacre_tests::fleet::{Forwarder, LeaderName, Member, MemberSpec, free_port, within};
-use nacre_tests::net::{HostProxy, Relay, contains, unix_in};
+use nacre_tests::fleet::{Forwarder, LeaderName, Member, MemberSpec, SyncPorts, within};
+use nacre_tests::net::{HostProxy, Relay, closed_port, contains, unix_in, wait_for_bound_ports};
 use nacre_tests::pebble::{Pebble, Planned};
 use nacre_tests::{Runtime, bin, guest, nacre, temp_dir};
 
 /// The name certificates are ordered for; Pebble's DNS answers 127.0.0.1.
 const FQDN: &str = "app.nacre.test";
 
-/// One enclave behind its host proxy, the public side on `public_port`,
+/// One enclave behind its host proxy, the public side on `public`'s port,
 /// egress through a recording relay, ACME flags pointing at Pebble's
 /// `directory` on `pebble_port`, trusting `extra_ca`.
 struct Enclave {
     rt: Runtime,
     proxy: HostProxy,
     egress: Relay,
+    /// The public port (held by the test since before Pebble was told
+    /// it), forwarding to the host proxy's.
+    public: Forwarder,
 }
 
 async fn enclave(
     (pebble_port, extra_ca): (u16, &Path),
-    public_port: u16,
+    public: Forwarder,
     directory: &str,
     extra: &[&str],
 ) -> Enclave {
     let dir = temp_dir("acme");
     let proxy = HostProxy::start(&[
         "--inbound".into(),
-        format!(
-            "tcp://127.0.0.1:{public_port}={}",
-            unix_in(&dir, "runtime.sock")
-        ),
+        format!("tcp://127.0.0.1:0={}", unix_in(&dir, "runtime.sock")),
         "--egress-listen".into(),
         unix_in(&dir, "egress.sock"),
         "--egress-allow-private".into(),
@@ -73,7 +73,13 @@ async fn enclave(
         false,
     );
     rt.via(proxy.inbound_tcp());
-    Enclave { rt, proxy, egress }
+    public.spread_over(&[proxy.inbound_tcp()]);
+    Enclave {
+        rt,
+        proxy,
+        egress,
+        public,
+    }
 }
 
 /// `/enclave/config`; None while the listener refuses clients.
@@ -178,14 +184,14 @@ fn s_client(port: u16, alpn: &str) -> String {
 /// connection and goes on making requests.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_from_the_ca_is_served_attested_and_renewed_under_a_live_connection() {
-    let public_port = free_port();
-    let pebble = Pebble::start(public_port);
+    let public = Forwarder::held();
+    let pebble = Pebble::start(public.port).await;
     let directory = pebble.directory();
     let hello = guest("hello").display().to_string();
     let boot = format!("hello={hello}");
     let e = enclave(
         (pebble.port, &pebble.extra_ca()),
-        public_port,
+        public,
         &directory,
         &["--renew-after", "15s", "--wait-for-app", "--guest", &boot],
     )
@@ -194,7 +200,7 @@ async fn a_certificate_from_the_ca_is_served_attested_and_renewed_under_a_live_c
     let took = until_acme(&e.rt, Duration::from_secs(60), "a certificate from the CA").await;
     eprintln!("certificate issued and served {took:?} after the runtime started");
     let root = pebble.root_file().await;
-    let (ok, out) = curl_verified(&root, public_port);
+    let (ok, out) = curl_verified(&root, e.public.port);
     assert!(ok, "curl did not verify the CA's certificate: {out}");
     assert!(out.contains("enclave"), "{out}");
     assert_eq!(pebble.issued(), 1, "{}", pebble.log());
@@ -293,7 +299,7 @@ async fn a_certificate_from_the_ca_is_served_attested_and_renewed_under_a_live_c
     assert!(pebble.issued() >= 2, "{}", pebble.log());
     // New connections get the new certificate, curl still verifies it, and
     // documents bind it from now on.
-    let (ok, out) = curl_verified(&root, public_port);
+    let (ok, out) = curl_verified(&root, e.public.port);
     assert!(ok, "{out}");
     let (ok, out, err) = nacre(&["attest", &e.rt.url(), "--root", &dev_root]);
     assert!(ok, "{err}");
@@ -314,13 +320,12 @@ async fn a_certificate_from_the_ca_is_served_attested_and_renewed_under_a_live_c
 /// open.
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
-    // Pebble's validation reaches openssl s_server, not the enclave.
-    let wrong_port = free_port();
+    // Pebble's validation reaches openssl s_server, not the enclave. It
+    // binds a port of its own; the test reads which.
     let pki = nacre_tests::TestPki::generate();
     let mut command = Command::new("openssl");
     command
-        .args(["s_server", "-quiet", "-accept"])
-        .arg(wrong_port.to_string())
+        .args(["s_server", "-quiet", "-accept", "127.0.0.1:0"])
         .arg("-cert")
         .arg(pki.dir.join("cert.pem"))
         .arg("-key")
@@ -328,14 +333,14 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
         .args(["-alpn", "acme-tls/1"])
         .stdin(std::process::Stdio::piped());
     // Killed when the test ends.
-    let _wrong =
+    let wrong =
         Supervised::spawn(command, Stderr::Keep { watch: false }).expect("openssl s_server");
-    let pebble = Pebble::start(wrong_port);
+    let wrong_port = wait_for_bound_ports(wrong.pid(), 1, 0, Duration::from_secs(30)).tcp[0];
+    let pebble = Pebble::start(wrong_port).await;
     let directory = pebble.directory();
-    let public_port = free_port();
     let e = enclave(
         (pebble.port, &pebble.extra_ca()),
-        public_port,
+        Forwarder::held(),
         &directory,
         &[],
     )
@@ -355,20 +360,21 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
     assert_eq!(pebble.issued(), 0);
 
     // The self-signed certificate names the FQDN and lives 90 days.
-    let text = s_client(public_port, "h2");
+    let text = s_client(e.public.port, "h2");
     assert!(text.contains(&format!("CN = {FQDN}")), "{text}");
     // acme-tls/1 alone with no challenge open: no certificate at all.
-    let text = s_client(public_port, "acme-tls/1");
+    let text = s_client(e.public.port, "acme-tls/1");
     assert!(
         !text.contains("BEGIN CERTIFICATE") && text.contains("alert"),
         "{text}"
     );
 
-    // An unreachable directory.
-    let nowhere = format!("https://localhost:{}/dir", free_port());
+    // An unreachable directory: a port held where nothing listens.
+    let (nowhere_port, _nowhere) = closed_port();
+    let nowhere = format!("https://localhost:{nowhere_port}/dir");
     let unreachable = enclave(
         (pebble.port, &pebble.extra_ca()),
-        free_port(),
+        Forwarder::held(),
         &nowhere,
         &[],
     )
@@ -384,7 +390,7 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
     // A name the CA refuses to issue for.
     let refused = enclave(
         (pebble.port, &pebble.extra_ca()),
-        free_port(),
+        Forwarder::held(),
         &directory,
         &["--fqdn", "nacre_test.invalid"],
     )
@@ -398,16 +404,15 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
     // certificate at all (not the self-signed one).
     let hello = guest("hello").display().to_string();
     let boot = format!("hello={hello}");
-    let gated_port = free_port();
     let gated = enclave(
         (pebble.port, &pebble.extra_ca()),
-        gated_port,
+        Forwarder::held(),
         &directory,
         &["--wait-for-app", "--guest", &boot],
     )
     .await;
     until_logged(&gated.rt, Duration::from_secs(60), "could not validate").await;
-    let text = s_client(gated_port, "http/1.1");
+    let text = s_client(gated.public.port, "http/1.1");
     assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
     assert!(gated.rt.log().contains("open for the CA's validation only"));
     assert_eq!(pebble.issued(), 0);
@@ -418,14 +423,13 @@ async fn failed_orders_are_logged_and_the_certificate_held_keeps_serving() {
 /// leader restarted takes it back from the workers and orders nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_orders_once_and_a_restarted_leader_orders_nothing() {
-    let balancer_port = free_port();
-    let pebble = Pebble::start(balancer_port);
-    let balancer = Forwarder::on(balancer_port).await;
+    let balancer = Forwarder::held();
+    let pebble = Pebble::start(balancer.port).await;
     let directory = pebble.directory();
     let ca = pebble.extra_ca().display().to_string();
     let root = temp_dir("acme-fleet-root");
     let name = LeaderName::start().await;
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = SyncPorts::hold(3);
     name.point_to(ports[0]);
     let flags = [
         "--fqdn",
@@ -521,10 +525,10 @@ async fn a_deployment_orders_once_and_a_restarted_leader_orders_nothing() {
 /// the CA does, not at the five-minute back-off a refusal earns.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ca_that_comes_up_late_is_tried_again_within_seconds() {
-    let public_port = free_port();
-    let plan = Planned::new(public_port);
+    let public = Forwarder::held();
+    let plan = Planned::new(public.port);
     let directory = plan.directory();
-    let e = enclave((plan.port, &plan.extra_ca()), public_port, &directory, &[]).await;
+    let e = enclave((plan.port, &plan.extra_ca()), public, &directory, &[]).await;
     until_logged(&e.rt, Duration::from_secs(30), "not renewed").await;
     let log = e.rt.log();
     assert!(
@@ -534,7 +538,7 @@ async fn a_ca_that_comes_up_late_is_tried_again_within_seconds() {
     assert_eq!(served(&e.rt).await.0, "self-signed");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pebble = plan.start();
+    let pebble = plan.start().await;
     let took = until_acme(
         &e.rt,
         Duration::from_secs(30),

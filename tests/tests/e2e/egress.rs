@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use nacre_tests::net::{self, HostProxy, Origin, Relay, contains, unix_in as unix, urlencode};
+use nacre_tests::net::{
+    self, HostProxy, Origin, Relay, closed_port, contains, unix_in as unix, urlencode,
+};
 use nacre_tests::{Runtime, TOKEN, guest, temp_dir};
 
 /// Host proxy + runtime on unix sockets, and an origin for `fetch`.
@@ -37,16 +39,6 @@ impl Stack {
             .get(&format!("/fetch/?url={}", urlencode(url)))
             .await
     }
-}
-
-/// A loopback port nothing listens on.
-fn closed_port() -> (u16, tokio::net::TcpSocket) {
-    // Bound but never listening: connections are refused, and no other
-    // listener in the test run (an origin, a proxy) can be given the port
-    // while the socket lives.
-    let s = tokio::net::TcpSocket::new_v4().unwrap();
-    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    (s.local_addr().unwrap().port(), s)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,10 +143,10 @@ async fn plaintext_never_crosses_the_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_in_an_empty_network_namespace_serves_and_fetches() {
-    if !nacre_tests::is_root() {
-        eprintln!("SKIPPED: `unshare -n` needs root; run the suite as root to prove this");
-        return;
-    }
+    assert!(
+        nacre_tests::is_root(),
+        "this test runs the runtime in `unshare -n`, which needs root: run the suite as root (CI does)"
+    );
     let s = Stack::start(&["unshare", "-n", "--"], true, &[]).await;
     // The runtime's namespace has a loopback device, down, and nothing else.
     let dev = std::fs::read_to_string(format!("/proc/{}/net/dev", s.rt.pid())).unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nacre_tests::net::HostProxy;
+use nacre_tests::net::{HostProxy, closed_port};
 use nacre_tests::temp_dir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -75,10 +75,8 @@ async fn connect_requests_get_the_documented_answers() {
     huge.extend(std::iter::repeat_n(b'a', 64 * 1024));
     let r = answer(&sock, &huge).await;
     assert!(r.is_empty() || r.starts_with("HTTP/1.1 400 "), "{r}");
-    // Allowed but nothing listens: 502.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    // Allowed but nothing listens (a port held, not listening): 502.
+    let (closed_port, _held) = closed_port();
     let dir2 = temp_dir("proxy2");
     let sock2 = dir2.join("egress.sock");
     let _p2 = HostProxy::start(&[

@@ -11,9 +11,9 @@ use nacre_tests::net::{HostProxy, Relay, contains, unix_in as unix};
 use nacre_tests::{Runtime, guest, temp_dir};
 use tokio::io::AsyncWriteExt;
 
-/// The runtime (in an empty network namespace when root) behind a host
-/// proxy for clients and a host proxy for its control link, which passes
-/// a recording relay.
+/// The runtime, in an empty network namespace, behind a host proxy for
+/// clients and a host proxy for its control link, which passes a
+/// recording relay.
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_and_guest_output_reach_the_host_and_nothing_else_does() {
     let dir = temp_dir("ops");
@@ -28,12 +28,11 @@ async fn logs_and_guest_output_reach_the_host_and_nothing_else_does() {
         unix(&dir, "control.sock").parse().unwrap(),
     )
     .await;
-    let wrapper: &[&str] = if nacre_tests::is_root() {
-        &["unshare", "-n", "--"]
-    } else {
-        eprintln!("not root: the runtime runs in this network namespace");
-        &[]
-    };
+    assert!(
+        nacre_tests::is_root(),
+        "this test runs the runtime in `unshare -n`, which needs root: run the suite as root (CI does)"
+    );
+    let wrapper: &[&str] = &["unshare", "-n", "--"];
     let control = relay.listen.to_string();
     let mut rt = Runtime::start_behind(
         wrapper,

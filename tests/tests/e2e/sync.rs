@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nacre_tests::fleet::{LeaderName, Member, MemberSpec, free_port, other_image, pcr0, within};
+use nacre_tests::fleet::{LeaderName, Member, MemberSpec, SyncPorts, other_image, pcr0, within};
 use nacre_tests::net::contains;
 use nacre_tests::{bin, guest, nacre, temp_dir};
 
@@ -37,7 +37,7 @@ async fn put_state(m: &Member, value: &'static str) -> (u16, String) {
 async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
     let root = temp_dir("fleet-root");
     let name = LeaderName::start().await;
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let ports = SyncPorts::hold(5);
     name.point_to(ports[0]);
     let spec = |i: usize| MemberSpec {
         // The first leader's key is the test's, to look for on the wire.
@@ -224,7 +224,7 @@ async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
 async fn peers_of_another_image_or_root_get_no_keys_unless_accepted() {
     let root = temp_dir("fleet-root");
     let name = LeaderName::start().await;
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports = SyncPorts::hold(3);
     name.point_to(ports[0]);
     let other = other_image();
     let (ours, theirs) = (pcr0(&bin("nacre-runtime")), pcr0(&other));
@@ -250,7 +250,7 @@ async fn peers_of_another_image_or_root_get_no_keys_unless_accepted() {
 
     // A rolling upgrade: each side accepts the other's PCR0.
     let name = LeaderName::start().await;
-    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let ports = SyncPorts::hold(2);
     name.point_to(ports[0]);
     let accept_theirs = ["--sync-accept-pcr0", theirs.as_str()];
     let accept_ours = ["--sync-accept-pcr0", ours.as_str()];
@@ -285,7 +285,7 @@ async fn bad_input_on_every_sync_endpoint_is_refused_and_changes_nothing() {
 
     let root = temp_dir("fleet-root");
     let name = LeaderName::start().await;
-    let ports = [free_port()];
+    let ports = SyncPorts::hold(1);
     name.point_to(ports[0]);
     // An enclave that holds no keys yet: its offers are open to anyone, so
     // every check behind them can be reached.

@@ -6,7 +6,7 @@
 //! it: a guest cannot make the host allocate more than the limits allow,
 //! whatever the size of the list it hands over.
 
-use wasmtime::component::{Linker, Resource, ResourceType, WasmList, WasmStr};
+use wasmtime::component::{Linker, LinkerInstance, Resource, ResourceType, WasmList, WasmStr};
 use wasmtime::{AsContextMut as _, StoreContextMut};
 
 use super::{
@@ -81,6 +81,16 @@ fn keys<T: 'static>(
 /// Adds the three `wasi:keyvalue@0.2.0-draft` interfaces to `linker`.
 pub(crate) fn add_to_linker<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut store = linker.instance("wasi:keyvalue/store@0.2.0-draft")?;
+    add_bucket(&mut store)?;
+    add_bucket_methods(&mut store)?;
+    add_atomics(linker)?;
+    add_batch(linker)
+}
+
+/// `wasi:keyvalue/store`'s `bucket` resource (its handles live in the
+/// store's table) and `open`, which checks the identifier before the
+/// bucket is opened in the caller's namespace.
+fn add_bucket<T: EnclaveView>(store: &mut LinkerInstance<'_, T>) -> wasmtime::Result<()> {
     store.resource("bucket", ResourceType::host::<Bucket>(), |mut cx, rep| {
         cx.data_mut()
             .enclave()
@@ -99,6 +109,12 @@ pub(crate) fn add_to_linker<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime:
         });
         Ok((opened,))
     })?;
+    Ok(())
+}
+
+/// `wasi:keyvalue/store`'s bucket methods: each key (and value) is
+/// checked in guest memory before the bucket is looked up.
+fn add_bucket_methods<T: EnclaveView>(store: &mut LinkerInstance<'_, T>) -> wasmtime::Result<()> {
     store.func_wrap(
         "[method]bucket.get",
         |mut cx, (b, k): (Resource<Bucket>, WasmStr)| {
@@ -140,7 +156,11 @@ pub(crate) fn add_to_linker<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime:
             Ok((r,))
         },
     )?;
+    Ok(())
+}
 
+/// `wasi:keyvalue/atomics`: `increment`.
+fn add_atomics<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut atomics = linker.instance("wasi:keyvalue/atomics@0.2.0-draft")?;
     atomics.func_wrap(
         "increment",
@@ -150,7 +170,12 @@ pub(crate) fn add_to_linker<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime:
             Ok((r,))
         },
     )?;
+    Ok(())
+}
 
+/// `wasi:keyvalue/batch`: whole lists are measured in guest memory (see
+/// [`keys`] and [`pairs`]) before the bucket is looked up.
+fn add_batch<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut batch = linker.instance("wasi:keyvalue/batch@0.2.0-draft")?;
     batch.func_wrap(
         "get-many",

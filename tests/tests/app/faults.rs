@@ -1,4 +1,4 @@
-//! SPEC §3.3: traps, loops, memory bombs and oversized bodies each fail
+//! docs/operating.md (limits): traps, loops, memory bombs and oversized bodies each fail
 //! their own request only.
 
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use futures::StreamExt;
 use nacre_tests::{Runtime, guest};
 
 async fn faulty(extra: &[&str]) -> Runtime {
-    let rt = Runtime::start(extra);
+    let rt = Runtime::in_process(extra);
     rt.deploy_ok("f", &guest("faulty"), "").await;
     rt
 }
@@ -73,56 +73,6 @@ async fn trap_is_500_and_the_next_request_succeeds() {
         "trap details stay in the log: {body}"
     );
     assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn trap_after_the_head_cuts_the_body_and_is_counted_once() {
-    let rt = faulty(&["--debug"]).await;
-    let h1 = rt.client_builder().http1_only().build().unwrap();
-    for client in [h1, rt.client()] {
-        let sent = client
-            .get(format!("{}/f/trap-after-head", rt.url()))
-            .send()
-            .await;
-        match sent {
-            // The head left before the trap: 200, then a body that ends
-            // in an error, never a clean end.
-            Ok(r) => {
-                assert_eq!(r.status(), 200);
-                assert!(
-                    r.bytes().await.is_err(),
-                    "a cut body must not look complete"
-                );
-            }
-            // Or the stream was cut before the head left the server.
-            Err(e) => assert!(e.is_request(), "{e}"),
-        }
-    }
-    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
-
-    // Nobody waits for the guest once the head is sent: its own task
-    // logs and counts each failure, exactly once.
-    let cut = "guest failed after sending its response head: trap";
-    let mut log = String::new();
-    for _ in 0..50 {
-        log = rt.log();
-        if log.matches(cut).count() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(log.matches(cut).count(), 2, "{log}");
-    // The per-guest figures are the operator's (/enclave/metrics).
-    assert_eq!(
-        rt.guest_metric("nacre_guest_traps_total{guest=\"f\"}")
-            .await,
-        2.0
-    );
-    assert_eq!(
-        rt.guest_metric("nacre_guest_timeouts_total{guest=\"f\"}")
-            .await,
-        0.0
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,4 +202,54 @@ async fn request_body_over_the_limit_is_413() {
         .unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trap_after_the_head_cuts_the_body_and_is_counted_once() {
+    let rt = faulty(&["--debug"]).await;
+    let h1 = rt.client_builder().http1_only().build().unwrap();
+    for client in [h1, rt.client()] {
+        let sent = client
+            .get(format!("{}/f/trap-after-head", rt.url()))
+            .send()
+            .await;
+        match sent {
+            // The head left before the trap: 200, then a body that ends
+            // in an error, never a clean end.
+            Ok(r) => {
+                assert_eq!(r.status(), 200);
+                assert!(
+                    r.bytes().await.is_err(),
+                    "a cut body must not look complete"
+                );
+            }
+            // Or the stream was cut before the head left the server.
+            Err(e) => assert!(e.is_request(), "{e}"),
+        }
+    }
+    assert_eq!(rt.get("/f/ok").await, (200, "ok".into()));
+
+    // Nobody waits for the guest once the head is sent: its own task
+    // logs and counts each failure, exactly once.
+    let cut = "guest failed after sending its response head: trap";
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = rt.log();
+        if log.matches(cut).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(log.matches(cut).count(), 2, "{log}");
+    // The per-guest figures are the operator's (/enclave/metrics).
+    assert_eq!(
+        rt.guest_metric("nacre_guest_traps_total{guest=\"f\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        rt.guest_metric("nacre_guest_timeouts_total{guest=\"f\"}")
+            .await,
+        0.0
+    );
 }

@@ -4,7 +4,7 @@ use nacre_tests::{Runtime, TOKEN, guest};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_is_required_and_checked() {
-    let rt = Runtime::start(&[]);
+    let rt = Runtime::in_process(&[]);
     let c = rt.client();
     let url = format!("{}/enclave/guests", rt.url());
     let r = c.get(&url).send().await.unwrap();
@@ -30,7 +30,7 @@ async fn token_is_required_and_checked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_api_disabled_without_token_hash() {
-    let rt = Runtime::start_raw(&[]);
+    let rt = Runtime::in_process_raw(&[]);
     let r = rt
         .client()
         .get(format!("{}/enclave/guests", rt.url()))
@@ -44,7 +44,7 @@ async fn admin_api_disabled_without_token_hash() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_names_routes_and_components_get_400_with_a_reason() {
-    let rt = Runtime::start(&[]);
+    let rt = Runtime::in_process(&[]);
     let hello = guest("hello");
     for (name, query, needle) in [
         ("Bad_Name", "", "guest name"),
@@ -100,7 +100,7 @@ async fn bad_names_routes_and_components_get_400_with_a_reason() {
     rt.deploy_ok("hello", &hello, "").await;
     // The same names and routes are refused at start, naming the flag.
     let spec = format!("enclave={}", hello.display());
-    let err = Runtime::try_start(&["--guest".into(), spec])
+    let err = Runtime::try_in_process(&["--guest".into(), spec])
         .err()
         .expect("a guest at /enclave must not start");
     assert!(err.contains("default route /enclave"), "{err}");
@@ -108,7 +108,7 @@ async fn bad_names_routes_and_components_get_400_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_upload_is_413() {
-    let rt = Runtime::start(&["--max-body", "64KiB"]);
+    let rt = Runtime::in_process(&["--max-body", "64KiB"]);
     let path = nacre_tests::temp_dir("big").join("big.wasm");
     std::fs::write(&path, vec![0u8; 65 * 1024]).unwrap();
     let r = rt.deploy("big", &path, "").await;
@@ -118,7 +118,7 @@ async fn oversized_upload_is_413() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_and_list() {
-    let rt = Runtime::start(&[]);
+    let rt = Runtime::in_process(&[]);
     rt.deploy_ok("a", &guest("hello"), "").await;
     rt.deploy_ok("b", &guest("echo"), "allow=api.example.com:443")
         .await;
@@ -156,7 +156,7 @@ async fn delete_and_list() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn egress_cap_limits_allow_lists() {
-    let rt = Runtime::start(&["--egress-allow", "*.example.com:443"]);
+    let rt = Runtime::in_process(&["--egress-allow", "*.example.com:443"]);
     rt.deploy_ok("ok", &guest("hello"), "allow=api.example.com:443")
         .await;
     let r = rt

@@ -1,0 +1,497 @@
+//! The composition root: [`Runtime::build`] makes every part of the
+//! runtime from checked [`Settings`] and binds its listeners;
+//! [`Runtime::serve`] runs it until shutdown. `nacre-runtime`'s `main`, the
+//! in-process tests and the benchmark all assemble the runtime here, so a
+//! reader finds where any part comes from in one hop.
+
+mod boot;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nacre_transport::tunnel::Target;
+use nacre_transport::{Address, Listener};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::acme::{Acme, AcmeConfig, AcmeError, KeeperConfig};
+use crate::attest::{self, AttestError, Attester, Counted};
+use crate::control::ControlLink;
+use crate::egress::{Egress, EgressError, Outbound};
+use crate::fleet::{Deployment, Role};
+use crate::guests::kv::{KeyValue, MemoryKv};
+use crate::guests::state::{LocalState, StateStore};
+use crate::guests::{EnclaveCtx, EngineError, GuestEngine, Limits, Registry};
+use crate::metrics::{Counts, Metrics, MetricsHandler, Sources};
+use crate::router::{Admin, Endpoints, Guests, Router, Stats};
+use crate::server::{self, ConnStats, Options, Security};
+use crate::settings::{
+    AttestationSource, CertificateSource, MAX_INSTANCES, Settings, SettingsError, SyncSettings,
+};
+use crate::sync::{Node, SyncConfig, SyncError, SyncListener, SyncedState};
+use crate::tls::{Identity, TlsError};
+
+/// The target of what the runtime logs while it starts and stops:
+/// `nacre_runtime`, as when the binary's `main` wrote these lines, so
+/// filters and collectors matching it keep working.
+const LOG_TARGET: &str = "nacre_runtime";
+
+/// Connections the sync listener serves at once: only the deployment's
+/// other enclaves need this port.
+const SYNC_CONNECTIONS: usize = 64;
+
+/// Why the runtime could not start. Each names the flag to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The flags do not go together.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A listener could not be bound.
+    #[error("{flag} {address}: cannot bind: {source}")]
+    Bind {
+        /// The flag that named the address.
+        flag: &'static str,
+        /// The address.
+        address: Address,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The attestation provider could not be opened.
+    #[error(transparent)]
+    Attestation(#[from] AttestError),
+    /// The certificate could not be loaded or made.
+    #[error(transparent)]
+    Certificate(#[from] TlsError),
+    /// Guests' outbound network could not be set up.
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+    /// The wasmtime engine could not be made.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Sync could not be set up.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The certificate's keeper could not be set up.
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
+    /// A `--guest` could not be read or deployed.
+    #[error("--guest {name}: {why}")]
+    Guest {
+        /// The guest's name.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// A task of the runtime failed.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// The addresses the runtime's listeners are bound to (the real port when
+/// 0 was asked).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The public TLS listener.
+    pub public: Address,
+    /// The sync listener, with `--fqdn-leader`.
+    pub sync: Option<Address>,
+    /// `--metrics-listen`.
+    pub metrics: Option<Address>,
+}
+
+/// The deployment this enclave belongs to, with `--fqdn-leader`.
+struct Fleet {
+    node: Arc<Node>,
+    listener: Listener,
+}
+
+/// A runtime built and bound, not yet serving.
+pub struct Runtime {
+    settings: Settings,
+    bound: Bound,
+    public: Listener,
+    metrics: Option<(Listener, Arc<Metrics>)>,
+    fleet: Option<Fleet>,
+    keeper: Option<Arc<Acme>>,
+    identity: Arc<Identity>,
+    registry: Arc<Registry>,
+    router: Router,
+    conns: Arc<ConnStats>,
+    /// False while the listener is open for the CA's validation only.
+    open: Arc<AtomicBool>,
+}
+
+/// What the guests run on, before the listeners.
+struct Core {
+    attester: Arc<dyn Attester>,
+    counts: Arc<Counts>,
+    identity: Arc<Identity>,
+    registry: Arc<Registry>,
+    kv: Arc<dyn KeyValue>,
+    outbound: Option<Outbound>,
+    roles: watch::Receiver<Role>,
+    role_tx: watch::Sender<Role>,
+    synced: Option<Arc<SyncedState>>,
+}
+
+impl Runtime {
+    /// Builds every part from `settings` and binds the listeners. With
+    /// `control`, logs already go to the host proxy; its Hello says where
+    /// the other enclaves reach this one.
+    pub async fn build(
+        settings: Settings,
+        control: Option<ControlLink>,
+    ) -> Result<Runtime, StartError> {
+        let (advertise_tx, advertise) = watch::channel(None);
+        let mut control = control;
+        if let (Some(link), Some(_)) = (control.as_mut(), &settings.sync) {
+            link.sync_advertise_to(advertise_tx);
+        }
+        let core = Core::build(&settings, control).await?;
+        if !settings.gated() {
+            boot::deploy(&settings.guests, settings.wait_for_app, &core.registry).await?;
+        }
+        let fleet = match &settings.sync {
+            Some(sync) => Some(Fleet::build(sync, advertise, &core).await?),
+            None => None,
+        };
+        let deployment = fleet
+            .as_ref()
+            .map(|f| f.node.clone() as Arc<dyn Deployment>);
+        let keeper = keeper(&settings, &core, deployment.clone())?;
+        let public = bind("--listen", &settings.listen).await?;
+        let conns = Arc::new(ConnStats::default());
+        let figures = Metrics::new(Sources {
+            registry: core.registry.clone(),
+            conns: conns.clone(),
+            identity: core.identity.clone(),
+            roles: core.roles.clone(),
+            kv: core.kv.clone(),
+            sync: deployment,
+            counts: core.counts.clone(),
+        });
+        let metrics = match &settings.metrics_listen {
+            Some(address) => Some((bind("--metrics-listen", address).await?, figures.clone())),
+            None => None,
+        };
+        let bound = Bound {
+            public: local(&public)?,
+            sync: fleet.as_ref().map(|f| local(&f.listener)).transpose()?,
+            metrics: metrics.as_ref().map(|(l, _)| local(l)).transpose()?,
+        };
+        let router = router(&settings, &core, conns.clone(), figures);
+        Ok(Runtime {
+            open: Arc::new(AtomicBool::new(!settings.gated())),
+            identity: core.identity,
+            registry: core.registry,
+            settings,
+            bound,
+            public,
+            metrics,
+            fleet,
+            keeper,
+            router,
+            conns,
+        })
+    }
+
+    /// Where the listeners are bound.
+    pub fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// The certificate served (which an embedder may replace).
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    /// The guest table.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Serves until `shutdown` is cancelled. With `--wait-for-app` and
+    /// ACME, the listener answers the CA's validation only until the boot
+    /// guests are deployed and the certificate is issued.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let options = Options::new(self.settings.limits.client_timeout);
+        if let Some(fleet) = self.fleet {
+            let security = Security::Tls(self.identity.server_config()?);
+            tokio::spawn(server::serve(
+                fleet.listener,
+                security,
+                Arc::new(SyncListener::new(fleet.node.clone())),
+                Options {
+                    max_connections: SYNC_CONNECTIONS,
+                    ..options
+                },
+                Arc::new(ConnStats::default()),
+                shutdown.clone().cancelled_owned(),
+            ));
+            tokio::spawn(fleet.node.run());
+        }
+        if let Some(keeper) = &self.keeper {
+            tokio::spawn(keeper.clone().run());
+        }
+        if let Some((listener, figures)) = self.metrics {
+            tokio::spawn(server::serve(
+                listener,
+                Security::Plain,
+                Arc::new(MetricsHandler(figures)),
+                options,
+                Arc::new(ConnStats::default()),
+                shutdown.clone().cancelled_owned(),
+            ));
+        }
+        let security = Security::Tls(self.identity.gated_server_config(self.open.clone())?);
+        tracing::info!(target: LOG_TARGET, bound = %self.bound.public, "serving");
+        // Clients' connections get a thread per core of their own (lanes);
+        // the sync and metrics listeners stay on the main runtime.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let serving = tokio::spawn(server::serve(
+            self.public,
+            security,
+            Arc::new(self.router),
+            options.with_lanes(cores),
+            self.conns,
+            shutdown.clone().cancelled_owned(),
+        ));
+        if let (true, Some(keeper)) = (self.settings.gated(), self.keeper) {
+            open_when_ready(
+                &self.settings,
+                &self.registry,
+                &keeper,
+                &self.open,
+                &shutdown,
+            )
+            .await?;
+        }
+        serving
+            .await
+            .map_err(|e| StartError::Stopped(format!("the listener task failed: {e}")))?;
+        tracing::info!(target: LOG_TARGET, "stopped");
+        Ok(())
+    }
+}
+
+/// `--wait-for-app` with ACME: boot the guests, wait for the CA's
+/// certificate, then open to clients.
+async fn open_when_ready(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    keeper: &Acme,
+    open: &AtomicBool,
+    shutdown: &CancellationToken,
+) -> Result<(), StartError> {
+    tracing::info!(target: LOG_TARGET, "open for the CA's validation only until the guests and the certificate are ready");
+    boot::deploy(&settings.guests, true, registry).await?;
+    let mut issued = keeper.issued();
+    tokio::select! {
+        r = issued.wait_for(|issued| *issued) => {
+            r.map_err(|_| StartError::Stopped("the certificate keeper stopped".into()))?;
+        }
+        () = shutdown.cancelled() => {}
+    }
+    open.store(true, Ordering::Release);
+    tracing::info!(target: LOG_TARGET, "guests and certificate ready: open to clients");
+    Ok(())
+}
+
+impl Core {
+    /// Attestation, the certificate, guests' egress and the guest table.
+    async fn build(settings: &Settings, control: Option<ControlLink>) -> Result<Core, StartError> {
+        let attester: Arc<dyn Attester> = match &settings.attestation {
+            AttestationSource::Nsm => Arc::new(attest::Nsm::open()?),
+            AttestationSource::Dev { root } => Arc::new(attest::Dev::open(root)?),
+        };
+        tracing::info!(target: LOG_TARGET, provider = attester.kind(), "attestation ready");
+        let counts = Arc::new(Counts {
+            documents: Arc::default(),
+            log_dropped: control
+                .as_ref()
+                .map(ControlLink::dropped_total)
+                .unwrap_or_default(),
+        });
+        if let Some(link) = control {
+            tokio::spawn(link.run());
+        }
+        let attester: Arc<dyn Attester> =
+            Arc::new(Counted::new(attester, counts.documents.clone()));
+        let identity = match &settings.certificate {
+            CertificateSource::Files { cert, key } => Identity::from_pem_files(cert, key)?,
+            _ => Identity::self_signed(&settings.fqdn)?,
+        };
+        tracing::info!(target: LOG_TARGET, source = identity.source(), sha256 = %hex::encode(identity.leaf_sha256()), "TLS certificate ready");
+        let egress = egress(settings)?;
+        let outbound = egress.outbound();
+        // With --fqdn-leader, state is written on the leader and
+        // synchronized; alone, it is this enclave's.
+        let (role_tx, roles) = watch::channel(Role::Alone);
+        let synced = settings
+            .sync
+            .as_ref()
+            .map(|_| Arc::new(SyncedState::new(roles.clone())));
+        let state: Arc<dyn StateStore> = match &synced {
+            Some(s) => s.clone(),
+            None => Arc::new(LocalState::default()),
+        };
+        let kv: Arc<dyn KeyValue> = Arc::new(MemoryKv::new(settings.limits.kv));
+        let engine = engine(
+            settings,
+            EnclaveCtx::new(attester.clone(), state, kv.clone()),
+            egress,
+        )?;
+        let registry = Arc::new(Registry::new(engine, settings.egress.cap.clone()));
+        Ok(Core {
+            attester,
+            counts,
+            identity,
+            registry,
+            kv,
+            outbound,
+            roles,
+            role_tx,
+            synced,
+        })
+    }
+}
+
+/// Guests' outbound network through the host proxy, if any.
+fn egress(settings: &Settings) -> Result<Egress, StartError> {
+    let e = &settings.egress;
+    let egress = Egress::new(e.proxy.clone(), e.cap.clone(), e.extra_ca.as_deref())?;
+    match &e.proxy {
+        Some(proxy) => {
+            tracing::info!(target: LOG_TARGET, %proxy, "guest egress through the host proxy")
+        }
+        None => tracing::info!(target: LOG_TARGET, "no --egress: guests have no outbound network"),
+    }
+    Ok(egress)
+}
+
+/// The wasmtime engine, its memory budget logged.
+fn engine(
+    settings: &Settings,
+    enclave: Arc<EnclaveCtx>,
+    egress: Egress,
+) -> Result<GuestEngine, StartError> {
+    let l = &settings.limits;
+    tracing::info!(target: LOG_TARGET,
+        total = l.guest_memory_total,
+        per_guest = l.guest_memory_total * u64::from(l.guest_instances) / u64::from(MAX_INSTANCES),
+        "guest memory budget"
+    );
+    Ok(GuestEngine::new(
+        Limits {
+            memory: l.guest_memory,
+            request_timeout: l.request_timeout,
+            max_body: l.max_body,
+            max_instances: MAX_INSTANCES,
+            instances_per_guest: l.guest_instances,
+            memory_total: l.guest_memory_total,
+        },
+        enclave,
+        Arc::new(egress),
+    )?)
+}
+
+impl Fleet {
+    /// The sync node and its bound listener.
+    async fn build(
+        sync: &SyncSettings,
+        advertise: watch::Receiver<Option<Target>>,
+        core: &Core,
+    ) -> Result<Fleet, StartError> {
+        let synced = core
+            .synced
+            .clone()
+            .ok_or_else(|| StartError::Stopped("sync without synchronized state".into()))?;
+        let node = Node::new(
+            SyncConfig {
+                leader: sync.leader.clone(),
+                advertise,
+                accept_pcr0: sync.accept_pcr0.clone(),
+                egress: sync.egress.clone(),
+                genesis_after: sync.genesis_after,
+            },
+            core.identity.clone(),
+            core.registry.clone(),
+            synced,
+            core.attester.clone(),
+            core.role_tx.clone(),
+        )?;
+        let listener = bind("--sync-listen", &sync.listen).await?;
+        Ok(Fleet { node, listener })
+    }
+}
+
+/// The certificate's keeper: ACME, or the self-signed one renewed; a
+/// `--tls-cert` file is the operator's to renew.
+fn keeper(
+    settings: &Settings,
+    core: &Core,
+    deployment: Option<Arc<dyn Deployment>>,
+) -> Result<Option<Arc<Acme>>, StartError> {
+    let acme = match &settings.certificate {
+        CertificateSource::Files { .. } => return Ok(None),
+        CertificateSource::Acme { directory, contact } => Some(AcmeConfig {
+            directory: directory.clone(),
+            contact: contact.clone(),
+        }),
+        CertificateSource::SelfSigned => None,
+    };
+    Ok(Some(Acme::new(
+        KeeperConfig {
+            fqdn: settings.fqdn.clone(),
+            acme,
+            renew_after: settings.renew_after,
+        },
+        core.identity.clone(),
+        core.outbound.clone(),
+        core.roles.clone(),
+        deployment,
+    )?))
+}
+
+/// The public listener's handler: the `/enclave` endpoints, the admin API
+/// and the guests.
+fn router(
+    settings: &Settings,
+    core: &Core,
+    conns: Arc<ConnStats>,
+    figures: Arc<Metrics>,
+) -> Router {
+    Router::new(
+        Endpoints::new(
+            core.identity.clone(),
+            core.registry.clone(),
+            core.attester.clone(),
+            settings.shown.clone(),
+            settings.debug.then(|| Stats::new(conns, Some(figures))),
+            core.roles.clone(),
+        ),
+        Admin::new(
+            settings.admin_token_sha256,
+            settings.limits.max_body,
+            core.registry.clone(),
+            core.roles.clone(),
+        ),
+        Guests::new(core.registry.clone(), settings.limits.client_timeout),
+    )
+}
+
+async fn bind(flag: &'static str, address: &Address) -> Result<Listener, StartError> {
+    Listener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            flag,
+            address: address.clone(),
+            source,
+        })
+}
+
+fn local(listener: &Listener) -> Result<Address, StartError> {
+    listener
+        .local_addr()
+        .map_err(|e| StartError::Stopped(format!("cannot read a bound address: {e}")))
+}

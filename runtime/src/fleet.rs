@@ -1,0 +1,73 @@
+//! What the runtime's other features need to know of the deployment this
+//! enclave belongs to: its [`Role`], and the narrow [`Deployment`] port.
+//!
+//! ACME, metrics and the router depend on this module, never on the sync
+//! machinery behind it ([`crate::sync`]), which implements the port. That
+//! keeps the arrows one way: sync uses attestation and the guest table,
+//! the features use the port, and the composition root joins the two.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// This enclave's part in its deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "role")]
+pub enum Role {
+    /// No `--fqdn-leader`: state and keys are this enclave's own.
+    Alone,
+    /// Finding out who leads.
+    Designating,
+    /// It leads: writes happen here and reach the workers.
+    Leader,
+    /// It follows the leader at `leader`.
+    Worker {
+        /// `--fqdn-leader`.
+        leader: String,
+    },
+}
+
+impl Role {
+    /// Every role's name, as [`Role::name`] gives them.
+    pub const NAMES: [&'static str; 4] = ["alone", "designating", "leader", "worker"];
+
+    /// The role's name in metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Alone => "alone",
+            Role::Designating => "designating",
+            Role::Leader => "leader",
+            Role::Worker { .. } => "worker",
+        }
+    }
+}
+
+/// What sync did, for metrics.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Heartbeats sent (a worker) or received (the leader).
+    pub heartbeats: AtomicU64,
+    /// Key material sent to a peer.
+    pub sent: AtomicU64,
+    /// Key material received and applied.
+    pub received: AtomicU64,
+}
+
+/// The deployment as the other features see it: whether this enclave
+/// holds its keys, a way to wait until a change has reached the other
+/// enclaves, and what sync did.
+pub trait Deployment: Send + Sync {
+    /// Whether this enclave holds the deployment's keys: taken from a
+    /// peer, or made as a leader that found none.
+    fn holds_keys(&self) -> bool;
+
+    /// On the leader: waits (boundedly) until every worker heard from
+    /// holds what changed now; elsewhere returns at once. ACME calls it
+    /// before the CA validates a challenge any enclave may be asked to
+    /// answer.
+    fn spread(self: Arc<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// What sync did so far.
+    fn stats(&self) -> &SyncStats;
+}

@@ -35,7 +35,8 @@ const DEFAULT_EGRESS: &[&str] = &["example.com:443"];
 /// them.
 #[derive(Debug, Args)]
 pub struct DevCmd {
-    /// Port of the HTTPS listener (the host proxy's) on 127.0.0.1.
+    /// Port of the HTTPS listener (the host proxy's) on 127.0.0.1; 0 lets
+    /// the system choose one (the banner names it).
     #[arg(long, default_value_t = 8443)]
     pub port: u16,
     /// Directory for the dev CA, the server certificate, sockets and logs
@@ -54,18 +55,28 @@ pub struct DevCmd {
 }
 
 /// Starts `program`, logging to `log`, and waits for a stdout line that
-/// starts with `ready`.
-fn start(program: &Path, args: &[String], log: &Path, ready: &str) -> anyhow::Result<Supervised> {
+/// starts with `ready`; the child, and the stdout lines before that one.
+fn start(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    ready: &str,
+) -> anyhow::Result<(Supervised, Vec<String>)> {
     let mut command = std::process::Command::new(program);
     command.args(args);
     let mut child = Supervised::spawn(command, Stderr::File(log.to_path_buf()))
         .with_context(|| format!("cannot start {}", program.display()))?;
+    let mut before = Vec::new();
     child
         .wait_for(Duration::from_secs(60), |l| {
-            l.starts_with(ready).then_some(())
+            let done = l.starts_with(ready);
+            if !done {
+                before.push(l.to_string());
+            }
+            done.then_some(())
         })
         .map_err(|why| anyhow::anyhow!("{why}\n(log: {})", log.display()))?;
-    Ok(child)
+    Ok((child, before))
 }
 
 /// [`start`] on a blocking thread, so a signal is heard while it waits.
@@ -74,7 +85,7 @@ async fn start_off_thread(
     args: Vec<String>,
     log: PathBuf,
     ready: &'static str,
-) -> anyhow::Result<Supervised> {
+) -> anyhow::Result<(Supervised, Vec<String>)> {
     tokio::task::spawn_blocking(move || start(&program, &args, &log, ready)).await?
 }
 
@@ -114,11 +125,11 @@ impl DevCmd {
         let token = random_hex::<24>();
         let runtime_log = dir.join("runtime.log");
         let proxy_log = dir.join("host-proxy.log");
-        let (mut runtime, mut proxy) = self
+        let (mut runtime, mut proxy, port) = self
             .start_children(&bins, &dir, &token, &allow, &runtime_log, &proxy_log)
             .await?;
 
-        let url = format!("https://localhost:{}", self.port);
+        let url = format!("https://localhost:{port}");
         // The runtime made its certificate itself: fetch it once (trust on
         // first use, on loopback) so curl and nacre can pin it after.
         let insecure = TrustArgs {
@@ -202,24 +213,36 @@ impl DevCmd {
         allow: &[String],
         runtime_log: &Path,
         proxy_log: &Path,
-    ) -> anyhow::Result<(Supervised, Supervised)> {
+    ) -> anyhow::Result<(Supervised, Supervised, u16)> {
         let token_sha = hex::encode(Sha256::digest(token.as_bytes()));
         let (runtime_args, proxy_args) = self.child_args(dir, &token_sha, allow);
-        let runtime = start_off_thread(
+        let (runtime, _) = start_off_thread(
             bins[0].clone(),
             runtime_args,
             runtime_log.to_path_buf(),
             "nacre-runtime listening",
         )
         .await?;
-        let proxy = start_off_thread(
+        let (proxy, lines) = start_off_thread(
             bins[1].clone(),
             proxy_args,
             proxy_log.to_path_buf(),
             "nacre-host-proxy ready",
         )
         .await?;
-        Ok((runtime, proxy))
+        // The port the proxy bound: `--port`, or the one the system chose
+        // for `--port 0`.
+        let port = lines
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix("nacre-host-proxy inbound tcp://127.0.0.1:")?
+                    .split(' ')
+                    .next()?
+                    .parse::<u16>()
+                    .ok()
+            })
+            .context("the host proxy did not say which port it listens on")?;
+        Ok((runtime, proxy, port))
     }
 
     /// The runtime's and the host proxy's arguments: linked by two unix

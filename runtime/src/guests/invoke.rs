@@ -4,8 +4,11 @@
 //! `wait_for_head` while driving the guest in the request's own task, and
 //! `finish`. The parties of a request (the epoch callback, the request
 //! body, the head callback, the guest's run) record what they saw in the
-//! request's [`Record`]; `decide` turns that and the guest's answer into
-//! the request's [`Outcome`], in one place.
+//! request's [`Record`]; [`decide`] (in [`super::decide`]) turns that and
+//! the guest's answer into the request's [`Outcome`], in one place. How a
+//! request ends (the [`Outcome`], how the guest's run [`Ended`], the
+//! [`Ledger`] of a guest's failures) is in [`super::ended`]; neither file
+//! needs anything of this one.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +19,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 use nacre_control::bounded;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
@@ -29,42 +31,16 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 // Named where `guests` has always taken it from; defined with the bodies,
 // so that they need nothing of this module.
 pub use super::bodies::GuestBody;
-use super::bodies::{CappedBody, Early, ResponseBody};
+use super::bodies::{CappedBody, Early};
+use super::decide::{Heard, decide};
+use super::ended::{Ended, Ledger, MAX_REASON, Outcome, Stage, panicked};
 use super::host::Host;
-use super::record::{At, Cause, Record};
-use super::stats::GuestStats;
-use super::{Guest, GuestEngine, GuestName, Limits};
-
-/// How a guest request ended.
-pub enum Outcome {
-    /// The guest answered (its body may still be streaming).
-    Response(Response<GuestBody>),
-    /// The guest trapped, returned an error or never answered: 500.
-    Failed(String),
-    /// The request ran past `--request-timeout`: 504.
-    TimedOut,
-    /// The request body is over `--max-body`: 413.
-    BodyTooLarge,
-    /// The client stopped sending the request body while the guest waited
-    /// for it: 408.
-    BodyStalled,
-    /// No instance could be had now (the guest's share, the process's
-    /// slots or memory are all in use): 503, with the reason.
-    Busy(String),
-}
+use super::record::{Cause, Record};
+use super::{Guest, GuestEngine, Limits};
 
 /// How long a request waits for one of its guest's instances when the
 /// guest is at its `--guest-instances` limit, before 503.
 const SHARE_WAIT: Duration = Duration::from_secs(1);
-
-/// Bytes of a failure's reason kept. The reason can be the guest's own
-/// words (the string of an `error-code` it returned, the names in its
-/// trap): cut here, before any log line is made of it, so every log sink
-/// gets a bounded line and a 16 MiB error string costs no more than this.
-const MAX_REASON: usize = 4 * 1024;
-/// Bytes of a guest's wasm backtrace logged (its frames carry the
-/// guest's own function names).
-const MAX_BACKTRACE: usize = 8 * 1024;
 
 /// Runs `req` on a fresh instance of `guest`. `path_and_query` is what the
 /// guest sees (its route prefix already removed).
@@ -345,58 +321,6 @@ async fn finish(
     decide(heard, early, record, Ledger::of(guest))
 }
 
-/// What the request's task heard from the guest.
-enum Heard {
-    /// The guest set its response head.
-    Response(Response<GuestBody>),
-    /// The guest set an error code instead.
-    ErrorCode(ErrorCode),
-    /// The instance went without setting either: how its run ended, or
-    /// why that could not be known.
-    Ended(Result<Ended, tokio::task::JoinError>),
-    /// The wait for the head ended without one (it never should).
-    Nothing,
-}
-
-/// The request's outcome, decided once, from what its task heard from the
-/// guest and what its parties recorded. Failures counted nowhere else are
-/// counted and logged here; the run's own were, by [`Ended::report`].
-fn decide(heard: Heard, early: Early, record: Arc<Record>, ledger: Ledger<'_>) -> Outcome {
-    // Whatever the guest made of a body over the limit or cut short by
-    // the client, the client hears what went wrong with its body.
-    if let Heard::Response(_) | Heard::ErrorCode(_) = heard
-        && let Some(cause) = record.cause(At::Head)
-    {
-        return outcome_of(cause);
-    }
-    match heard {
-        Heard::Response(resp) => Outcome::Response(resp.map(|inner| {
-            ResponseBody {
-                early,
-                inner,
-                record,
-            }
-            .boxed_unsync()
-        })),
-        Heard::ErrorCode(code) => ledger.failed(format!(
-            "guest returned error {}",
-            bounded::debug(&code, MAX_REASON)
-        )),
-        Heard::Ended(Ok(ended)) => ended.into_outcome(ledger),
-        Heard::Ended(Err(e)) => ledger.failed(format!("guest task failed: {e}")),
-        Heard::Nothing => ledger.failed("the guest's run ended without a word".into()),
-    }
-}
-
-/// The outcome a recorded cause makes of a request.
-fn outcome_of(cause: Cause) -> Outcome {
-    match cause {
-        Cause::TimedOut => Outcome::TimedOut,
-        Cause::BodyTooLarge => Outcome::BodyTooLarge,
-        Cause::BodyStalled => Outcome::BodyStalled,
-    }
-}
-
 /// A guest's run: driven by the request's own task until the response
 /// head is out, then, if it has not ended, by a task of its own.
 struct Run {
@@ -490,146 +414,6 @@ impl Drop for Run {
     }
 }
 
-/// A guest's run that panicked (a bug of the runtime's, never the
-/// guest's): reported like a trap, before or after the head.
-fn panicked(guest: &Guest, record: &Record) -> Ended {
-    record.note_run_failed();
-    let ended = Ended::Failed("the guest's run panicked".into());
-    ended.report(Ledger::of(guest), record, Duration::ZERO);
-    ended
-}
-
-/// Where a guest's failures are counted and logged: its name and its
-/// counters, which is all the outcome needs of a [`Guest`] (and can be
-/// had without compiling one, in tests).
-#[derive(Clone, Copy)]
-struct Ledger<'a> {
-    name: &'a GuestName,
-    stats: &'a GuestStats,
-}
-
-impl<'a> Ledger<'a> {
-    fn of(guest: &'a Guest) -> Ledger<'a> {
-        Ledger {
-            name: &guest.config.name,
-            stats: &guest.stats,
-        }
-    }
-
-    /// Counts and logs a failure seen before the guest's task could.
-    fn failed(self, why: String) -> Outcome {
-        self.count_failure(&why);
-        Outcome::Failed(why)
-    }
-
-    /// The one place a failed request (500) is counted and logged.
-    fn count_failure(self, why: &str) {
-        self.stats.traps.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(guest = %self.name, "guest request failed: {why}");
-    }
-}
-
-/// How a guest's task ended.
-enum Ended {
-    /// The handler returned.
-    Done,
-    /// No instance could be had: the process's slots or memory are in use.
-    Busy(&'static str),
-    /// Stopped for a recorded cause, or by the deadline's timer.
-    Stopped(Cause),
-    /// Trapped or failed otherwise.
-    Failed(String),
-}
-
-/// Where a guest's run failed.
-enum Stage {
-    /// Making the instance.
-    Start,
-    /// Running the handler.
-    Run,
-}
-
-impl Ended {
-    /// How the run ended, from what it returned (`None`: the deadline's
-    /// timer fired first) and what the request recorded.
-    fn classify(
-        ran: Option<Result<(), (Stage, wasmtime::Error)>>,
-        record: &Record,
-        starved: bool,
-    ) -> Ended {
-        match ran {
-            Some(Ok(())) => Ended::Done,
-            Some(Err((Stage::Start, e))) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
-                Ended::Busy("all guest instance slots are busy; retry shortly")
-            }
-            Some(Err((Stage::Start, _))) if starved => Ended::Busy(
-                "guest memory is all in use (--guest-memory-total and each guest's share of it); retry shortly",
-            ),
-            // The error is how a stop looked from inside: the epoch
-            // callback's at the deadline, or the guest's own failure after
-            // its body was cut off. The record says which.
-            Some(Err((_, e))) => match record.cause(At::RunEnd) {
-                Some(cause) => Ended::Stopped(cause),
-                None => Ended::Failed(describe(&e)),
-            },
-            // A guest waiting on something (no epoch tick to stop it).
-            None => Ended::Stopped(Cause::TimedOut),
-        }
-    }
-
-    /// Logs and counts a timeout or failure: before the head as the
-    /// request's 504 or 500, after it as a body cut short.
-    fn report(&self, ledger: Ledger<'_>, record: &Record, timeout: Duration) {
-        let name = ledger.name;
-        let stats = ledger.stats;
-        if record.head_sent() {
-            let why = match self {
-                Ended::Done
-                | Ended::Busy(_)
-                | Ended::Stopped(Cause::BodyTooLarge | Cause::BodyStalled) => return,
-                Ended::Stopped(Cause::TimedOut) => "timed out while streaming its response",
-                Ended::Failed(why) => why,
-            };
-            stats.traps.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(guest = %name, "guest failed after sending its response head: {why}");
-            return;
-        }
-        match self {
-            Ended::Stopped(Cause::TimedOut) => {
-                stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(guest = %name, timeout = ?timeout, "guest request timed out; instance stopped");
-            }
-            Ended::Failed(why) => ledger.count_failure(why),
-            Ended::Done
-            | Ended::Busy(_)
-            | Ended::Stopped(Cause::BodyTooLarge | Cause::BodyStalled) => {}
-        }
-    }
-
-    /// The outcome of a request whose guest went without setting its
-    /// head. Its run has logged and counted its own failures.
-    fn into_outcome(self, ledger: Ledger<'_>) -> Outcome {
-        match self {
-            Ended::Done => ledger.failed("guest returned without setting a response".into()),
-            Ended::Busy(why) => Outcome::Busy(why.into()),
-            Ended::Stopped(cause) => outcome_of(cause),
-            Ended::Failed(why) => Outcome::Failed(why),
-        }
-    }
-}
-
-/// The trap reason first (the wasm backtrace only at debug level): what an
-/// operator reading the log needs to tell a bug from an attack.
-fn describe(e: &wasmtime::Error) -> String {
-    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
-        tracing::debug!("guest backtrace:\n{}", bounded::display(bt, MAX_BACKTRACE));
-    }
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("trap: {trap}"),
-        None => bounded::display(&format_args!("{e:#}"), MAX_REASON),
-    }
-}
-
 /// Gives the guest the path below its route, keeping the query, and says
 /// which prefix was removed.
 fn rewrite_uri<B>(req: &mut Request<B>, path_and_query: &str, guest: &Guest) -> Result<(), String> {
@@ -643,239 +427,4 @@ fn rewrite_uri<B>(req: &mut Request<B>, path_and_query: &str, guest: &Guest) -> 
     let prefix = HeaderValue::from_str(guest.config.route.as_str()).map_err(|e| e.to_string())?;
     req.headers_mut().insert("x-forwarded-prefix", prefix);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use http_body_util::Empty;
-    use wasmtime::Trap;
-
-    use super::*;
-
-    /// A guest's name and counters, as a [`Ledger`] borrows them.
-    struct Books {
-        name: GuestName,
-        stats: GuestStats,
-    }
-
-    impl Books {
-        fn new() -> Books {
-            Books {
-                name: "tested".parse().expect("a guest name"),
-                stats: GuestStats::default(),
-            }
-        }
-
-        fn ledger(&self) -> Ledger<'_> {
-            Ledger {
-                name: &self.name,
-                stats: &self.stats,
-            }
-        }
-
-        /// (traps, timeouts)
-        fn counts(&self) -> (u64, u64) {
-            (
-                self.stats.traps.load(Ordering::Relaxed),
-                self.stats.timeouts.load(Ordering::Relaxed),
-            )
-        }
-    }
-
-    /// An outcome, comparable: `Outcome` holds a response, which is not.
-    fn shown(outcome: &Outcome) -> String {
-        match outcome {
-            Outcome::Response(_) => "response".into(),
-            Outcome::Failed(why) => format!("500 {why}"),
-            Outcome::TimedOut => "504".into(),
-            Outcome::BodyTooLarge => "413".into(),
-            Outcome::BodyStalled => "408".into(),
-            Outcome::Busy(why) => format!("503 {why}"),
-        }
-    }
-
-    fn recorded(causes: &[Cause]) -> Arc<Record> {
-        let record = Arc::new(Record::default());
-        for cause in causes {
-            record.record(*cause);
-        }
-        record
-    }
-
-    fn response() -> Response<GuestBody> {
-        Response::new(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-    }
-
-    fn trapped() -> Option<Result<(), (Stage, wasmtime::Error)>> {
-        Some(Err((
-            Stage::Run,
-            wasmtime::Error::new(Trap::UnreachableCodeReached),
-        )))
-    }
-
-    /// What `run_guest` does as the run ends, then what `finish` decides
-    /// when the guest went without a head.
-    fn run_without_head(
-        ran: Option<Result<(), (Stage, wasmtime::Error)>>,
-        record: Arc<Record>,
-        starved: bool,
-        books: &Books,
-    ) -> String {
-        let ended = Ended::classify(ran, &record, starved);
-        ended.report(books.ledger(), &record, Duration::from_secs(1));
-        let outcome = decide(
-            Heard::Ended(Ok(ended)),
-            Early::default(),
-            record,
-            books.ledger(),
-        );
-        shown(&outcome)
-    }
-
-    fn with_head(heard: Heard, record: Arc<Record>, books: &Books) -> String {
-        shown(&decide(heard, Early::default(), record, books.ledger()))
-    }
-
-    #[test]
-    fn each_cause_before_the_head_is_its_status_and_counter() {
-        // (cause, outcome, traps, timeouts), as the router and metrics
-        // have them.
-        let cases = [
-            (Cause::TimedOut, "504", 0, 1),
-            (Cause::BodyTooLarge, "413", 0, 0),
-            (Cause::BodyStalled, "408", 0, 0),
-        ];
-        for (cause, status, traps, timeouts) in cases {
-            let books = Books::new();
-            let got = run_without_head(trapped(), recorded(&[cause]), false, &books);
-            assert_eq!(got, status, "{cause:?}");
-            assert_eq!(books.counts(), (traps, timeouts), "{cause:?}");
-        }
-    }
-
-    #[test]
-    fn the_deadline_timer_is_a_timeout() {
-        let books = Books::new();
-        assert_eq!(run_without_head(None, recorded(&[]), false, &books), "504");
-        assert_eq!(books.counts(), (0, 1));
-    }
-
-    #[test]
-    fn a_trap_is_a_500_counted_once() {
-        let books = Books::new();
-        let got = run_without_head(trapped(), recorded(&[]), false, &books);
-        assert_eq!(got, format!("500 trap: {}", Trap::UnreachableCodeReached));
-        assert_eq!(books.counts(), (1, 0));
-    }
-
-    #[test]
-    fn a_handler_returning_without_a_head_is_a_500() {
-        let books = Books::new();
-        let got = run_without_head(Some(Ok(())), recorded(&[]), false, &books);
-        assert_eq!(got, "500 guest returned without setting a response");
-        assert_eq!(books.counts(), (1, 0));
-    }
-
-    #[test]
-    fn a_start_without_memory_is_a_503_and_no_failure() {
-        let books = Books::new();
-        let failed_start = || Some(Err((Stage::Start, wasmtime::Error::msg("memory refused"))));
-        let got = run_without_head(failed_start(), recorded(&[]), true, &books);
-        assert_eq!(
-            got,
-            "503 guest memory is all in use (--guest-memory-total and each guest's share of it); retry shortly"
-        );
-        assert_eq!(books.counts(), (0, 0));
-        // Not starved, the same error is the guest's failure.
-        let got = run_without_head(failed_start(), recorded(&[]), false, &books);
-        assert_eq!(got, "500 memory refused");
-        assert_eq!(books.counts(), (1, 0));
-    }
-
-    #[test]
-    fn a_deadline_outranks_the_body_it_followed() {
-        // A guest that read a body over the limit, ignored the error and
-        // spun until the deadline.
-        let books = Books::new();
-        let record = recorded(&[Cause::BodyTooLarge, Cause::TimedOut]);
-        assert_eq!(run_without_head(trapped(), record, false, &books), "504");
-        assert_eq!(books.counts(), (0, 1));
-    }
-
-    #[test]
-    fn with_a_head_the_body_decides_and_the_deadline_does_not() {
-        let cases: [(&[Cause], &str); 5] = [
-            (&[], "response"),
-            (&[Cause::TimedOut], "response"),
-            (&[Cause::BodyTooLarge], "413"),
-            (&[Cause::BodyStalled], "408"),
-            (
-                &[Cause::BodyStalled, Cause::BodyTooLarge, Cause::TimedOut],
-                "413",
-            ),
-        ];
-        for (causes, status) in cases {
-            let books = Books::new();
-            let got = with_head(Heard::Response(response()), recorded(causes), &books);
-            assert_eq!(got, status, "{causes:?}");
-            assert_eq!(books.counts(), (0, 0), "{causes:?}");
-        }
-    }
-
-    #[test]
-    fn an_error_code_is_a_500_unless_the_body_went_wrong() {
-        let code = || ErrorCode::HttpRequestDenied;
-        let books = Books::new();
-        let got = with_head(Heard::ErrorCode(code()), recorded(&[]), &books);
-        assert_eq!(got, format!("500 guest returned error {:?}", code()));
-        assert_eq!(books.counts(), (1, 0));
-
-        let books = Books::new();
-        let record = recorded(&[Cause::BodyStalled]);
-        assert_eq!(with_head(Heard::ErrorCode(code()), record, &books), "408");
-        assert_eq!(books.counts(), (0, 0));
-    }
-
-    #[test]
-    fn a_failure_after_the_head_is_a_trap_never_a_timeout() {
-        let books = Books::new();
-        let record = Record::default();
-        record.note_head_sent();
-        let report = |ended: Ended| ended.report(books.ledger(), &record, Duration::ZERO);
-        report(Ended::Stopped(Cause::TimedOut));
-        assert_eq!(books.counts(), (1, 0));
-        report(Ended::Failed("trap: boom".into()));
-        assert_eq!(books.counts(), (2, 0));
-        // The client's own body faults and a clean end count nothing.
-        report(Ended::Stopped(Cause::BodyTooLarge));
-        report(Ended::Stopped(Cause::BodyStalled));
-        report(Ended::Done);
-        assert_eq!(books.counts(), (2, 0));
-    }
-
-    #[test]
-    fn a_wait_that_heard_nothing_is_a_500() {
-        let books = Books::new();
-        let got = with_head(Heard::Nothing, recorded(&[]), &books);
-        assert_eq!(got, "500 the guest's run ended without a word");
-        assert_eq!(books.counts(), (1, 0));
-    }
-
-    #[tokio::test]
-    async fn a_lost_run_task_is_a_500() {
-        let task = tokio::spawn(std::future::pending::<Ended>());
-        task.abort();
-        let lost = task.await.err().expect("an aborted task");
-        let why = format!("500 guest task failed: {lost}");
-        let books = Books::new();
-        assert_eq!(
-            with_head(Heard::Ended(Err(lost)), recorded(&[]), &books),
-            why
-        );
-        assert_eq!(books.counts(), (1, 0));
-    }
 }

@@ -6,10 +6,13 @@
 //! - [`host`]: the per-request store data guests see through WASI.
 //! - [`registry`]: deployed guests, the compile cache and the manifest.
 //! - [`mod@invoke`]: one HTTP request through one fresh instance, in
-//!   steps, its outcome decided once; [`bodies`]: the request and response
-//!   bodies between it and the server; [`record`]: what happened to a
-//!   request, as the epoch callback, the bodies and the head callback
-//!   record it, decoded in one place.
+//!   steps; [`mod@decide`]: its outcome, decided once from what its task
+//!   heard; [`ended`]: how a request ends (the [`Outcome`], how the
+//!   guest's run ended, where its failures are counted and logged);
+//!   [`bodies`]: the request and response bodies between it and the
+//!   server; [`record`]: what happened to a request, as the epoch
+//!   callback, the bodies and the head callback record it, decoded in one
+//!   place.
 //! - [`kv`]: `wasi:keyvalue`, one namespace per guest name.
 //! - [`stats`]: counters per guest name.
 
@@ -17,7 +20,9 @@
 #[allow(missing_docs)]
 mod bindings;
 mod bodies;
+mod decide;
 mod enclave;
+mod ended;
 mod engine;
 mod host;
 mod invoke;
@@ -31,8 +36,9 @@ pub mod state;
 pub mod stats;
 mod view;
 
+pub use ended::Outcome;
 pub use engine::{EngineError, GuestEngine, Limits};
-pub use invoke::{GuestBody, Outcome, invoke};
+pub use invoke::{GuestBody, invoke};
 pub use kv::KvLimits;
 pub use registry::{DeployError, Deployed, Guest, Registry, Snapshot};
 pub use share::Share;

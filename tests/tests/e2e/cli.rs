@@ -231,43 +231,33 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
 
     use nacre_cli::process::{Stderr, Supervised};
 
-    // `nacre dev --port` must be given a port number, which its host proxy
-    // then binds: it takes no socket bound here, and port 0 would leave
-    // its banner without the port. So a port is chosen, and should another
-    // process bind it first, the start is tried again on another.
-    let mut tries = 0;
-    let (port, mut dev, banner) = loop {
-        tries += 1;
-        let dir = nacre_tests::temp_dir("nacre-dev");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new(nacre_tests::bin("nacre"));
-        command
-            .args(["dev", "--port", &port.to_string(), "--dir"])
-            .arg(&dir);
-        let mut dev = Supervised::spawn(command, Stderr::Keep { watch: false })
-            .unwrap()
-            .report_on_panic();
-        let mut lines = Vec::new();
-        let printed = dev.wait_for(Duration::from_secs(300), |line| {
+    // Port 0: the host proxy binds a port the system chooses and holds it,
+    // and the banner names it.
+    let dir = nacre_tests::temp_dir("nacre-dev");
+    let mut command = Command::new(nacre_tests::bin("nacre"));
+    command.args(["dev", "--port", "0", "--dir"]).arg(&dir);
+    let mut dev = Supervised::spawn(command, Stderr::Keep { watch: false })
+        .unwrap()
+        .report_on_panic();
+    let mut lines = Vec::new();
+    let banner = dev
+        .wait_for(Duration::from_secs(300), |line| {
             if line.starts_with("Press Ctrl-C") {
                 return Some(std::mem::take(&mut lines));
             }
             lines.push(line.to_string());
             None
-        });
-        let proxy_log = std::fs::read_to_string(dir.join("host-proxy.log")).unwrap_or_default();
-        match printed {
-            Ok(banner) => break (port, dev, banner),
-            Err(_) if tries < 5 && proxy_log.contains("in use") => {
-                eprintln!("port {port} was taken before nacre dev bound it; trying another");
-            }
-            Err(why) => panic!("nacre dev printed no banner: {why}\n{proxy_log}"),
-        }
-    };
+        })
+        .unwrap_or_else(|why| panic!("nacre dev printed no banner: {why}"));
+    let port: u16 = banner
+        .iter()
+        .find_map(|l| {
+            let at = l.find("https://localhost:")? + "https://localhost:".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no https://localhost:PORT in the banner {banner:#?}"));
+    assert_ne!(port, 0, "{banner:#?}");
 
     // The printed commands work when pasted: the `nacre` they name is the
     // binary the build made, not the replaced one ("... (deleted)").

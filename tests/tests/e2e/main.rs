@@ -19,5 +19,6 @@ mod origins;
 mod sync;
 mod sync_cost;
 mod sync_hostile;
+mod sync_input;
 mod token;
 mod transport;

@@ -85,46 +85,8 @@ impl Nginx {
     pub fn start() -> Nginx {
         let pki = TestPki::generate();
         let dir = temp_dir("nginx");
-        let html = dir.join("html");
-        std::fs::create_dir_all(&html).unwrap();
-        std::fs::write(html.join("length.bin"), Nginx::body("/length.bin")).unwrap();
-        // An SSI directive that prints nothing: the file's bytes, no length.
-        let mut shtml = b"<!--# set var=\"x\" value=\"\" -->".to_vec();
-        shtml.extend(Nginx::body("/chunked.shtml"));
-        std::fs::write(html.join("chunked.shtml"), shtml).unwrap();
-        let d = dir.display();
-        let p = pki.dir.display();
-        let user = if crate::is_root() {
-            "user root root;"
-        } else {
-            ""
-        };
-        let template = format!(
-            r#"daemon off;
-master_process on;
-worker_processes 1;
-{user}
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/tmp-body;
-    proxy_temp_path {d}/tmp-proxy;
-    fastcgi_temp_path {d}/tmp-fastcgi;
-    uwsgi_temp_path {d}/tmp-uwsgi;
-    scgi_temp_path {d}/tmp-scgi;
-    ssl_certificate {p}/cert.pem;
-    ssl_certificate_key {p}/key.pem;
-    root {d}/html;
-    types {{ text/html shtml; application/octet-stream bin; }}
-    server {{ listen 127.0.0.1:@H2@ ssl http2; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
-    server {{ listen 127.0.0.1:@H1@ ssl; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
-}}
-"#
-        );
         let template_path = dir.join("nginx.conf.in");
-        std::fs::write(&template_path, template).unwrap();
+        std::fs::write(&template_path, Nginx::site(&dir, &pki)).unwrap();
         let conf_path = dir.join("nginx.conf");
         let mut command = Command::new("python3");
         command
@@ -169,6 +131,49 @@ http {{
             std::thread::sleep(Duration::from_millis(50));
         }
         nginx
+    }
+
+    /// The files nginx serves, written into `dir`, and its configuration
+    /// with the two ports left as `@H2@` and `@H1@` for nginx_held.py.
+    fn site(dir: &std::path::Path, pki: &TestPki) -> String {
+        let html = dir.join("html");
+        std::fs::create_dir_all(&html).unwrap();
+        std::fs::write(html.join("length.bin"), Nginx::body("/length.bin")).unwrap();
+        // An SSI directive that prints nothing: the file's bytes, no length.
+        let mut shtml = b"<!--# set var=\"x\" value=\"\" -->".to_vec();
+        shtml.extend(Nginx::body("/chunked.shtml"));
+        std::fs::write(html.join("chunked.shtml"), shtml).unwrap();
+        let d = dir.display();
+        let p = pki.dir.display();
+        let user = if crate::is_root() {
+            "user root root;"
+        } else {
+            ""
+        };
+        format!(
+            r#"daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    ssl_certificate {p}/cert.pem;
+    ssl_certificate_key {p}/key.pem;
+    root {d}/html;
+    types {{ text/html shtml; application/octet-stream bin; }}
+    server {{ listen 127.0.0.1:@H2@ ssl http2; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
+    server {{ listen 127.0.0.1:@H1@ ssl; server_name localhost; location ~ \.shtml$ {{ ssi on; }} }}
+}}
+"#
+        )
     }
 
     /// nginx's error log so far.

@@ -92,95 +92,9 @@ impl Pebble {
             directory,
         } = plan;
         let (http01_port, http01) = closed_port();
-
-        // Every name is 127.0.0.1; no AAAA, so validation never tries ::1.
-        let mut command = Command::new("sh");
-        command.args([
-            "-c",
-            "exec pebble-challtestsrv \"$@\" 1>&2",
-            "sh",
-            "-dns01",
-            "127.0.0.1:0",
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-management",
-            "127.0.0.1:0",
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-        ]);
-        let mut dns_child = Supervised::spawn(command, Stderr::Keep { watch: true })
-            .expect("spawn pebble-challtestsrv (apt-get install pebble)")
-            .report_on_panic();
-        dns_child
-            .wait_for(Duration::from_secs(30), |l| {
-                l.contains("Starting management server").then_some(())
-            })
-            .unwrap_or_else(|e| panic!("pebble-challtestsrv did not start: {e}"));
-        // DNS over UDP and TCP, and the management API.
-        let bound = wait_for_bound_ports(dns_child.pid(), 2, 1, Duration::from_secs(30));
-        let dns = bound.udp[0];
-
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": "127.0.0.1:0",
-                "managementListenAddress": "127.0.0.1:0",
-                "certificate": pki.dir.join("cert.pem"),
-                "privateKey": pki.dir.join("key.pem"),
-                "httpPort": http01_port,
-                "tlsPort": tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
-            }
-        });
-        let file = pki.dir.join("pebble.json");
-        std::fs::write(&file, config.to_string()).expect("write the Pebble config");
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", "exec pebble \"$@\" 1>&2", "sh", "-config"])
-            .arg(&file)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            // No random sleeps before validation, no nonces refused for
-            // practice, a fresh validation for every order.
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .env("PEBBLE_AUTHZREUSE", "0");
-        let mut child = Supervised::spawn(command, Stderr::Keep { watch: true })
-            .expect("spawn pebble (apt-get install pebble)")
-            .report_on_panic();
-        child
-            .wait_for(Duration::from_secs(30), |l| {
-                l.contains("ACME directory available at").then_some(())
-            })
-            .unwrap_or_else(|e| panic!("pebble did not start: {e}"));
-        // The directory and the management API: the one that serves /dir
-        // is the directory.
-        let bound = wait_for_bound_ports(child.pid(), 2, 0, Duration::from_secs(30));
-        let client = reqwest::Client::builder()
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("the test CA"),
-            )
-            .build()
-            .expect("a client");
-        let mut serves_dir = Vec::new();
-        for p in &bound.tcp {
-            let r = client
-                .get(format!("https://localhost:{p}/dir"))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("Pebble's port {p}: {e}"));
-            serves_dir.push(r.status().is_success());
-        }
-        let (own, management) = match (bound.tcp.as_slice(), serves_dir.as_slice()) {
-            ([a, b], [true, false]) => (*a, *b),
-            ([a, b], [false, true]) => (*b, *a),
-            _ => panic!("Pebble listens on {bound:?}, serving /dir: {serves_dir:?}"),
-        };
+        let (dns_child, dns) = start_dns();
+        let child = start_pebble(&pki, dns, http01_port, tls_port);
+        let (own, management) = directory_and_management(&child, &pki).await;
         directory.point_to(own);
         Pebble {
             port,
@@ -239,5 +153,106 @@ impl Pebble {
     /// What Pebble logged.
     pub fn log(&self) -> String {
         self.child.output()
+    }
+}
+
+/// pebble-challtestsrv as Pebble's DNS, every name 127.0.0.1 (no AAAA,
+/// so validation never tries ::1); the child, and its DNS port.
+fn start_dns() -> (Supervised, u16) {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "exec pebble-challtestsrv \"$@\" 1>&2",
+        "sh",
+        "-dns01",
+        "127.0.0.1:0",
+        "-http01",
+        "",
+        "-https01",
+        "",
+        "-tlsalpn01",
+        "",
+        "-management",
+        "127.0.0.1:0",
+        "-defaultIPv4",
+        "127.0.0.1",
+        "-defaultIPv6",
+        "",
+    ]);
+    let mut dns_child = Supervised::spawn(command, Stderr::Keep { watch: true })
+        .expect("spawn pebble-challtestsrv (apt-get install pebble)")
+        .report_on_panic();
+    dns_child
+        .wait_for(Duration::from_secs(30), |l| {
+            l.contains("Starting management server").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("pebble-challtestsrv did not start: {e}"));
+    // DNS over UDP and TCP, and the management API.
+    let bound = wait_for_bound_ports(dns_child.pid(), 2, 1, Duration::from_secs(30));
+    let dns = bound.udp[0];
+    (dns_child, dns)
+}
+
+/// Pebble itself, with the test CA's certificate, validating TLS-ALPN-01
+/// on `tls_port` and asking `dns` for every name.
+fn start_pebble(pki: &TestPki, dns: u16, http01_port: u16, tls_port: u16) -> Supervised {
+    let config = serde_json::json!({
+        "pebble": {
+            "listenAddress": "127.0.0.1:0",
+            "managementListenAddress": "127.0.0.1:0",
+            "certificate": pki.dir.join("cert.pem"),
+            "privateKey": pki.dir.join("key.pem"),
+            "httpPort": http01_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }
+    });
+    let file = pki.dir.join("pebble.json");
+    std::fs::write(&file, config.to_string()).expect("write the Pebble config");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "exec pebble \"$@\" 1>&2", "sh", "-config"])
+        .arg(&file)
+        .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+        // No random sleeps before validation, no nonces refused for
+        // practice, a fresh validation for every order.
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .env("PEBBLE_AUTHZREUSE", "0");
+    let mut child = Supervised::spawn(command, Stderr::Keep { watch: true })
+        .expect("spawn pebble (apt-get install pebble)")
+        .report_on_panic();
+    child
+        .wait_for(Duration::from_secs(30), |l| {
+            l.contains("ACME directory available at").then_some(())
+        })
+        .unwrap_or_else(|e| panic!("pebble did not start: {e}"));
+    child
+}
+
+/// Pebble's two ports, told apart: the one that serves /dir is the
+/// directory, the other the management API.
+async fn directory_and_management(child: &Supervised, pki: &TestPki) -> (u16, u16) {
+    let bound = wait_for_bound_ports(child.pid(), 2, 0, Duration::from_secs(30));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("the test CA"),
+        )
+        .build()
+        .expect("a client");
+    let mut serves_dir = Vec::new();
+    for p in &bound.tcp {
+        let r = client
+            .get(format!("https://localhost:{p}/dir"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Pebble's port {p}: {e}"));
+        serves_dir.push(r.status().is_success());
+    }
+    match (bound.tcp.as_slice(), serves_dir.as_slice()) {
+        ([a, b], [true, false]) => (*a, *b),
+        ([a, b], [false, true]) => (*b, *a),
+        _ => panic!("Pebble listens on {bound:?}, serving /dir: {serves_dir:?}"),
     }
 }

@@ -121,7 +121,12 @@ impl Node {
     /// Checks the deployment key's tag over `nonce` as `label`, when this
     /// enclave holds keys (one that holds none cannot, and has nothing a
     /// stranger could take).
-    fn check_tag(&self, label: Label, nonce: &[u8], tag: Option<&str>) -> Result<(), Refused> {
+    pub(super) fn check_tag(
+        &self,
+        label: Label,
+        nonce: &[u8],
+        tag: Option<&str>,
+    ) -> Result<(), Refused> {
         let Some(held) = self.held() else {
             return Ok(());
         };

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use super::{Node, Refused, refused};
 use crate::http::{ResponseBody, error, json};
 use crate::server::{BodyError, Handler, RequestBody};
+use nacre_sync::auth::Label;
 use nacre_sync::wire::{Delivery, Heartbeat, MAX_HEARTBEAT};
 
 /// The largest delivery: the key material, and every guest's component
@@ -112,7 +113,7 @@ impl Node {
 
     /// `POST /enclave/sync?offer=`: one delivery applied at a time, its
     /// body read only once its offer is taken.
-    async fn delivery<B>(
+    pub(super) async fn delivery<B>(
         self: &Arc<Self>,
         req: Request<B>,
     ) -> Result<Response<ResponseBody>, Refused>
@@ -121,8 +122,12 @@ impl Node {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let offer = nonce(&req, "offer")?;
+        let tag = query(&req, "tag");
+        // The tag before the lock: a request without this deployment's key
+        // never holds up, nor is held up by, a delivery that has it.
+        self.check_tag(Label::Deliver, &offer, tag.as_deref())?;
         let _applying = self.offers.apply_now()?;
-        let taken = self.take_offer(offer, query(&req, "tag").as_deref())?;
+        let taken = self.take_offer(offer, tag.as_deref())?;
         let delivery = read::<Delivery, _>(req, MAX_DELIVERY).await?;
         let version = self.deliver(taken, delivery).await?;
         Ok(json(

@@ -368,3 +368,24 @@ async fn the_senders_document_must_be_a_senders_for_this_offer() {
     );
     assert_eq!(to.key_set(), None);
 }
+
+#[tokio::test]
+async fn a_delivery_in_progress_gives_an_untagged_one_403_not_429() {
+    let dev = dev();
+    let to = node(&dev, DEPLOYMENT);
+    to.start_deployment();
+    // A delivery being applied holds the lock.
+    let _applying = to.offers.apply_now().expect("the lock");
+    let stranger = http::Request::post(format!(
+        "/enclave/sync?offer={}",
+        hex::encode(random_nonce())
+    ))
+    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+    .expect("request");
+    let (status, message) = match to.delivery(stranger).await {
+        Ok(r) => (r.status(), String::new()),
+        Err(refused) => refused,
+    };
+    assert_eq!(status, StatusCode::FORBIDDEN, "{message}");
+    assert!(message.contains("deployment key's tag"), "{message}");
+}

@@ -151,9 +151,12 @@ impl Runtime {
         if !settings.gated() {
             boot::deploy(&settings.guests, settings.wait_for_app, &core.registry).await?;
         }
-        let fleet = match &settings.sync {
-            Some(sync) => Some(Fleet::build(sync, advertise, &core).await?),
-            None => None,
+        // Synchronized state exists exactly when sync is configured.
+        let fleet = match (&settings.sync, &core.synced) {
+            (Some(sync), Some(synced)) => {
+                Some(Fleet::build(sync, advertise, synced.clone(), &core).await?)
+            }
+            _ => None,
         };
         let deployment = fleet
             .as_ref()
@@ -400,12 +403,9 @@ impl Fleet {
     async fn build(
         sync: &SyncSettings,
         advertise: watch::Receiver<Option<Target>>,
+        synced: Arc<SyncedState>,
         core: &Core,
     ) -> Result<Fleet, StartError> {
-        let synced = core
-            .synced
-            .clone()
-            .ok_or_else(|| StartError::Stopped("sync without synchronized state".into()))?;
         let node = Node::new(
             SyncConfig {
                 leader: sync.leader.clone(),

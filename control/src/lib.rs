@@ -10,9 +10,14 @@
 //! guest or a peer put in a record can neither end the link nor fill the
 //! memory of either side.
 //!
-//! The runtime only sends what its operator may read: log records and
-//! guests' output lines. The host is not trusted: everything read from the
-//! link is checked ([`read_frame`] bounds the length and decodes strictly).
+//! A connection carries one [`Channel`], named in the runtime's Hello: the
+//! log link (the default) or a [`store`] link, on which the enclave keeps
+//! its sealed objects with the host and asks it for AWS credentials.
+//!
+//! On the log link the runtime only sends what its operator may read: log
+//! records and guests' output lines. The host is not trusted: everything
+//! read from the link is checked ([`read_frame`] bounds the length and
+//! decodes strictly; [`store::StoreClient`] bounds every answer).
 
 use std::time::Duration;
 
@@ -20,6 +25,7 @@ pub mod bounded;
 pub mod exposition;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod store;
 
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,7 +36,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/nacre.control.v1.rs"));
 }
 
-pub use v1::{Dropped, Frame, GuestOutput, Hello, Level, LogRecord, Stream, frame::Body};
+pub use v1::{Channel, Dropped, Frame, GuestOutput, Hello, Level, LogRecord, Stream, frame::Body};
 
 /// The protocol versions this build speaks.
 pub const VERSIONS: (u32, u32) = (1, 1);
@@ -134,13 +140,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
     Ok(Frame::decode(body.as_slice())?)
 }
 
-/// This side's Hello.
+/// This side's Hello, for a log link ([`Channel::Logs`]; set `channel`
+/// for another).
 pub fn hello(software: &str) -> Hello {
     Hello {
         min_version: VERSIONS.0,
         max_version: VERSIONS.1,
         software: software.to_string(),
         sync_advertise: String::new(),
+        channel: Channel::Logs as i32,
     }
 }
 
@@ -163,6 +171,31 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             "the first frame was not a Hello".into(),
         ));
     };
+    let version = negotiate(&theirs)?;
+    Ok((version, theirs))
+}
+
+/// The listening side's handshake (the host proxy's): reads the other's
+/// Hello first (within [`HELLO_TIMEOUT`]), then sends `ours`, made from
+/// it, so the answer can echo the channel asked for. The version both
+/// speak, and the other's Hello. When they share no version this side's
+/// Hello is still sent, so the other side can say why too.
+pub async fn answer_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut S,
+    ours: impl FnOnce(&Hello) -> Hello,
+) -> Result<(u32, Hello), FrameError> {
+    let frame = tokio::time::timeout(HELLO_TIMEOUT, read_frame(link))
+        .await
+        .map_err(|_| FrameError::Handshake(format!("no Hello within {HELLO_TIMEOUT:?}")))??;
+    let Some(Body::Hello(theirs)) = frame.body else {
+        return Err(FrameError::Handshake(
+            "the first frame was not a Hello".into(),
+        ));
+    };
+    let frame = Frame {
+        body: Some(Body::Hello(ours(&theirs))),
+    };
+    write_frame(link, &frame).await?;
     let version = negotiate(&theirs)?;
     Ok((version, theirs))
 }
@@ -240,6 +273,7 @@ mod tests {
             max_version: max,
             software: String::new(),
             sync_advertise: String::new(),
+            channel: 0,
         };
         assert_eq!(negotiate(&h(1, 1)).unwrap(), 1);
         // A newer side that still speaks 1.
@@ -267,6 +301,53 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         write_frame(&mut b, &log("not a hello")).await.unwrap();
         let e = handshake(&mut a, hello("runtime")).await.unwrap_err();
+        assert!(e.to_string().contains("not a Hello"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_answering_side_reads_first_and_echoes() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let host = tokio::spawn(async move {
+            answer_handshake(&mut b, |theirs| {
+                let mut ours = hello("host");
+                ours.channel = theirs.channel;
+                ours
+            })
+            .await
+        });
+        let mut ours = hello("runtime");
+        ours.channel = Channel::Store as i32;
+        let (_, theirs) = handshake(&mut a, ours).await.unwrap();
+        assert_eq!(theirs.channel(), Channel::Store);
+        let (v, runtime) = host.await.unwrap().unwrap();
+        assert_eq!((v, runtime.software.as_str()), (1, "runtime"));
+
+        // No shared version: the answer still goes, then the error.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let mut ours = hello("future runtime");
+        (ours.min_version, ours.max_version) = (5, 6);
+        write_frame(
+            &mut a,
+            &Frame {
+                body: Some(Body::Hello(ours)),
+            },
+        )
+        .await
+        .unwrap();
+        let e = answer_handshake(&mut b, |_| hello("host"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FrameError::Version { .. }), "{e}");
+        let answer = read_frame(&mut a).await.unwrap();
+        assert!(matches!(answer.body, Some(Body::Hello(_))), "{answer:?}");
+
+        // Not a Hello first: nothing is sent.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(&mut a, &log("hi")).await.unwrap();
+        drop(a);
+        let e = answer_handshake(&mut b, |_| hello("host"))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not a Hello"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! Replays the corpus `cargo fuzz run control_frames` found: every input
-//! must return, never panic; and the seed (`fuzz/seeds/all-kinds`: a
-//! Hello, a log record, a guest line, a drop count) still reads as frames.
+//! must return, never panic; and the seeds still read as frames:
+//! `fuzz/seeds/all-kinds` (a Hello, a log record, a guest line, a drop
+//! count), `store-requests` (a store Hello and each request) and
+//! `store-answers` (the host's Hello and each answer).
 
 #[test]
 fn fuzz_corpus_replays_without_panics() {
@@ -19,21 +21,59 @@ fn fuzz_corpus_replays_without_panics() {
     }
 }
 
-#[tokio::test]
-async fn the_seeds_read_as_frames() {
+/// The kinds of the frames in the seed `name`, each as its `Debug` names
+/// it, the store's down to the request or answer.
+async fn kinds(name: &str) -> Vec<String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-    let all = std::fs::read(dir.join("all-kinds")).unwrap();
+    let all = std::fs::read(dir.join(name)).unwrap();
     let mut reader = all.as_slice();
     let mut kinds = Vec::new();
     while !reader.is_empty() {
         let frame = nacre_control::read_frame(&mut reader).await.unwrap();
-        kinds.push(
-            format!("{:?}", frame.body.unwrap())
-                .split('(')
-                .next()
-                .unwrap()
-                .to_string(),
-        );
+        let shown = format!("{:?}", frame.body.unwrap());
+        // `StoreRequest(StoreRequest { op: Some(Get(...`: the outer kind,
+        // and for the store the op or result too.
+        let words: Vec<&str> = shown
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        kinds.push(match words.as_slice() {
+            ["StoreRequest", _, "op", "Some", op, ..] => format!("StoreRequest/{op}"),
+            ["StoreResponse", _, "result", "Some", r, ..] => format!("StoreResponse/{r}"),
+            [kind, ..] => kind.to_string(),
+            [] => String::new(),
+        });
     }
-    assert_eq!(kinds, ["Hello", "Log", "GuestOutput", "Dropped"]);
+    kinds
+}
+
+#[tokio::test]
+async fn the_seeds_read_as_frames() {
+    assert_eq!(
+        kinds("all-kinds").await,
+        ["Hello", "Log", "GuestOutput", "Dropped"]
+    );
+    assert_eq!(
+        kinds("store-requests").await,
+        [
+            "Hello",
+            "StoreRequest/Get",
+            "StoreRequest/Put",
+            "StoreRequest/List",
+            "StoreRequest/Delete",
+            "StoreRequest/Credentials"
+        ]
+    );
+    assert_eq!(
+        kinds("store-answers").await,
+        [
+            "Hello",
+            "StoreResponse/Object",
+            "StoreResponse/Absent",
+            "StoreResponse/Names",
+            "StoreResponse/Done",
+            "StoreResponse/Failed",
+            "StoreResponse/Credentials"
+        ]
+    );
 }

@@ -1,9 +1,12 @@
 //! Command-line flags.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Parser, ValueEnum};
 use nacre_transport::{Address, AllowRule};
+
+use crate::credentials::{CredentialsFrom, Endpoint};
 
 /// The parent-instance proxy of a Nacre enclave: forwards ciphertext in and
 /// opens CONNECT tunnels out. It never sees plaintext.
@@ -45,11 +48,33 @@ pub struct Args {
     #[arg(long)]
     pub egress_allow_private: bool,
 
-    /// Take the enclave's control link here (its --control): the runtime's
+    /// Take the enclave's control links here (its --control): the runtime's
     /// log records and guests' output lines are written to stdout, one per
-    /// line, in --log-format.
+    /// line, in --log-format; its store links are served from --store and
+    /// --aws-credentials.
     #[arg(long, value_name = "ADDR")]
     pub control_listen: Option<Address>,
+
+    /// Keep the enclave's sealed objects (snapshots of its deployment,
+    /// encrypted inside it: the proxy stores ciphertext only) as files in
+    /// DIR, made if missing. Put it on durable storage (an EBS volume, not
+    /// a tmpfs). Without it, the enclave's store requests fail with a
+    /// message naming this flag. Needs --control-listen.
+    #[arg(long, value_name = "DIR", requires = "control_listen")]
+    pub store: Option<PathBuf>,
+
+    /// Where the AWS credentials the enclave asks for (for its own calls
+    /// to KMS) come from: `imds` (the instance role; the production
+    /// choice), `env` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_SESSION_TOKEN, read at each request), `file:PATH` (a JSON file
+    /// with AccessKeyId, SecretAccessKey and optional Token and
+    /// Expiration, read at each request), or `none`.
+    #[arg(long, default_value = "none", value_name = "SOURCE")]
+    pub aws_credentials: CredentialsFrom,
+
+    /// The instance metadata service, for --aws-credentials imds.
+    #[arg(long, value_name = "URL", default_value = "http://169.254.169.254")]
+    pub imds_endpoint: Endpoint,
 
     /// Where the other enclaves of the deployment reach this enclave's sync
     /// listener (the host and port of an --inbound rule to its
@@ -175,6 +200,37 @@ mod tests {
         assert!(!a.egress_allow_private);
         assert!(
             Args::try_parse_from(["nacre-host-proxy", "--egress-allow-private-to", "x"]).is_err()
+        );
+    }
+
+    #[test]
+    fn store_and_credentials_flags_parse() {
+        let a = Args::try_parse_from(["nacre-host-proxy", "--control-listen", "vsock://any:9000"])
+            .unwrap();
+        assert!(a.store.is_none());
+        assert_eq!(a.aws_credentials, CredentialsFrom::None);
+        assert_eq!(a.imds_endpoint.to_string(), "http://169.254.169.254");
+        let a = Args::try_parse_from([
+            "nacre-host-proxy",
+            "--control-listen",
+            "vsock://any:9000",
+            "--store",
+            "/var/lib/nacre/store",
+            "--aws-credentials",
+            "imds",
+            "--imds-endpoint",
+            "http://[fd00:ec2::254]",
+        ])
+        .unwrap();
+        assert_eq!(a.store.unwrap(), PathBuf::from("/var/lib/nacre/store"));
+        assert_eq!(a.aws_credentials, CredentialsFrom::Imds);
+        assert_eq!(a.imds_endpoint.to_string(), "http://[fd00:ec2::254]");
+        // A store nobody can reach, a source that does not exist, an
+        // endpoint that is not plain http.
+        assert!(Args::try_parse_from(["nacre-host-proxy", "--store", "/x"]).is_err());
+        assert!(Args::try_parse_from(["nacre-host-proxy", "--aws-credentials", "file"]).is_err());
+        assert!(
+            Args::try_parse_from(["nacre-host-proxy", "--imds-endpoint", "https://x"]).is_err()
         );
     }
 }

@@ -1,7 +1,11 @@
-//! `--control-listen`: the enclave's control link. The runtime connects, both sides say Hello, and every log record and guest output
-//! line it sends is written to this process's stdout, one line each, as
-//! text or JSON (`--log-format`), for journald or a CloudWatch agent. This
-//! process's own log stays on stderr.
+//! `--control-listen`: the enclave's control links. The runtime connects,
+//! says Hello naming the link's channel, and this side answers (echoing the
+//! channel it serves). A log link (the runtime's one, channel 0) has every
+//! log record and guest output line it sends written to this process's
+//! stdout, one line each, as text or JSON (`--log-format`), for journald or
+//! a CloudWatch agent. This process's own log stays on stderr. A store link
+//! (the runtime opens them as it needs) is served from [`HostStore`]: up to
+//! [`MAX_STORE_LINKS`] at once, each on its own.
 //!
 //! The enclave's lines are the enclave's words: in text each is tagged
 //! `enclave` or `guest=NAME` and its control characters are escaped, so a
@@ -14,43 +18,111 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nacre_control::bounded::{self, Bounded, FIELD, FIELDS, MESSAGE, NAME};
-use nacre_control::{Body, Frame, FrameError, Level, Stream};
+use nacre_control::v1::{StoreFailed, StoreResponse, store_response};
+use nacre_control::{Body, Channel, Frame, FrameError, Level, Stream};
 use nacre_transport::Listener;
+use tokio::sync::Semaphore;
 
 use crate::args::LogFormat;
+use crate::metrics::Metrics;
+use crate::store::HostStore;
 
-/// Accepts links until the task is aborted.
-/// `sync_advertise` (`--sync-advertise`) goes to the runtime in this
-/// side's Hello: where the other enclaves reach its sync listener.
-pub async fn serve(listener: Listener, format: LogFormat, sync_advertise: Option<String>) {
-    loop {
-        let (link, peer) = listener.accept().await;
-        tokio::spawn(session(link, peer, format, sync_advertise.clone()));
+/// Store links served at once; another gets a failure answer and is
+/// closed.
+pub const MAX_STORE_LINKS: usize = 16;
+
+/// How long a store link over the cap has to send its first request
+/// before it is closed without an answer.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
+
+/// What every control link is served with.
+pub struct Control {
+    format: LogFormat,
+    /// `--sync-advertise`: goes to the runtime in this side's Hello, where
+    /// the other enclaves reach its sync listener.
+    sync_advertise: Option<String>,
+    store: Arc<HostStore>,
+    store_links: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Control {
+    /// Links printed in `format`, store links served from `store`.
+    pub fn new(
+        format: LogFormat,
+        sync_advertise: Option<String>,
+        store: HostStore,
+        metrics: Arc<Metrics>,
+    ) -> Control {
+        Control {
+            format,
+            sync_advertise,
+            store: Arc::new(store),
+            store_links: Arc::new(Semaphore::new(MAX_STORE_LINKS)),
+            metrics,
+        }
     }
 }
 
-async fn session(
-    mut link: nacre_transport::Stream,
-    peer: String,
-    format: LogFormat,
-    sync_advertise: Option<String>,
-) {
-    let mut hello =
-        nacre_control::hello(&format!("nacre-host-proxy {}", env!("CARGO_PKG_VERSION")));
-    hello.sync_advertise = sync_advertise.unwrap_or_default();
-    match nacre_control::handshake(&mut link, hello).await {
-        Ok((version, runtime)) => {
-            let runtime = clean(&runtime.software, NAME);
-            tracing::info!(%peer, version, %runtime, "control link up");
+impl Control {
+    /// Fetches the enclave's AWS credentials once, logging the outcome.
+    pub async fn check_credentials(&self) {
+        self.store.check_credentials().await;
+    }
+}
+
+/// Accepts links until the task is aborted.
+pub async fn serve(listener: Listener, control: Arc<Control>) {
+    loop {
+        let (link, peer) = listener.accept().await;
+        tokio::spawn(session(link, peer, control.clone()));
+    }
+}
+
+async fn session(mut link: nacre_transport::Stream, peer: String, control: Arc<Control>) {
+    let answer = |theirs: &nacre_control::Hello| {
+        let mut hello =
+            nacre_control::hello(&format!("nacre-host-proxy {}", env!("CARGO_PKG_VERSION")));
+        hello.sync_advertise = control.sync_advertise.clone().unwrap_or_default();
+        // Echoed only if served: a channel this proxy does not know gets
+        // the log channel, which tells the runtime.
+        if Channel::try_from(theirs.channel).is_ok() {
+            hello.channel = theirs.channel;
         }
+        hello
+    };
+    let (version, theirs) = match nacre_control::answer_handshake(&mut link, answer).await {
+        Ok(up) => up,
         Err(e) => {
             tracing::warn!(%peer, "control link refused: {e}");
             return;
         }
+    };
+    let runtime = clean(&theirs.software, NAME);
+    match Channel::try_from(theirs.channel) {
+        Ok(Channel::Logs) => {
+            tracing::info!(%peer, version, %runtime, "control link up");
+            logs(link, peer, control.format).await;
+        }
+        Ok(Channel::Store) => {
+            tracing::info!(%peer, version, %runtime, "store link up");
+            store(link, peer, &control).await;
+        }
+        Err(_) => tracing::warn!(
+            %peer,
+            %runtime,
+            "control link refused: channel {} is not one this host proxy serves (upgrade it)",
+            theirs.channel
+        ),
     }
+}
+
+/// A log link: each record to stdout, until it closes.
+async fn logs(mut link: nacre_transport::Stream, peer: String, format: LogFormat) {
     loop {
         match nacre_control::read_frame(&mut link).await {
             Ok(frame) => {
@@ -68,6 +140,36 @@ async fn session(
             }
         }
     }
+}
+
+/// A store link, if one of the [`MAX_STORE_LINKS`] is free.
+async fn store(mut link: nacre_transport::Stream, peer: String, control: &Control) {
+    let Ok(_slot) = control.store_links.clone().try_acquire_owned() else {
+        let why = format!(
+            "this host proxy serves {MAX_STORE_LINKS} store links at once, and they are all open: close one"
+        );
+        tracing::warn!(%peer, "store link refused: {why}");
+        control.store.busy();
+        // Its first request gets the answer that says why.
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(BUSY_WAIT, nacre_control::read_frame(&mut link)).await
+        {
+            let answer = Frame {
+                body: Some(Body::StoreResponse(StoreResponse {
+                    result: Some(store_response::Result::Failed(StoreFailed { why })),
+                })),
+            };
+            let _ = nacre_control::write_frame(&mut link, &answer).await;
+        }
+        return;
+    };
+    let open = control.metrics.store_links();
+    open.inc();
+    match nacre_control::store::serve(&mut link, &*control.store).await {
+        Ok(()) => tracing::info!(%peer, "store link closed"),
+        Err(e) => tracing::warn!(%peer, "{e}; closed that store link (the runtime opens another)"),
+    }
+    open.dec();
 }
 
 fn time(unix_ms: u64) -> String {
@@ -203,7 +305,8 @@ fn render(frame: &Frame, format: LogFormat) -> Option<String> {
             "message": "log records dropped while the control link was slow or down",
         })
         .to_string(),
-        (_, Body::Hello(_)) => return None,
+        // A Hello, or a store frame on a log link: nothing to print.
+        (_, Body::Hello(_) | Body::StoreRequest(_) | Body::StoreResponse(_)) => return None,
     })
 }
 

@@ -8,17 +8,22 @@
 //! - [`inbound`]: `--inbound LISTEN=TARGET` byte forwarding
 //! - [`egress`]: the `--egress-listen` CONNECT proxy and its allow list
 //! - [`ranges`]: the addresses an allowed name may not resolve to
-//! - [`control`]: `--control-listen`, the enclave's logs to stdout
+//! - [`control`]: `--control-listen`, the enclave's logs to stdout and its
+//!   store links
+//! - [`store`]: `--store`, the enclave's sealed objects as files
+//! - [`credentials`]: `--aws-credentials`, what the enclave gets for KMS
 //! - [`metrics`]: `--metrics-listen`, Prometheus text
 //! - [`relay`]: the counted, half-close-aware byte copy both share
 
 mod args;
 mod control;
+mod credentials;
 mod egress;
 mod inbound;
 mod metrics;
 mod ranges;
 mod relay;
+mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::args::{Args, LogFormat};
+use crate::credentials::CredentialsFrom;
 use crate::metrics::Metrics;
 use crate::relay::Limits;
 
@@ -92,7 +98,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         accept_loops.push(start_egress(&args, addr, &limits, &tasks).await?);
     }
     if let Some(addr) = &args.control_listen {
-        accept_loops.push(start_control(&args, addr).await?);
+        accept_loops.push(start_control(&args, addr, &metrics).await?);
     }
     if let Some(addr) = &args.metrics_listen {
         start_metrics(addr, &metrics).await?;
@@ -169,15 +175,46 @@ async fn start_egress(
     )))
 }
 
-/// Binds `--control-listen` and serves the enclave's control connection.
-async fn start_control(args: &Args, addr: &Address) -> anyhow::Result<JoinHandle<()>> {
+/// Opens `--store` (making its directory), sets up `--aws-credentials`,
+/// binds `--control-listen` and serves the enclave's control links.
+async fn start_control(
+    args: &Args,
+    addr: &Address,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let files = match &args.store {
+        Some(dir) => {
+            let files = store::FileStore::open(dir).with_context(|| {
+                format!(
+                    "--store {}: cannot make or write to this directory",
+                    dir.display()
+                )
+            })?;
+            tracing::info!(dir = %files.root().display(), "the enclave's store is in this directory");
+            Some(files)
+        }
+        None => None,
+    };
+    let credentials =
+        credentials::Credentials::new(args.aws_credentials.clone(), &args.imds_endpoint);
+    let host = store::HostStore::new(files, credentials, metrics.clone());
     let listener = bind(addr, "--control-listen").await?;
     println!("nacre-host-proxy control {}", listener.local_addr()?);
-    Ok(tokio::spawn(control::serve(
-        listener,
+    let control = control::Control::new(
         args.log_format,
         args.sync_advertise.clone(),
-    )))
+        host,
+        metrics.clone(),
+    );
+    let control = Arc::new(control);
+    if args.aws_credentials == CredentialsFrom::Imds {
+        // Early word for the operator if IMDS is out of reach (a hop limit
+        // of 1 in a container, no instance profile); the enclave's
+        // requests try again.
+        let control = control.clone();
+        tokio::spawn(async move { control.check_credentials().await });
+    }
+    Ok(tokio::spawn(control::serve(listener, control)))
 }
 
 /// Binds `--metrics-listen` and serves the metrics. Not an accept loop

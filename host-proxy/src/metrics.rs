@@ -1,5 +1,5 @@
-//! Prometheus metrics: connections, bytes and refusals, and the
-//! `--metrics-listen` endpoint that serves them.
+//! Prometheus metrics: connections, bytes and refusals, the store's
+//! operations, and the `--metrics-listen` endpoint that serves them.
 
 use std::sync::Arc;
 
@@ -51,6 +51,17 @@ struct RefusalLabel {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpLabel {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
 /// Every counter the proxy keeps.
 pub struct Metrics {
     registry: Registry,
@@ -58,6 +69,9 @@ pub struct Metrics {
     open: Family<KindLabel, Gauge>,
     bytes: Family<BytesLabel, Counter>,
     refusals: Family<RefusalLabel, Counter>,
+    store_operations: Family<StoreOpLabel, Counter>,
+    store_bytes: Family<DirectionLabel, Counter>,
+    store_links: Gauge,
 }
 
 impl Default for Metrics {
@@ -79,12 +93,29 @@ impl Default for Metrics {
             "Connections refused, by reason",
             refusals.clone(),
         );
+        let store_operations = Family::<StoreOpLabel, Counter>::default();
+        let store_bytes = Family::<DirectionLabel, Counter>::default();
+        let store_links = Gauge::default();
+        registry.register(
+            "store_operations",
+            "Requests on the enclave's store links, by operation and result",
+            store_operations.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Object bytes the enclave stored (written) and read back (read)",
+            store_bytes.clone(),
+        );
+        registry.register("store_links", "Store links open now", store_links.clone());
         Metrics {
             registry,
             connections,
             open,
             bytes,
             refusals,
+            store_operations,
+            store_bytes,
+            store_links,
         }
     }
 }
@@ -122,6 +153,27 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// Counts one store request: `op` (`get`, `put`, `list`, `delete`,
+    /// `credentials`, `unknown`) and its `result` (`ok`, `absent`,
+    /// `failed`, `refused`, `busy`).
+    pub fn store_op(&self, op: &'static str, result: &'static str) {
+        self.store_operations
+            .get_or_create(&StoreOpLabel { op, result })
+            .inc();
+    }
+
+    /// Counts object bytes `written` to or `read` from the store.
+    pub fn store_bytes(&self, direction: &'static str, n: usize) {
+        self.store_bytes
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(n as u64);
+    }
+
+    /// Store links open now.
+    pub fn store_links(&self) -> Gauge {
+        self.store_links.clone()
     }
 
     /// The OpenMetrics text of every metric.

@@ -98,14 +98,18 @@ pub struct Dev {
 }
 
 impl Dev {
-    /// Opens (or creates) the dev CA in `dir` and measures this executable.
-    pub fn open(dir: &Path) -> Result<Dev, AttestError> {
+    /// Opens (or creates) the dev CA in `dir` and measures this executable;
+    /// `pcr8` stands for the image's signer (zeros: unsigned).
+    pub fn open(dir: &Path, pcr8: Option<Vec<u8>>) -> Result<Dev, AttestError> {
         let signer = DevSigner::open(dir).map_err(|e| AttestError::Unavailable(e.to_string()))?;
         let pcr0 = measure_self().map_err(|e| {
             AttestError::Unavailable(format!("cannot read this executable to measure PCR0: {e}"))
         })?;
         let mut pcrs: BTreeMap<u32, Vec<u8>> = (1..16).map(|i| (i, vec![0u8; 48])).collect();
         pcrs.insert(0, pcr0);
+        if let Some(pcr8) = pcr8 {
+            pcrs.insert(8, pcr8);
+        }
         Ok(Dev { signer, pcrs })
     }
 }

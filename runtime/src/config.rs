@@ -126,6 +126,12 @@ pub struct Config {
     #[arg(long, env = "NACRE_DEV_ROOT", value_name = "DIR")]
     pub dev_root: Option<PathBuf>,
 
+    /// Dev mode: PCR8 of the documents (96 hex digits; default zeros),
+    /// standing for the certificate that signed the image, to try a KMS
+    /// key policy that names a signer (kms:RecipientAttestation:PCR8).
+    #[arg(long, env = "NACRE_DEV_PCR8", value_name = "HEX", value_parser = parse_pcr8)]
+    pub dev_pcr8: Option<String>,
+
     /// Guest to load at start: NAME=PATH[;route=/p][;allow=HOST:PORT,...]
     /// (repeatable).
     #[arg(
@@ -169,6 +175,35 @@ pub struct Config {
     /// (--egress).
     #[arg(long, env = "NACRE_FQDN_LEADER", value_name = "HOST[:PORT]")]
     pub fqdn_leader: Option<String>,
+
+    /// Seal the deployment with AWS KMS: the ARN of a symmetric KMS key
+    /// (arn:aws:kms:REGION:ACCOUNT:key/ID) whose key policy lets this
+    /// image unwrap it. The deployment's root is made (or unwrapped) with
+    /// an attestation document, and its certificate, guests, state and
+    /// key-value data are kept sealed in the host proxy's --store, so the
+    /// deployment survives its enclaves. Needs --control and --egress.
+    #[arg(long, env = "NACRE_KMS_KEY", value_name = "ARN")]
+    pub kms_key: Option<String>,
+
+    /// The KMS key's region (default: the ARN's).
+    #[arg(
+        long,
+        env = "NACRE_KMS_REGION",
+        value_name = "REGION",
+        requires = "kms_key"
+    )]
+    pub kms_region: Option<String>,
+
+    /// KMS's https URL (default `https://kms.REGION.amazonaws.com`): a VPC
+    /// endpoint, or the dev stand-in. Reached through --egress, with TLS
+    /// inside the enclave.
+    #[arg(
+        long,
+        env = "NACRE_KMS_ENDPOINT",
+        value_name = "URL",
+        requires = "kms_key"
+    )]
+    pub kms_endpoint: Option<String>,
 
     /// Open the public listener only once every --guest is compiled and
     /// ready.
@@ -284,6 +319,15 @@ fn parse_pcr0(s: &str) -> Result<Vec<u8>, String> {
         _ => Err(format!(
             "{s:?} is not a PCR0: give 96 hex digits (SHA-384), as `nacre verify` prints"
         )),
+    }
+}
+
+/// A PCR as hex, checked and lowercased (clap would read a `Vec<u8>`
+/// field as a list of flags).
+fn parse_pcr8(s: &str) -> Result<String, String> {
+    match hex::decode(s) {
+        Ok(v) if v.len() == 48 => Ok(hex::encode(v)),
+        _ => Err(format!("{s:?} is not a PCR: give 96 hex digits (SHA-384)")),
     }
 }
 

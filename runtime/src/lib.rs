@@ -26,6 +26,9 @@
 //!   role, and the narrow [`fleet::Deployment`] port sync implements.
 //! - [`sync`]: several enclaves, one service: leader designation, attested
 //!   key synchronization, heartbeats, failover (docs/deployments.md).
+//! - [`persist`]: a deployment that survives its enclaves: a root sealed
+//!   by KMS with attestation, sealed snapshots in the host's store, the
+//!   cold start (docs/persistence.md).
 
 pub mod acme;
 mod app;
@@ -37,6 +40,7 @@ pub mod fleet;
 pub mod guests;
 pub mod http;
 pub mod metrics;
+pub mod persist;
 pub mod router;
 pub mod server;
 pub mod settings;

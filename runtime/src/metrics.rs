@@ -31,6 +31,7 @@ use crate::fleet::{Deployment, Role};
 use crate::guests::Registry;
 use crate::guests::kv::KeyValue;
 use crate::http::ResponseBody;
+use crate::persist::WriterStats;
 use crate::server::{ConnStats, Handler, RequestBody};
 use crate::tls::Identity;
 
@@ -62,6 +63,8 @@ pub struct Sources {
     pub kv: Arc<dyn KeyValue>,
     /// Sync counters, with `--fqdn-leader`.
     pub sync: Option<Arc<dyn Deployment>>,
+    /// The sealed snapshot writer's, with `--kms-key`.
+    pub snapshots: Option<Arc<WriterStats>>,
     /// The rest.
     pub counts: Arc<Counts>,
 }
@@ -118,7 +121,39 @@ impl Metrics {
         self.connections(e)?;
         self.guest_table(e)?;
         self.certificate(e)?;
-        self.deployment(e)
+        self.deployment(e)?;
+        self.snapshots(e)
+    }
+
+    /// The sealed snapshots (with `--kms-key`).
+    fn snapshots(&self, e: Enc<'_, '_>) -> std::fmt::Result {
+        let Some(st) = &self.sources.snapshots else {
+            return Ok(());
+        };
+        gauge(
+            e,
+            "nacre_snapshot_seq",
+            "The newest sealed snapshot written or restored",
+            load(&st.seq) as f64,
+        )?;
+        counter(
+            e,
+            "nacre_snapshots_written",
+            "Sealed snapshots written to the host's store",
+            load(&st.written),
+        )?;
+        counter(
+            e,
+            "nacre_snapshot_failures",
+            "Snapshot writes that failed (the store or KMS did not answer)",
+            load(&st.failed),
+        )?;
+        gauge(
+            e,
+            "nacre_snapshot_lag_seconds",
+            "How old the oldest change not yet in the host's store is (0: none)",
+            st.lag().as_secs_f64(),
+        )
     }
 
     /// The public listener's connections and the documents made.

@@ -18,6 +18,10 @@ use nacre_transport::{Address, AllowList};
 use crate::config::{AttestationMode, Config, ConfigError, LogFormat};
 use crate::guests::{BootGuest, KvLimits};
 
+mod kms;
+
+pub use kms::KmsSettings;
+
 /// Guest instances that may run at once across the process.
 pub const MAX_INSTANCES: u32 = 256;
 
@@ -52,6 +56,8 @@ pub enum AttestationSource {
     Dev {
         /// `--dev-root`.
         root: PathBuf,
+        /// `--dev-pcr8`: the signer PCR its documents carry.
+        pcr8: Option<Vec<u8>>,
     },
 }
 
@@ -125,6 +131,8 @@ pub struct Settings {
     pub sync: Option<SyncSettings>,
     /// `--control`.
     pub control: Option<Address>,
+    /// With `--kms-key`: the sealed deployment.
+    pub kms: Option<KmsSettings>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<Address>,
     /// `--debug`.
@@ -171,10 +179,19 @@ impl Settings {
         let shown = serde_json::to_value(&config)
             .map_err(|e| invalid(format!("cannot show the configuration: {e}")))?;
         let sync = sync_settings(&config)?;
+        let kms = kms::kms_settings(&config)?;
         let certificate = certificate_source(&config)?;
         let attestation = match (config.attestation, &config.dev_root) {
+            (AttestationMode::Nsm, _) if config.dev_pcr8.is_some() => {
+                return Err(invalid(
+                    "--dev-pcr8 is for --attestation dev: the NSM measures PCR8 itself",
+                ));
+            }
             (AttestationMode::Nsm, _) => AttestationSource::Nsm,
-            (AttestationMode::Dev, Some(dir)) => AttestationSource::Dev { root: dir.clone() },
+            (AttestationMode::Dev, Some(dir)) => AttestationSource::Dev {
+                root: dir.clone(),
+                pcr8: config.dev_pcr8.as_deref().and_then(|h| hex::decode(h).ok()),
+            },
             (AttestationMode::Dev, None) => {
                 return Err(invalid(
                     "--attestation dev needs --dev-root DIR (where the dev CA is kept)",
@@ -209,6 +226,7 @@ impl Settings {
                 extra_ca: config.extra_ca,
             },
             sync,
+            kms,
             control: config.control,
             metrics_listen: config.metrics_listen,
             debug: config.debug,
@@ -409,6 +427,24 @@ mod tests {
         assert!(e.contains("--dev-root"), "{e}");
         let e = refused(&["--guest-memory", "2GiB"]);
         assert!(e.contains("--guest-memory-total"), "{e}");
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/k";
+        let e = refused(&["--kms-key", arn, "--egress", "unix:/e"]);
+        assert!(e.contains("--kms-key needs --control"), "{e}");
+        let e = refused(&["--kms-key", arn, "--control", "unix:/c"]);
+        assert!(e.contains("--kms-key needs --egress"), "{e}");
+        let e = refused(&["--kms-key", "alias/x", "--control", "unix:/c"]);
+        assert!(e.contains("give the key's ARN"), "{e}");
+        let e = refused(&[
+            "--kms-key",
+            arn,
+            "--control",
+            "unix:/c",
+            "--egress",
+            "unix:/e",
+            "--kms-endpoint",
+            "http://kms.test",
+        ]);
+        assert!(e.contains("--kms-endpoint http://kms.test"), "{e}");
     }
 
     #[test]

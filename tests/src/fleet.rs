@@ -226,6 +226,8 @@ pub struct Member {
     pub sync_port: u16,
     /// Everything that crossed its egress link (sync traffic included).
     pub egress: Relay,
+    /// Everything that crossed its control link.
+    pub control: Relay,
 }
 
 /// How to start a member.
@@ -309,8 +311,19 @@ impl Member {
             proxy.egress.clone().expect("an egress listener"),
         )
         .await;
+        // The control link too (logs out; with --kms-key, the sealed
+        // store and the credentials): recorded as the host sees it.
+        let control_relay = Relay::start(
+            unix_in(&dir, "relay-control.sock")
+                .parse::<Address>()
+                .expect("address"),
+            unix_in(&dir, "control.sock")
+                .parse::<Address>()
+                .expect("address"),
+        )
+        .await;
         let leader = format!("localhost:{}", spec.name.port);
-        let control = unix_in(&dir, "control.sock");
+        let control = control_relay.listen.to_string();
         let sync_listen = unix_in(&dir, "sync.sock");
         let relay = egress.listen.to_string();
         let root = spec.dev_root.display().to_string();
@@ -346,6 +359,7 @@ impl Member {
             proxy,
             sync_port: spec.sync_port,
             egress,
+            control: control_relay,
         }
     }
 

@@ -9,11 +9,13 @@ use nacre_cli::guest_build::{build_guests, cargo};
 
 pub mod fleet;
 mod inproc;
+pub mod kms;
 pub mod layout;
 pub mod net;
 pub mod origins;
 pub mod pebble;
 mod runtime;
+pub mod sealed;
 
 pub use runtime::{Runtime, TOKEN};
 

@@ -35,6 +35,8 @@ pub struct Runtime {
     pub dev_root: PathBuf,
     /// The executable, whose SHA-384 is PCR0 in dev attestation.
     program: PathBuf,
+    /// Its `--metrics-listen`, when given a TCP address.
+    metrics: Option<SocketAddr>,
 }
 
 impl Runtime {
@@ -83,6 +85,7 @@ impl Runtime {
             // this one, read through /proc even if a build has replaced
             // the file since it started.
             program: PathBuf::from("/proc/self/exe"),
+            metrics: None,
         })
     }
 
@@ -163,7 +166,11 @@ impl Runtime {
         let mut child = Supervised::spawn(command, Stderr::Keep { watch: false })
             .expect("spawn nacre-runtime")
             .report_on_panic();
+        let mut metrics = None;
         let bound = child.wait_for(Duration::from_secs(60), |l| {
+            if let Some(m) = l.strip_prefix("nacre-runtime metrics listening on tcp://") {
+                metrics = m.parse().ok();
+            }
             l.strip_prefix("nacre-runtime listening on ")
                 .map(str::to_string)
         })?;
@@ -173,6 +180,7 @@ impl Runtime {
             pki: None,
             dev_root,
             program: program.to_path_buf(),
+            metrics,
         })
     }
 
@@ -388,6 +396,26 @@ impl Runtime {
             .collect();
         assert!(!samples.is_empty(), "no sample {prefix} in\n{text}");
         samples.iter().sum()
+    }
+
+    /// The sum of the samples starting with `prefix` on the runtime's
+    /// `--metrics-listen` (a TCP address), or None when there are none.
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let addr = self
+            .metrics
+            .expect("a runtime started with --metrics-listen tcp://...");
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let samples: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        (!samples.is_empty()).then(|| samples.iter().sum())
     }
 
     /// Freezes the process (SIGSTOP), as a host pausing an enclave would:

@@ -4,7 +4,9 @@
 //! in-process tests and the benchmark all assemble the runtime here, so a
 //! reader finds where any part comes from in one hop.
 
+mod basis;
 mod boot;
+mod sealed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,20 +16,19 @@ use nacre_transport::{Address, Listener};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use self::basis::Core;
 use crate::acme::{Acme, AcmeConfig, AcmeError, KeeperConfig};
-use crate::attest::{self, AttestError, Attester, Counted};
+use crate::attest::AttestError;
 use crate::control::ControlLink;
-use crate::egress::{Egress, EgressError, Outbound};
-use crate::fleet::{Deployment, Role};
-use crate::guests::kv::{KeyValue, MemoryKv};
-use crate::guests::state::{LocalState, StateStore};
-use crate::guests::{EnclaveCtx, EngineError, GuestEngine, Limits, Registry};
-use crate::metrics::{Counts, Metrics, MetricsHandler, Sources};
+use crate::egress::EgressError;
+use crate::fleet::Deployment;
+use crate::guests::kv::KeyValue;
+use crate::guests::{EngineError, Registry};
+use crate::metrics::{Metrics, MetricsHandler, Sources};
+use crate::persist::Writer;
 use crate::router::{Admin, Endpoints, Guests, Router, Stats};
 use crate::server::{self, ConnStats, Options, Security};
-use crate::settings::{
-    AttestationSource, CertificateSource, MAX_INSTANCES, Settings, SettingsError, SyncSettings,
-};
+use crate::settings::{CertificateSource, Settings, SettingsError, SyncSettings};
 use crate::sync::{Node, SyncConfig, SyncError, SyncListener, SyncedState};
 use crate::tls::{Identity, TlsError};
 
@@ -39,6 +40,9 @@ const LOG_TARGET: &str = "nacre_runtime";
 /// Connections the sync listener serves at once: only the deployment's
 /// other enclaves need this port.
 const SYNC_CONNECTIONS: usize = 64;
+
+/// How long a clean stop waits for the last sealed snapshot.
+const FINAL_SNAPSHOT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the runtime could not start. Each names the flag to look at.
 #[derive(Debug, thiserror::Error)]
@@ -113,25 +117,14 @@ pub struct Runtime {
     metrics: Option<(Listener, Arc<Metrics>)>,
     fleet: Option<Fleet>,
     keeper: Option<Arc<Acme>>,
+    /// With `--kms-key`: the sealed snapshot writer.
+    writer: Option<Writer>,
     identity: Arc<Identity>,
     registry: Arc<Registry>,
     router: Router,
     conns: Arc<ConnStats>,
     /// False while the listener is open for the CA's validation only.
     open: Arc<AtomicBool>,
-}
-
-/// What the guests run on, before the listeners.
-struct Core {
-    attester: Arc<dyn Attester>,
-    counts: Arc<Counts>,
-    identity: Arc<Identity>,
-    registry: Arc<Registry>,
-    kv: Arc<dyn KeyValue>,
-    outbound: Option<Outbound>,
-    roles: watch::Receiver<Role>,
-    role_tx: watch::Sender<Role>,
-    synced: Option<Arc<SyncedState>>,
 }
 
 impl Runtime {
@@ -148,16 +141,25 @@ impl Runtime {
             link.sync_advertise_to(advertise_tx);
         }
         let core = Core::build(&settings, control).await?;
-        if !settings.gated() {
-            boot::deploy(&settings.guests, settings.wait_for_app, &core.registry).await?;
-        }
-        // Synchronized state exists exactly when sync is configured.
+        // The cold start: with --kms-key, nothing is served before the
+        // deployment's root and newest snapshot are had (or the store
+        // says there are none).
+        let sealed = sealed::open(&settings, &core).await?;
+        // Synchronized state exists when sync is configured.
         let fleet = match (&settings.sync, &core.synced) {
             (Some(sync), Some(synced)) => {
                 Some(Fleet::build(sync, advertise, synced.clone(), &core).await?)
             }
             _ => None,
         };
+        let node = fleet.as_ref().map(|f| f.node.clone());
+        if let Some(sealed) = &sealed {
+            sealed.apply(&core, node.as_ref()).await?;
+        }
+        if !settings.gated() {
+            boot::deploy(&settings.guests, settings.wait_for_app, &core.registry).await?;
+        }
+        let writer = sealed.and_then(|s| s.writer(&core, node));
         let deployment = fleet
             .as_ref()
             .map(|f| f.node.clone() as Arc<dyn Deployment>);
@@ -169,8 +171,9 @@ impl Runtime {
             conns: conns.clone(),
             identity: core.identity.clone(),
             roles: core.roles.clone(),
-            kv: core.kv.clone(),
+            kv: core.kv.clone() as Arc<dyn KeyValue>,
             sync: deployment,
+            snapshots: writer.as_ref().map(Writer::stats),
             counts: core.counts.clone(),
         });
         let metrics = match &settings.metrics_listen {
@@ -193,6 +196,7 @@ impl Runtime {
             metrics,
             fleet,
             keeper,
+            writer,
             router,
             conns,
         })
@@ -236,6 +240,9 @@ impl Runtime {
         if let Some(keeper) = &self.keeper {
             tokio::spawn(keeper.clone().run());
         }
+        // With --kms-key: written until shutdown, and once more then, so a
+        // clean stop loses no acknowledged write.
+        let writer = self.writer.map(|w| tokio::spawn(w.run(shutdown.clone())));
         if let Some((listener, figures)) = self.metrics {
             tokio::spawn(server::serve(
                 listener,
@@ -272,6 +279,11 @@ impl Runtime {
         serving
             .await
             .map_err(|e| StartError::Stopped(format!("the listener task failed: {e}")))?;
+        if let Some(writer) = writer
+            && tokio::time::timeout(FINAL_SNAPSHOT, writer).await.is_err()
+        {
+            tracing::error!(target: LOG_TARGET, "the last sealed snapshot was not written within {FINAL_SNAPSHOT:?}: the host's store did not answer");
+        }
         tracing::info!(target: LOG_TARGET, "stopped");
         Ok(())
     }
@@ -298,104 +310,6 @@ async fn open_when_ready(
     open.store(true, Ordering::Release);
     tracing::info!(target: LOG_TARGET, "guests and certificate ready: open to clients");
     Ok(())
-}
-
-impl Core {
-    /// Attestation, the certificate, guests' egress and the guest table.
-    async fn build(settings: &Settings, control: Option<ControlLink>) -> Result<Core, StartError> {
-        let attester: Arc<dyn Attester> = match &settings.attestation {
-            AttestationSource::Nsm => Arc::new(attest::Nsm::open()?),
-            AttestationSource::Dev { root } => Arc::new(attest::Dev::open(root)?),
-        };
-        tracing::info!(target: LOG_TARGET, provider = attester.kind(), "attestation ready");
-        let counts = Arc::new(Counts {
-            documents: Arc::default(),
-            log_dropped: control
-                .as_ref()
-                .map(ControlLink::dropped_total)
-                .unwrap_or_default(),
-        });
-        if let Some(link) = control {
-            tokio::spawn(link.run());
-        }
-        let attester: Arc<dyn Attester> =
-            Arc::new(Counted::new(attester, counts.documents.clone()));
-        let identity = match &settings.certificate {
-            CertificateSource::Files { cert, key } => Identity::from_pem_files(cert, key)?,
-            _ => Identity::self_signed(&settings.fqdn)?,
-        };
-        tracing::info!(target: LOG_TARGET, source = identity.source(), sha256 = %hex::encode(identity.leaf_sha256()), "TLS certificate ready");
-        let egress = egress(settings)?;
-        let outbound = egress.outbound();
-        // With --fqdn-leader, state is written on the leader and
-        // synchronized; alone, it is this enclave's.
-        let (role_tx, roles) = watch::channel(Role::Alone);
-        let synced = settings
-            .sync
-            .as_ref()
-            .map(|_| Arc::new(SyncedState::new(roles.clone())));
-        let state: Arc<dyn StateStore> = match &synced {
-            Some(s) => s.clone(),
-            None => Arc::new(LocalState::default()),
-        };
-        let kv: Arc<dyn KeyValue> = Arc::new(MemoryKv::new(settings.limits.kv));
-        let engine = engine(
-            settings,
-            EnclaveCtx::new(attester.clone(), state, kv.clone()),
-            egress,
-        )?;
-        let registry = Arc::new(Registry::new(engine, settings.egress.cap.clone()));
-        Ok(Core {
-            attester,
-            counts,
-            identity,
-            registry,
-            kv,
-            outbound,
-            roles,
-            role_tx,
-            synced,
-        })
-    }
-}
-
-/// Guests' outbound network through the host proxy, if any.
-fn egress(settings: &Settings) -> Result<Egress, StartError> {
-    let e = &settings.egress;
-    let egress = Egress::new(e.proxy.clone(), e.cap.clone(), e.extra_ca.as_deref())?;
-    match &e.proxy {
-        Some(proxy) => {
-            tracing::info!(target: LOG_TARGET, %proxy, "guest egress through the host proxy")
-        }
-        None => tracing::info!(target: LOG_TARGET, "no --egress: guests have no outbound network"),
-    }
-    Ok(egress)
-}
-
-/// The wasmtime engine, its memory budget logged.
-fn engine(
-    settings: &Settings,
-    enclave: Arc<EnclaveCtx>,
-    egress: Egress,
-) -> Result<GuestEngine, StartError> {
-    let l = &settings.limits;
-    tracing::info!(target: LOG_TARGET,
-        total = l.guest_memory_total,
-        per_guest = l.guest_memory_total * u64::from(l.guest_instances) / u64::from(MAX_INSTANCES),
-        "guest memory budget"
-    );
-    Ok(GuestEngine::new(
-        Limits {
-            memory: l.guest_memory,
-            request_timeout: l.request_timeout,
-            max_body: l.max_body,
-            max_instances: MAX_INSTANCES,
-            instances_per_guest: l.guest_instances,
-            memory_total: l.guest_memory_total,
-        },
-        enclave,
-        Arc::new(egress),
-    )?)
 }
 
 impl Fleet {

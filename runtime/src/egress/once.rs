@@ -107,9 +107,13 @@ impl Outbound {
             .await
             .map_err(|e| err(e.to_string()))?;
         tokio::spawn(conn);
-        let host = http::HeaderValue::from_str(&target.to_string())
-            .map_err(|_| err("not a host name".into()))?;
-        request.headers_mut().insert(http::header::HOST, host);
+        // A request that names its host keeps it: a signed one (KMS's
+        // SigV4) covers the header as the caller wrote it.
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = http::HeaderValue::from_str(&target.to_string())
+                .map_err(|_| err("not a host name".into()))?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
         // No answer's head: the origin went away or never spoke HTTP.
         let response = sender
             .send_request(request)

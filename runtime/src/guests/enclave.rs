@@ -20,6 +20,9 @@ use super::view::{EnclaveCtx, EnclaveView};
 /// guest layout wraps user data in a small CBOR map, and the NSM takes at
 /// most 1 KiB per field.
 const MAX_GUEST_FIELD: usize = 512;
+/// The longest raw public key: an uncompressed P-521 point. Every RSA key
+/// KMS encrypts to (2048 bits or more, DER or PEM) is longer.
+const MAX_RAW_KEY: usize = 133;
 
 /// The bytes of an optional guest list, or an error naming it when it is
 /// over `max`: checked in place, copied only when within bounds.
@@ -94,6 +97,11 @@ async fn request_document(
     user_data: Option<Vec<u8>>,
     public_key: Option<Vec<u8>>,
 ) -> Result<Vec<u8>, String> {
+    if ctx.raw_keys_only && public_key.as_ref().is_some_and(|k| k.len() > MAX_RAW_KEY) {
+        return Err(format!(
+            "public-key: over {MAX_RAW_KEY} bytes, refused in an enclave whose deployment is sealed with KMS (an RSA key, which KMS would encrypt the root to); give a raw key (X25519, Ed25519, an EC point)"
+        ));
+    }
     let binding = GuestBinding {
         guest_sha256: code_hash,
         data: user_data,

@@ -248,7 +248,7 @@ impl Node {
         let named = Material::named(&payload, &blobs).map_err(unprocessable)?;
         let (lineage, version) = (payload.lineage.id.clone(), payload.version);
         self.material
-            .apply(payload.clone(), &named)
+            .apply(payload.clone(), &named, "synchronized")
             .await
             .map_err(unprocessable)?;
         self.note_identity();

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use super::Node;
-use super::material::Blobs;
+use super::material::{Blobs, Material};
+use super::{Node, SyncError};
 use nacre_sync::auth::DeploymentKey;
 use nacre_sync::order::Holding;
 use nacre_sync::seal::{self, Payload};
@@ -185,5 +185,40 @@ impl Node {
         if self.material.identity.version() != self.holdings.identity.load(Ordering::Relaxed) {
             self.changed();
         }
+    }
+}
+
+impl Node {
+    /// What this enclave holds now, for the snapshot writer: the payload,
+    /// its blobs and its hash.
+    pub(crate) fn held_now(&self) -> Option<(Arc<Payload>, Arc<Blobs>, [u8; 32])> {
+        self.held()
+            .map(|h| (h.payload.clone(), h.blobs.clone(), h.hash))
+    }
+
+    /// Makes this enclave hold a sealed snapshot's key material, at
+    /// start, before it takes part in the deployment: from then on it is
+    /// an enclave holding keys, which starts no other key set and takes
+    /// only later versions of this one (so an older snapshot the host
+    /// handed it is overtaken by what the live members hold).
+    pub(crate) async fn restore(&self, payload: Payload, blobs: Blobs) -> Result<(), SyncError> {
+        if payload.deployment != self.config.deployment {
+            return Err(SyncError::Malformed(format!(
+                "the snapshot is of deployment {:?}, this enclave's is {:?}",
+                payload.deployment, self.config.deployment
+            )));
+        }
+        let key = DeploymentKey::from_bytes(&payload.deployment_key)
+            .ok_or_else(|| SyncError::Malformed("the snapshot's deployment key".into()))?;
+        let named = Material::named(&payload, &blobs)?;
+        let encoded = payload.encode();
+        let (lineage, version) = (payload.lineage.id.clone(), payload.version);
+        self.material
+            .apply(payload.clone(), &named, "sealed snapshot")
+            .await?;
+        self.note_identity();
+        self.hold(payload, encoded, key, named);
+        tracing::info!(%lineage, version, "holding the key set of the sealed snapshot");
+        Ok(())
     }
 }

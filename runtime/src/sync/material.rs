@@ -150,8 +150,15 @@ impl Material {
 
     /// Makes this enclave hold `payload` with its blobs (all of them, as
     /// [`Material::named`] returns): the certificate it serves (from the
-    /// next handshake on), every state slot, and the guest table.
-    pub async fn apply(&self, payload: Payload, blobs: &Blobs) -> Result<(), SyncError> {
+    /// next handshake on), every state slot, and the guest table. `source`
+    /// says where the certificate came from, for logs and
+    /// `/enclave/config`.
+    pub async fn apply(
+        &self,
+        payload: Payload,
+        blobs: &Blobs,
+        source: &'static str,
+    ) -> Result<(), SyncError> {
         let chain: Vec<CertificateDer<'static>> = payload
             .tls_chain
             .into_iter()
@@ -178,7 +185,7 @@ impl Material {
             .collect::<Result<Vec<_>, SyncError>>()?;
         if chain.first().map(|leaf| sha256(leaf)) != Some(self.identity.leaf_sha256()) {
             self.identity
-                .replace(chain, key, "synchronized")
+                .replace(chain, key, source)
                 .map_err(|e| SyncError::Malformed(e.to_string()))?;
         }
         self.identity

@@ -51,11 +51,12 @@ pub use link::{LinkFuture, PeerLink};
 pub use peer::Refusal;
 pub use state::SyncedState;
 
+pub(crate) use material::{Blobs, Material};
+
 use self::client::PeerClient;
 use self::designation::Designation;
 use self::exchange::Offers;
 use self::held::Holdings;
-use self::material::Material;
 use self::peer::Peers;
 use self::workers::Workers;
 use crate::attest::Attester;

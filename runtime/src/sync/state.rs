@@ -21,6 +21,8 @@ pub struct SyncedState {
     /// Whether this enclave holds the deployment's state yet (a fresh
     /// worker does not until its first sync).
     pub(super) held: std::sync::atomic::AtomicBool,
+    /// Counts changes, so a snapshot writer sees there is something new.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SyncedState {
@@ -31,7 +33,18 @@ impl SyncedState {
             role,
             changed: Arc::new(Notify::new()),
             held: std::sync::atomic::AtomicBool::new(false),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Changes so far (puts and imports).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Every slot, for the payload.
@@ -51,6 +64,7 @@ impl SyncedState {
         if let Ok(mut s) = self.slots.lock() {
             *s = parsed;
         }
+        self.bump();
         self.held.store(true, std::sync::atomic::Ordering::Release);
     }
 }
@@ -73,6 +87,7 @@ impl StateStore for SyncedState {
         if let Ok(mut s) = self.slots.lock() {
             s.insert(guest.clone(), value);
         }
+        self.bump();
         self.changed.notify_one();
         Ok(())
     }

@@ -45,7 +45,7 @@ fn dev() -> Arc<Dev> {
         std::process::id(),
         rand::random::<u64>()
     ));
-    Arc::new(Dev::open(&dir).expect("dev attester"))
+    Arc::new(Dev::open(&dir, None).expect("dev attester"))
 }
 
 fn node(dev: &Arc<Dev>, deployment: &str) -> Arc<Node> {

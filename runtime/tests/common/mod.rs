@@ -25,7 +25,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// The dev attester of a fresh dev root, and that root's directory.
 pub fn attester() -> (Arc<Dev>, PathBuf) {
     let dir = temp_dir("devroot");
-    (Arc::new(Dev::open(&dir).expect("dev attester")), dir)
+    (Arc::new(Dev::open(&dir, None).expect("dev attester")), dir)
 }
 
 /// An empty guest table on a real engine (4 instances, 64 MiB each).

@@ -158,10 +158,19 @@ pub struct Relay {
     pub listen: Address,
     recorded: Arc<Mutex<Vec<u8>>>,
     blocked: Arc<std::sync::atomic::AtomicBool>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
+    /// From now on, bytes on the connections already open are held, not
+    /// delivered (`true`), as a host that stops answering would, or
+    /// delivered again, held ones first (`false`).
+    pub fn stall(&self, stalled: bool) {
+        self.stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// From now on, new connections are closed at once (`true`), as a host
     /// that stops relaying this link would, or relayed again (`false`).
     pub fn block(&self, blocked: bool) {
@@ -183,6 +192,8 @@ impl Relay {
         let rec = recorded.clone();
         let blocked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let block = blocked.clone();
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stall = stalled.clone();
         let task = tokio::spawn(async move {
             loop {
                 let (inner, _) = listener.accept().await;
@@ -191,6 +202,7 @@ impl Relay {
                 }
                 let target = target.clone();
                 let rec = rec.clone();
+                let stall = stall.clone();
                 tokio::spawn(async move {
                     let Ok(outer) = connect(&target).await else {
                         return;
@@ -198,8 +210,8 @@ impl Relay {
                     let (ar, aw) = tokio::io::split(inner);
                     let (br, bw) = tokio::io::split(outer);
                     tokio::join!(
-                        pump(ar, bw, rec.clone(), usize::MAX),
-                        pump(br, aw, rec, limit)
+                        pump(ar, bw, rec.clone(), usize::MAX, stall.clone()),
+                        pump(br, aw, rec, limit, stall)
                     );
                 });
             }
@@ -208,6 +220,7 @@ impl Relay {
             listen,
             recorded,
             blocked,
+            stalled,
             task,
         }
     }
@@ -233,9 +246,14 @@ impl Drop for Relay {
 }
 
 /// Copies `from` to `to` until either ends or `limit` bytes have passed;
-/// the bytes over the limit are never sent.
-async fn pump<R, W>(mut from: R, mut to: W, rec: Arc<Mutex<Vec<u8>>>, limit: usize)
-where
+/// the bytes over the limit are never sent; while `stalled`, bytes wait.
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    rec: Arc<Mutex<Vec<u8>>>,
+    limit: usize,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
@@ -245,6 +263,9 @@ where
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                while stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 let n = n.min(left);
                 rec.lock().unwrap().extend_from_slice(&buf[..n]);
                 if to.write_all(&buf[..n]).await.is_err() {

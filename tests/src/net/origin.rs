@@ -189,8 +189,8 @@ impl TlsRelay {
                     let (dr, dw) = tokio::io::split(down);
                     let (ur, uw) = tokio::io::split(up);
                     tokio::join!(
-                        pump(dr, uw, rec, usize::MAX),
-                        pump(ur, dw, Arc::default(), usize::MAX)
+                        pump(dr, uw, rec, usize::MAX, Arc::default()),
+                        pump(ur, dw, Arc::default(), usize::MAX, Arc::default())
                     );
                 });
             }

@@ -320,6 +320,7 @@ impl LeaderStandIn {
                 max_version: 1,
                 software: "leader stand-in".into(),
                 sync_advertise: "localhost:1".into(),
+                ..Default::default()
             })),
         })
         .expect("a Hello");

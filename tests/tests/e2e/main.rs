@@ -16,6 +16,7 @@ mod limits;
 mod load;
 mod operations;
 mod origins;
+mod sealed;
 mod sync;
 mod sync_cost;
 mod sync_hostile;

@@ -231,6 +231,7 @@ async fn hostile_frames_on_the_control_link_are_logged_and_the_link_is_made_agai
             max_version: max,
             software: "hostile host".into(),
             sync_advertise: String::new(),
+            ..Default::default()
         })),
     };
     let good_hello = nacre_control::encode_frame(&hello(1, 1)).unwrap();

@@ -5,6 +5,8 @@
 //!   `guest-data`
 //! - `/spoof?NONCEHEX`: a document whose user data is a guest binding that
 //!   claims an all-zero code hash; the runtime must still stamp the real one
+//! - `/keyed?KEYHEX`: hex of a document carrying that public key (a hostile
+//!   guest asking for one KMS would encrypt to)
 
 use guest_test_support::respond;
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
@@ -41,6 +43,10 @@ impl wasip2::exports::http::incoming_handler::Guest for AttestGuest {
             "/attest" => {
                 attestation::request(nonce.as_deref(), Some(b"guest-data"), None).map(|d| hex(&d))
             }
+            "/keyed" => match nonce.as_deref() {
+                Some(key) => attestation::request(None, None, Some(key)).map(|d| hex(&d)),
+                None => Err("give the key as hex".to_string()),
+            },
             "/spoof" => {
                 // CBOR {"nacre": 1, "guest": h'00..00', "data": null}
                 let mut fake = vec![0xa3, 0x65];

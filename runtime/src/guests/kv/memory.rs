@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
     KeyValue, KvLimits, KvResult, MAX_BUCKETS, MAX_VALUE, PAGE, Pair, check_count, check_key, other,
@@ -26,7 +27,13 @@ struct Namespace {
 pub struct MemoryKv {
     limits: KvLimits,
     namespaces: Mutex<HashMap<String, Namespace>>,
+    /// Counts changes, so a snapshot writer sees there is something new
+    /// without reading the data.
+    generation: AtomicU64,
 }
+
+/// Every guest's buckets, keys and values, as a snapshot keeps them.
+pub type KvExport = BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<u8>>>>;
 
 impl MemoryKv {
     /// An empty store with these quotas.
@@ -34,7 +41,52 @@ impl MemoryKv {
         MemoryKv {
             limits,
             namespaces: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Changes so far: any write, delete or new bucket.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Every guest's data, by guest name, bucket and key.
+    pub fn export(&self) -> KvExport {
+        let Ok(all) = self.lock() else {
+            return KvExport::new();
+        };
+        all.iter()
+            .map(|(name, ns)| {
+                let buckets = ns
+                    .buckets
+                    .iter()
+                    .map(|(b, keys)| (b.clone(), keys.clone()))
+                    .collect();
+                (name.clone(), buckets)
+            })
+            .collect()
+    }
+
+    /// Replaces every guest's data with `data` (a snapshot's): usage is
+    /// counted again; data over a quota lowered since stays, and further
+    /// writes fail until it is under.
+    pub fn import(&self, data: KvExport) {
+        let Ok(mut all) = self.lock() else {
+            return;
+        };
+        all.clear();
+        for (name, buckets) in data {
+            let mut ns = Namespace::default();
+            for (bucket, keys) in buckets {
+                for (k, v) in &keys {
+                    ns.keys += 1;
+                    ns.bytes += (k.len() + v.len()) as u64;
+                }
+                ns.buckets.insert(bucket, keys);
+            }
+            all.insert(name, ns);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn lock(&self) -> KvResult<std::sync::MutexGuard<'_, HashMap<String, Namespace>>> {
@@ -59,6 +111,7 @@ impl MemoryKv {
             keys: &mut ns.keys,
             bytes: &mut ns.bytes,
             limits: self.limits,
+            generation: &self.generation,
         };
         f(bucket, &mut usage)
     }
@@ -78,6 +131,7 @@ impl MemoryKv {
                 )));
             }
             ns.buckets.insert(name.to_owned(), BTreeMap::new());
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -88,6 +142,7 @@ struct Usage<'a> {
     keys: &'a mut u64,
     bytes: &'a mut u64,
     limits: KvLimits,
+    generation: &'a AtomicU64,
 }
 
 impl Usage<'_> {
@@ -123,6 +178,7 @@ impl Usage<'_> {
         }
         bucket.insert(key, value);
         (*self.keys, *self.bytes) = (keys, bytes);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -130,6 +186,7 @@ impl Usage<'_> {
         if let Some(v) = bucket.remove(key) {
             *self.keys -= 1;
             *self.bytes -= (key.len() + v.len()) as u64;
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }

@@ -16,7 +16,7 @@ mod link;
 mod memory;
 
 pub(crate) use link::add_to_linker;
-pub use memory::MemoryKv;
+pub use memory::{KvExport, MemoryKv};
 
 use super::GuestName;
 use super::bindings::wasi::keyvalue::store;

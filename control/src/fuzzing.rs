@@ -39,7 +39,8 @@ fn frames(mut data: &[u8]) {
 }
 
 /// `data` as what a runtime sent the host's store (after the Hellos),
-/// then as what a host answered the runtime's requests.
+/// then as what a host answered the runtime's requests: each kind once,
+/// then a create-only put and a bounded get on a link of their own.
 fn store_link(data: &[u8]) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -61,5 +62,11 @@ fn store_link(data: &[u8]) {
         let _ = client.credentials().await;
         let _ = client.put(&name, b"sealed").await;
         let _ = client.delete(&name).await;
+
+        // The same answers to a create-only put and a bounded get, first.
+        let runtime_side = tokio::io::join(data, tokio::io::sink());
+        let mut client = StoreClient::ready(runtime_side, 1, String::new());
+        let _ = client.put_new(&name, b"sealed").await;
+        let _ = client.get_at_most(&name, 64).await;
     });
 }

@@ -9,7 +9,10 @@
 //! An object's bytes do not go in frames: they follow the `StorePut`
 //! request or the `StoreObject` answer raw, exactly as many as it
 //! announces, so an object can be up to [`MAX_OBJECT`] while frames stay
-//! within [`MAX_FRAME`](crate::MAX_FRAME).
+//! within [`MAX_FRAME`](crate::MAX_FRAME). A put may be create-only
+//! (`StorePut.if_absent`): the host writes it only if no object of that
+//! name exists, and otherwise answers `StoreExists` and writes nothing
+//! ([`Store::put_new`], [`StoreClient::put_new`]).
 //!
 //! - [`StoreClient`] is the enclave's side: every answer is bounded and
 //!   checked (lengths, names, order, counts, credentials' characters); an
@@ -314,6 +317,7 @@ pub(crate) fn answer_kind(result: &v1::store_response::Result) -> &'static str {
         R::Done(_) => "done",
         R::Failed(_) => "failed",
         R::Credentials(_) => "credentials",
+        R::Exists(_) => "exists",
     }
 }
 

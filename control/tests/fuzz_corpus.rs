@@ -2,7 +2,9 @@
 //! must return, never panic; and the seeds still read as frames:
 //! `fuzz/seeds/all-kinds` (a Hello, a log record, a guest line, a drop
 //! count), `store-requests` (a store Hello and each request) and
-//! `store-answers` (the host's Hello and each answer).
+//! `store-answers` (the host's Hello and each answer); `store-put-new-request`
+//! (a store Hello and a create-only put) and `store-put-new-answers` (the
+//! host's Hello, `exists` and `done`).
 
 #[test]
 fn fuzz_corpus_replays_without_panics() {
@@ -76,4 +78,25 @@ async fn the_seeds_read_as_frames() {
             "StoreResponse/Credentials"
         ]
     );
+    assert_eq!(
+        kinds("store-put-new-request").await,
+        ["Hello", "StoreRequest/Put"]
+    );
+    assert_eq!(
+        kinds("store-put-new-answers").await,
+        ["Hello", "StoreResponse/Exists", "StoreResponse/Done"]
+    );
+    // The put is a create-only one.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let all = std::fs::read(dir.join("store-put-new-request")).unwrap();
+    let mut reader = all.as_slice();
+    nacre_control::read_frame(&mut reader).await.unwrap();
+    let frame = nacre_control::read_frame(&mut reader).await.unwrap();
+    let Some(nacre_control::Body::StoreRequest(nacre_control::v1::StoreRequest {
+        op: Some(nacre_control::v1::store_request::Op::Put(put)),
+    })) = frame.body
+    else {
+        panic!("{frame:?}");
+    };
+    assert!(put.if_absent, "{put:?}");
 }

@@ -57,9 +57,11 @@ pub struct Args {
 
     /// Keep the enclave's sealed objects (snapshots of its deployment,
     /// encrypted inside it: the proxy stores ciphertext only) as files in
-    /// DIR, made if missing. Put it on durable storage (an EBS volume, not
-    /// a tmpfs). Without it, the enclave's store requests fail with a
-    /// message naming this flag. Needs --control-listen.
+    /// DIR, which must exist: the proxy does not make it (mkdir -p DIR),
+    /// so an unmounted volume is never taken for an empty store. Put it on
+    /// durable storage (an EBS volume, not a tmpfs). Without it, the
+    /// enclave's store requests fail with a message naming this flag.
+    /// Needs --control-listen.
     #[arg(long, value_name = "DIR", requires = "control_listen")]
     pub store: Option<PathBuf>,
 

@@ -175,7 +175,7 @@ async fn start_egress(
     )))
 }
 
-/// Opens `--store` (making its directory), sets up `--aws-credentials`,
+/// Opens `--store` (its directory must exist), sets up `--aws-credentials`,
 /// binds `--control-listen` and serves the enclave's control links.
 async fn start_control(
     args: &Args,
@@ -184,12 +184,8 @@ async fn start_control(
 ) -> anyhow::Result<JoinHandle<()>> {
     let files = match &args.store {
         Some(dir) => {
-            let files = store::FileStore::open(dir).with_context(|| {
-                format!(
-                    "--store {}: cannot make or write to this directory",
-                    dir.display()
-                )
-            })?;
+            // Its errors name the flag, the directory and the fix.
+            let files = store::FileStore::open(dir)?;
             tracing::info!(dir = %files.root().display(), "the enclave's store is in this directory");
             Some(files)
         }

@@ -155,9 +155,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one store request: `op` (`get`, `put`, `list`, `delete`,
-    /// `credentials`, `unknown`) and its `result` (`ok`, `absent`,
-    /// `failed`, `refused`, `busy`).
+    /// Counts one store request: `op` (`get`, `put`, `put_new` (a
+    /// create-only put), `list`, `delete`, `credentials`, `unknown`) and
+    /// its `result` (`ok`, `absent` (a get), `exists` (a `put_new` that
+    /// found the name taken and wrote nothing), `failed`, `refused`,
+    /// `busy`).
     pub fn store_op(&self, op: &'static str, result: &'static str) {
         self.store_operations
             .get_or_create(&StoreOpLabel { op, result })

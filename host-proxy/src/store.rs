@@ -2,12 +2,17 @@
 //! the control listener's store channel ([`nacre_control::store`]).
 //!
 //! [`FileStore`] keeps each object as a file under DIR by its name (`/`
-//! makes subdirectories). The objects are ciphertext sealed inside the
-//! enclave; the proxy sees names and sizes only. A put is atomic and
-//! durable: a temporary file in the object's directory, written, synced,
-//! renamed over the object, then the directory synced; a put that fails
-//! midway leaves the old object whole. Temporary files are named with a
-//! `#`, which no object name has, so they are never listed or read.
+//! makes subdirectories). DIR itself must exist: the proxy never makes it,
+//! so the missing mount point of a volume that is not mounted is refused
+//! at start, not taken for an empty store. The objects are ciphertext
+//! sealed inside the enclave; the proxy sees names and sizes only. A put
+//! is atomic and durable: a temporary file in the object's directory,
+//! written, synced, renamed over the object, then the directory synced; a
+//! put that fails midway leaves the old object whole. A create-only put
+//! ([`FileStore::put_new`]) is the same with a hard link in place of the
+//! rename, which the filesystem refuses if the name exists: of two racing,
+//! one links and the other finds it there. Temporary files are named with
+//! a `#`, which no object name has, so they are never listed or read.
 //! Names are checked ([`ObjectName`]: no `..`, no leading `/`) before they
 //! reach a path, so no name leads out of DIR.
 //!
@@ -39,16 +44,46 @@ pub struct FileStore {
 static TEMP: AtomicU64 = AtomicU64::new(0);
 
 impl FileStore {
-    /// The store in `root`, made (mode 0700) if missing; fails unless the
-    /// proxy can write there.
+    /// The store in `root` (`--store DIR`), a directory that must exist:
+    /// it is never made, so an unmounted volume (its mount point missing)
+    /// is never taken for an empty store. Fails unless the proxy can write
+    /// there. Each error names the flag, the directory and what to do.
     pub fn open(root: &Path) -> io::Result<FileStore> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)?;
+        let dir = root.display();
+        match fs::metadata(root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    ErrorKind::NotADirectory,
+                    format!("--store {dir}: not a directory"),
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(io::Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "--store {dir}: no such directory: create it on durable storage \
+                         (mkdir -p {dir}); the proxy does not make it, so an unmounted \
+                         volume is never taken for an empty store"
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("--store {dir}: cannot use this directory: {e}"),
+                ));
+            }
+        }
         let probe = root.join(temp_name());
-        File::create(&probe)?;
-        fs::remove_file(&probe)?;
+        File::create(&probe)
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("--store {dir}: cannot write to this directory: {e}"),
+                )
+            })?;
         Ok(FileStore {
             root: Arc::new(root.to_path_buf()),
         })
@@ -75,6 +110,15 @@ impl FileStore {
         let store = self.clone();
         let name = name.clone();
         blocking(move || store.put_with(&name, |file| file.write_all(&data))).await
+    }
+
+    /// Stores `data` as `name` only if there is no object of that name,
+    /// atomically and durably: `true` once written, `false` (nothing
+    /// written) if one was there.
+    pub async fn put_new(&self, name: &ObjectName, data: Vec<u8>) -> Result<bool, String> {
+        let store = self.clone();
+        let name = name.clone();
+        blocking(move || store.put_new_with(&name, |file| file.write_all(&data))).await
     }
 
     /// Removes the object called `name`; Ok if there was none.
@@ -125,6 +169,64 @@ impl FileStore {
             return Err(format!("cannot store {name}: {e}"));
         }
         sync_dir(dir).map_err(|e| format!("stored {name}, but cannot sync its directory: {e}"))
+    }
+
+    /// Writes `name` with `write` unless it exists, atomically: a
+    /// temporary file beside it, synced, hard-linked to the name (which
+    /// the filesystem refuses if the name is taken: `false`, nothing
+    /// written), removed, the directory synced. The object appears whole
+    /// or not at all, and the temporary file never outlives the call
+    /// unless removing it fails (a `#tmp-` file, never listed).
+    fn put_new_with(
+        &self,
+        name: &ObjectName,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<bool, String> {
+        let path = self.path(name);
+        let Some(dir) = path.parent() else {
+            return Err(format!("{name}: no directory"));
+        };
+        make_dirs(&self.root, dir).map_err(|e| format!("cannot store {name}: {e}"))?;
+        let temp = dir.join(temp_name());
+        let linked = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            write(&mut file)?;
+            file.sync_all()?;
+            drop(file);
+            match fs::hard_link(&temp, &path) {
+                Ok(()) => Ok(true),
+                // A directory of other objects is no object of this name
+                // (a get answers absent): it cannot be made, as with a put.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && path.is_dir() => Err(
+                    io::Error::other("a directory of other objects is in the way"),
+                ),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        })();
+        let removed = fs::remove_file(&temp);
+        if let (Ok(_), Err(e)) = (&linked, &removed) {
+            // The answer stands (the object is whole, or was there): only
+            // the spare name is left behind.
+            tracing::warn!(
+                name = name.as_str(),
+                "cannot remove the temporary file {}: {e}",
+                temp.display()
+            );
+        }
+        match linked {
+            Err(e) => Err(format!("cannot store {name}: {e}")),
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                sync_dir(dir)
+                    .map_err(|e| format!("stored {name}, but cannot sync its directory: {e}"))?;
+                Ok(true)
+            }
+        }
     }
 }
 
@@ -386,6 +488,23 @@ impl Store for HostStore {
         r
     }
 
+    async fn put_new(&self, name: &ObjectName, data: Vec<u8>) -> Result<bool, String> {
+        let len = data.len();
+        let r = match self.files() {
+            Ok(files) => files.put_new(name, data).await,
+            Err(e) => Err(e),
+        };
+        let ok = match r {
+            Ok(true) => {
+                self.metrics.store_bytes("written", len);
+                "ok"
+            }
+            _ => "exists",
+        };
+        self.done("put_new", name.as_str(), &r, ok);
+        r
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectName>, String> {
         let r = match self.files() {
             Ok(files) => files.list(prefix).await,
@@ -420,13 +539,14 @@ impl Store for HostStore {
 mod tests {
     use super::*;
 
-    /// A fresh directory under the system's temporary one.
+    /// A fresh, empty directory under the system's temporary one.
     fn temp_dir(tag: &str) -> PathBuf {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir =
             std::env::temp_dir().join(format!("nacre-host-proxy-{}-{tag}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
         dir
     }
 
@@ -455,7 +575,7 @@ mod tests {
     #[tokio::test]
     async fn objects_are_files_and_puts_are_atomic() {
         let dir = temp_dir("atomic");
-        let store = FileStore::open(&dir.join("made/on/open")).unwrap();
+        let store = FileStore::open(&dir).unwrap();
         let root = store.root().to_path_buf();
         let a = name("snapshots/2026/a.sealed");
         store.put(&a, b"old".to_vec()).await.unwrap();
@@ -511,6 +631,116 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_missing_directory_is_refused_not_made() {
+        let dir = temp_dir("missing");
+        // An unmounted volume: its mount point is not there.
+        let missing = dir.join("mnt/store");
+        let e = FileStore::open(&missing).unwrap_err();
+        let d = missing.display();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "--store {d}: no such directory: create it on durable storage (mkdir -p {d}); \
+                 the proxy does not make it, so an unmounted volume is never taken for an \
+                 empty store"
+            )
+        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(!dir.join("mnt").exists(), "nothing was made");
+
+        // A file is not a store either.
+        fs::write(dir.join("file"), b"x").unwrap();
+        let e = FileStore::open(&dir.join("file")).unwrap_err();
+        assert!(e.to_string().ends_with("file: not a directory"), "{e}");
+
+        // Made, it opens; the objects' subdirectories are made as needed.
+        fs::create_dir_all(&missing).unwrap();
+        let store = FileStore::open(&missing).unwrap();
+        store.put(&name("a/b/c"), b"x".to_vec()).await.unwrap();
+        assert!(store.put_new(&name("d/e"), b"y".to_vec()).await.unwrap());
+        assert_eq!(files(&missing), ["a/b/c", "d/e"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn create_only_puts_write_once() {
+        let dir = temp_dir("put-new");
+        let store = FileStore::open(&dir).unwrap();
+        let a = name("snapshots/a");
+        assert!(store.put_new(&a, b"first".to_vec()).await.unwrap());
+        assert!(!store.put_new(&a, b"second".to_vec()).await.unwrap());
+        assert_eq!(fs::read(dir.join("snapshots/a")).unwrap(), b"first");
+        // After a plain put too; and a plain put still replaces.
+        let b = name("snapshots/b");
+        store.put(&b, b"plain".to_vec()).await.unwrap();
+        assert!(!store.put_new(&b, b"new".to_vec()).await.unwrap());
+        assert_eq!(store.get(&b).await.unwrap().unwrap(), b"plain");
+        store.put(&a, b"replaced".to_vec()).await.unwrap();
+        assert_eq!(store.get(&a).await.unwrap().unwrap(), b"replaced");
+        // No temporary file left by either answer.
+        assert_eq!(files(&dir), ["snapshots/a", "snapshots/b"]);
+
+        // Failing midway: no object, not even a partial one, and no
+        // temporary file.
+        let c = name("snapshots/c");
+        let e = store
+            .put_new_with(&c, |file| {
+                file.write_all(b"ha")?;
+                Err(io::Error::other("the disk went away"))
+            })
+            .unwrap_err();
+        assert!(e.contains("the disk went away"), "{e}");
+        assert_eq!(store.get(&c).await.unwrap(), None);
+        assert_eq!(files(&dir), ["snapshots/a", "snapshots/b"]);
+        assert!(store.put_new(&c, b"whole".to_vec()).await.unwrap());
+
+        // A directory of other objects is no object, and is in the way.
+        let e = store
+            .put_new(&name("snapshots"), b"x".to_vec())
+            .await
+            .unwrap_err();
+        assert!(e.contains("in the way"), "{e}");
+        // Gone, it can be made again.
+        store.delete(&c).await.unwrap();
+        assert!(store.put_new(&c, b"again".to_vec()).await.unwrap());
+        assert_eq!(store.get(&c).await.unwrap().unwrap(), b"again");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_create_only_puts_make_one_object() {
+        let dir = temp_dir("put-new-race");
+        let store = FileStore::open(&dir).unwrap();
+        for round in 0..50 {
+            let n = name(&format!("race/{round}"));
+            let start = Arc::new(tokio::sync::Barrier::new(2));
+            let racer = |who: u8| {
+                let (store, n, start) = (store.clone(), n.clone(), start.clone());
+                // Large enough that the two writes overlap.
+                let data = vec![who; 256 << 10];
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.put_new(&n, data).await.unwrap()
+                })
+            };
+            let (one, two) = (racer(1), racer(2));
+            let (one, two) = (one.await.unwrap(), two.await.unwrap());
+            assert!(
+                one ^ two,
+                "round {round}: exactly one is written ({one}, {two})"
+            );
+            let winner = if one { 1 } else { 2 };
+            let held = fs::read(dir.join(n.as_str())).unwrap();
+            assert!(
+                held.len() == 256 << 10 && held.iter().all(|&b| b == winner),
+                "round {round}: the object is the winner's bytes, whole"
+            );
+        }
+        assert_eq!(files(&dir).len(), 50, "no temporary file is left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn lists_are_sorted_bounded_and_skip_what_is_not_an_object() {
         let dir = temp_dir("list");
         let store = FileStore::open(&dir).unwrap();
@@ -543,6 +773,7 @@ mod tests {
     #[tokio::test]
     async fn names_cannot_lead_out_of_the_directory() {
         let dir = temp_dir("escape");
+        fs::create_dir(dir.join("store")).unwrap();
         let store = FileStore::open(&dir.join("store")).unwrap();
         fs::write(dir.join("secret"), b"the host's own").unwrap();
         for bad in ["../secret", "/etc/passwd", "a/../../secret", "./secret"] {
@@ -586,13 +817,21 @@ mod tests {
         host.get(&name("a")).await.unwrap();
         host.get(&name("b")).await.unwrap();
         host.refused("put", "a bad name");
+        assert!(host.put_new(&name("c"), vec![0; 10]).await.unwrap());
+        assert!(!host.put_new(&name("c"), vec![0; 20]).await.unwrap());
+        assert!(!host.put_new(&name("a"), vec![0; 30]).await.unwrap());
+        let e = host.put_new(&name("a/x"), vec![0; 40]).await.unwrap_err();
+        assert!(e.contains("in the way"), "{e}");
         let text = metrics.render();
         for line in [
             r#"nacre_proxy_store_operations_total{op="put",result="ok"} 1"#,
             r#"nacre_proxy_store_operations_total{op="get",result="ok"} 1"#,
             r#"nacre_proxy_store_operations_total{op="get",result="absent"} 1"#,
             r#"nacre_proxy_store_operations_total{op="put",result="refused"} 1"#,
-            r#"nacre_proxy_store_bytes_total{direction="written"} 100"#,
+            r#"nacre_proxy_store_operations_total{op="put_new",result="ok"} 1"#,
+            r#"nacre_proxy_store_operations_total{op="put_new",result="exists"} 2"#,
+            r#"nacre_proxy_store_operations_total{op="put_new",result="failed"} 1"#,
+            r#"nacre_proxy_store_bytes_total{direction="written"} 110"#,
             r#"nacre_proxy_store_bytes_total{direction="read"} 100"#,
         ] {
             assert!(text.contains(line), "{line}\n{text}");

@@ -103,10 +103,12 @@ impl Proxy {
     }
 }
 
+/// A fresh, empty directory (`--store` wants one that exists).
 fn temp_dir(tag: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("nacre-host-proxy-it-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
@@ -156,7 +158,7 @@ fn files(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn store_links_and_the_log_link_share_the_control_listener() {
-    let dir = temp_dir("store").join("not/yet/made");
+    let dir = temp_dir("store");
     let proxy = Proxy::start(
         &["--store", dir.to_str().unwrap(), "--aws-credentials", "env"],
         &[
@@ -165,7 +167,6 @@ async fn store_links_and_the_log_link_share_the_control_listener() {
             ("AWS_SESSION_TOKEN", "env-token"),
         ],
     );
-    assert!(dir.is_dir(), "--store made its directory");
 
     // The log link works as it always has…
     let log = log_line(&proxy, "before the store").await;
@@ -198,6 +199,21 @@ async fn store_links_and_the_log_link_share_the_control_listener() {
         [name("snapshots/big.sealed"), name("snapshots/small.sealed")]
     );
     a.delete(&name("snapshots/big.sealed")).await.unwrap();
+    assert_eq!(files(&dir), ["snapshots/small.sealed"]);
+
+    // A create-only put: written, then the name is taken and nothing is.
+    let root = name("root/wrapped");
+    assert!(a.put_new(&root, b"first root").await.unwrap());
+    assert!(!b.put_new(&root, b"second root").await.unwrap());
+    assert_eq!(
+        std::fs::read(dir.join("root/wrapped")).unwrap(),
+        b"first root"
+    );
+    assert_eq!(
+        b.get_at_most(&root, 10).await.unwrap().unwrap(),
+        b"first root"
+    );
+    a.delete(&root).await.unwrap();
     assert_eq!(files(&dir), ["snapshots/small.sealed"]);
 
     let c = b.credentials().await.unwrap();
@@ -248,6 +264,8 @@ async fn store_links_and_the_log_link_share_the_control_listener() {
         r#"nacre_proxy_store_operations_total{op="put",result="ok"} 2"#,
         r#"nacre_proxy_store_operations_total{op="get",result="absent"} 1"#,
         r#"nacre_proxy_store_operations_total{op="credentials",result="ok"} 1"#,
+        r#"nacre_proxy_store_operations_total{op="put_new",result="ok"} 1"#,
+        r#"nacre_proxy_store_operations_total{op="put_new",result="exists"} 1"#,
         r#"nacre_proxy_store_operations_total{op="unknown",result="busy"}"#,
         "nacre_proxy_store_links ",
     ] {
@@ -255,11 +273,48 @@ async fn store_links_and_the_log_link_share_the_control_listener() {
     }
     let written = format!(
         r#"nacre_proxy_store_bytes_total{{direction="written"}} {}"#,
-        big.len() + 10
+        big.len() + 10 + 10
     );
     assert!(metrics.contains(&written), "{written}:\n{metrics}");
     drop(open);
     let _ = std::fs::remove_dir_all(temp_dir("store"));
+}
+
+/// `--store DIR` that does not exist (a volume not mounted): the proxy
+/// does not start, says how to fix it, and makes nothing.
+#[test]
+fn a_missing_store_directory_stops_the_proxy() {
+    let missing = temp_dir("missing").join("mnt/store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nacre-host-proxy"))
+        .args(["--control-listen", "tcp://127.0.0.1:0", "--store"])
+        .arg(&missing)
+        .env("NACRE_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the proxy starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the proxy ran on without its --store directory");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let d = missing.display();
+    let words = format!(
+        "--store {d}: no such directory: create it on durable storage (mkdir -p {d}); the proxy \
+         does not make it, so an unmounted volume is never taken for an empty store"
+    );
+    assert!(stderr.contains(&words), "{stderr}");
+    assert!(!missing.parent().unwrap().exists(), "nothing was made");
+    let _ = std::fs::remove_dir_all(temp_dir("missing"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -205,6 +205,12 @@ pub struct Config {
     )]
     pub kms_endpoint: Option<String>,
 
+    /// The roots (PEM) KMS's certificate must chain to, instead of
+    /// Amazon's (a VPC endpoint with a private CA, the dev stand-in).
+    /// --extra-ca does not count for KMS.
+    #[arg(long, env = "NACRE_KMS_CA", value_name = "PEM", requires = "kms_key")]
+    pub kms_ca: Option<PathBuf>,
+
     /// Open the public listener only once every --guest is compiled and
     /// ready.
     #[arg(long, env = "NACRE_WAIT_FOR_APP")]

@@ -179,14 +179,16 @@ impl Kms {
         self.state.join("tls/ca.pem")
     }
 
-    /// The runtime's flags for this KMS (`--extra-ca` is the caller's: it
-    /// may need other roots too).
+    /// The runtime's flags for this KMS: the key, its URL, and its CA as
+    /// the one KMS is trusted on.
     pub fn runtime_flags(&self) -> Vec<String> {
         vec![
             "--kms-key".into(),
             KEY_ARN.into(),
             "--kms-endpoint".into(),
             format!("https://localhost:{}", self.port),
+            "--kms-ca".into(),
+            self.ca().display().to_string(),
         ]
     }
 

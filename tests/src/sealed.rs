@@ -63,7 +63,7 @@ impl Parent {
 
     /// The runtime's flags behind this parent: its links, the dev root it
     /// keeps across restarts, KMS, and a metrics listener on loopback.
-    pub fn flags(&self, kms: &Kms, dev_root: &Path, extra_ca: &Path) -> Vec<String> {
+    pub fn flags(&self, kms: &Kms, dev_root: &Path) -> Vec<String> {
         let mut flags = vec![
             "--egress".to_string(),
             self.egress.listen.to_string(),
@@ -71,8 +71,6 @@ impl Parent {
             self.control.listen.to_string(),
             "--dev-root".into(),
             dev_root.display().to_string(),
-            "--extra-ca".into(),
-            extra_ca.display().to_string(),
             "--metrics-listen".into(),
             "tcp://127.0.0.1:0".into(),
         ];
@@ -83,6 +81,11 @@ impl Parent {
     /// Where the runtime listens (the proxy's inbound target).
     pub fn listen(&self) -> String {
         unix_in(&self.dir, "runtime.sock")
+    }
+
+    /// Whether a runtime answers connections behind this parent now.
+    pub fn is_served(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(self.dir.join("runtime.sock")).is_ok()
     }
 
     /// Starts the runtime with `flags` and waits until it serves; clients
@@ -120,18 +123,25 @@ pub fn wait_for_line(child: &mut Supervised, limit: Duration, needle: &str) -> S
         .unwrap_or_else(|e| panic!("no line with {needle:?}: {e}\n{}", child.output()))
 }
 
-/// The names in the store under `prefix`, sorted.
+/// The names in the store under `prefix` (its objects' files, at any
+/// depth), sorted.
 pub fn stored(store: &Path, prefix: &str) -> Vec<String> {
-    let dir = store.join(prefix);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_file())
-                .map(|e| format!("{prefix}/{}", e.file_name().to_string_lossy()))
-                .filter(|n| !n.contains("#tmp-"))
-                .collect()
-        })
-        .unwrap_or_default();
+    fn walk(store: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(store, &path, out);
+            } else if let Ok(name) = path.strip_prefix(store) {
+                let name = name.to_string_lossy().into_owned();
+                // A write in progress: the host proxy's temporary file.
+                if !name.contains("#tmp-") {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    let mut names = Vec::new();
+    walk(store, &store.join(prefix), &mut names);
     names.sort();
     names
 }

@@ -27,8 +27,10 @@ impl DevKms {
     /// fresh credentials the host proxy hands over; logs to `log`.
     pub fn start(program: &Path, dir: &Path, pcr0: &[u8], log: &Path) -> anyhow::Result<DevKms> {
         let state = dir.join("kms");
-        std::fs::create_dir_all(&state)
-            .with_context(|| format!("cannot create {}", state.display()))?;
+        // The host proxy keeps the store only in a directory that exists.
+        for d in [&state, &dir.join("store")] {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
         let policy = state.join("policy.json");
         write(&policy, &policy_json(pcr0))?;
         let (akid, secret) = (
@@ -76,7 +78,7 @@ impl DevKms {
             KEY_ARN.into(),
             "--kms-endpoint".into(),
             format!("https://localhost:{}", self.port),
-            "--extra-ca".into(),
+            "--kms-ca".into(),
             self.dir.join("kms/tls/ca.pem").display().to_string(),
             "--control".into(),
             control.into(),

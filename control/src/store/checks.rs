@@ -125,7 +125,7 @@ pub fn exercise(frame: &Frame) {
             Some(Answer::Failed(f)) => {
                 let _ = clean(&f.why);
             }
-            Some(Answer::Absent(_) | Answer::Done(_)) | None => {}
+            Some(Answer::Absent(_) | Answer::Done(_) | Answer::Exists(_)) | None => {}
         },
         _ => {}
     }

@@ -4,8 +4,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::checks::Names;
 use super::{
-    AwsCredentials, MAX_OBJECT, ObjectName, StoreError, answer_kind, check_length, check_prefix,
-    clean, frame_kind, read_raw,
+    AwsCredentials, MAX_OBJECT, ObjectName, StoreError, answer_kind, check_prefix, clean,
+    frame_kind, read_raw,
 };
 use crate::v1::store_request::Op;
 use crate::v1::store_response::Result as Answer;
@@ -62,6 +62,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StoreClient<S> {
         }
     }
 
+    /// The link, as the client leaves it: for tests of what was read.
+    #[cfg(test)]
+    pub(crate) fn into_link(self) -> S {
+        self.link
+    }
+
     /// The protocol version both sides speak.
     pub fn version(&self) -> u32 {
         self.version
@@ -72,10 +78,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StoreClient<S> {
         &self.host
     }
 
-    /// The object called `name`, if the host has one.
+    /// The object called `name`, if the host has one (at most
+    /// [`MAX_OBJECT`] bytes: [`StoreClient::get_at_most`] with that).
     pub async fn get(&mut self, name: &ObjectName) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_at_most(name, MAX_OBJECT).await
+    }
+
+    /// The object called `name`, if the host has one of at most `max`
+    /// bytes (`max` over [`MAX_OBJECT`] is [`MAX_OBJECT`]). A longer one
+    /// is a [`StoreError::Protocol`] naming the name, its length and the
+    /// limit, found from the host's announced length before any of its
+    /// bytes is read: none is, so the link is out of step and not used
+    /// again (open another).
+    pub async fn get_at_most(
+        &mut self,
+        name: &ObjectName,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.usable()?;
-        let r = self.get_inner(name).await;
+        let r = self.get_inner(name, max.min(MAX_OBJECT)).await;
         self.settle(r)
     }
 
@@ -83,14 +104,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StoreClient<S> {
     /// once the host says it is durable. Over [`MAX_OBJECT`] bytes is
     /// refused before anything is sent.
     pub async fn put(&mut self, name: &ObjectName, data: &[u8]) -> Result<(), StoreError> {
-        if data.len() as u64 > MAX_OBJECT {
-            return Err(StoreError::Protocol(format!(
-                "{name}: an object of {} bytes, over the {MAX_OBJECT}-byte limit",
-                data.len()
-            )));
-        }
+        check_size(name, data)?;
         self.usable()?;
-        let r = self.put_inner(name, data).await;
+        let r = match self.put_inner(name, data, false).await {
+            Ok(Answer::Done(_)) => Ok(()),
+            Ok(other) => Err(unexpected("put", &other)),
+            Err(e) => Err(e),
+        };
+        self.settle(r)
+    }
+
+    /// Stores `data` as `name` only if the host has no object of that
+    /// name (a create-only put, `StorePut.if_absent`): `true` once the
+    /// host says the new object is durable, `false` if one of that name
+    /// was there (nothing is written, it is unchanged). Of two of these
+    /// racing for one name, at most one gets `true`. Over [`MAX_OBJECT`]
+    /// bytes is refused before anything is sent.
+    ///
+    /// Only for a host that knows create-only puts (`nacre-host-proxy`
+    /// of this release or later): an older one ignores the flag, replaces
+    /// the object and answers as to a plain put, which reads as `true`.
+    pub async fn put_new(&mut self, name: &ObjectName, data: &[u8]) -> Result<bool, StoreError> {
+        check_size(name, data)?;
+        self.usable()?;
+        let r = match self.put_inner(name, data, true).await {
+            Ok(Answer::Done(_)) => Ok(true),
+            Ok(Answer::Exists(_)) => Ok(false),
+            Ok(other) => Err(unexpected("create-only put", &other)),
+            Err(e) => Err(e),
+        };
         self.settle(r)
     }
 
@@ -138,32 +180,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StoreClient<S> {
         r
     }
 
-    async fn get_inner(&mut self, name: &ObjectName) -> Result<Option<Vec<u8>>, StoreError> {
+    /// A get of an object of at most `max` (at most [`MAX_OBJECT`]) bytes.
+    async fn get_inner(
+        &mut self,
+        name: &ObjectName,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let get = v1::StoreGet {
             name: name.to_string(),
         };
         match self.call(Op::Get(get), "get").await? {
-            Answer::Object(object) => {
-                let len = check_length(object.length)?;
-                Ok(Some(read_raw(&mut self.link, len).await?))
-            }
+            // Refused on its announced length: none of its bytes is read.
+            Answer::Object(object) if object.length > max => Err(StoreError::Protocol(format!(
+                "{name}: the host's object is {} bytes, over the {max}-byte limit",
+                object.length
+            ))),
+            Answer::Object(object) => Ok(Some(read_raw(&mut self.link, object.length).await?)),
             Answer::Absent(_) => Ok(None),
             other => Err(unexpected("get", &other)),
         }
     }
 
-    async fn put_inner(&mut self, name: &ObjectName, data: &[u8]) -> Result<(), StoreError> {
+    /// Sends a put (create-only if `if_absent`) and its bytes; the answer.
+    async fn put_inner(
+        &mut self,
+        name: &ObjectName,
+        data: &[u8],
+        if_absent: bool,
+    ) -> Result<Answer, StoreError> {
         let put = v1::StorePut {
             name: name.to_string(),
             length: data.len() as u64,
+            if_absent,
         };
         write_frame(&mut self.link, &request(Op::Put(put))).await?;
         self.link.write_all(data).await?;
         self.link.flush().await?;
-        match self.answer("put").await? {
-            Answer::Done(_) => Ok(()),
-            other => Err(unexpected("put", &other)),
-        }
+        self.answer(if if_absent { "create-only put" } else { "put" })
+            .await
     }
 
     async fn list_inner(&mut self, prefix: &str) -> Result<Vec<ObjectName>, StoreError> {
@@ -235,6 +289,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StoreClient<S> {
             "the host sent more than {MOST_SKIPPED} frames of unknown kinds instead of answering a {what}"
         )))
     }
+}
+
+/// `data` refused before anything is sent if over [`MAX_OBJECT`].
+fn check_size(name: &ObjectName, data: &[u8]) -> Result<(), StoreError> {
+    if data.len() as u64 > MAX_OBJECT {
+        return Err(StoreError::Protocol(format!(
+            "{name}: an object of {} bytes, over the {MAX_OBJECT}-byte limit",
+            data.len()
+        )));
+    }
+    Ok(())
 }
 
 fn request(op: Op) -> Frame {

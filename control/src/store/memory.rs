@@ -1,6 +1,7 @@
 //! A [`Store`] in memory, for tests and development.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Mutex;
 
 use super::{AwsCredentials, ObjectName, Store};
@@ -53,6 +54,16 @@ impl Store for MemoryStore {
     async fn put(&self, name: &ObjectName, data: Vec<u8>) -> Result<(), String> {
         lock(&self.objects).insert(name.clone(), data);
         Ok(())
+    }
+
+    async fn put_new(&self, name: &ObjectName, data: Vec<u8>) -> Result<bool, String> {
+        match lock(&self.objects).entry(name.clone()) {
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(slot) => {
+                slot.insert(data);
+                Ok(true)
+            }
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectName>, String> {

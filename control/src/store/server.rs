@@ -34,6 +34,18 @@ pub trait Store: Send + Sync + 'static {
         data: Vec<u8>,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
+    /// Keeps `data` (at most [`MAX_OBJECT`] bytes) as `name` only if there
+    /// is no object of that name (a create-only put): `true` once the new
+    /// object is durable; `false` if one was there, which is left as it
+    /// was, nothing written. Atomic against other calls for the same name:
+    /// of two racing, at most one returns `true`. If it fails, no object
+    /// of that name was made (none partial either).
+    fn put_new(
+        &self,
+        name: &ObjectName,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+
     /// The names that start with `prefix` (already checked to be a prefix
     /// of names), sorted. It may stop after [`MAX_NAMES`] + 1: [`serve`]
     /// sends the first [`MAX_NAMES`] and says the list is truncated.
@@ -46,8 +58,9 @@ pub trait Store: Send + Sync + 'static {
     fn credentials(&self) -> impl Future<Output = Result<AwsCredentials, String>> + Send;
 
     /// Told of each request [`serve`] refused before it reached the store
-    /// (`op` is `get`, `put`, `list`, `delete`, `credentials`, or
-    /// `unknown`), to count or log; does nothing unless implemented.
+    /// (`op` is `get`, `put`, `put_new` (a create-only put), `list`,
+    /// `delete`, `credentials`, or `unknown`), to count or log; does
+    /// nothing unless implemented.
     fn refused(&self, op: &'static str, why: &str) {
         let _ = (op, why);
     }
@@ -130,6 +143,7 @@ where
             },
         },
         Some(Op::Put(put)) => {
+            let op = if put.if_absent { "put_new" } else { "put" };
             if put.length > MAX_OBJECT {
                 // Its bytes are on their way and too many to skip: the
                 // link cannot be kept in step.
@@ -137,20 +151,29 @@ where
                     "an object of {} bytes, over the {MAX_OBJECT}-byte limit; closing the store link",
                     put.length
                 );
-                store.refused("put", &why);
+                store.refused(op, &why);
                 parting(stream, &why).await;
                 return Err(StoreError::Protocol(why));
             }
-            match name(store, "put", put.name) {
+            match name(store, op, put.name) {
                 Err(answer) => {
                     skip(stream, put.length).await?;
                     answer
                 }
                 Ok(name) => {
+                    // Read whole either way, so the link stays in step.
                     let data = read_raw(stream, put.length).await?;
-                    match store.put(&name, data).await {
-                        Ok(()) => Answer::Done(v1::StoreDone {}),
-                        Err(why) => failed(&why),
+                    if put.if_absent {
+                        match store.put_new(&name, data).await {
+                            Ok(true) => Answer::Done(v1::StoreDone {}),
+                            Ok(false) => Answer::Exists(v1::StoreExists {}),
+                            Err(why) => failed(&why),
+                        }
+                    } else {
+                        match store.put(&name, data).await {
+                            Ok(()) => Answer::Done(v1::StoreDone {}),
+                            Err(why) => failed(&why),
+                        }
                     }
                 }
             }

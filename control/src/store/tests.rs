@@ -217,6 +217,156 @@ async fn get_put_list_delete_and_credentials_round_trip() {
 }
 
 #[tokio::test]
+async fn create_only_puts_write_once() {
+    let store = Arc::new(MemoryStore::new());
+    let (mut client, server) = pair(store.clone()).await;
+
+    // Written, then there: the second is told so and writes nothing.
+    let a = name("snapshots/a");
+    assert!(client.put_new(&a, b"first").await.unwrap());
+    assert_eq!(client.get(&a).await.unwrap().unwrap(), b"first");
+    assert!(!client.put_new(&a, b"second").await.unwrap());
+    assert_eq!(client.get(&a).await.unwrap().unwrap(), b"first");
+    assert_eq!(store.names(), std::slice::from_ref(&a));
+
+    // After a plain put too; and an object larger than a frame, whose
+    // bytes the host reads (and drops) to stay in step.
+    let b = name("snapshots/b");
+    client.put(&b, b"plain").await.unwrap();
+    let big = vec![7u8; 200 << 10];
+    assert!(!client.put_new(&b, &big).await.unwrap());
+    assert_eq!(client.get(&b).await.unwrap().unwrap(), b"plain");
+    assert_eq!(client.list("").await.unwrap(), [a.clone(), b.clone()]);
+
+    // Gone, it can be made again; and a plain put still replaces.
+    client.delete(&a).await.unwrap();
+    assert!(client.put_new(&a, &big).await.unwrap());
+    assert!(client.get(&a).await.unwrap().unwrap() == big);
+    client.put(&a, b"replaced").await.unwrap();
+    assert_eq!(client.get(&a).await.unwrap().unwrap(), b"replaced");
+
+    // Over the limit: refused before anything is sent, the link fine.
+    // (Zeroed pages the test never touches: no 512 MiB is used.)
+    let huge = vec![0u8; (MAX_OBJECT + 1) as usize];
+    let e = client.put_new(&name("huge"), &huge).await.unwrap_err();
+    assert!(protocol(&e, "over the 536870912-byte limit"), "{e}");
+    drop(huge);
+    assert!(!client.put_new(&b, b"x").await.unwrap());
+    drop(client);
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_server_answers_create_only_puts_in_step() {
+    // From a client that skips the checks: a create-only put written,
+    // one that finds the name taken, one with a bad name, then a plain
+    // put. Each one's bytes are read, whatever the answer.
+    let store = Arc::new(MemoryStore::new());
+    let (mut a, mut b) = duplex(1 << 16);
+    let served = store.clone();
+    let server = tokio::spawn(async move { serve(&mut b, &*served).await });
+    let put = |name: &str, data: &[u8], if_absent| {
+        let mut wire = request_frame(Op::Put(v1::StorePut {
+            name: name.into(),
+            length: data.len() as u64,
+            if_absent,
+        }));
+        wire.extend(data);
+        wire
+    };
+    let mut wire = put("x", b"ab", true);
+    wire.extend(put("x", b"cde", true));
+    wire.extend(put("/bad", b"zz", true));
+    wire.extend(put("x", b"f", false));
+    a.write_all(&wire).await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let f = read_frame(&mut a).await.unwrap();
+        let Some(Body::StoreResponse(v1::StoreResponse {
+            result: Some(answer),
+        })) = f.body
+        else {
+            panic!("{f:?}");
+        };
+        answers.push(answer);
+    }
+    assert!(matches!(answers[0], Answer::Done(_)), "{answers:?}");
+    assert!(matches!(answers[1], Answer::Exists(_)), "{answers:?}");
+    assert!(
+        matches!(&answers[2], Answer::Failed(f) if f.why.contains("not an object name")),
+        "{answers:?}"
+    );
+    assert!(matches!(answers[3], Answer::Done(_)), "{answers:?}");
+    assert_eq!(store.get(&name("x")).await.unwrap().unwrap(), b"f");
+    assert_eq!(store.names(), [name("x")]);
+    drop(a);
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_bounded_get_refuses_a_longer_object_unread() {
+    let store = Arc::new(MemoryStore::new());
+    let (mut client, _server) = pair(store.clone()).await;
+    let a = name("snapshots/a");
+    client.put(&a, &[1; 100]).await.unwrap();
+    assert_eq!(
+        client.get_at_most(&a, 100).await.unwrap().unwrap().len(),
+        100
+    );
+    assert_eq!(
+        client
+            .get_at_most(&a, u64::MAX)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        100
+    );
+    assert_eq!(client.get_at_most(&name("none"), 0).await.unwrap(), None);
+    let e = client.get_at_most(&a, 99).await.unwrap_err();
+    assert!(
+        protocol(
+            &e,
+            "snapshots/a: the host's object is 100 bytes, over the 99-byte limit"
+        ),
+        "{e}"
+    );
+    // The link is out of step (the bytes are unread): not used again.
+    let e = client.get(&a).await.unwrap_err();
+    assert!(protocol(&e, "failed earlier"), "{e}");
+
+    // Exactly the answer's frame is read, none of the object's bytes.
+    let object: Vec<u8> = (0..10).collect();
+    let mut wire = answer_frame(Answer::Object(v1::StoreObject { length: 10 }));
+    wire.extend(&object);
+    let mut client = StoreClient::ready(
+        tokio::io::join(wire.as_slice(), tokio::io::sink()),
+        1,
+        String::new(),
+    );
+    let e = client.get_at_most(&a, 9).await.unwrap_err();
+    assert!(protocol(&e, "10 bytes, over the 9-byte limit"), "{e}");
+    let (unread, _) = client.into_link().into_inner();
+    assert_eq!(unread, object);
+    // At the limit it is read, all of it and no more.
+    let mut client = StoreClient::ready(
+        tokio::io::join(wire.as_slice(), tokio::io::sink()),
+        1,
+        String::new(),
+    );
+    assert_eq!(client.get_at_most(&a, 10).await.unwrap().unwrap(), object);
+    assert!(client.into_link().into_inner().0.is_empty());
+
+    // Past MAX_OBJECT whatever the caller allows.
+    let over = answer_frame(Answer::Object(v1::StoreObject {
+        length: MAX_OBJECT + 1,
+    }));
+    let mut c = lying_host(over).await;
+    let e = c.get_at_most(&a, u64::MAX).await.unwrap_err();
+    assert!(protocol(&e, "over the 536870912-byte limit"), "{e}");
+}
+
+#[tokio::test]
 async fn lists_span_frames_and_are_bounded() {
     // 10,000 names of 200 bytes: about 2 MB of names, in 31 frames.
     let store = Arc::new(MemoryStore::new());
@@ -270,6 +420,7 @@ async fn bad_names_and_prefixes_are_refused_on_both_sides() {
     wire.extend(request_frame(Op::Put(v1::StorePut {
         name: "/abs".into(),
         length: 5,
+        if_absent: false,
     })));
     wire.extend(b"EVIL!");
     wire.extend(request_frame(Op::Delete(v1::StoreDelete {
@@ -281,6 +432,7 @@ async fn bad_names_and_prefixes_are_refused_on_both_sides() {
     wire.extend(request_frame(Op::Put(v1::StorePut {
         name: "fine".into(),
         length: 2,
+        if_absent: false,
     })));
     wire.extend(b"ok");
     a.write_all(&wire).await.unwrap();
@@ -340,11 +492,13 @@ async fn garbage_from_a_client_ends_that_link() {
     let mut cut_put = request_frame(Op::Put(v1::StorePut {
         name: "a".into(),
         length: 100,
+        if_absent: false,
     }));
     cut_put.extend([1u8; 10]);
     let huge_put = request_frame(Op::Put(v1::StorePut {
         name: "a".into(),
         length: MAX_OBJECT + 1,
+        if_absent: false,
     }));
     let cases: [(&str, Vec<u8>, &str); 6] = [
         (
@@ -425,6 +579,21 @@ async fn a_lying_host_is_caught() {
     let mut c = lying_host(answer_frame(Answer::Absent(v1::StoreAbsent {}))).await;
     let e = c.put(&name("a"), b"data").await.unwrap_err();
     assert!(protocol(&e, "answered a put with absent"), "{e}");
+    // `exists` answers a create-only put only.
+    let mut c = lying_host(answer_frame(Answer::Exists(v1::StoreExists {}))).await;
+    let e = c.put(&name("a"), b"data").await.unwrap_err();
+    assert!(protocol(&e, "answered a put with exists"), "{e}");
+    let e = c.put_new(&name("a"), b"data").await.unwrap_err();
+    assert!(protocol(&e, "failed earlier"), "{e}");
+    let mut c = lying_host(answer_frame(Answer::Exists(v1::StoreExists {}))).await;
+    let e = c.get(&name("a")).await.unwrap_err();
+    assert!(protocol(&e, "answered a get with exists"), "{e}");
+    let mut c = lying_host(answer_frame(Answer::Absent(v1::StoreAbsent {}))).await;
+    let e = c.put_new(&name("a"), b"data").await.unwrap_err();
+    assert!(
+        protocol(&e, "answered a create-only put with absent"),
+        "{e}"
+    );
     let mut c = lying_host(request_frame(Op::Credentials(v1::CredentialsGet {}))).await;
     let e = c.credentials().await.unwrap_err();
     assert!(protocol(&e, "store request frame"), "{e}");

@@ -76,10 +76,7 @@ impl Core {
         };
         let kv = Arc::new(MemoryKv::new(settings.limits.kv));
         let shared = kv.clone() as Arc<dyn KeyValue>;
-        let enclave = match settings.kms {
-            Some(_) => EnclaveCtx::sealed(attester.clone(), state, shared),
-            None => EnclaveCtx::new(attester.clone(), state, shared),
-        };
+        let enclave = EnclaveCtx::new(attester.clone(), state, shared);
         let engine = engine(settings, enclave, egress)?;
         let registry = Arc::new(Registry::new(engine, settings.egress.cap.clone()));
         Ok(Core {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::basis::Core;
 use super::{LOG_TARGET, StartError};
+use crate::egress::Outbound;
 use crate::persist::{Restored, Sources, Vault, VaultConfig, Writer};
 use crate::settings::Settings;
 use crate::sync::{Material, Node};
@@ -22,9 +23,10 @@ pub(super) async fn open(settings: &Settings, core: &Core) -> Result<Option<Seal
     let Some(kms) = &settings.kms else {
         return Ok(None);
     };
-    let outbound = core.outbound.clone().ok_or_else(|| {
-        StartError::Stopped("--kms-key needs --egress: KMS is reached through it".into())
-    })?;
+    // KMS has a TLS client of its own: Amazon's roots, or --kms-ca.
+    let tls = crate::persist::kms_tls(kms.ca.as_deref())
+        .map_err(|e| StartError::Stopped(e.to_string()))?;
+    let outbound = Outbound::new(kms.egress.clone(), tls);
     // Sync names the deployment by its leader's name; one enclave by its
     // own.
     let deployment = match &settings.sync {

@@ -20,9 +20,21 @@ use super::view::{EnclaveCtx, EnclaveView};
 /// guest layout wraps user data in a small CBOR map, and the NSM takes at
 /// most 1 KiB per field.
 const MAX_GUEST_FIELD: usize = 512;
-/// The longest raw public key: an uncompressed P-521 point. Every RSA key
-/// KMS encrypts to (2048 bits or more, DER or PEM) is longer.
-const MAX_RAW_KEY: usize = 133;
+
+/// Whether `key` is a raw public key: 32 bytes (X25519, Ed25519), or an EC
+/// point in SEC1 form, compressed (`02`/`03`) or not (`04`), on P-256,
+/// P-384 or P-521. A guest's document carries the enclave's own
+/// measurements, and KMS decides on measurements alone: with an RSA key of
+/// the guest's choosing (any DER or PEM key), KMS would wrap the root of
+/// any deployment whose key policy names this image, or its signer, to the
+/// guest. So only keys KMS cannot encrypt to pass, in every enclave, sealed
+/// or not (a signer's policy trusts them all).
+fn raw_key(key: &[u8]) -> bool {
+    matches!(
+        (key.len(), key.first()),
+        (32, _) | (33 | 49 | 67, Some(2 | 3)) | (65 | 97 | 133, Some(4))
+    )
+}
 
 /// The bytes of an optional guest list, or an error naming it when it is
 /// over `max`: checked in place, copied only when within bounds.
@@ -97,10 +109,11 @@ async fn request_document(
     user_data: Option<Vec<u8>>,
     public_key: Option<Vec<u8>>,
 ) -> Result<Vec<u8>, String> {
-    if ctx.raw_keys_only && public_key.as_ref().is_some_and(|k| k.len() > MAX_RAW_KEY) {
-        return Err(format!(
-            "public-key: over {MAX_RAW_KEY} bytes, refused in an enclave whose deployment is sealed with KMS (an RSA key, which KMS would encrypt the root to); give a raw key (X25519, Ed25519, an EC point)"
-        ));
+    if public_key.as_deref().is_some_and(|k| !raw_key(k)) {
+        return Err(
+            "public-key: not a raw key; give 32 bytes (X25519, Ed25519) or an EC point in SEC1 form (P-256, P-384, P-521): KMS would encrypt a deployment's root to any other key in a document of this image"
+                .into(),
+        );
     }
     let binding = GuestBinding {
         guest_sha256: code_hash,
@@ -122,5 +135,44 @@ async fn request_document(
         Ok(Ok(doc)) => Ok(doc),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("attestation task failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raw_key;
+
+    #[test]
+    fn only_raw_keys_pass() {
+        assert!(raw_key(&[7; 32]));
+        assert!(
+            raw_key(&[0x30; 32]),
+            "an Ed25519 key may start with any byte"
+        );
+        for (len, first) in [
+            (33, 2),
+            (33, 3),
+            (49, 3),
+            (67, 2),
+            (65, 4),
+            (97, 4),
+            (133, 4),
+        ] {
+            let mut k = vec![1u8; len];
+            k[0] = first;
+            assert!(raw_key(&k), "{len} bytes from {first:02x}");
+        }
+        // DER keys (an RSA SPKI starts 30 82), PEM, odd sizes, wrong tags.
+        let mut der = vec![0x30, 0x82, 0x01, 0x22];
+        der.resize(294, 0);
+        assert!(!raw_key(&der));
+        assert!(!raw_key(b"-----BEGIN PUBLIC KEY-----\nMIIB..."));
+        assert!(!raw_key(&[4; 64]));
+        assert!(!raw_key(&[5; 65]));
+        assert!(!raw_key(&[4; 33]));
+        assert!(!raw_key(&[]));
+        let mut small_rsa = vec![0x30, 0x7c];
+        small_rsa.resize(126, 0);
+        assert!(!raw_key(&small_rsa), "an RSA-768 SPKI");
     }
 }

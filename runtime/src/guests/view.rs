@@ -26,9 +26,6 @@ pub struct EnclaveCtx {
     pub(crate) documents: tokio::sync::Semaphore,
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) kv: Arc<dyn KeyValue>,
-    /// With a KMS-sealed root (`--kms-key`): guests' documents may carry
-    /// raw public keys only, never one KMS could encrypt to.
-    pub(crate) raw_keys_only: bool,
 }
 
 impl EnclaveCtx {
@@ -38,35 +35,11 @@ impl EnclaveCtx {
         state: Arc<dyn StateStore>,
         kv: Arc<dyn KeyValue>,
     ) -> Arc<EnclaveCtx> {
-        EnclaveCtx::assemble(attester, state, kv, false)
-    }
-
-    /// As [`EnclaveCtx::new`], in an enclave whose deployment root KMS
-    /// unwraps for this image: a guest's document carries the enclave's
-    /// own measurements, so one with a public key KMS takes (an RSA key of
-    /// 2048 bits or more) would let a guest, with the host's credentials,
-    /// have KMS wrap the root to itself. Keys longer than any raw key are
-    /// refused; raw keys (X25519, Ed25519, EC points) stay allowed.
-    pub fn sealed(
-        attester: Arc<dyn Attester>,
-        state: Arc<dyn StateStore>,
-        kv: Arc<dyn KeyValue>,
-    ) -> Arc<EnclaveCtx> {
-        EnclaveCtx::assemble(attester, state, kv, true)
-    }
-
-    fn assemble(
-        attester: Arc<dyn Attester>,
-        state: Arc<dyn StateStore>,
-        kv: Arc<dyn KeyValue>,
-        raw_keys_only: bool,
-    ) -> Arc<EnclaveCtx> {
         Arc::new(EnclaveCtx {
             attester,
             documents: tokio::sync::Semaphore::new(GUEST_DOCUMENTS),
             state,
             kv,
-            raw_keys_only,
         })
     }
 

@@ -110,10 +110,24 @@ impl HostStore {
         self.call(async |c| c.get(&name).await).await
     }
 
+    /// The object at `name` if the host has it, refused unread when over
+    /// `max` bytes.
+    pub async fn get_at_most(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, HostError> {
+        let name = Self::name(name)?;
+        self.call(async |c| c.get_at_most(&name, max).await).await
+    }
+
     /// Writes `bytes` at `name`.
     pub async fn put(&self, name: &str, bytes: &[u8]) -> Result<(), HostError> {
         let name = Self::name(name)?;
         self.call(async |c| c.put(&name, bytes).await).await
+    }
+
+    /// Writes `bytes` at `name` unless an object of that name exists;
+    /// whether it was written.
+    pub async fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, HostError> {
+        let name = Self::name(name)?;
+        self.call(async |c| c.put_new(&name, bytes).await).await
     }
 
     /// The names under `prefix`, sorted.

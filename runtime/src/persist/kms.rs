@@ -31,6 +31,58 @@ use super::keys::Root;
 use crate::attest::Attester;
 use crate::egress::Outbound;
 
+/// The subjects of the roots KMS's certificates chain to: Amazon Trust
+/// Services, cross-signed by Starfield Services. KMS is trusted on these
+/// alone (or on `--kms-ca`), not on every web root nor `--extra-ca`: a CA
+/// that can issue for `kms.*.amazonaws.com` could otherwise answer for KMS
+/// and choose the root the enclave seals under.
+const KMS_ROOT_SUBJECTS: [&[u8]; 2] = [
+    b"Amazon Root CA",
+    b"Starfield Services Root Certificate Authority - G2",
+];
+
+/// The TLS client KMS is called with: the roots in `ca` (`--kms-ca`: a
+/// VPC endpoint's private CA, the dev stand-in's), or else Amazon's roots
+/// from the built-in web roots.
+pub fn tls(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, KmsError> {
+    let local = |why: String| KmsError::Local(why);
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs = nacre_transport::pem::certificates(path)
+                .map_err(|e| local(format!("--kms-ca {}: {}", path.display(), e.why)))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    local(format!(
+                        "--kms-ca {}: not a usable CA certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        None => roots.extend(
+            webpki_roots::TLS_SERVER_ROOTS
+                .iter()
+                .filter(|anchor| {
+                    KMS_ROOT_SUBJECTS
+                        .iter()
+                        .any(|name| anchor.subject.windows(name.len()).any(|w| w == *name))
+                })
+                .cloned(),
+        ),
+    }
+    if roots.is_empty() {
+        return Err(local("no root certificate to trust KMS with".into()));
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| local(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// Bytes of a KMS answer at most.
 const MAX_ANSWER: usize = 64 * 1024;
 /// How long one KMS call may take.
@@ -92,7 +144,8 @@ fn op_name(op: Operation) -> &'static str {
 }
 
 impl Kms {
-    /// Calls to `endpoint` about `key`, through `outbound`, with documents
+    /// Calls to `endpoint` about `key`, through `outbound` (made with
+    /// [`tls`]), with documents
     /// from `attester` and credentials from `host`.
     pub fn new(
         outbound: Outbound,
@@ -210,9 +263,11 @@ impl Kms {
             creds.access_key_id.clone(),
             creds.secret_access_key.clone(),
             creds.session_token.clone(),
+            // The host's number: an expiry past what a clock holds is
+            // taken as none, never an overflow.
             creds
                 .expires_unix
-                .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))),
         );
         let request = call::request(&self.endpoint, op, body, &creds_kms, SystemTime::now())
             .map_err(|e| KmsError::Local(e.to_string()))?;
@@ -258,4 +313,30 @@ fn open(op: Operation, key: &RecipientKey, cms: Option<&[u8]>) -> Result<Root, K
             &format!("a key of {} bytes, not 32", plain.expose().len()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kms_is_trusted_on_amazons_roots_only() {
+        let amazon = webpki_roots::TLS_SERVER_ROOTS
+            .iter()
+            .filter(|a| {
+                KMS_ROOT_SUBJECTS
+                    .iter()
+                    .any(|n| a.subject.windows(n.len()).any(|w| w == *n))
+            })
+            .count();
+        // Amazon Root CA 1 to 4 and Starfield Services G2.
+        assert!((4..=6).contains(&amazon), "{amazon} roots");
+        assert!(amazon < webpki_roots::TLS_SERVER_ROOTS.len() / 10);
+        assert!(tls(None).is_ok());
+        let e = tls(Some(std::path::Path::new("/nonexistent/kms-ca.pem")))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("--kms-ca /nonexistent/kms-ca.pem"), "{e}");
+    }
 }

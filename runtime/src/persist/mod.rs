@@ -20,6 +20,7 @@
 mod host;
 pub mod keys;
 mod kms;
+mod objects;
 mod restore;
 pub mod snapshot;
 mod writer;
@@ -31,7 +32,7 @@ use nacre_kms::wire::EncryptionContext;
 use nacre_transport::Address;
 
 pub use host::{HostError, HostStore};
-pub use kms::{Kms, KmsError};
+pub use kms::{Kms, KmsError, tls as kms_tls};
 pub use restore::Restored;
 pub use snapshot::SnapshotError;
 pub use writer::{Sources, Writer, WriterStats};
@@ -83,7 +84,10 @@ pub struct Vault {
     config: VaultConfig,
     host: Arc<HostStore>,
     kms: Kms,
-    root: std::sync::OnceLock<Arc<keys::Root>>,
+    /// The root, and the id of its wrapped form (where its manifests are),
+    /// once had: set only after its newest manifest opened (or with the
+    /// deployment it starts).
+    root: std::sync::Mutex<Option<(Arc<keys::Root>, String)>>,
 }
 
 impl Vault {
@@ -102,7 +106,7 @@ impl Vault {
             config,
             host,
             kms,
-            root: std::sync::OnceLock::new(),
+            root: std::sync::Mutex::new(None),
         }
     }
 
@@ -124,13 +128,18 @@ impl Vault {
         ])
     }
 
-    /// The root, once this enclave has it.
-    pub fn root(&self) -> Option<Arc<keys::Root>> {
-        self.root.get().cloned()
+    /// The root and its id, once this enclave has it.
+    pub fn root(&self) -> Option<(Arc<keys::Root>, String)> {
+        self.root.lock().ok()?.clone()
     }
 
-    fn set_root(&self, root: keys::Root) -> Arc<keys::Root> {
-        self.root.get_or_init(|| Arc::new(root)).clone()
+    /// Holds `root`, wrapped as `ciphertext`.
+    fn set_root(&self, root: Arc<keys::Root>, ciphertext: &[u8]) -> (Arc<keys::Root>, String) {
+        let held = (root, snapshot::root_id(ciphertext));
+        if let Ok(mut slot) = self.root.lock() {
+            *slot = Some(held.clone());
+        }
+        held
     }
 
     /// The host's store.

@@ -9,14 +9,15 @@
 //! new deployment.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nacre_sync::seal::{Payload, sha256};
 use serde_bytes::ByteBuf;
 
 use super::snapshot::{
-    GuestData, Manifest, ObjectRef, ROOT, RootRecord, SNAPSHOTS, open_component, open_data,
-    snapshot_name, snapshot_seq,
+    GuestData, MAX_MANIFEST, Manifest, ObjectRef, ROOT, RootRecord, SNAPSHOTS, open_component,
+    open_data, root_id, snapshot_name, snapshot_seq, snapshots_of,
 };
 use super::{PersistError, Vault};
 use crate::guests::kv::KvExport;
@@ -40,6 +41,9 @@ pub struct Restored {
     /// The components in the store, by guest and SHA-256, so they are not
     /// written again.
     pub components: HashMap<(String, [u8; 32]), ObjectRef>,
+    /// Each guest's data object in the store, with the SHA-256 of the state
+    /// it holds, so an unchanged guest's is not written again.
+    pub data: HashMap<String, ([u8; 32], ObjectRef)>,
     /// Every object the snapshot names.
     pub objects: BTreeSet<String>,
 }
@@ -68,30 +72,27 @@ impl Vault {
 
     /// One try of [`Vault::start`].
     pub async fn try_start(&self) -> Result<Option<Restored>, PersistError> {
-        let Some(bytes) = self.host.get(ROOT).await? else {
+        let Some(bytes) = self.host.get_at_most(ROOT, MAX_MANIFEST).await? else {
+            self.no_root_no_snapshots().await?;
             return Ok(None);
         };
         let record = self.root_record(&bytes)?;
         tracing::info!(kms = %self.kms.endpoint(), key = %record.key, "asking KMS for the deployment root");
-        let root = self
-            .kms
-            .unwrap_root(&record.ciphertext, &self.context())
-            .await?;
-        let root = self.set_root(root);
-        let seq = self.newest().await?.ok_or_else(|| {
+        let root = Arc::new(
+            self.kms
+                .unwrap_root(&record.ciphertext, &self.context())
+                .await?,
+        );
+        let id = root_id(&record.ciphertext);
+        let (manifest, seq) = self.open_newest(&root, &id).await?.ok_or_else(|| {
             PersistError::Refused(format!(
                 "the store holds the root of {} but no snapshot: refusing to start empty (the host withheld or deleted them; restore them, or delete `root` to start the deployment anew)",
                 self.config.deployment
             ))
         })?;
-        let name = snapshot_name(seq);
-        let sealed = self
-            .host
-            .get(&name)
-            .await?
-            .ok_or_else(|| PersistError::Refused(format!("{name} was listed, then absent")))?;
-        let manifest = Manifest::open(&root, &self.config.deployment, seq, &sealed)?;
         let restored = self.load(&root, manifest).await?;
+        // Held from now on: this is the deployment's root.
+        self.set_root(root, &record.ciphertext);
         tracing::info!(
             seq,
             version = restored.payload.version,
@@ -99,6 +100,39 @@ impl Vault {
             "sealed snapshot opened"
         );
         Ok(Some(restored))
+    }
+
+    /// A store without a root is a new deployment only if it holds no
+    /// snapshot either: snapshots without their root are a root the host
+    /// withheld.
+    async fn no_root_no_snapshots(&self) -> Result<(), PersistError> {
+        let names = self.host.list(SNAPSHOTS).await?;
+        match names.first() {
+            None => Ok(()),
+            Some(name) => Err(PersistError::Refused(format!(
+                "the store holds snapshots ({name}, ...) but no `root`: refusing to start a new deployment over them (the host withheld `root`; restore it, or delete snapshots/ to start anew)"
+            ))),
+        }
+    }
+
+    /// The newest manifest of root `id`, opened, and its number; None when
+    /// there is none.
+    pub(super) async fn open_newest(
+        &self,
+        root: &super::keys::Root,
+        id: &str,
+    ) -> Result<Option<(Manifest, u64)>, PersistError> {
+        let Some(seq) = self.newest(id).await? else {
+            return Ok(None);
+        };
+        let name = snapshot_name(id, seq);
+        let sealed = self
+            .host
+            .get_at_most(&name, MAX_MANIFEST)
+            .await?
+            .ok_or_else(|| PersistError::Refused(format!("{name} was listed, then absent")))?;
+        let manifest = Manifest::open(root, &self.config.deployment, (&name, seq), &sealed)?;
+        Ok(Some((manifest, seq)))
     }
 
     /// The wrapped root, checked to be this deployment's and key's.
@@ -123,10 +157,10 @@ impl Vault {
         Ok(record)
     }
 
-    /// The highest sequence number among the store's manifests.
-    pub(super) async fn newest(&self) -> Result<Option<u64>, PersistError> {
-        let names = self.host.list(SNAPSHOTS).await?;
-        Ok(names.iter().filter_map(|n| snapshot_seq(n)).max())
+    /// The highest sequence number among the manifests of root `id`.
+    pub(super) async fn newest(&self, id: &str) -> Result<Option<u64>, PersistError> {
+        let names = self.host.list(&snapshots_of(id)).await?;
+        Ok(names.iter().filter_map(|n| snapshot_seq(id, n)).max())
     }
 
     /// Reads and opens every object `manifest` names.
@@ -145,10 +179,11 @@ impl Vault {
         let mut blobs = Blobs::new();
         let mut kv = KvExport::new();
         let mut components = HashMap::new();
+        let mut data = HashMap::new();
         let mut objects = BTreeSet::new();
         for (guest, held) in &manifest.guests {
             for wanted in held.components.values() {
-                let sealed = self.fetch(&wanted.name).await?;
+                let sealed = self.fetch(wanted).await?;
                 let code = open_component(root, deployment, guest, wanted, &sealed)?;
                 let code = bytes::Bytes::from(code.to_vec());
                 let sha = sha256(&code);
@@ -158,13 +193,16 @@ impl Vault {
             }
             if let Some(wanted) = &held.data {
                 objects.insert(wanted.name.clone());
-                let sealed = self.fetch(&wanted.name).await?;
+                let sealed = self.fetch(wanted).await?;
                 let GuestData { state, kv: buckets } =
                     open_data(root, deployment, guest, wanted, &sealed)?;
+                let mut state_sha = [0u8; 32];
                 if let Some(state) = state {
                     let state = bytes::Bytes::from(state.into_vec());
-                    blobs.insert(sha256(&state), state);
+                    state_sha = sha256(&state);
+                    blobs.insert(state_sha, state);
                 }
+                data.insert(guest.clone(), (state_sha, wanted.clone()));
                 let buckets = buckets
                     .into_iter()
                     .map(|(b, keys)| {
@@ -185,15 +223,20 @@ impl Vault {
             blobs,
             kv,
             components,
+            data,
             objects,
         })
     }
 
-    async fn fetch(&self, name: &str) -> Result<Vec<u8>, PersistError> {
-        self.host.get(name).await?.ok_or_else(|| {
-            PersistError::Refused(format!(
-                "{name}, which the newest snapshot names, is not in the store"
-            ))
-        })
+    async fn fetch(&self, wanted: &ObjectRef) -> Result<Vec<u8>, PersistError> {
+        let name = &wanted.name;
+        self.host
+            .get_at_most(name, wanted.size)
+            .await?
+            .ok_or_else(|| {
+                PersistError::Refused(format!(
+                    "{name}, which the newest snapshot names, is not in the store"
+                ))
+            })
     }
 }

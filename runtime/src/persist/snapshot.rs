@@ -2,8 +2,12 @@
 //!
 //! - `root`: the deployment root as KMS wrapped it ([`RootRecord`]); not
 //!   secret, and useless without KMS's consent.
-//! - `snapshots/<seq>`: one [`Manifest`] per version written, sealed with
-//!   the manifest key and bound to the deployment and its sequence number.
+//! - `snapshots/<root id>/<seq>`: one [`Manifest`] per version written,
+//!   sealed with the manifest key and bound to the deployment and its
+//!   sequence number. The root id names the wrapped root the manifests
+//!   belong to ([`root_id`]), so snapshots of a root that lost a race to
+//!   be the deployment's (two first enclaves at once) are never mistaken
+//!   for the winner's.
 //!   It holds the deployment's key material as sync moves it (certificate
 //!   and key, ACME account, deployment key, guest table) and names every
 //!   guest object by the SHA-256 of its sealed bytes, so no object can be
@@ -68,7 +72,13 @@ pub struct ObjectRef {
     pub name: String,
     /// SHA-256 of its sealed bytes.
     pub sha256: ByteBuf,
+    /// Its size: more is not read.
+    pub size: u64,
 }
+
+/// The most a manifest or the root record may be: the key material and a
+/// guest table, never components or data.
+pub const MAX_MANIFEST: u64 = 16 << 20;
 
 /// One guest name's objects.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -104,14 +114,26 @@ pub struct GuestData {
     pub kv: BTreeMap<String, BTreeMap<String, ByteBuf>>,
 }
 
-/// The store name of manifest `seq`: zero-padded, so names sort as numbers.
-pub fn snapshot_name(seq: u64) -> String {
-    format!("{SNAPSHOTS}{seq:020}")
+/// The public name of a wrapped root: 16 bytes of the SHA-256 of KMS's
+/// `CiphertextBlob`, in hex.
+pub fn root_id(ciphertext: &[u8]) -> String {
+    hex::encode(&nacre_sync::seal::sha256(ciphertext)[..16])
 }
 
-/// The sequence number a manifest's name carries.
-pub fn snapshot_seq(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix(SNAPSHOTS)?;
+/// Where the manifests sealed under root `root_id` are.
+pub fn snapshots_of(root_id: &str) -> String {
+    format!("{SNAPSHOTS}{root_id}/")
+}
+
+/// The store name of manifest `seq` under root `root_id`: zero-padded, so
+/// names sort as numbers.
+pub fn snapshot_name(root_id: &str, seq: u64) -> String {
+    format!("{}{seq:020}", snapshots_of(root_id))
+}
+
+/// The sequence number a manifest's name under root `root_id` carries.
+pub fn snapshot_seq(root_id: &str, name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(&snapshots_of(root_id))?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
@@ -123,6 +145,7 @@ pub fn object_ref(sealed: &[u8]) -> ObjectRef {
     ObjectRef {
         name: format!("{OBJECTS}{}", hex::encode(sha)),
         sha256: ByteBuf::from(sha.to_vec()),
+        size: sealed.len() as u64,
     }
 }
 
@@ -150,14 +173,15 @@ impl Manifest {
             .seal(&manifest_aad(&self.deployment, self.seq), &bytes)
     }
 
-    /// Opens `sealed`, read at `snapshots/<seq>`, as `deployment`'s.
+    /// Opens `sealed`, read at store name `name` as number `seq`, as
+    /// `deployment`'s.
     pub fn open(
         root: &Root,
         deployment: &str,
-        seq: u64,
+        (name, seq): (&str, u64),
         sealed: &[u8],
     ) -> Result<Manifest, SnapshotError> {
-        let name = snapshot_name(seq);
+        let name = name.to_string();
         let plain = root
             .derive(Purpose::Manifest, None)
             .open(&manifest_aad(deployment, seq), sealed)
@@ -281,14 +305,14 @@ mod tests {
     fn a_manifest_opens_only_at_its_name_in_its_deployment() {
         let root = Root::from_bytes(&[3; 32]).expect("root");
         let sealed = manifest(7).seal(&root).expect("seal");
-        let m = Manifest::open(&root, "app.test", 7, &sealed).expect("open");
+        let m = Manifest::open(&root, "app.test", ("m", 7), &sealed).expect("open");
         assert_eq!(m.payload.as_slice(), b"payload");
         // Renamed to another sequence number: the host's rollback or
         // replay under a newer name.
-        assert!(Manifest::open(&root, "app.test", 8, &sealed).is_err());
-        assert!(Manifest::open(&root, "other.test", 7, &sealed).is_err());
+        assert!(Manifest::open(&root, "app.test", ("m", 8), &sealed).is_err());
+        assert!(Manifest::open(&root, "other.test", ("m", 7), &sealed).is_err());
         let other = Root::from_bytes(&[4; 32]).expect("root");
-        assert!(Manifest::open(&other, "app.test", 7, &sealed).is_err());
+        assert!(Manifest::open(&other, "app.test", ("m", 7), &sealed).is_err());
     }
 
     #[test]
@@ -317,10 +341,15 @@ mod tests {
 
     #[test]
     fn snapshot_names_sort_as_numbers() {
-        assert_eq!(snapshot_name(12), "snapshots/00000000000000000012");
-        assert_eq!(snapshot_seq("snapshots/00000000000000000012"), Some(12));
-        assert_eq!(snapshot_seq("snapshots/12"), None);
-        assert_eq!(snapshot_seq("objects/00000000000000000012"), None);
-        assert!(snapshot_name(9) < snapshot_name(10));
+        let id = root_id(b"wrapped");
+        assert_eq!(id.len(), 32);
+        let name = snapshot_name(&id, 12);
+        assert_eq!(name, format!("snapshots/{id}/00000000000000000012"));
+        assert_eq!(snapshot_seq(&id, &name), Some(12));
+        // Another root's manifests are not this one's.
+        assert_eq!(snapshot_seq(&root_id(b"other"), &name), None);
+        assert_eq!(snapshot_seq(&id, &format!("snapshots/{id}/12")), None);
+        assert_eq!(snapshot_seq(&id, "objects/00000000000000000012"), None);
+        assert!(snapshot_name(&id, 9) < snapshot_name(&id, 10));
     }
 }

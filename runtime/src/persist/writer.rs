@@ -10,7 +10,6 @@
 //! the deployment's state writes snapshots: a single enclave, or the
 //! leader; workers never do.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,10 +23,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::Root;
+use super::objects::Objects;
 use super::restore::Restored;
 use super::snapshot::{
-    GuestData, GuestObjects, Manifest, ObjectRef, ROOT, RootRecord, object_ref, seal_component,
-    seal_data, snapshot_name,
+    MAX_MANIFEST, Manifest, ROOT, RootRecord, SNAPSHOTS, root_id, snapshot_name,
 };
 use super::{PersistError, Vault};
 use crate::fleet::Role;
@@ -38,9 +37,8 @@ use crate::tls::Identity;
 
 /// How often the writer looks for changes.
 pub const POLL: Duration = Duration::from_millis(50);
-/// Manifests kept in the store; older ones, and the objects only they
-/// name, are deleted.
-const KEEP: usize = 8;
+/// Snapshots between two removals of old ones.
+const COLLECT_EVERY: u64 = 16;
 /// The first wait after a failed write, doubled up to [`MOST_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MOST_BACKOFF: Duration = Duration::from_secs(10);
@@ -89,7 +87,7 @@ impl WriterStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Generation {
     identity: u64,
-    registry: usize,
+    registry: u64,
     state: u64,
     kv: u64,
     held: Option<[u8; 32]>,
@@ -103,15 +101,18 @@ pub struct Writer {
     seq: u64,
     /// A single enclave's key set: the restored one, or made with the root.
     own: Option<(Lineage, DeploymentKey)>,
-    /// Components already in the store, by guest and SHA-256.
-    components: HashMap<(String, [u8; 32]), ObjectRef>,
-    /// Each guest's data object in the store, by the hash of its plaintext.
-    data: HashMap<String, ([u8; 32], ObjectRef)>,
-    /// The wrapped root of a deployment this enclave started, written once
-    /// its first snapshot is.
+    /// What is in the store.
+    objects: Objects,
+    /// The wrapped root of a deployment this enclave started, written
+    /// (create-only) once its first snapshot is.
     root_pending: Option<RootRecord>,
-    /// The objects each kept manifest names, oldest first.
-    kept: VecDeque<(u64, BTreeSet<String>)>,
+    /// Whether the sequence numbers in the store were read since this
+    /// enclave last began to write.
+    caught_up: bool,
+    /// Whether this enclave started from a snapshot.
+    restored: bool,
+    /// Snapshots written since old ones were last removed.
+    since_collect: u64,
 }
 
 impl Writer {
@@ -130,12 +131,11 @@ impl Writer {
             stats,
             seq,
             own,
-            components: restored.map(|r| r.components.clone()).unwrap_or_default(),
-            data: HashMap::new(),
+            objects: Objects::from_restored(restored),
             root_pending: None,
-            kept: restored
-                .map(|r| VecDeque::from([(r.seq, r.objects.clone())]))
-                .unwrap_or_default(),
+            caught_up: false,
+            restored: restored.is_some(),
+            since_collect: COLLECT_EVERY,
         }
     }
 
@@ -147,7 +147,7 @@ impl Writer {
     fn generation(&self) -> Generation {
         Generation {
             identity: self.sources.identity.version(),
-            registry: Arc::as_ptr(&self.sources.registry.snapshot()) as usize,
+            registry: self.sources.registry.changes_made(),
             state: self.sources.state.generation(),
             kv: self.sources.kv.generation(),
             held: self
@@ -165,24 +165,23 @@ impl Writer {
     /// Writes at every change until `shutdown`, then once more if
     /// anything is left.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut last: Option<Generation> = None;
+        // What was restored is in the store already: written again under a
+        // higher number, an older snapshot the host handed this enclave
+        // would pass for newer than what the live members hold.
+        let mut last = self.restored.then(|| self.generation());
         let mut wait = FIRST_BACKOFF;
-        let mut writing = false;
         loop {
             let stopping = tokio::select! {
                 () = tokio::time::sleep(POLL) => false,
                 () = shutdown.cancelled() => true,
             };
             if !self.writes() {
-                (last, writing) = (None, false);
+                // Leading again later: write above what the leaders
+                // meanwhile wrote.
+                (last, self.caught_up) = (None, false);
             } else {
-                if !writing {
-                    // Leading now: write above anything an earlier leader
-                    // wrote.
-                    writing = self.catch_up().await;
-                }
                 let now = self.generation();
-                if writing && last.as_ref() != Some(&now) {
+                if last.as_ref() != Some(&now) {
                     self.pending();
                     match self.write().await {
                         Ok(()) => {
@@ -191,7 +190,7 @@ impl Writer {
                         }
                         Err(e) => {
                             self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(error = %e, retry_in = ?wait, "cannot write the sealed snapshot; requests go on, the change is written once the store answers");
+                            tracing::error!(error = %e, retry_in = ?wait, "cannot write the sealed snapshot; requests go on, the change is written once this is fixed");
                             tokio::time::sleep(wait).await;
                             wait = (wait * 2).min(MOST_BACKOFF);
                         }
@@ -211,44 +210,6 @@ impl Writer {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-    }
-
-    /// Learns the newest sequence number in the store (another leader's).
-    async fn catch_up(&mut self) -> bool {
-        match self.vault.newest().await {
-            Ok(newest) => {
-                self.seq = self.seq.max(newest.unwrap_or(0));
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list the store's snapshots yet");
-                false
-            }
-        }
-    }
-
-    /// The root: held, in the store, or made now for a new deployment.
-    async fn root(&mut self) -> Result<Arc<Root>, PersistError> {
-        if let Some(root) = self.vault.root() {
-            return Ok(root);
-        }
-        if let Some(bytes) = self.vault.host.get(ROOT).await? {
-            let record = self.vault.root_record(&bytes)?;
-            let root = self
-                .vault
-                .kms
-                .unwrap_root(&record.ciphertext, &self.vault.context())
-                .await?;
-            return Ok(self.vault.set_root(root));
-        }
-        tracing::warn!(deployment = %self.vault.deployment(), key = %self.vault.config.key, "starting this deployment's sealed root: the store holds none");
-        let (ciphertext, root) = self.vault.kms.generate_root(&self.vault.context()).await?;
-        self.root_pending = Some(RootRecord {
-            deployment: self.vault.deployment().to_string(),
-            key: self.vault.config.key.clone(),
-            ciphertext,
-        });
-        Ok(self.vault.set_root(root))
     }
 
     /// The key material to write: what sync holds, or a single enclave's
@@ -278,53 +239,39 @@ impl Writer {
         Some((g.payload, g.blobs))
     }
 
-    /// One snapshot: new objects, the manifest, then old ones removed.
+    /// One snapshot: new objects, the manifest (create-only), then, now
+    /// and then, old ones removed.
     async fn write(&mut self) -> Result<(), PersistError> {
-        let root = self.root().await?;
+        // A leader holding no key set yet has nothing to write, and makes
+        // no root.
         let Some((payload, blobs)) = self.gather() else {
             return Ok(());
         };
-        let mut guests: BTreeMap<String, GuestObjects> = BTreeMap::new();
-        for g in &payload.guests {
-            let Some(code) = <[u8; 32]>::try_from(g.component_sha256.as_slice())
-                .ok()
-                .and_then(|sha| Some((sha, blobs.get(&sha)?)))
-            else {
-                continue;
-            };
-            let r = self.component(&root, &g.name, code.0, code.1).await?;
-            guests
-                .entry(g.name.clone())
-                .or_default()
-                .components
-                .insert(hex::encode(code.0), r);
+        let (root, id) = self.root(&payload).await?;
+        if !self.caught_up {
+            // Writing now: above anything an earlier writer wrote.
+            self.seq = self.seq.max(self.vault.newest(&id).await?.unwrap_or(0));
+            self.caught_up = true;
         }
-        let mut kv = self.sources.kv.export();
-        let names: BTreeSet<String> = payload.states.keys().chain(kv.keys()).cloned().collect();
-        for name in names {
-            let state = payload
-                .states
-                .get(&name)
-                .and_then(|sha| <[u8; 32]>::try_from(sha.as_slice()).ok())
-                .and_then(|sha| blobs.get(&sha))
-                .map(|b| ByteBuf::from(b.to_vec()));
-            let buckets = kv
-                .remove(&name)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(b, keys)| {
-                    (
-                        b,
-                        keys.into_iter()
-                            .map(|(k, v)| (k, ByteBuf::from(v)))
-                            .collect(),
-                    )
-                })
-                .collect();
-            let data = GuestData { state, kv: buckets };
-            let r = self.guest_data(&root, &name, &data).await?;
-            guests.entry(name).or_default().data = Some(r);
-        }
+        let dirty = self.sources.kv.take_dirty();
+        let guests = match self
+            .objects
+            .write(
+                &self.vault,
+                &root,
+                (&payload, &blobs),
+                &self.sources.kv,
+                &dirty,
+            )
+            .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                // Those namespaces' changes are not stored yet.
+                self.sources.kv.mark_all(dirty);
+                return Err(e);
+            }
+        };
         // With sync, never below the version held: a leader that took the
         // deployment's later version from its workers writes above what
         // an earlier leader of that version wrote.
@@ -343,91 +290,117 @@ impl Writer {
         let sealed = manifest
             .seal(&root)
             .map_err(|e| PersistError::Refused(format!("sealing the manifest: {e}")))?;
-        self.vault.host.put(&snapshot_name(seq), &sealed).await?;
+        if !self
+            .vault
+            .host
+            .put_new(&snapshot_name(&id, seq), &sealed)
+            .await?
+        {
+            // Another writer has this number: read where the store is, and
+            // write above it next time.
+            self.caught_up = false;
+            return Err(PersistError::Refused(format!(
+                "snapshot {seq} is already in the store: another enclave writes this deployment's snapshots"
+            )));
+        }
         self.seq = seq;
+        self.objects.written(seq, &manifest);
         self.stats.seq.store(seq, Ordering::Relaxed);
         self.stats.written.fetch_add(1, Ordering::Relaxed);
-        if let Some(record) = self.root_pending.take() {
-            let bytes = serde_json::to_vec(&record)
-                .map_err(|e| PersistError::Refused(format!("the root record: {e}")))?;
-            self.vault.host.put(ROOT, &bytes).await?;
+        // Forgotten only once stored: a failed put is tried again with the
+        // next snapshot, never skipped.
+        if let Some(record) = self.root_pending.clone() {
+            self.publish_root(&record, seq).await?;
+            self.root_pending = None;
+        }
+        self.since_collect += 1;
+        if self.since_collect >= COLLECT_EVERY {
+            self.since_collect = 0;
+            self.objects.collect(&self.vault, &root, &id).await;
+        }
+        Ok(())
+    }
+
+    /// The root and its id: held; or the store's, if its newest snapshot
+    /// is of the key set this enclave holds; or made now, for a store that
+    /// holds no deployment at all.
+    async fn root(&mut self, payload: &Payload) -> Result<(Arc<Root>, String), PersistError> {
+        if let Some(root) = self.vault.root() {
+            return Ok(root);
+        }
+        if let Some(bytes) = self.vault.host.get_at_most(ROOT, MAX_MANIFEST).await? {
+            return self.adopt(&bytes, payload).await;
+        }
+        if let Some(name) = self.vault.host.list(SNAPSHOTS).await?.first() {
+            return Err(PersistError::Refused(format!(
+                "the store holds snapshots ({name}, ...) but no `root`: the host withheld it; nothing is written until it is back"
+            )));
+        }
+        tracing::warn!(deployment = %self.vault.deployment(), key = %self.vault.config.key, "starting this deployment's sealed root: the store holds none");
+        let (ciphertext, root) = self.vault.kms.generate_root(&self.vault.context()).await?;
+        let held = self.vault.set_root(Arc::new(root), &ciphertext);
+        self.root_pending = Some(RootRecord {
+            deployment: self.vault.deployment().to_string(),
+            key: self.vault.config.key.clone(),
+            ciphertext,
+        });
+        Ok(held)
+    }
+
+    /// Takes the store's root (made by another enclave of this deployment,
+    /// a leader before this one) only if its newest snapshot is of the key
+    /// set this enclave holds. A root the host hid at start and shows now
+    /// is another key set's: writing this enclave's deployment over it
+    /// would pass a wipe off as the next version.
+    async fn adopt(
+        &mut self,
+        bytes: &[u8],
+        payload: &Payload,
+    ) -> Result<(Arc<Root>, String), PersistError> {
+        let record = self.vault.root_record(bytes)?;
+        let root = Arc::new(
+            self.vault
+                .kms
+                .unwrap_root(&record.ciphertext, &self.vault.context())
+                .await?,
+        );
+        let id = root_id(&record.ciphertext);
+        let (manifest, seq) = self.vault.open_newest(&root, &id).await?.ok_or_else(|| {
+            PersistError::Refused(
+                "the store holds a root but no snapshot of it: the host withheld them; nothing is written until they are back".into(),
+            )
+        })?;
+        let theirs = Payload::decode(&manifest.payload)
+            .map_err(|e| PersistError::Refused(format!("snapshot {seq}: {}", e.0)))?;
+        if theirs.lineage.id != payload.lineage.id {
+            return Err(PersistError::Refused(format!(
+                "the store's deployment is key set {} (snapshot {seq}), this enclave holds {}: the host hid the store when this enclave started, or two deployments share it; restart this enclave to start from the store",
+                theirs.lineage.id, payload.lineage.id
+            )));
+        }
+        Ok(self.vault.set_root(root, &record.ciphertext))
+    }
+
+    /// Writes the wrapped root of the deployment this enclave started,
+    /// create-only, now that its first snapshot is stored. If another
+    /// enclave's root got there first (two first enclaves at once), that
+    /// one is the deployment's: this enclave's snapshots, under its own
+    /// root id, are never used, and it says so.
+    async fn publish_root(&mut self, record: &RootRecord, seq: u64) -> Result<(), PersistError> {
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| PersistError::Refused(format!("the root record: {e}")))?;
+        if self.vault.host.put_new(ROOT, &bytes).await? {
             tracing::info!(
                 seq,
                 "the deployment's sealed root and first snapshot are in the store"
             );
+        } else {
+            tracing::error!(
+                ours = %root_id(&record.ciphertext),
+                "another enclave stored this deployment's root first: a cold start will use its snapshots, not this enclave's; restart this enclave to take part in that deployment"
+            );
         }
-        self.forget_old(seq, &manifest).await;
         Ok(())
-    }
-
-    async fn component(
-        &mut self,
-        root: &Root,
-        guest: &str,
-        sha: [u8; 32],
-        code: &[u8],
-    ) -> Result<ObjectRef, PersistError> {
-        let id = (guest.to_string(), sha);
-        if let Some(r) = self.components.get(&id) {
-            return Ok(r.clone());
-        }
-        let sealed = seal_component(root, self.vault.deployment(), guest, code)
-            .map_err(|e| PersistError::Refused(format!("sealing guest {guest}: {e}")))?;
-        let r = object_ref(&sealed);
-        self.vault.host.put(&r.name, &sealed).await?;
-        self.components.insert(id, r.clone());
-        Ok(r)
-    }
-
-    async fn guest_data(
-        &mut self,
-        root: &Root,
-        guest: &str,
-        data: &GuestData,
-    ) -> Result<ObjectRef, PersistError> {
-        let mut plain = zeroize::Zeroizing::new(Vec::new());
-        let _ = ciborium::into_writer(data, &mut *plain);
-        let hash = nacre_sync::seal::sha256(&plain);
-        if let Some((h, r)) = self.data.get(guest)
-            && *h == hash
-        {
-            return Ok(r.clone());
-        }
-        let sealed = seal_data(root, self.vault.deployment(), guest, data)
-            .map_err(|e| PersistError::Refused(format!("sealing the data of {guest}: {e}")))?;
-        let r = object_ref(&sealed);
-        self.vault.host.put(&r.name, &sealed).await?;
-        self.data.insert(guest.to_string(), (hash, r.clone()));
-        Ok(r)
-    }
-
-    /// Deletes the manifests past the newest [`KEEP`] this writer wrote,
-    /// and the objects only they named. A failure is only logged: what is
-    /// left is ciphertext the next pass removes.
-    async fn forget_old(&mut self, seq: u64, manifest: &Manifest) {
-        let names: BTreeSet<String> = manifest
-            .guests
-            .values()
-            .flat_map(|g| g.components.values().chain(g.data.iter()))
-            .map(|r| r.name.clone())
-            .collect();
-        self.kept.push_back((seq, names));
-        while self.kept.len() > KEEP {
-            let Some((old, names)) = self.kept.pop_front() else {
-                break;
-            };
-            let live: BTreeSet<&String> = self.kept.iter().flat_map(|(_, n)| n).collect();
-            let mut gone = vec![snapshot_name(old)];
-            gone.extend(names.iter().filter(|n| !live.contains(n)).cloned());
-            for name in gone {
-                // Not to be named again as if it were still stored.
-                self.components.retain(|_, r| r.name != name);
-                self.data.retain(|_, (_, r)| r.name != name);
-                if let Err(e) = self.vault.host.delete(&name).await {
-                    tracing::debug!(%name, error = %e, "cannot delete an old snapshot object");
-                }
-            }
-        }
     }
 }
 

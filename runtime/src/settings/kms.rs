@@ -16,6 +16,10 @@ pub struct KmsSettings {
     /// `--control`: the host proxy keeps the snapshots and gives the
     /// credentials.
     pub control: Address,
+    /// `--egress`: KMS is reached through it.
+    pub egress: Address,
+    /// `--kms-ca`: the roots KMS is trusted on instead of Amazon's.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// The region a KMS key ARN names: `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`.
@@ -51,11 +55,11 @@ pub(super) fn kms_settings(config: &Config) -> Result<Option<KmsSettings>, Setti
     let control = config.control.clone().ok_or_else(|| {
         invalid("--kms-key needs --control ADDR: the host proxy keeps the sealed snapshots (nacre-host-proxy --store) and gives AWS credentials over it")
     })?;
-    if config.egress.is_none() {
-        return Err(invalid(
+    let egress = config.egress.clone().ok_or_else(|| {
+        invalid(
             "--kms-key needs --egress ADDR: the enclave reaches KMS itself, through the host proxy, with TLS inside the enclave",
-        ));
-    }
+        )
+    })?;
     let region = config.kms_region.as_deref().unwrap_or(arn_region);
     let endpoint = match &config.kms_endpoint {
         Some(url) => Endpoint::custom(url, region)
@@ -66,6 +70,8 @@ pub(super) fn kms_settings(config: &Config) -> Result<Option<KmsSettings>, Setti
         key: key.clone(),
         endpoint,
         control,
+        egress,
+        ca: config.kms_ca.clone(),
     }))
 }
 

@@ -1,7 +1,7 @@
 //! [`MemoryKv`]: every guest's key-value data in the runtime's memory,
 //! with the quotas of `--kv-max-keys` and `--kv-max-bytes`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +30,9 @@ pub struct MemoryKv {
     /// Counts changes, so a snapshot writer sees there is something new
     /// without reading the data.
     generation: AtomicU64,
+    /// The namespaces changed since the snapshot writer last asked, so it
+    /// copies and seals only those.
+    dirty: Mutex<BTreeSet<String>>,
 }
 
 /// Every guest's buckets, keys and values, as a snapshot keeps them.
@@ -42,6 +45,50 @@ impl MemoryKv {
             limits,
             namespaces: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            dirty: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The namespaces changed since the last call.
+    pub fn take_dirty(&self) -> BTreeSet<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    /// Every namespace holding a bucket.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.lock()
+            .map(|all| all.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One namespace's buckets, keys and values.
+    pub fn export_namespace(&self, ns: &str) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+        let Ok(all) = self.lock() else {
+            return BTreeMap::new();
+        };
+        all.get(ns)
+            .map(|n| {
+                n.buckets
+                    .iter()
+                    .map(|(b, keys)| (b.clone(), keys.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Marks `namespaces` changed again (their snapshot was not written).
+    pub fn mark_all(&self, namespaces: BTreeSet<String>) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.extend(namespaces);
+        }
+    }
+
+    fn mark(&self, ns: &str) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(ns.to_owned());
         }
     }
 
@@ -67,9 +114,10 @@ impl MemoryKv {
             .collect()
     }
 
-    /// Replaces every guest's data with `data` (a snapshot's): usage is
-    /// counted again; data over a quota lowered since stays, and further
-    /// writes fail until it is under.
+    /// Replaces every guest's data with `data` (a snapshot's, already
+    /// stored, so nothing is marked dirty): usage is counted again; data
+    /// over a quota lowered since stays, and further writes fail until it
+    /// is under.
     pub fn import(&self, data: KvExport) {
         let Ok(mut all) = self.lock() else {
             return;
@@ -113,7 +161,13 @@ impl MemoryKv {
             limits: self.limits,
             generation: &self.generation,
         };
-        f(bucket, &mut usage)
+        // Under the one lock: only this call moves the generation now.
+        let before = self.generation.load(Ordering::Acquire);
+        let r = f(bucket, &mut usage);
+        if self.generation.load(Ordering::Acquire) != before {
+            self.mark(namespace);
+        }
+        r
     }
 
     fn open_bucket(&self, namespace: &str, name: &str) -> KvResult<()> {
@@ -132,6 +186,7 @@ impl MemoryKv {
             }
             ns.buckets.insert(name.to_owned(), BTreeMap::new());
             self.generation.fetch_add(1, Ordering::AcqRel);
+            self.mark(namespace);
         }
         Ok(())
     }
@@ -319,6 +374,43 @@ mod tests {
     fn bucket(kv: &MemoryKv, ns: &str, name: &str) -> String {
         kv.open_bucket(ns, name).unwrap();
         name.to_string()
+    }
+
+    #[test]
+    fn export_and_import_keep_data_usage_and_count_changes() {
+        let limits = KvLimits {
+            max_keys: 3,
+            max_bytes: 100,
+        };
+        let kv = MemoryKv::new(limits);
+        let g0 = kv.generation();
+        let b = bucket(&kv, "a", "box");
+        let set = |kv: &MemoryKv, k: &str, v: &[u8]| {
+            kv.with("a", &b, |bkt, u| u.set(bkt, k.into(), v.to_vec()))
+        };
+        set(&kv, "k1", b"one").unwrap();
+        set(&kv, "k2", b"two").unwrap();
+        let g1 = kv.generation();
+        assert!(g1 > g0, "writes move the generation");
+        // A read does not.
+        kv.with("a", &b, |bkt, _| Ok(bkt.get("k1").cloned()))
+            .unwrap();
+        assert_eq!(kv.generation(), g1);
+
+        let copy = MemoryKv::new(limits);
+        copy.import(kv.export());
+        assert_eq!(copy.export(), kv.export());
+        assert_eq!(copy.usage(), kv.usage());
+        assert!(copy.generation() > 0, "an import is a change");
+        assert_eq!(kv.take_dirty(), BTreeSet::from(["a".to_string()]));
+        assert!(kv.take_dirty().is_empty(), "taken");
+        assert!(copy.take_dirty().is_empty(), "an import is stored already");
+        assert_eq!(copy.namespaces(), vec!["a".to_string()]);
+        assert_eq!(copy.export_namespace("a"), kv.export()["a"]);
+        // The quota counts what was imported: one key left.
+        set(&copy, "k3", b"3").unwrap();
+        let e = set(&copy, "k4", b"4").unwrap_err();
+        assert!(matches!(&e, store::Error::Other(m) if m.contains("--kv-max-keys")));
     }
 
     #[test]

@@ -26,9 +26,7 @@ async fn three_enclaves_killed_come_back_from_the_sealed_snapshot() {
     let ports = SyncPorts::hold(3);
     name.point_to(ports[0]);
     let world = World::new(None);
-    let ca = bundle(&[pebble.extra_ca(), world.kms.ca()])
-        .display()
-        .to_string();
+    let ca = pebble.extra_ca().display().to_string();
     let mut flags: Vec<String> = [
         "--fqdn",
         FQDN,
@@ -149,12 +147,7 @@ async fn three_enclaves_killed_come_back_from_the_sealed_snapshot() {
 async fn a_store_rolled_back_under_a_live_deployment_rolls_nothing_back() {
     let d = Deployment::new(2).await;
     let world = World::in_root(d.root.clone(), None);
-    let mut flags = vec![
-        "--metrics-listen".to_string(),
-        "tcp://127.0.0.1:0".into(),
-        "--extra-ca".into(),
-        world.kms.ca().display().to_string(),
-    ];
+    let mut flags = vec!["--metrics-listen".to_string(), "tcp://127.0.0.1:0".into()];
     flags.extend(world.kms.runtime_flags());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let proxy = world.kms.proxy_flags(&world.store);

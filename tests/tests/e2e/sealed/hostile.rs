@@ -98,46 +98,77 @@ async fn decrypt_to(
     Ok(root.expose().to_vec())
 }
 
-/// A sealed runtime refuses a guest's RSA public key (and keeps raw ones);
-/// an unsealed runtime of the same image does not, and with the host's
-/// credentials its guest's document gets the root out of KMS: what the
-/// refusal stops. The root never crossed the sealed enclave's links.
+/// A guest's document carries the enclave's measurements, and KMS decides
+/// on measurements alone: a document shaped as a guest's (this image's
+/// PCRs, a guest binding) with an RSA key gets the root out of KMS with the
+/// host's credentials. So every runtime, sealed or not, refuses a guest
+/// any key but a raw one; the root never crossed the sealed enclave's
+/// links.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_cannot_have_kms_wrap_the_root_to_itself() {
     let world = World::new(None);
     let parent = world.parent().await;
     let sealed = parent.start_runtime(None, &world.flags(&parent, &[]));
-    sealed.deploy_ok("a", &guest("attest-guest"), "").await;
+    let info = sealed.deploy_ok("a", &guest("attest-guest"), "").await;
     until_written(&sealed, 0.0).await;
     let key = RecipientKey::generate().expect("an RSA key");
     let rsa = hex::encode(key.public_key_der());
-    let (status, body) = sealed.get(&format!("/a/keyed?{rsa}")).await;
-    assert_eq!(status, 500, "{body}");
-    assert!(body.contains("133 bytes"), "{body}");
-    let (status, body) = sealed.get(&format!("/a/keyed?{}", "ab".repeat(32))).await;
-    assert_eq!(status, 200, "a raw key: {body}");
-
-    // The same image without --kms-key, under the same dev root.
+    // The same image without --kms-key, under the same dev root: a
+    // signer's key policy would trust it too.
     let unsealed = Runtime::start(&["--dev-root", &world.dev_root.display().to_string()]);
     unsealed.deploy_ok("a", &guest("attest-guest"), "").await;
-    let (status, doc) = unsealed.get(&format!("/a/keyed?{rsa}")).await;
-    assert_eq!(status, 200, "{doc}");
-    let document = hex::decode(doc.trim()).expect("hex");
+    for rt in [&sealed, &unsealed] {
+        let (status, body) = rt.get(&format!("/a/keyed?{rsa}")).await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("not a raw key"), "{body}");
+        let (status, body) = rt.get(&format!("/a/keyed?{}", "ab".repeat(32))).await;
+        assert_eq!(status, 200, "a raw key: {body}");
+    }
+
+    // What a guest's document with that key would have been.
+    let pcr0 = hex::decode(pcr0(&bin("nacre-runtime"))).expect("hex");
+    let mut pcrs: std::collections::BTreeMap<u32, Vec<u8>> =
+        (1..16).map(|i| (i, vec![0u8; 48])).collect();
+    pcrs.insert(0, pcr0);
+    let guest_sha: [u8; 32] = hex::decode(&info.sha256)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let document = nacre_attestation::DevSigner::open(&world.dev_root)
+        .expect("dev root")
+        .sign(nacre_attestation::DocumentRequest {
+            pcrs,
+            public_key: Some(key.public_key_der()),
+            user_data: Some(
+                nacre_attestation::GuestBinding {
+                    guest_sha256: guest_sha,
+                    data: None,
+                }
+                .to_bytes(),
+            ),
+            nonce: None,
+        })
+        .expect("a document");
     let root = decrypt_to(&world, document, &key)
         .await
-        .expect("KMS wraps the root to a guest's key: the attack the refusal stops");
+        .expect("KMS wraps the root to a guest-shaped document's key");
     assert_eq!(root.len(), 32);
     // It is the root: it opens the newest snapshot.
     let newest = stored(&world.store, "snapshots").pop().expect("a snapshot");
     let seq: u64 = newest
-        .trim_start_matches("snapshots/")
-        .parse()
+        .rsplit('/')
+        .next()
+        .and_then(|s| s.parse().ok())
         .expect("seq");
     let sealed_bytes = std::fs::read(world.store.join(&newest)).expect("snapshot");
     let r = nacre_runtime::persist::keys::Root::from_bytes(&root).expect("32 bytes");
-    let manifest =
-        nacre_runtime::persist::snapshot::Manifest::open(&r, "localhost", seq, &sealed_bytes)
-            .expect("the root opens the deployment's snapshot");
+    let manifest = nacre_runtime::persist::snapshot::Manifest::open(
+        &r,
+        "localhost",
+        (&newest, seq),
+        &sealed_bytes,
+    )
+    .expect("the root opens the deployment's snapshot");
     let payload = nacre_sync::seal::Payload::decode(&manifest.payload).expect("key material");
 
     // The host's links of the sealed enclave never showed the root, the
@@ -160,14 +191,24 @@ async fn a_guest_cannot_have_kms_wrap_the_root_to_itself() {
         );
     }
 
-    // A document of this image without the attacker's key: KMS seals to
-    // the document's key, which the host does not hold.
+    // The same from a debug-mode enclave (every image PCR zero), whose
+    // memory the host reads: the policy names a real PCR0, KMS refuses.
     let other = RecipientKey::generate().expect("an RSA key");
-    let (_, doc) = unsealed
-        .get(&format!("/a/keyed?{}", hex::encode(other.public_key_der())))
-        .await;
-    let stolen = decrypt_to(&world, hex::decode(doc.trim()).expect("hex"), &key).await;
-    assert!(stolen.is_err(), "opened with the wrong key: {stolen:?}");
+    let forged = nacre_attestation::DevSigner::open(&world.dev_root)
+        .expect("dev root")
+        .sign(nacre_attestation::DocumentRequest {
+            pcrs: (0..16).map(|i| (i, vec![0u8; 48])).collect(),
+            public_key: Some(other.public_key_der()),
+            ..Default::default()
+        })
+        .expect("a document");
+    let refused = decrypt_to(&world, forged, &other).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("AccessDeniedException")),
+        "a debug-mode image: {refused:?}"
+    );
 }
 
 /// A KMS (or a host impersonating one with a certificate the enclave
@@ -217,11 +258,16 @@ async fn kms_answers_that_do_not_open_are_refused() {
         ],
     )
     .await;
-    let mut flags = faked.flags(&world.kms, &world.dev_root, &ca);
+    let mut flags = faked.flags(&world.kms, &world.dev_root);
+    // A host with a certificate the enclave trusts for KMS: here, one it
+    // was told to trust (--kms-ca).
     flags.extend([
         "--kms-endpoint".to_string(),
         format!("https://localhost:{}", fake.port),
+        "--kms-ca".into(),
+        ca.display().to_string(),
     ]);
+
     let mut child = faked.spawn_runtime(None, &flags);
     for why in [
         "malformed KMS DecryptResponse",
@@ -239,7 +285,7 @@ async fn kms_answers_that_do_not_open_are_refused() {
             "{why}: {line}"
         );
     }
-    assert!(!child.output().contains("nacre-runtime listening"));
+    assert!(!faked.is_served(), "it serves: {}", child.output());
 }
 
 /// Answer `n` of the fake KMS to `request`: each one wrong another way.

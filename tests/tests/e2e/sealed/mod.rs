@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nacre_tests::fleet::{pcr0, within};
-use nacre_tests::kms::{Kms, Policy, bundle};
+use nacre_tests::kms::{Kms, Policy};
 use nacre_tests::net::contains;
 use nacre_tests::sealed::{Parent, stored};
 use nacre_tests::{Runtime, TOKEN, bin, guest, nacre, temp_dir};
@@ -48,7 +48,7 @@ impl World {
     }
 
     fn flags(&self, parent: &Parent, extra: &[&str]) -> Vec<String> {
-        let mut flags = parent.flags(&self.kms, &self.dev_root, &self.kms.ca());
+        let mut flags = parent.flags(&self.kms, &self.dev_root);
         flags.extend(extra.iter().map(|s| s.to_string()));
         flags
     }

@@ -48,11 +48,7 @@ fn refused_start(
     let line = wait_for_line(&mut child, Duration::from_secs(30), needle);
     // Its next try says the same: it retries, and still starts nothing.
     wait_for_line(&mut child, Duration::from_secs(30), needle);
-    assert!(
-        !child.output().contains("nacre-runtime listening"),
-        "{}",
-        child.output()
-    );
+    assert!(!parent.is_served(), "it serves: {}", child.output());
     assert!(
         !child
             .output()
@@ -105,8 +101,19 @@ async fn withheld_snapshots_start_nothing() {
     let hidden = temp_dir("hidden-snapshots");
     std::fs::rename(world.store.join("snapshots"), hidden.join("snapshots")).expect("hide");
     let flags = world.flags(&parent, &[]);
-    let (_, line) = refused_start(&world, &parent, None, &flags, "refusing to start empty");
+    let (child, line) = refused_start(&world, &parent, None, &flags, "refusing to start empty");
     assert!(line.contains("no snapshot"), "{line}");
+    drop(child);
+
+    // The other way round: the snapshots shown, the root withheld. Not a
+    // new deployment either.
+    std::fs::rename(hidden.join("snapshots"), world.store.join("snapshots")).expect("show");
+    std::fs::rename(world.store.join("root"), hidden.join("root")).expect("hide");
+    let (_, line) = refused_start(&world, &parent, None, &flags, "but no `root`");
+    assert!(
+        line.contains("refusing to start a new deployment"),
+        "{line}"
+    );
 }
 
 /// KMS unreachable at a cold start: the enclave says so, retries, and
@@ -155,6 +162,25 @@ async fn a_store_gone_at_a_cold_start_starts_nothing() {
     let rt = parent.start_runtime(None, &flags);
     assert_eq!(certificate(&rt).await, cert);
     assert_eq!(rt.get("/p/state").await, (200, "before".to_string()));
+}
+
+/// KMS is trusted on Amazon's roots or `--kms-ca` only: a CA given to
+/// guests (`--extra-ca`) that could issue for KMS's name gets no say over
+/// the root.
+#[tokio::test(flavor = "multi_thread")]
+async fn kms_is_not_trusted_on_the_guests_extra_ca() {
+    let world = World::new(None);
+    let parent = world.parent().await;
+    with_a_deployment(&world, &parent).await;
+    let mut flags = world.flags(&parent, &[]);
+    let at = flags
+        .iter()
+        .position(|f| f == "--kms-ca")
+        .expect("--kms-ca");
+    let ca = flags.drain(at..at + 2).nth(1).expect("its value");
+    flags.extend(["--extra-ca".to_string(), ca]);
+    let (_, line) = refused_start(&world, &parent, None, &flags, "could not be reached");
+    assert!(line.contains("certificate"), "{line}");
 }
 
 /// Another image (another PCR0) under a policy naming this one gets

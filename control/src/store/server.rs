@@ -116,96 +116,130 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     T: Store,
 {
-    let result = match op {
+    match op {
         None => {
             let why = "a request this host proxy does not know: upgrade it";
             store.refused("unknown", why);
-            failed(why)
+            send(stream, failed(why)).await
         }
-        Some(Op::Get(get)) => match name(store, "get", get.name) {
-            Err(answer) => answer,
-            Ok(name) => match store.get(&name).await {
-                Ok(Some(data)) if data.len() as u64 > MAX_OBJECT => failed(&format!(
-                    "{name} is {} bytes, over the {MAX_OBJECT}-byte limit",
-                    data.len()
-                )),
-                Ok(Some(data)) => {
-                    let object = v1::StoreObject {
-                        length: data.len() as u64,
-                    };
-                    send(stream, Answer::Object(object)).await?;
-                    stream.write_all(&data).await?;
-                    stream.flush().await?;
-                    return Ok(());
-                }
-                Ok(None) => Answer::Absent(v1::StoreAbsent {}),
-                Err(why) => failed(&why),
-            },
-        },
-        Some(Op::Put(put)) => {
-            let op = if put.if_absent { "put_new" } else { "put" };
-            if put.length > MAX_OBJECT {
-                // Its bytes are on their way and too many to skip: the
-                // link cannot be kept in step.
-                let why = format!(
-                    "an object of {} bytes, over the {MAX_OBJECT}-byte limit; closing the store link",
-                    put.length
-                );
-                store.refused(op, &why);
-                parting(stream, &why).await;
-                return Err(StoreError::Protocol(why));
-            }
-            match name(store, op, put.name) {
-                Err(answer) => {
-                    skip(stream, put.length).await?;
-                    answer
-                }
-                Ok(name) => {
-                    // Read whole either way, so the link stays in step.
-                    let data = read_raw(stream, put.length).await?;
-                    if put.if_absent {
-                        match store.put_new(&name, data).await {
-                            Ok(true) => Answer::Done(v1::StoreDone {}),
-                            Ok(false) => Answer::Exists(v1::StoreExists {}),
-                            Err(why) => failed(&why),
-                        }
-                    } else {
-                        match store.put(&name, data).await {
-                            Ok(()) => Answer::Done(v1::StoreDone {}),
-                            Err(why) => failed(&why),
-                        }
-                    }
-                }
-            }
+        Some(Op::Get(get)) => answer_get(stream, store, get).await,
+        Some(Op::Put(put)) => answer_put(stream, store, put).await,
+        Some(Op::List(list)) => answer_list(stream, store, list).await,
+        Some(Op::Delete(delete)) => {
+            let result = match name(store, "delete", delete.name) {
+                Err(answer) => answer,
+                Ok(name) => match store.delete(&name).await {
+                    Ok(()) => Answer::Done(v1::StoreDone {}),
+                    Err(why) => failed(&why),
+                },
+            };
+            send(stream, result).await
         }
-        Some(Op::List(list)) => match check_prefix(&list.prefix) {
-            Err(why) => {
-                store.refused("list", &why);
-                failed(&why)
-            }
-            Ok(()) => match store.list(&list.prefix).await {
-                Ok(names) => {
-                    for frame in names_frames(names, &list.prefix) {
-                        write(stream, &frame).await?;
-                    }
-                    return Ok(());
-                }
+        Some(Op::Credentials(_)) => {
+            let result = match store.credentials().await {
+                Ok(c) => Answer::Credentials(c.into()),
                 Err(why) => failed(&why),
-            },
-        },
-        Some(Op::Delete(delete)) => match name(store, "delete", delete.name) {
-            Err(answer) => answer,
-            Ok(name) => match store.delete(&name).await {
-                Ok(()) => Answer::Done(v1::StoreDone {}),
-                Err(why) => failed(&why),
-            },
-        },
-        Some(Op::Credentials(_)) => match store.credentials().await {
-            Ok(c) => Answer::Credentials(c.into()),
-            Err(why) => failed(&why),
-        },
+            };
+            send(stream, result).await
+        }
+    }
+}
+
+/// Answers a get: the object's length, then its bytes raw; or absent, or
+/// a failure.
+async fn answer_get<S, T>(stream: &mut S, store: &T, get: v1::StoreGet) -> Result<(), StoreError>
+where
+    S: AsyncWrite + Unpin,
+    T: Store,
+{
+    let name = match name(store, "get", get.name) {
+        Err(answer) => return send(stream, answer).await,
+        Ok(name) => name,
+    };
+    let result = match store.get(&name).await {
+        Ok(Some(data)) if data.len() as u64 > MAX_OBJECT => failed(&format!(
+            "{name} is {} bytes, over the {MAX_OBJECT}-byte limit",
+            data.len()
+        )),
+        Ok(Some(data)) => {
+            let object = v1::StoreObject {
+                length: data.len() as u64,
+            };
+            send(stream, Answer::Object(object)).await?;
+            stream.write_all(&data).await?;
+            stream.flush().await?;
+            return Ok(());
+        }
+        Ok(None) => Answer::Absent(v1::StoreAbsent {}),
+        Err(why) => failed(&why),
     };
     send(stream, result).await
+}
+
+/// Answers a put, plain or create-only, after reading its raw bytes
+/// (skipping them if the name is refused); one over [`MAX_OBJECT`] ends
+/// the link.
+async fn answer_put<S, T>(stream: &mut S, store: &T, put: v1::StorePut) -> Result<(), StoreError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: Store,
+{
+    let op = if put.if_absent { "put_new" } else { "put" };
+    if put.length > MAX_OBJECT {
+        // Its bytes are on their way and too many to skip: the
+        // link cannot be kept in step.
+        let why = format!(
+            "an object of {} bytes, over the {MAX_OBJECT}-byte limit; closing the store link",
+            put.length
+        );
+        store.refused(op, &why);
+        parting(stream, &why).await;
+        return Err(StoreError::Protocol(why));
+    }
+    let name = match name(store, op, put.name) {
+        Err(answer) => {
+            skip(stream, put.length).await?;
+            return send(stream, answer).await;
+        }
+        Ok(name) => name,
+    };
+    // Read whole either way, so the link stays in step.
+    let data = read_raw(stream, put.length).await?;
+    let result = if put.if_absent {
+        match store.put_new(&name, data).await {
+            Ok(true) => Answer::Done(v1::StoreDone {}),
+            Ok(false) => Answer::Exists(v1::StoreExists {}),
+            Err(why) => failed(&why),
+        }
+    } else {
+        match store.put(&name, data).await {
+            Ok(()) => Answer::Done(v1::StoreDone {}),
+            Err(why) => failed(&why),
+        }
+    };
+    send(stream, result).await
+}
+
+/// Answers a list: the names under its prefix, in as many frames as they
+/// take.
+async fn answer_list<S, T>(stream: &mut S, store: &T, list: v1::StoreList) -> Result<(), StoreError>
+where
+    S: AsyncWrite + Unpin,
+    T: Store,
+{
+    if let Err(why) = check_prefix(&list.prefix) {
+        store.refused("list", &why);
+        return send(stream, failed(&why)).await;
+    }
+    match store.list(&list.prefix).await {
+        Ok(names) => {
+            for frame in names_frames(names, &list.prefix) {
+                write(stream, &frame).await?;
+            }
+            Ok(())
+        }
+        Err(why) => send(stream, failed(&why)).await,
+    }
 }
 
 /// `name` checked, or the failure answer (counted as refused).

@@ -1,12 +1,20 @@
+//! The store channel's tests: the client and the server in exchange.
+//! [`garbage`] has what a client sends that [`StoreClient`] would not;
+//! [`lying`] what a host answers that [`serve`] would not.
+
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::v1::StoreRequest;
 use crate::v1::store_request::Op;
 use crate::v1::store_response::Result as Answer;
-use crate::{Body, Channel, Frame, answer_handshake, hello, read_frame, write_frame};
+use crate::{Body, Frame, answer_handshake, hello, read_frame};
+
+mod garbage;
+mod lying;
 
 fn name(s: &str) -> ObjectName {
     s.parse().unwrap()
@@ -71,8 +79,6 @@ async fn lying_host(answer: Vec<u8>) -> StoreClient<DuplexStream> {
     });
     StoreClient::open(a, "test runtime").await.unwrap()
 }
-
-use crate::v1::StoreRequest;
 
 fn answer_frame(result: Answer) -> Vec<u8> {
     crate::encode_frame(&Frame {
@@ -257,53 +263,6 @@ async fn create_only_puts_write_once() {
 }
 
 #[tokio::test]
-async fn the_server_answers_create_only_puts_in_step() {
-    // From a client that skips the checks: a create-only put written,
-    // one that finds the name taken, one with a bad name, then a plain
-    // put. Each one's bytes are read, whatever the answer.
-    let store = Arc::new(MemoryStore::new());
-    let (mut a, mut b) = duplex(1 << 16);
-    let served = store.clone();
-    let server = tokio::spawn(async move { serve(&mut b, &*served).await });
-    let put = |name: &str, data: &[u8], if_absent| {
-        let mut wire = request_frame(Op::Put(v1::StorePut {
-            name: name.into(),
-            length: data.len() as u64,
-            if_absent,
-        }));
-        wire.extend(data);
-        wire
-    };
-    let mut wire = put("x", b"ab", true);
-    wire.extend(put("x", b"cde", true));
-    wire.extend(put("/bad", b"zz", true));
-    wire.extend(put("x", b"f", false));
-    a.write_all(&wire).await.unwrap();
-    let mut answers = Vec::new();
-    for _ in 0..4 {
-        let f = read_frame(&mut a).await.unwrap();
-        let Some(Body::StoreResponse(v1::StoreResponse {
-            result: Some(answer),
-        })) = f.body
-        else {
-            panic!("{f:?}");
-        };
-        answers.push(answer);
-    }
-    assert!(matches!(answers[0], Answer::Done(_)), "{answers:?}");
-    assert!(matches!(answers[1], Answer::Exists(_)), "{answers:?}");
-    assert!(
-        matches!(&answers[2], Answer::Failed(f) if f.why.contains("not an object name")),
-        "{answers:?}"
-    );
-    assert!(matches!(answers[3], Answer::Done(_)), "{answers:?}");
-    assert_eq!(store.get(&name("x")).await.unwrap().unwrap(), b"f");
-    assert_eq!(store.names(), [name("x")]);
-    drop(a);
-    server.await.unwrap().unwrap();
-}
-
-#[tokio::test]
 async fn a_bounded_get_refuses_a_longer_object_unread() {
     let store = Arc::new(MemoryStore::new());
     let (mut client, _server) = pair(store.clone()).await;
@@ -394,307 +353,4 @@ async fn lists_span_frames_and_are_bounded() {
     for f in &frames {
         assert!(crate::encode_frame(f).is_ok());
     }
-}
-
-#[tokio::test]
-async fn bad_names_and_prefixes_are_refused_on_both_sides() {
-    // The client side: they cannot be made, or are refused before sending.
-    let (mut client, _server) = pair(Arc::new(MemoryStore::new())).await;
-    assert!("../etc/passwd".parse::<ObjectName>().is_err());
-    let e = client.list("../").await.unwrap_err();
-    assert!(protocol(&e, "not a name prefix"), "{e}");
-    // …and the link is still good.
-    assert!(client.list("").await.unwrap().is_empty());
-
-    // The server side, from a client that skips the checks: each refused
-    // with a failure answer, and the link goes on, even after a put
-    // whose bytes had to be skipped.
-    let store = Arc::new(MemoryStore::new());
-    let (mut a, mut b) = duplex(1 << 16);
-    let served = store.clone();
-    let server = tokio::spawn(async move { serve(&mut b, &*served).await });
-    let mut wire = Vec::new();
-    wire.extend(request_frame(Op::Get(v1::StoreGet {
-        name: "../../etc/passwd".into(),
-    })));
-    wire.extend(request_frame(Op::Put(v1::StorePut {
-        name: "/abs".into(),
-        length: 5,
-        if_absent: false,
-    })));
-    wire.extend(b"EVIL!");
-    wire.extend(request_frame(Op::Delete(v1::StoreDelete {
-        name: "a//b".into(),
-    })));
-    wire.extend(request_frame(Op::List(v1::StoreList {
-        prefix: "../".into(),
-    })));
-    wire.extend(request_frame(Op::Put(v1::StorePut {
-        name: "fine".into(),
-        length: 2,
-        if_absent: false,
-    })));
-    wire.extend(b"ok");
-    a.write_all(&wire).await.unwrap();
-    for why in [
-        "not an object name",
-        "not an object name",
-        "not an object name",
-        "not a name prefix",
-    ] {
-        let f = read_frame(&mut a).await.unwrap();
-        let Some(Body::StoreResponse(v1::StoreResponse {
-            result: Some(Answer::Failed(failed)),
-        })) = f.body
-        else {
-            panic!("{f:?}");
-        };
-        assert!(failed.why.contains(why), "{}", failed.why);
-    }
-    let f = read_frame(&mut a).await.unwrap();
-    assert!(
-        matches!(
-            f.body,
-            Some(Body::StoreResponse(v1::StoreResponse {
-                result: Some(Answer::Done(_))
-            }))
-        ),
-        "{f:?}"
-    );
-    assert_eq!(store.names(), [name("fine")]);
-    drop(a);
-    server.await.unwrap().unwrap();
-}
-
-/// Runs `serve` on `wire` as what a client sent; what it answered, and
-/// how it ended.
-async fn served(wire: Vec<u8>) -> (Vec<u8>, Result<(), StoreError>) {
-    let (mut a, mut b) = duplex(1 << 20);
-    let store = MemoryStore::new();
-    let server = tokio::spawn(async move { serve(&mut b, &store).await });
-    a.write_all(&wire).await.unwrap();
-    a.shutdown().await.unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), server)
-        .await
-        .expect("the server ends the link")
-        .unwrap();
-    let mut answered = Vec::new();
-    a.read_to_end(&mut answered).await.unwrap();
-    (answered, ended)
-}
-
-#[tokio::test]
-async fn garbage_from_a_client_ends_that_link() {
-    let log = crate::encode_frame(&Frame {
-        body: Some(Body::Log(crate::LogRecord::default())),
-    })
-    .unwrap();
-    let mut cut_put = request_frame(Op::Put(v1::StorePut {
-        name: "a".into(),
-        length: 100,
-        if_absent: false,
-    }));
-    cut_put.extend([1u8; 10]);
-    let huge_put = request_frame(Op::Put(v1::StorePut {
-        name: "a".into(),
-        length: MAX_OBJECT + 1,
-        if_absent: false,
-    }));
-    let cases: [(&str, Vec<u8>, &str); 6] = [
-        (
-            "http",
-            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
-            "over the 65536-byte limit",
-        ),
-        (
-            "oversized",
-            (1u32 << 31).to_be_bytes().to_vec(),
-            "over the 65536-byte limit",
-        ),
-        (
-            "not protobuf",
-            vec![0, 0, 0, 3, 0xff, 0xff, 0xff],
-            "not protobuf",
-        ),
-        ("cut frame", vec![0, 0, 0, 9, 1, 2], "truncated"),
-        ("a log record", log, "a log record frame on a store link"),
-        (
-            "put over the limit",
-            huge_put,
-            "over the 536870912-byte limit",
-        ),
-    ];
-    for (what, wire, words) in cases {
-        let (answered, ended) = served(wire).await;
-        let e = ended.expect_err(what);
-        assert!(e.to_string().contains(words), "{what}: {e}");
-        // The parting answer says why.
-        let f = read_frame(&mut answered.as_slice()).await.unwrap();
-        assert!(format!("{f:?}").contains(words), "{what}: {f:?}");
-    }
-    // A put cut short: the object is never stored.
-    let (mut a, mut b) = duplex(1 << 16);
-    let store = Arc::new(MemoryStore::new());
-    let s = store.clone();
-    let server = tokio::spawn(async move { serve(&mut b, &*s).await });
-    a.write_all(&cut_put).await.unwrap();
-    drop(a);
-    let e = server.await.unwrap().unwrap_err();
-    assert!(matches!(e, StoreError::Frame(FrameError::Truncated)), "{e}");
-    assert!(store.names().is_empty());
-
-    // Frames of kinds a later version adds are skipped; requests with
-    // an op this build does not know get a failure.
-    let mut wire = vec![0, 0, 0, 2, 0x78, 0x01];
-    wire.extend([0, 0, 0, 4, 0x2a, 0x02, 0x78, 0x01]);
-    let (answered, ended) = served(wire).await;
-    ended.unwrap();
-    let f = read_frame(&mut answered.as_slice()).await.unwrap();
-    assert!(format!("{f:?}").contains("does not know"), "{f:?}");
-}
-
-#[tokio::test]
-async fn a_lying_host_is_caught() {
-    let over = answer_frame(Answer::Object(v1::StoreObject {
-        length: MAX_OBJECT + 1,
-    }));
-    let mut c = lying_host(over).await;
-    let e = c.get(&name("a")).await.unwrap_err();
-    assert!(protocol(&e, "over the 536870912-byte limit"), "{e}");
-    // The link is not used again.
-    let e = c.get(&name("a")).await.unwrap_err();
-    assert!(protocol(&e, "failed earlier"), "{e}");
-
-    // An object cut short.
-    let mut cut = answer_frame(Answer::Object(v1::StoreObject { length: 100 }));
-    cut.extend([0u8; 10]);
-    let mut c = lying_host(cut).await;
-    let e = c.get(&name("a")).await.unwrap_err();
-    assert!(matches!(e, StoreError::Frame(FrameError::Truncated)), "{e}");
-
-    // The wrong kind of answer, or of frame.
-    let mut c = lying_host(answer_frame(Answer::Done(v1::StoreDone {}))).await;
-    let e = c.get(&name("a")).await.unwrap_err();
-    assert!(protocol(&e, "answered a get with done"), "{e}");
-    let mut c = lying_host(answer_frame(Answer::Absent(v1::StoreAbsent {}))).await;
-    let e = c.put(&name("a"), b"data").await.unwrap_err();
-    assert!(protocol(&e, "answered a put with absent"), "{e}");
-    // `exists` answers a create-only put only.
-    let mut c = lying_host(answer_frame(Answer::Exists(v1::StoreExists {}))).await;
-    let e = c.put(&name("a"), b"data").await.unwrap_err();
-    assert!(protocol(&e, "answered a put with exists"), "{e}");
-    let e = c.put_new(&name("a"), b"data").await.unwrap_err();
-    assert!(protocol(&e, "failed earlier"), "{e}");
-    let mut c = lying_host(answer_frame(Answer::Exists(v1::StoreExists {}))).await;
-    let e = c.get(&name("a")).await.unwrap_err();
-    assert!(protocol(&e, "answered a get with exists"), "{e}");
-    let mut c = lying_host(answer_frame(Answer::Absent(v1::StoreAbsent {}))).await;
-    let e = c.put_new(&name("a"), b"data").await.unwrap_err();
-    assert!(
-        protocol(&e, "answered a create-only put with absent"),
-        "{e}"
-    );
-    let mut c = lying_host(request_frame(Op::Credentials(v1::CredentialsGet {}))).await;
-    let e = c.credentials().await.unwrap_err();
-    assert!(protocol(&e, "store request frame"), "{e}");
-
-    // Names: too many, bad, outside the prefix, out of order, repeated,
-    // an empty part that says more follow.
-    let names = |names: Vec<String>, more| {
-        answer_frame(Answer::Names(v1::StoreNames {
-            names,
-            truncated: false,
-            more,
-        }))
-    };
-    let mut too_many = Vec::new();
-    for part in 0..11 {
-        let part = (0..1000).map(|i| format!("{part:02}{i:04}")).collect();
-        too_many.extend(names(part, true));
-    }
-    for (wire, words) in [
-        (too_many, "more than 10000 names"),
-        (names(vec!["../x".into()], false), "bad name"),
-        (names(vec!["b/x".into()], false), "for the prefix"),
-        (
-            names(vec!["a/2".into(), "a/1".into()], false),
-            "out of order",
-        ),
-        (
-            names(vec!["a/1".into(), "a/1".into()], false),
-            "out of order",
-        ),
-        (names(Vec::new(), true), "empty part"),
-    ] {
-        let mut c = lying_host(wire).await;
-        let prefix = if words == "more than 10000 names" {
-            ""
-        } else {
-            "a/"
-        };
-        let e = c.list(prefix).await.unwrap_err();
-        assert!(protocol(&e, words), "{words}: {e}");
-    }
-
-    // Credentials that are not visible ASCII (they go into headers).
-    let mut bad = v1::AwsCredentials::from(creds());
-    bad.session_token = "token\r\nX-Injected: 1".into();
-    let mut c = lying_host(answer_frame(Answer::Credentials(bad))).await;
-    let e = c.credentials().await.unwrap_err();
-    assert!(protocol(&e, "session token"), "{e}");
-    let mut empty = v1::AwsCredentials::from(creds());
-    empty.access_key_id.clear();
-    let mut c = lying_host(answer_frame(Answer::Credentials(empty))).await;
-    assert!(protocol(
-        &c.credentials().await.unwrap_err(),
-        "access key id"
-    ));
-
-    // A failure's words are cleaned and bounded.
-    let why = format!("disk full\n\x1b[2K{}", "x".repeat(10_000));
-    let mut c = lying_host(answer_frame(Answer::Failed(v1::StoreFailed { why }))).await;
-    let StoreError::Failed(why) = c.get(&name("a")).await.unwrap_err() else {
-        panic!("not a failure");
-    };
-    assert!(why.starts_with("disk full\\n\\u{1b}[2K"), "{why:.40}");
-    assert!(why.len() <= MAX_WHY + crate::bounded::NOTE, "{}", why.len());
-
-    // Frames that go on and on instead of an answer.
-    let mut c = lying_host([0, 0, 0, 2, 0x78, 0x01].repeat(20)).await;
-    let e = c.delete(&name("a")).await.unwrap_err();
-    assert!(protocol(&e, "unknown kinds"), "{e}");
-}
-
-#[tokio::test]
-async fn a_host_that_does_not_serve_the_store_is_named() {
-    // An older host proxy: its Hello says nothing of channels.
-    let (a, mut b) = duplex(1 << 16);
-    tokio::spawn(async move {
-        let _ = crate::handshake(&mut b, hello("old host")).await;
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    });
-    let e = StoreClient::open(a, "test runtime").await.unwrap_err();
-    assert!(protocol(&e, "upgrade nacre-host-proxy"), "{e}");
-
-    // Garbage for a Hello.
-    let (a, mut b) = duplex(1 << 16);
-    tokio::spawn(async move {
-        let _ = b.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
-    });
-    assert!(matches!(
-        StoreClient::open(a, "test runtime").await,
-        Err(StoreError::Frame(_))
-    ));
-
-    // The runtime's Hello names the store channel.
-    let (a, mut b) = duplex(1 << 16);
-    tokio::spawn(async move {
-        let _ = StoreClient::open(a, "test runtime").await;
-    });
-    let f = read_frame(&mut b).await.unwrap();
-    let Some(Body::Hello(h)) = f.body else {
-        panic!("{f:?}")
-    };
-    assert_eq!(h.channel(), Channel::Store);
-    write_frame(&mut b, &Frame { body: None }).await.unwrap();
 }

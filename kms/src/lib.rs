@@ -36,6 +36,8 @@
 
 pub mod call;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub use envelope::recipient;
 pub mod sigv4;
 pub mod wire;

@@ -4,10 +4,11 @@
 //! Components are sealed and written once per guest and content; a
 //! guest's data object (its state slot and key-value data) only when that
 //! guest's key-value namespace changed or its state did, so one guest's
-//! write costs one object, not the deployment. After a write, the
-//! manifests past the newest [`KEEP`] of this root are deleted, then every
-//! object no kept manifest names: the store stays bounded across restarts
-//! and leader changes.
+//! write costs one object, not the deployment. Now and then, the
+//! manifests past the newest [`KEEP`] of this root are deleted, with the
+//! objects they named (or this enclave wrote) that no kept manifest names:
+//! the store stays bounded across restarts and leader changes, and no
+//! other root's objects are ever touched.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -17,7 +18,7 @@ use serde_bytes::ByteBuf;
 use super::keys::Root;
 use super::restore::Restored;
 use super::snapshot::{
-    GuestData, GuestObjects, Manifest, OBJECTS, ObjectRef, object_ref, seal_component, seal_data,
+    GuestData, GuestObjects, Manifest, ObjectRef, object_ref, seal_component, seal_data,
     snapshot_name, snapshot_seq, snapshots_of,
 };
 use super::{PersistError, Vault};
@@ -38,6 +39,9 @@ pub struct Objects {
     data: HashMap<String, ([u8; 32], ObjectRef)>,
     /// The objects each manifest names, by sequence number, as learnt.
     named: BTreeMap<u64, BTreeSet<String>>,
+    /// The objects this enclave wrote, until a collection finds them named
+    /// by no kept manifest.
+    mine: BTreeSet<String>,
 }
 
 impl Objects {
@@ -50,6 +54,7 @@ impl Objects {
             components: r.components.clone(),
             data: r.data.clone(),
             named: BTreeMap::from([(r.seq, r.objects.clone())]),
+            mine: BTreeSet::new(),
         }
     }
 
@@ -110,6 +115,7 @@ impl Objects {
                         .map_err(|e| sealing(&name, e))?;
                     let r = object_ref(&sealed);
                     vault.host.put(&r.name, &sealed).await?;
+                    self.mine.insert(r.name.clone());
                     self.data.insert(name.clone(), (state_sha, r.clone()));
                     r
                 }
@@ -135,6 +141,7 @@ impl Objects {
             seal_component(root, vault.deployment(), guest, code).map_err(|e| sealing(guest, e))?;
         let r = object_ref(&sealed);
         vault.host.put(&r.name, &sealed).await?;
+        self.mine.insert(r.name.clone());
         self.components.insert(id, r.clone());
         Ok(r)
     }
@@ -150,12 +157,12 @@ impl Objects {
         self.named.insert(seq, names);
     }
 
-    /// Deletes the manifests of root `id` past the newest [`KEEP`], then
-    /// every object no kept manifest names. A manifest this enclave did not
-    /// write is opened to learn what it names; one that does not open is
-    /// kept, and so are all objects (nothing is deleted on a doubt). A
-    /// failure is only logged: what is left is ciphertext the next pass
-    /// removes.
+    /// Deletes the manifests of root `id` past the newest [`KEEP`], and the
+    /// objects they named or this enclave wrote that no kept manifest
+    /// names. A manifest this enclave did not write is opened to learn what
+    /// it names; if one does not open, nothing is deleted (no deletion on a
+    /// doubt). A failure is only logged: what is left is ciphertext the
+    /// next pass removes.
     pub async fn collect(&mut self, vault: &Vault, root: &Root, id: &str) {
         if let Err(e) = self.try_collect(vault, root, id).await {
             tracing::warn!(error = %e, "old snapshots not removed this time");
@@ -177,17 +184,26 @@ impl Objects {
         for &seq in kept {
             live.extend(self.names_of(vault, root, id, seq).await?);
         }
+        // Only what this root's old manifests named, or this enclave
+        // wrote itself, is ever deleted: never an object of another
+        // root's manifests that shares the store.
+        let mut candidates = std::mem::take(&mut self.mine);
+        for &seq in old {
+            candidates.extend(self.names_of(vault, root, id, seq).await?);
+        }
         for &seq in old {
             vault.host.delete(&snapshot_name(id, seq)).await?;
             self.named.remove(&seq);
         }
-        for name in vault.host.list(OBJECTS).await? {
-            if !live.contains(&name) {
-                self.components.retain(|_, r| r.name != name);
-                self.data.retain(|_, (_, r)| r.name != name);
-                vault.host.delete(&name).await?;
+        for name in &candidates {
+            if live.contains(name) {
+                continue;
             }
+            self.components.retain(|_, r| r.name != *name);
+            self.data.retain(|_, (_, r)| r.name != *name);
+            vault.host.delete(name).await?;
         }
+        self.mine = candidates.intersection(&live).cloned().collect();
         Ok(())
     }
 

@@ -116,6 +116,57 @@ async fn withheld_snapshots_start_nothing() {
     );
 }
 
+/// The host hides the whole store at a cold start (the enclave starts a
+/// new, empty deployment, as it must), then shows it again while the new
+/// deployment writes: the empty one is never written over the old, and a
+/// later cold start comes back with the old deployment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_hidden_at_start_is_not_written_over_when_shown_again() {
+    let world = World::new(None);
+    let parent = world.parent().await;
+    let cert = with_a_deployment(&world, &parent).await;
+    let root = std::fs::read(world.store.join("root")).expect("root");
+    let manifests = stored(&world.store, "snapshots");
+    let hidden = temp_dir("hidden-store");
+    for name in ["root", "snapshots"] {
+        std::fs::rename(world.store.join(name), hidden.join(name)).expect("hide");
+    }
+    let flags = world.flags(&parent, &[]);
+    let mut child = parent.spawn_runtime(None, &flags);
+    wait_for_line(&mut child, Duration::from_secs(30), "holds no root");
+    // The new deployment's writer waits at least 50 ms before it asks the
+    // store anything; whatever it asked meanwhile waits too.
+    parent.control.stall(true);
+    for name in ["root", "snapshots"] {
+        std::fs::rename(hidden.join(name), world.store.join(name)).expect("show");
+    }
+    parent.control.stall(false);
+    let said = child
+        .wait_for(Duration::from_secs(30), |l| {
+            (l.contains("this enclave holds") || l.contains("stored this deployment's root first"))
+                .then(|| l.to_string())
+        })
+        .unwrap_or_else(|e| panic!("no refusal: {e}"));
+    assert!(said.contains("ERROR"), "{said}");
+    eprintln!("the new deployment's writer: {said}");
+    drop(child);
+    assert_eq!(std::fs::read(world.store.join("root")).expect("root"), root);
+    let old_dir = manifests[0]
+        .rsplit_once('/')
+        .expect("a root id")
+        .0
+        .to_string();
+    assert_eq!(
+        stored(&world.store, &old_dir),
+        manifests,
+        "the old manifests were touched"
+    );
+
+    let rt = parent.start_runtime(None, &flags);
+    assert_eq!(certificate(&rt).await, cert);
+    assert_eq!(rt.get("/p/state").await, (200, "before".to_string()));
+}
+
 /// KMS unreachable at a cold start: the enclave says so, retries, and
 /// starts no new deployment (the root in the store is untouched); KMS
 /// back, it comes up with the deployment.

@@ -47,7 +47,7 @@ struct Args {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Print the path of the stand-in's CA certificate (made if missing)
-    /// and exit: give it to the runtime's --extra-ca.
+    /// and exit: give it to the runtime's --kms-ca.
     #[arg(long)]
     print_ca: bool,
     /// Log format on stderr.
@@ -132,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(key = %arn, "key ready");
     }
     if let Some(ca) = standin.tls_ca_path() {
-        tracing::info!(ca = %ca.display(), "clients trust this CA (the runtime's --extra-ca)");
+        tracing::info!(ca = %ca.display(), "clients trust this CA (the runtime's --kms-ca)");
     }
     say(&format!("listening https://{addr}"));
     nacre_kms_dev::serve(listener, standin, stop()).await;

@@ -121,7 +121,7 @@ impl StandIn {
     }
 
     /// PEM of the CA the stand-in made for its HTTPS certificate (`None`
-    /// with `--tls-cert`): what clients pass to the runtime's `--extra-ca`.
+    /// with `--tls-cert`): what clients pass to the runtime's `--kms-ca`.
     pub fn tls_ca_pem(&self) -> Option<&str> {
         self.tls.ca_pem.as_deref()
     }

@@ -1,6 +1,6 @@
 //! The stand-in's HTTPS identity: the operator's PEM files, or else a CA
 //! of its own kept in the state directory (so clients trust it once, with
-//! the runtime's `--extra-ca`) and a fresh `localhost`/`127.0.0.1` leaf
+//! the runtime's `--kms-ca`) and a fresh `localhost`/`127.0.0.1` leaf
 //! issued by it at every start.
 
 use std::path::{Path, PathBuf};

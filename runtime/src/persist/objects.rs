@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use nacre_sync::seal::Payload;
-use serde_bytes::ByteBuf;
 
 use super::keys::Root;
 use super::restore::Restored;
@@ -100,17 +99,8 @@ impl Objects {
             let r = match self.data.get(&name) {
                 Some((held, r)) if *held == state_sha && !dirty.contains(&name) => r.clone(),
                 _ => {
-                    let data = GuestData {
-                        state: state.map(|(_, b)| ByteBuf::from(b.to_vec())),
-                        kv: kv
-                            .export_namespace(&name)
-                            .into_iter()
-                            .map(|(b, keys)| {
-                                let keys = keys.into_iter().map(|(k, v)| (k, ByteBuf::from(v)));
-                                (b, keys.collect())
-                            })
-                            .collect(),
-                    };
+                    let data =
+                        GuestData::new(state.map(|(_, b)| b.as_ref()), kv.export_namespace(&name));
                     let sealed = seal_data(root, vault.deployment(), &name, &data)
                         .map_err(|e| sealing(&name, e))?;
                     let r = object_ref(&sealed);

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nacre_sync::seal::{Payload, sha256};
-use serde_bytes::ByteBuf;
 
 use super::snapshot::{
-    GuestData, MAX_MANIFEST, Manifest, ObjectRef, ROOT, RootRecord, SNAPSHOTS, open_component,
-    open_data, root_id, snapshot_name, snapshot_seq, snapshots_of,
+    MAX_MANIFEST, Manifest, ObjectRef, ROOT, RootRecord, SNAPSHOTS, open_component, open_data,
+    root_id, snapshot_name, snapshot_seq, snapshots_of,
 };
 use super::{PersistError, Vault};
 use crate::guests::kv::KvExport;
@@ -194,26 +193,15 @@ impl Vault {
             if let Some(wanted) = &held.data {
                 objects.insert(wanted.name.clone());
                 let sealed = self.fetch(wanted).await?;
-                let GuestData { state, kv: buckets } =
-                    open_data(root, deployment, guest, wanted, &sealed)?;
+                let (state, buckets) =
+                    open_data(root, deployment, guest, wanted, &sealed)?.into_parts();
                 let mut state_sha = [0u8; 32];
                 if let Some(state) = state {
-                    let state = bytes::Bytes::from(state.into_vec());
+                    let state = bytes::Bytes::from(state);
                     state_sha = sha256(&state);
                     blobs.insert(state_sha, state);
                 }
                 data.insert(guest.clone(), (state_sha, wanted.clone()));
-                let buckets = buckets
-                    .into_iter()
-                    .map(|(b, keys)| {
-                        (
-                            b,
-                            keys.into_iter()
-                                .map(|(k, v)| (k, ByteBuf::into_vec(v)))
-                                .collect(),
-                        )
-                    })
-                    .collect();
                 kv.insert(guest.clone(), buckets);
             }
         }

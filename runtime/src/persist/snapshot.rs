@@ -114,6 +114,45 @@ pub struct GuestData {
     pub kv: BTreeMap<String, BTreeMap<String, ByteBuf>>,
 }
 
+/// One guest's buckets, keys and values, as the key-value store holds them.
+pub type Buckets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+impl GuestData {
+    /// A guest's data from its state slot and its buckets.
+    pub fn new(state: Option<&[u8]>, buckets: Buckets) -> GuestData {
+        let kv = buckets
+            .into_iter()
+            .map(|(b, keys)| {
+                (
+                    b,
+                    keys.into_iter()
+                        .map(|(k, v)| (k, ByteBuf::from(v)))
+                        .collect(),
+                )
+            })
+            .collect();
+        GuestData {
+            state: state.map(|s| ByteBuf::from(s.to_vec())),
+            kv,
+        }
+    }
+
+    /// The state slot and the buckets, as the stores take them back.
+    pub fn into_parts(self) -> (Option<Vec<u8>>, Buckets) {
+        let buckets = self
+            .kv
+            .into_iter()
+            .map(|(b, keys)| {
+                (
+                    b,
+                    keys.into_iter().map(|(k, v)| (k, v.into_vec())).collect(),
+                )
+            })
+            .collect();
+        (self.state.map(ByteBuf::into_vec), buckets)
+    }
+}
+
 /// The public name of a wrapped root: 16 bytes of the SHA-256 of KMS's
 /// `CiphertextBlob`, in hex.
 pub fn root_id(ciphertext: &[u8]) -> String {

@@ -260,15 +260,7 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
     let body = client.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(body.contains("Hello, world"), "{body}");
 
-    let incr = format!("https://127.0.0.1:{port}/kv-counter/incr");
-    let count = client
-        .post(&incr)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let count = incr(&client, port).await;
     let cert = served_certificate(port).await;
     // An acknowledged write reaches the sealed store within about 50 ms
     // (docs/persistence.md); nacre dev's SIGTERM kills its children.
@@ -309,15 +301,7 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
         cert,
         "the certificate came back"
     );
-    let incr = format!("https://127.0.0.1:{port}/kv-counter/incr");
-    let next = client
-        .post(&incr)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let next = incr(&client, port).await;
     let number = |s: &str| -> u64 {
         s.chars()
             .filter(char::is_ascii_digit)
@@ -359,6 +343,13 @@ fn start_dev(dir: &std::path::Path) -> (nacre_cli::process::Supervised, u16, Vec
         .unwrap_or_else(|| panic!("no https://localhost:PORT in the banner {banner:#?}"));
     assert_ne!(port, 0, "{banner:#?}");
     (dev, port, banner)
+}
+
+/// `POST /kv-counter/incr` on `port`: the count it answers.
+async fn incr(client: &reqwest::Client, port: u16) -> String {
+    let url = format!("https://127.0.0.1:{port}/kv-counter/incr");
+    let r = client.post(url).send().await.unwrap();
+    r.text().await.unwrap()
 }
 
 /// The SHA-256 of the certificate served on `port`.

@@ -20,6 +20,9 @@ struct Namespace {
     buckets: HashMap<String, BTreeMap<String, Vec<u8>>>,
     keys: u64,
     bytes: u64,
+    /// Changed since the snapshot writer last took it, so it copies and
+    /// seals only the namespaces that changed.
+    dirty: bool,
 }
 
 /// Every guest's key-value data in the runtime's memory, for the life of
@@ -30,9 +33,6 @@ pub struct MemoryKv {
     /// Counts changes, so a snapshot writer sees there is something new
     /// without reading the data.
     generation: AtomicU64,
-    /// The namespaces changed since the snapshot writer last asked, so it
-    /// copies and seals only those.
-    dirty: Mutex<BTreeSet<String>>,
 }
 
 /// Every guest's buckets, keys and values, as a snapshot keeps them.
@@ -45,16 +45,17 @@ impl MemoryKv {
             limits,
             namespaces: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
-            dirty: Mutex::new(BTreeSet::new()),
         }
     }
 
     /// The namespaces changed since the last call.
     pub fn take_dirty(&self) -> BTreeSet<String> {
-        self.dirty
-            .lock()
-            .map(|mut d| std::mem::take(&mut *d))
-            .unwrap_or_default()
+        let Ok(mut all) = self.lock() else {
+            return BTreeSet::new();
+        };
+        all.iter_mut()
+            .filter_map(|(name, ns)| std::mem::take(&mut ns.dirty).then(|| name.clone()))
+            .collect()
     }
 
     /// Every namespace holding a bucket.
@@ -81,14 +82,12 @@ impl MemoryKv {
 
     /// Marks `namespaces` changed again (their snapshot was not written).
     pub fn mark_all(&self, namespaces: BTreeSet<String>) {
-        if let Ok(mut d) = self.dirty.lock() {
-            d.extend(namespaces);
-        }
-    }
-
-    fn mark(&self, ns: &str) {
-        if let Ok(mut d) = self.dirty.lock() {
-            d.insert(ns.to_owned());
+        if let Ok(mut all) = self.lock() {
+            for name in namespaces {
+                if let Some(ns) = all.get_mut(&name) {
+                    ns.dirty = true;
+                }
+            }
         }
     }
 
@@ -164,9 +163,7 @@ impl MemoryKv {
         // Under the one lock: only this call moves the generation now.
         let before = self.generation.load(Ordering::Acquire);
         let r = f(bucket, &mut usage);
-        if self.generation.load(Ordering::Acquire) != before {
-            self.mark(namespace);
-        }
+        ns.dirty |= self.generation.load(Ordering::Acquire) != before;
         r
     }
 
@@ -186,7 +183,7 @@ impl MemoryKv {
             }
             ns.buckets.insert(name.to_owned(), BTreeMap::new());
             self.generation.fetch_add(1, Ordering::AcqRel);
-            self.mark(namespace);
+            ns.dirty = true;
         }
         Ok(())
     }

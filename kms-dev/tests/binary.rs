@@ -209,3 +209,48 @@ async fn the_binary_serves_https_refuses_with_a_line_and_keeps_keys_across_resta
     drop(running);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SigV4 made by a client nobody here wrote: the system's curl
+/// (`--aws-sigv4`) over HTTP/1.1 and HTTP/2. Signed with the right secret,
+/// the stand-in answers the open key's data key; with another secret, it
+/// refuses with KMS's `InvalidSignatureException`.
+#[test]
+fn curls_own_sigv4_is_checked_as_kms_checks_it() {
+    let dir = temp_dir("curl-sigv4");
+    DevSigner::open(&dir.join("dev-root")).expect("dev root");
+    let keys = [key_flag(&dir, "open.json", OPEN_KEY, &open_policy())];
+    let running = start(&dir, &keys);
+    let ca = dir.join("state/tls/ca.pem");
+    let curl = |version: &str, secret: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", version, "--cacert"])
+            .arg(&ca)
+            .args(["--aws-sigv4", "aws:amz:eu-west-1:kms", "--user"])
+            .arg(format!("{AKID}:{secret}"))
+            .args(["-H", "X-Amz-Target: TrentService.GenerateDataKey"])
+            .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+            .args([
+                "-d",
+                &format!(r#"{{"KeyId":"{OPEN_KEY}","KeySpec":"AES_256"}}"#),
+            ])
+            .args(["-w", "\n%{http_version} %{http_code}"])
+            .arg(running.url.replace("127.0.0.1", "localhost") + "/")
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for version in ["--http1.1", "--http2"] {
+        let answer = curl(version, SECRET);
+        assert!(answer.contains("\"Plaintext\""), "{version}: {answer}");
+        assert!(answer.contains("\"CiphertextBlob\""), "{version}: {answer}");
+        assert!(answer.ends_with(" 200"), "{version}: {answer}");
+    }
+    let refused = curl("--http2", "not-the-secret");
+    assert!(refused.contains("InvalidSignatureException"), "{refused}");
+    assert!(refused.ends_with(" 400"), "{refused}");
+}

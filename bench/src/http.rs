@@ -193,10 +193,12 @@ fn measure_rounds(plan: &Plan, tools: &Tools, t: &Targets) -> anyhow::Result<Rou
     let get = |pid| Shape {
         post_bytes: None,
         cpu_of: Some(pid),
+        ..Shape::default()
     };
     let post = |pid| Shape {
         post_bytes: Some(ECHO_BODY),
         cpu_of: Some(pid),
+        ..Shape::default()
     };
     let [mut a, mut c, mut ae, mut ce, mut af] = [(); 5].map(|_| Vec::new());
     for round in 1..=plan.http_rounds.max(1) {
@@ -223,7 +225,11 @@ fn scenario(rounds: Vec<Load>, rss: &[(&'static str, u64)], command: &str) -> Sc
 /// Scenario (b): `wasmtime serve` with `hello`, measured once.
 fn measure_wasmtime(plan: &Plan, tools: &Tools, hello: &Path) -> anyhow::Result<Scenario> {
     println!("(b) wasmtime serve");
-    let mut cmd = Command::new(&tools.wasmtime);
+    let wasmtime = tools
+        .wasmtime
+        .as_ref()
+        .context("wasmtime-cli was not prepared, yet (b) runs")?;
+    let mut cmd = Command::new(wasmtime);
     cmd.args(["serve", "-Scli", "--addr", "127.0.0.1:0"])
         .arg(hello);
     let server = Server::start(cmd, "Serving HTTP on ")?;

@@ -13,7 +13,7 @@ use crate::tools::Tools;
 /// Concurrent connections in every HTTP scenario.
 pub const CONNECTIONS: u32 = 64;
 /// wrk threads: one per core of the machines this runs on.
-const THREADS: u32 = 2;
+pub const THREADS: u32 = 2;
 
 /// What one wrk run measured.
 #[derive(Debug, Clone, Copy, Default)]
@@ -63,6 +63,16 @@ pub struct Shape {
     pub post_bytes: Option<usize>,
     /// The server process whose CPU time per response is measured.
     pub cpu_of: Option<u32>,
+    /// Connections, when not [`CONNECTIONS`].
+    pub connections: Option<u32>,
+}
+
+/// wrk's Lua lines that make its requests POSTs of `n` bytes.
+fn post_lines(n: usize) -> String {
+    format!(
+        "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", {n})\n\
+         wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"
+    )
 }
 
 impl Tools {
@@ -79,35 +89,64 @@ impl Tools {
 
     /// As [`Tools::load`], with the requests and measurements of `shape`.
     pub fn load_shaped(&self, url: &str, secs: u32, shape: Shape) -> anyhow::Result<Load> {
+        Ok(self.load_and_warm_up(url, secs, shape)?.1)
+    }
+
+    /// As [`Tools::load_shaped`], with the warm-up's figures first: a
+    /// scenario that counts what the server did (writes) counts those too.
+    pub fn load_and_warm_up(
+        &self,
+        url: &str,
+        secs: u32,
+        shape: Shape,
+    ) -> anyhow::Result<(Load, Load)> {
         let report = include_str!("wrk/report.lua");
         let script = match shape.post_bytes {
             None => self.script("report.lua", report)?,
-            Some(n) => self.script(
-                &format!("post-{n}.lua"),
-                &format!(
-                    "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", {n})\n\
-                     wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n{report}"
-                ),
-            )?,
+            Some(n) => self.script(&format!("post-{n}.lua"), &(post_lines(n) + report))?,
         };
-        self.wrk(&script, url, 1, &[])?;
+        let connections = shape.connections.unwrap_or(CONNECTIONS);
+        let warm_up = self.wrk(&script, url, 1, connections)?;
         let cpu = |pid: Option<u32>| pid.map(|p| cpu_seconds(&p.to_string())).transpose();
         let before = cpu(shape.cpu_of)?;
-        let mut load = self.wrk(&script, url, secs, &[])?;
+        let mut load = self.wrk(&script, url, secs, connections)?;
         if let (Some(before), Some(after)) = (before, cpu(shape.cpu_of)?) {
             load.server_cpu_us = Some((after - before) * 1e6 / load.requests.max(1) as f64);
         }
-        Ok(load)
+        Ok((warm_up, load))
     }
 
-    fn wrk(&self, script: &PathBuf, url: &str, secs: u32, args: &[&str]) -> anyhow::Result<Load> {
+    /// Exactly `per_thread` empty POSTs from each of wrk's threads over
+    /// [`CONNECTIONS`] connections, then none, within `secs` seconds (no
+    /// warm-up). A timed run ends with requests in flight, which the
+    /// server may have carried out though wrk never counts them; this one
+    /// ends idle, so wrk's count of answers is all the server was asked.
+    pub fn post_exactly(&self, url: &str, per_thread: u64, secs: u32) -> anyhow::Result<Load> {
+        // wrk asks `delay` before every request it sends (after a
+        // connection opens and after each answer); the calls past the
+        // thread's budget park their connection for an hour.
+        let budget = format!(
+            "local sent = 0\n\
+             delay = function()\n  sent = sent + 1\n  \
+             if sent <= {per_thread} then return 0 end\n  return 3600000\nend\n"
+        );
+        let text = post_lines(0) + &budget + include_str!("wrk/report.lua");
+        let script = self.script(&format!("post-exactly-{per_thread}.lua"), &text)?;
+        self.wrk(&script, url, secs, CONNECTIONS)
+    }
+
+    fn wrk(
+        &self,
+        script: &PathBuf,
+        url: &str,
+        secs: u32,
+        connections: u32,
+    ) -> anyhow::Result<Load> {
         let out = Command::new(&self.wrk)
-            .args(["-t", &THREADS.to_string(), "-c", &CONNECTIONS.to_string()])
+            .args(["-t", &THREADS.to_string(), "-c", &connections.to_string()])
             .args(["-d", &format!("{secs}s"), "--timeout", "10s", "-s"])
             .arg(script)
             .arg(url)
-            .arg("--")
-            .args(args)
             .output()
             .context("running wrk")?;
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -13,6 +13,9 @@
 //!   requests.
 //! - [`bulk`]: (g) host proxy throughput against direct loopback.
 //! - [`synced`]: (h) scenario (a) on a worker of a two-enclave deployment.
+//! - [`raft`]: (i) replicated key-value: `kv-counter` on one enclave and
+//!   on a three-enclave deployment whose key-value data Raft replicates.
+//!   `-- --only i` runs it alone and updates its section of the report.
 //! - [`tools`]: wrk and wasmtime-cli, installed when missing.
 //! - [`load`]: running wrk and reading its summary.
 //! - `native.rs` (its own binary, `nacre-bench-native`): the native
@@ -26,11 +29,12 @@ mod http;
 mod load;
 mod memory;
 mod overhead;
+mod raft;
 mod report;
 mod synced;
 mod tools;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -48,6 +52,46 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
+    /// Run only this scenario and replace its section of --out (added
+    /// when missing), leaving the rest of the file, its targets table
+    /// included, as the last full run wrote it.
+    #[arg(long, value_enum, value_name = "SCENARIO")]
+    only: Option<Only>,
+}
+
+/// The scenarios that run alone.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Only {
+    /// (i) replicated key-value: it starts four enclaves of its own and
+    /// takes a few minutes, so it can be measured again without the rest.
+    I,
+}
+
+/// The guest components the scenarios deploy.
+struct Guests {
+    hello: PathBuf,
+    echo: PathBuf,
+    floor: PathBuf,
+    kv_counter: PathBuf,
+}
+
+impl Guests {
+    /// Builds them as `nacre dev` would.
+    fn build() -> anyhow::Result<Guests> {
+        let names = ["hello", "echo", "floor", "kv-counter"];
+        let built = nacre_cli::guest_build::build_guests(
+            &nacre_tests::root().join("guest-examples/Cargo.toml"),
+            &names,
+        )?;
+        let [hello, echo, floor, kv_counter] = <[_; 4]>::try_from(built)
+            .map_err(|b| anyhow::anyhow!("cargo built {} components, not {names:?}", b.len()))?;
+        Ok(Guests {
+            hello,
+            echo,
+            floor,
+            kv_counter,
+        })
+    }
 }
 
 /// How long each part runs.
@@ -102,44 +146,84 @@ fn main() -> anyhow::Result<()> {
     nacre_tests::set_log_filter("warn");
 
     let setup = Instant::now();
-    let tools = tools::prepare()?;
-    println!("building release binaries and the hello, echo and floor guests");
+    let tools = tools::prepare(args.only.is_none())?;
+    println!("building release binaries and the hello, echo, floor and kv-counter guests");
     nacre_tests::bin("nacre-runtime");
-    let built = nacre_cli::guest_build::build_guests(
-        &nacre_tests::root().join("guest-examples/Cargo.toml"),
-        &["hello", "echo", "floor"],
-    )?;
-    let [hello, echo, floor] = <[_; 3]>::try_from(built).map_err(|b| {
-        anyhow::anyhow!(
-            "cargo built {} components, not hello, echo and floor",
-            b.len()
-        )
-    })?;
-    let component =
-        std::fs::read(&hello).with_context(|| format!("reading {}", hello.display()))?;
-    overhead::build()?;
+    let guests = Guests::build()?;
+    if args.only.is_none() {
+        overhead::build()?;
+    }
     println!("set-up done in {:.0?}", setup.elapsed());
+    match args.only {
+        Some(Only::I) => only_raft(&args, &plan, &tools, &guests),
+        None => everything(&args, &plan, &tools, &guests),
+    }
+}
 
-    let measuring = Instant::now();
-    let d = overhead::run(&plan, &hello, "hello")?;
-    let d_floor = overhead::run(&plan, &floor, "floor")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The runtime the scenarios' clients and forwarders run on: two
+/// threads, as the machines this measures have two cores.
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
+        .build()?)
+}
+
+/// `--only i`: scenario (i), its section of `--out` replaced.
+fn only_raft(args: &Args, plan: &Plan, tools: &tools::Tools, g: &Guests) -> anyhow::Result<()> {
+    let measuring = Instant::now();
+    let results = tokio_runtime()?.block_on(raft::run(plan, tools, &g.kv_counter, &g.hello))?;
+    let command = if args.quick {
+        "cargo run --release -p nacre-bench -- --only i --quick"
+    } else {
+        "cargo run --release -p nacre-bench -- --only i"
+    };
+    let mut section = String::new();
+    results.write_section(&mut section, Some(command));
+    let earlier = match std::fs::read_to_string(&args.out) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("--out {}: cannot read", args.out.display()));
+        }
+    };
+    write_out(&args.out, &raft::splice(&earlier, &section))?;
+    println!("{}", section.trim());
+    println!(
+        "measured in {:.0} s; replaced {} in {}",
+        measuring.elapsed().as_secs_f64(),
+        raft::HEADING,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn write_out(out: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(out, text).with_context(|| format!("--out {}: cannot write", out.display()))
+}
+
+/// Every scenario, and the whole report.
+fn everything(args: &Args, plan: &Plan, tools: &tools::Tools, g: &Guests) -> anyhow::Result<()> {
+    let component =
+        std::fs::read(&g.hello).with_context(|| format!("reading {}", g.hello.display()))?;
+    let measuring = Instant::now();
+    let d = overhead::run(plan, &g.hello, "hello")?;
+    let d_floor = overhead::run(plan, &g.floor, "floor")?;
+    let rt = tokio_runtime()?;
     let results = rt.block_on(async {
-        let http = http::run(&plan, &tools, &hello, &echo, &floor).await?;
-        let synced = synced::run(&plan, &tools, &hello).await?;
-        let deploy = deploy::run(&plan, &component).await?;
+        let http = http::run(plan, tools, &g.hello, &g.echo, &g.floor).await?;
+        let synced = synced::run(plan, tools, &g.hello).await?;
+        let raft = raft::run(plan, tools, &g.kv_counter, &g.hello).await?;
+        let deploy = deploy::run(plan, &component).await?;
         let memory = memory::run(&component).await?;
-        anyhow::Ok((http, synced, deploy, memory))
+        anyhow::Ok((http, synced, raft, deploy, memory))
     })?;
     drop(rt);
-    let (http, synced, deploy, memory) = results;
-    let bulk = bulk::run(&plan)?;
+    let (http, synced, raft, deploy, memory) = results;
+    let bulk = bulk::run(plan)?;
     let report = report::Report {
         quick: args.quick,
-        tools: &tools,
+        tools,
         http,
         synced,
         overhead: d,
@@ -147,11 +231,10 @@ fn main() -> anyhow::Result<()> {
         deploy,
         memory,
         bulk,
+        raft,
         measuring: measuring.elapsed(),
     };
-    let text = report.render();
-    std::fs::write(&args.out, &text)
-        .with_context(|| format!("--out {}: cannot write", args.out.display()))?;
+    write_out(&args.out, &report.render())?;
     println!("{}", report.summary());
     println!("wrote {}", args.out.display());
     Ok(())

@@ -10,6 +10,7 @@ use crate::http::{HttpResults, Scenario};
 use crate::load::{CONNECTIONS, Load};
 use crate::memory::{GUESTS, MEMORY_REQUESTS, MemoryResults};
 use crate::overhead::Overhead;
+use crate::raft::{FEW, INCR_FEW_P99_MAX_MS, INCR_RATIO_MIN, READ_RATIO_MIN, RaftResults};
 use crate::tools::Tools;
 
 /// Everything one run measured.
@@ -32,6 +33,8 @@ pub struct Report<'a> {
     pub memory: MemoryResults,
     /// (g).
     pub bulk: BulkResults,
+    /// (i).
+    pub raft: RaftResults,
     /// Wall time of the measurements (set-up and installs not counted).
     pub measuring: Duration,
 }
@@ -44,7 +47,7 @@ enum Bound {
 
 /// One target: what, the figure as shown, the bound, and whether it holds.
 struct Target {
-    what: &'static str,
+    what: String,
     measured: String,
     bound: String,
     met: bool,
@@ -52,13 +55,19 @@ struct Target {
 
 impl Target {
     /// `value` (shown with `decimals` and `unit`) against `bound`.
-    fn new(what: &'static str, value: f64, decimals: usize, unit: &str, bound: Bound) -> Target {
+    fn new(
+        what: impl Into<String>,
+        value: f64,
+        decimals: usize,
+        unit: &str,
+        bound: Bound,
+    ) -> Target {
         let (met, bound) = match bound {
             Bound::AtLeast(b) => (value >= b, format!("≥ {b}{unit}")),
             Bound::AtMost(b) => (value <= b, format!("≤ {b}{unit}")),
         };
         Target {
-            what,
+            what: what.into(),
             measured: format!("{value:.decimals$}{unit}"),
             bound,
             met,
@@ -97,7 +106,7 @@ impl Report<'_> {
             .first()
             .map_or(f64::NAN, |m| m.gib_s[1] / m.gib_s[0]);
         use Bound::{AtLeast, AtMost};
-        vec![
+        let mut targets = vec![
             Target::new("(a)/(c) requests/s", a.rps / c.rps, 2, "", AtLeast(0.5)),
             Target::new("p99 (a) / p99 (c)", a.p99_us / c.p99_us, 2, "", AtMost(2.0)),
             Target::new(
@@ -151,6 +160,44 @@ impl Report<'_> {
                 AtMost(10.0),
             ),
             Target::new("(g) proxy / direct throughput", g, 2, "", AtLeast(0.9)),
+        ];
+        targets.extend(self.raft_targets());
+        targets
+    }
+
+    /// (i)'s targets; its section says more, and what (4) should show.
+    fn raft_targets(&self) -> Vec<Target> {
+        use Bound::{AtLeast, AtMost};
+        let r = &self.raft;
+        let counts = r.counts.iter().all(|c| c.holds());
+        vec![
+            Target::new(
+                "(i) `POST /incr`: (B)/(A) requests/s",
+                r.incr.ratio(),
+                2,
+                "",
+                AtLeast(INCR_RATIO_MIN),
+            ),
+            Target::new(
+                "(i) `GET /`: (B)/(A) requests/s",
+                r.read.ratio(),
+                2,
+                "",
+                AtLeast(READ_RATIO_MIN),
+            ),
+            Target::new(
+                format!("(i) `POST /incr`, {FEW} connections: p99 in (B)"),
+                r.incr_few.b().p99_us / 1000.0,
+                1,
+                " ms",
+                AtMost(INCR_FEW_P99_MAX_MS),
+            ),
+            Target {
+                what: "(i) count = POSTs answered, none failed".into(),
+                measured: if counts { "yes" } else { "no" }.into(),
+                bound: "(A) and (B)".into(),
+                met: counts,
+            },
         ]
     }
 
@@ -181,6 +228,7 @@ impl Report<'_> {
         self.write_deploy(&mut s);
         self.write_memory(&mut s);
         self.write_bulk(&mut s);
+        self.raft.write_section(&mut s, None);
         let _ = writeln!(s, "\n{}", include_str!("../TUNING.md").trim_end());
         s
     }

@@ -15,8 +15,9 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 pub struct Tools {
     /// The wrk binary.
     pub wrk: PathBuf,
-    /// The `wasmtime` CLI of [`WASMTIME_VERSION`].
-    pub wasmtime: PathBuf,
+    /// The `wasmtime` CLI of [`WASMTIME_VERSION`], when the scenarios to
+    /// run include (b).
+    pub wasmtime: Option<PathBuf>,
     /// Version lines for the report: (what, version).
     pub versions: Vec<(&'static str, String)>,
     /// Machine facts for the report: (what, value).
@@ -25,11 +26,13 @@ pub struct Tools {
     pub scratch: PathBuf,
 }
 
-/// Finds or installs wrk and wasmtime-cli, and notes versions.
-pub fn prepare() -> anyhow::Result<Tools> {
+/// Finds or installs wrk and, with `peer`, wasmtime-cli (a quarter of an
+/// hour to install, which a run without scenario (b) need not wait for),
+/// and notes versions.
+pub fn prepare(peer: bool) -> anyhow::Result<Tools> {
     let wrk = wrk()?;
-    let wasmtime = wasmtime()?;
-    let versions = vec![
+    let wasmtime = peer.then(wasmtime).transpose()?;
+    let mut versions = vec![
         (
             "nacre",
             first_line(
@@ -44,12 +47,17 @@ pub fn prepare() -> anyhow::Result<Tools> {
             ),
         ),
         ("rustc", first_line("rustc", &["-V"])),
-        (
-            "wasmtime (embedded and peer)",
-            first_line(&wasmtime.display().to_string(), &["--version"]),
-        ),
         ("wrk", first_line(&wrk.display().to_string(), &["-v"])),
     ];
+    if let Some(w) = &wasmtime {
+        versions.insert(
+            2,
+            (
+                "wasmtime (embedded and peer)",
+                first_line(&w.display().to_string(), &["--version"]),
+            ),
+        );
+    }
     let scratch = nacre_tests::temp_dir("bench");
     Ok(Tools {
         wrk,

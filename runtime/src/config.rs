@@ -1,6 +1,10 @@
 //! `nacre-runtime` flags (docs/operating.md): command line, `NACRE_*` environment and
 //! `--config FILE.toml`, in that order of precedence.
 
+mod raft;
+
+pub use raft::RaftFlags;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +74,11 @@ pub struct Config {
     )]
     #[serde(serialize_with = "ser_hex_list")]
     pub sync_accept_pcr0: Vec<Vec<u8>>,
+
+    /// The replicated data's flags (`--raft-*`, `--kv-write-timeout`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub raft: RaftFlags,
 
     /// The host proxy's control channel (its --control-listen): the
     /// runtime's log records and guests' output lines go there too, as

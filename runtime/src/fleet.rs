@@ -71,3 +71,48 @@ pub trait Deployment: Send + Sync {
     /// What sync did so far.
     fn stats(&self) -> &SyncStats;
 }
+
+/// Who leads the deployment's replicated data, as this enclave sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaView {
+    /// This enclave is not in the group (yet): it has no keys, or has not
+    /// joined, or was removed.
+    Outside,
+    /// A member; the leader, if one is known now (none during an
+    /// election).
+    Member {
+        /// The leader: whether it is this enclave, and where it is
+        /// reached.
+        leader: Option<(bool, String)>,
+    },
+}
+
+/// What a [`Replica`] call resolves to: done, or why not (`E`).
+pub type ReplicaFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
+
+/// The deployment's replicated data (guests' key-value data and state,
+/// under Raft) as sync sees it: it hands over the deployment key, says
+/// when this enclave starts the deployment or should join it, and takes
+/// its role from who leads.
+pub trait Replica: Send + Sync {
+    /// Where this enclave stands in the group.
+    fn view(&self) -> ReplicaView;
+    /// This enclave holds the deployment key `key`.
+    fn hold_key(&self, key: &nacre_sync::auth::DeploymentKey);
+    /// Starts the group here, with this enclave's data as its first
+    /// snapshot (a new deployment, or a whole deployment's cold start).
+    /// `genesis`: the deployment's first key set was just made here;
+    /// otherwise this enclave restarts the group from restored data,
+    /// which only one that restored the sealed snapshot at start may.
+    fn start(&self, genesis: bool) -> ReplicaFuture<'_, String>;
+    /// Asks the member at `via` (`HOST:PORT`) to let this enclave in;
+    /// when it did not, why, and whether a live group answered (evidence
+    /// that this enclave must not start one of its own).
+    fn join<'a>(&'a self, via: &'a str) -> ReplicaFuture<'a, (bool, String)>;
+    /// Waits until this enclave has applied everything the group
+    /// committed before the call (a read index): what a leader seals must
+    /// hold every acknowledged write, even just after an election.
+    fn caught_up(&self) -> ReplicaFuture<'_, String>;
+    /// What `/enclave/config` shows of the group.
+    fn describe(&self) -> serde_json::Value;
+}

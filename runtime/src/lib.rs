@@ -41,6 +41,7 @@ pub mod guests;
 pub mod http;
 pub mod metrics;
 pub mod persist;
+pub mod raft;
 pub mod router;
 pub mod server;
 pub mod settings;

@@ -39,7 +39,7 @@ fn main() {
 fn init_logging(config: &Config) -> Option<ControlLink> {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NACRE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,openraft=warn")
     });
     // Colour only for a person at a terminal; files and collectors get
     // plain text.

@@ -19,6 +19,7 @@ use crate::config::{AttestationMode, Config, ConfigError, LogFormat};
 use crate::guests::{BootGuest, KvLimits};
 
 mod kms;
+mod raft;
 
 pub use kms::KmsSettings;
 
@@ -74,6 +75,8 @@ pub struct SyncSettings {
     pub egress: Address,
     /// `--sync-genesis-after`.
     pub genesis_after: Duration,
+    /// The replicated data's flags.
+    pub raft: crate::raft::RaftSettings,
 }
 
 /// Guests' outbound network.
@@ -315,6 +318,10 @@ fn sync_settings(config: &Config) -> Result<Option<SyncSettings>, SettingsError>
         accept_pcr0: config.sync_accept_pcr0.clone(),
         egress,
         genesis_after: config.sync_genesis_after,
+        raft: raft::raft_settings(
+            &config.raft,
+            matches!(config.attestation, AttestationMode::Dev),
+        )?,
     }))
 }
 

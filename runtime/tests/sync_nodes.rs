@@ -115,10 +115,11 @@ async fn a_leader_and_two_workers_converge_and_a_write_on_the_leader_reaches_bot
     // A write where writes happen: the leader.
     a.state
         .put(&slot("hello"), Arc::from(&b"written on the leader"[..]))
+        .await
         .expect("the leader takes writes");
     until(LIMIT, "the write on both workers", || {
         ws.iter().all(|w| {
-            w.state.get(&slot("hello")).ok().flatten().as_deref()
+            w.state.read(&slot("hello")).ok().flatten().as_deref()
                 == Some(&b"written on the leader"[..])
         })
     })
@@ -137,7 +138,8 @@ async fn a_leader_and_two_workers_converge_and_a_write_on_the_leader_reaches_bot
     assert!(matches!(
         ws[0]
             .state
-            .put(&slot("hello"), Arc::from(&b"on a worker"[..])),
+            .put(&slot("hello"), Arc::from(&b"on a worker"[..]))
+            .await,
         Err(StateError::NotLeader)
     ));
 }
@@ -234,6 +236,7 @@ async fn a_stale_enclave_of_the_deployment_cannot_roll_a_worker_back() {
     net.fault(None, &c.address, Fault::Drop);
     a.state
         .put(&slot("hello"), Arc::from(&b"version two"[..]))
+        .await
         .expect("write");
     until(LIMIT, "b at the new version", || {
         b.node.key_set().is_some_and(|k| k.version > old.version)
@@ -293,7 +296,7 @@ async fn a_stale_enclave_of_the_deployment_cannot_roll_a_worker_back() {
     );
     assert_eq!(b.node.key_set(), Some(new), "b keeps the later version");
     assert_eq!(
-        b.state.get(&slot("hello")).ok().flatten().as_deref(),
+        b.state.get(&slot("hello")).await.ok().flatten().as_deref(),
         Some(&b"version two"[..])
     );
 }

@@ -1,4 +1,5 @@
-//! Key-value storage (`wasi:keyvalue`): the guest's own buckets, kept by the
+//! Key-value storage (`wasi:keyvalue`, and compare-and-swap from
+//! `nacre:enclave/kv-atomics`): the guest's own buckets, kept by the
 //! runtime across requests and redeploys under the same guest name.
 //!
 //! Each guest name has a private namespace; no guest can open another's.
@@ -19,6 +20,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::bindings::nacre::enclave::kv_atomics;
 use crate::bindings::wasi::keyvalue::{atomics, store};
 
 /// Why a key-value operation failed.
@@ -169,5 +171,31 @@ impl Store {
     /// ```
     pub fn increment(&self, key: &str, delta: u64) -> Result<u64, Error> {
         Ok(atomics::increment(&self.bucket, key, delta)?)
+    }
+
+    /// Stores `new` under `key` only if its value is still `old` (`None`:
+    /// only if `key` is absent), atomically, and returns whether it did.
+    /// On `false` nothing changed: read the value again and retry, or give
+    /// up. An empty value is a value, not absence. The swap counts against
+    /// the quotas as [`Store::set`] does; a mismatch stores nothing.
+    ///
+    /// ```rust,ignore
+    /// // Claim a name once, whoever asks first.
+    /// if store.compare_and_swap("owner", None, b"alice")? {
+    ///     println!("alice owns it");
+    /// }
+    /// // Change a value nobody else changed since it was read.
+    /// let seen = store.get("config")?;
+    /// if !store.compare_and_swap("config", seen.as_deref(), b"v2")? {
+    ///     println!("changed meanwhile; read it again");
+    /// }
+    /// ```
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, Error> {
+        Ok(kv_atomics::compare_and_swap(&self.bucket, key, old, new)?)
     }
 }

@@ -1,10 +1,11 @@
 //! One entry for the fuzz target (`fuzz/`) and the test that replays its
 //! corpus: any bytes, as the body of any sync endpoint or what is sealed
-//! inside a delivery, through every parse and check a peer's or the host's
-//! bytes meet. The first byte picks the message.
+//! inside a delivery, or a Raft frame, through every parse and check a
+//! peer's or the host's bytes meet. The first byte picks the message.
 
 use crate::auth::{DeploymentKey, Label};
 use crate::order::{Holding, admit};
+use crate::raft::{ClusterId, Pending, RaftCall, RaftKey, ReplayWindow, Sealer};
 use crate::seal::{Bundle, Payload, Recipient};
 use crate::wire::{Delivery, Heartbeat, HeartbeatAnswer, LeaderAnswer, Lineage, Offer};
 
@@ -16,7 +17,7 @@ pub fn exercise(data: &[u8]) {
     // Fixed keys, so that a run is the same every time.
     let key = DeploymentKey::from_bytes(&[7; 32]).expect("32 bytes");
     let recipient = Recipient::from_secret(&[9; 32]).expect("an X25519 secret");
-    match which % 6 {
+    match which % 8 {
         0 => {
             if let Ok(beat) = serde_json::from_slice::<Heartbeat>(body) {
                 let _ = beat.check();
@@ -56,14 +57,78 @@ pub fn exercise(data: &[u8]) {
                 take(&payload);
             }
         }
-        _ => {
+        5 => {
             if let Ok(answer) = serde_json::from_slice::<LeaderAnswer>(body)
                 && let Some(tag) = answer.tag
             {
                 let _ = key.verify(Label::Leads, &[&[1; 20]], &tag);
             }
         }
+        6 => raft_frame(body),
+        _ => replay_window(body),
     }
+}
+
+/// The cluster of the fuzz target's Raft frames; node 1 asks node 2.
+const RAFT_CLUSTER: ClusterId = [0xc1; 16];
+
+fn raft_key() -> RaftKey {
+    let key = DeploymentKey::from_bytes(&[7; 32]).expect("32 bytes");
+    RaftKey::derive(&key, "leader.test:444")
+}
+
+/// The seed request, from a fixed session: its frame and what node 1 keeps.
+fn raft_request(key: &RaftKey) -> Option<(Vec<u8>, Pending)> {
+    Sealer::with_session(key, [1; 16])
+        .seal_request(RaftCall::Append, &RAFT_CLUSTER, 1, 2, b"entries")
+        .ok()
+}
+
+/// The first byte picks the call; the rest is opened as a request to node
+/// 2 and as the answer to the seed request. Whatever opens as a request
+/// must take the replay window once, and its answer must open for its
+/// sender: these panic, as a finding, if not.
+fn raft_frame(body: &[u8]) {
+    let Some((&pick, frame)) = body.split_first() else {
+        return;
+    };
+    let call = RaftCall::ALL[usize::from(pick) % RaftCall::ALL.len()];
+    let key = raft_key();
+    if let Ok(request) = key.open_request(call, frame, &RAFT_CLUSTER, 2) {
+        let _ = format!("{request:?}");
+        let mut window = ReplayWindow::new(4);
+        assert!(window.admit(&request).is_ok(), "a fresh window refused");
+        assert!(window.admit(&request).is_err(), "a replay was taken");
+        let answerer = Sealer::with_session(&key, [2; 16]);
+        if let Ok(answer) = answerer.seal_answer(&request, &request.plaintext) {
+            let opened = Pending::of(&request).open_answer(&key, &answer);
+            assert_eq!(opened.as_deref().ok(), Some(&request.plaintext[..]));
+        }
+    }
+    if let Some((_, pending)) = raft_request(&key) {
+        let _ = pending.open_answer(&key, frame);
+    }
+}
+
+/// Records of 3 bytes (which of 8 sessions, a 16-bit counter) into a
+/// window of 8 sessions, so none is forgotten: a counter taken twice, or
+/// one taken that far behind the newest, panics.
+fn replay_window(body: &[u8]) {
+    let mut window = ReplayWindow::new(8);
+    let mut taken = std::collections::HashSet::new();
+    let mut newest = std::collections::HashMap::new();
+    for record in body.chunks_exact(3) {
+        let which = record[0] % 8;
+        let ctr = u64::from(u16::from_be_bytes([record[1], record[2]]));
+        let from = u64::from(which % 2);
+        if window.accept(from, [which; 16], ctr) {
+            assert!(taken.insert((which, ctr)), "{ctr} taken twice");
+            let top = newest.entry(which).or_insert(ctr);
+            assert!(ctr + crate::raft::WINDOW > *top, "{ctr} too old, taken");
+            *top = (*top).max(ctr);
+        }
+    }
+    assert!(window.len() <= 8);
 }
 
 /// Valid messages of every kind, each behind the byte that picks it: the
@@ -110,6 +175,18 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .map(|r| r.public_key())
         .unwrap_or_default();
     let sealed = crate::seal::seal(&public, &bundle.encode()).unwrap_or_default();
+    let raft_key = raft_key();
+    let (raft, answer_raft) = raft_request(&raft_key)
+        .and_then(|(frame, _)| {
+            let request = raft_key
+                .open_request(RaftCall::Append, &frame, &RAFT_CLUSTER, 2)
+                .ok()?;
+            let answer = Sealer::with_session(&raft_key, [2; 16])
+                .seal_answer(&request, b"success")
+                .ok()?;
+            Some((frame, answer))
+        })
+        .unwrap_or_default();
     let leads = LeaderAnswer {
         status: "this enclave leads".into(),
         tag: Some(key.tag(Label::Leads, &[&[1; 20]])),
@@ -121,6 +198,10 @@ pub fn seeds() -> Vec<Vec<u8>> {
         [&[3u8][..], &sealed].concat(),
         [&[4u8][..], &bundle.encode()].concat(),
         [&[5u8][..], &json(&leads)].concat(),
+        [&[6u8, 0][..], &raft].concat(),
+        [&[6u8, 0][..], &answer_raft].concat(),
+        // Session 0 counts 5, 3, 4, 3 (refused), 200, 100 (too old).
+        vec![7, 0, 0, 5, 0, 0, 3, 0, 0, 4, 0, 0, 3, 0, 0, 200, 0, 0, 100],
     ]
 }
 
@@ -152,3 +233,27 @@ fn take(payload: &Payload) {
 }
 
 const SEED_BEAT: &str = r#"{"hashed_keys":null,"worker_hostname":"w.test:444","lineage":null,"version":0,"session":"00000000000000000000000000000000","seq":1,"tag":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raft_seeds_open() {
+        let seeds = seeds();
+        let key = raft_key();
+        let request = key
+            .open_request(RaftCall::Append, &seeds[6][2..], &RAFT_CLUSTER, 2)
+            .unwrap();
+        assert_eq!(request.plaintext, b"entries");
+        let (_, pending) = raft_request(&key).unwrap();
+        assert_eq!(
+            pending.open_answer(&key, &seeds[7][2..]).unwrap(),
+            b"success"
+        );
+        // Run through the oracles, which panic on a failure.
+        for seed in &seeds[6..] {
+            exercise(seed);
+        }
+    }
+}

@@ -6,7 +6,9 @@
 //! - [`seal`]: the key material ([`seal::Payload`]), what travels with it
 //!   ([`seal::Bundle`]) and how it is sealed to one receiver (HPKE);
 //! - [`auth`]: the deployment key and its tags over what is not sealed;
-//! - [`order`]: the one order every enclave takes key material in.
+//! - [`order`]: the one order every enclave takes key material in;
+//! - [`raft`]: the sealed frame Raft's calls between enclaves travel in,
+//!   each answer bound to its request.
 //!
 //! Nothing here does I/O: the runtime's sync module runs the exchanges.
 //! Everything a peer or the host sends is parsed here, so the fuzz target
@@ -16,6 +18,7 @@ pub mod auth;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod order;
+pub mod raft;
 pub mod seal;
 pub mod wire;
 

@@ -2,6 +2,8 @@
 //! return, never panic; and the seeds, valid messages of every kind, must
 //! still parse (a parser that refused everything would pass the replay).
 
+use nacre_sync::auth::DeploymentKey;
+use nacre_sync::raft::{RaftCall, RaftKey};
 use nacre_sync::seal::{Bundle, Payload, Recipient};
 use nacre_sync::wire::{Heartbeat, HeartbeatAnswer, LeaderAnswer, Offer};
 
@@ -25,7 +27,7 @@ fn fuzz_corpus_replays_without_panics() {
 #[test]
 fn the_seeds_are_valid_messages() {
     let seeds = nacre_sync::fuzzing::seeds();
-    assert_eq!(seeds.len(), 6);
+    assert_eq!(seeds.len(), 9);
     serde_json::from_slice::<Heartbeat>(&seeds[0][1..])
         .unwrap()
         .check()
@@ -50,4 +52,12 @@ fn the_seeds_are_valid_messages() {
             .tag
             .is_some()
     );
+    let raft = RaftKey::derive(
+        &DeploymentKey::from_bytes(&[7; 32]).unwrap(),
+        "leader.test:444",
+    );
+    let request = raft
+        .open_request(RaftCall::Append, &seeds[6][2..], &[0xc1; 16], 2)
+        .unwrap();
+    assert_eq!(request.plaintext, b"entries");
 }

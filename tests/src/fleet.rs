@@ -10,125 +10,14 @@
 //! [`Forwarder`] in front of a process that bound a port of its own. No
 //! port is found free, released and bound again later by someone else.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nacre_transport::Address;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+pub use crate::forwarder::{Forwarder, LeaderName};
 use crate::net::{HostProxy, Relay, unix_in};
 use crate::{Runtime, bin, temp_dir};
-
-/// A loopback port the test holds, forwarding each connection to one of
-/// its targets in turn: the leader's DNS name (one target, which a test
-/// can point at any enclave), a member's sync port (its host proxy's), or
-/// a load balancer in front of several.
-pub struct Forwarder {
-    /// The port clients connect to (`--fqdn-leader localhost:PORT`).
-    pub port: u16,
-    to: Arc<Mutex<Vec<SocketAddr>>>,
-    state: Mutex<Forwarding>,
-}
-
-/// A forwarder's socket: bound and refusing connections, or serving.
-enum Forwarding {
-    /// Bound, not listening: connections are refused, as where nothing
-    /// listens, until the forwarder is first pointed somewhere.
-    Held(TcpSocket),
-    /// Listening; the task accepting and forwarding.
-    Serving(tokio::task::JoinHandle<()>),
-    /// Stopped.
-    Done,
-}
-
-/// The leader's name, `localhost:PORT`: the DNS record or load balancer of
-/// a real deployment.
-pub type LeaderName = Forwarder;
-
-impl Forwarder {
-    /// A forwarder pointing nowhere yet, listening (connections are
-    /// accepted and closed until it points somewhere).
-    pub async fn start() -> Forwarder {
-        let forwarder = Forwarder::held();
-        forwarder.listen();
-        forwarder
-    }
-
-    /// A loopback port bound and held, refusing connections (nothing
-    /// listens there) until the forwarder is first pointed somewhere.
-    pub fn held() -> Forwarder {
-        let socket = TcpSocket::new_v4().expect("a socket");
-        socket
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("bind a loopback port");
-        let port = socket.local_addr().expect("address").port();
-        Forwarder {
-            port,
-            to: Arc::new(Mutex::new(Vec::new())),
-            state: Mutex::new(Forwarding::Held(socket)),
-        }
-    }
-
-    /// Starts listening on the held socket, if it is not yet.
-    fn listen(&self) {
-        let mut state = self.state.lock().expect("state");
-        let Forwarding::Held(_) = &*state else {
-            return;
-        };
-        let Forwarding::Held(socket) = std::mem::replace(&mut *state, Forwarding::Done) else {
-            unreachable!("checked above");
-        };
-        let listener = socket.listen(1024).expect("listen on the held port");
-        *state = Forwarding::Serving(tokio::spawn(forward(listener, self.to.clone())));
-    }
-    /// From now on the name leads to the sync listener on host port
-    /// `sync_port` (a member's, started or not).
-    pub fn point_to(&self, sync_port: u16) {
-        self.spread_over(&[SocketAddr::from(([127, 0, 0, 1], sync_port))]);
-    }
-
-    /// From now on connections go to `targets` in turn.
-    pub fn spread_over(&self, targets: &[SocketAddr]) {
-        *self.to.lock().expect("targets") = targets.to_vec();
-        self.listen();
-    }
-}
-
-/// Accepts on `listener` and copies each connection to and from the next
-/// of `targets`, in turn; one arriving while there is none is closed.
-async fn forward(listener: TcpListener, targets: Arc<Mutex<Vec<SocketAddr>>>) {
-    let mut next = 0usize;
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            continue;
-        };
-        let addr = {
-            let targets = targets.lock().expect("targets");
-            if targets.is_empty() {
-                continue;
-            }
-            next = next.wrapping_add(1);
-            targets[next % targets.len()]
-        };
-        tokio::spawn(async move {
-            if let Ok(mut outbound) = TcpStream::connect(addr).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        if let Ok(state) = self.state.get_mut()
-            && let Forwarding::Serving(task) = state
-        {
-            task.abort();
-        }
-    }
-}
 
 /// The sync ports of a test deployment's members, on the host: each held
 /// by the test from the start (peers' allow lists and `--sync-advertise`
@@ -344,6 +233,18 @@ impl Member {
         if !spec.extra.contains(&"--sync-genesis-after") {
             flags.extend(["--sync-genesis-after", "3s"]);
         }
+        // Raft at loopback speed, with room for two busy cores: a dead
+        // member is noticed in about a second and removed in four.
+        if !spec.extra.iter().any(|f| f.starts_with("--raft-")) {
+            flags.extend([
+                "--raft-heartbeat",
+                "100ms",
+                "--raft-election-timeout",
+                "600ms-1200ms",
+                "--raft-remove-after",
+                "4s",
+            ]);
+        }
         flags.extend_from_slice(spec.extra);
         let program = spec.program.unwrap_or_else(|| bin("nacre-runtime"));
         let mut rt = Runtime::start_program(
@@ -376,6 +277,67 @@ impl Member {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// Its view of the deployment's replicated data (`/enclave/config`'s
+    /// `sync.raft`: node, leader, term, voters, learners, applied).
+    pub async fn raft(&self) -> serde_json::Value {
+        self.config().await["sync"]["raft"].clone()
+    }
+
+    /// Whether it leads the replicated data and sync both.
+    pub async fn leads(&self) -> bool {
+        let c = self.config().await;
+        c["sync"]["role"] == "leader" && c["sync"]["raft"]["leader"] == c["sync"]["raft"]["node"]
+    }
+
+    /// Its node id in the replicated group (hex; a new one per process).
+    pub async fn node_id(&self) -> String {
+        self.raft().await["node"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Whether the voters it sees are exactly `members`' nodes: a restarted
+    /// enclave is a new node, and the old one must be gone.
+    pub async fn voters_are(&self, members: &[&Member]) -> bool {
+        let raft = self.raft().await;
+        let mut voters: Vec<String> = raft["voters"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut want = Vec::new();
+        for m in members {
+            want.push(m.node_id().await);
+        }
+        voters.sort();
+        want.sort();
+        voters == want
+    }
+
+    /// The voters of the replicated group, as it sees them.
+    pub async fn voters(&self) -> usize {
+        self.raft().await["voters"].as_array().map_or(0, Vec::len)
+    }
+
+    /// Cuts this enclave off from its peers (`true`), as a host that stops
+    /// relaying its links would: its own outbound links are held and
+    /// refused, and its sync port's forwarder ends what is open and
+    /// refuses what comes; or relays again (`false`).
+    pub fn isolate(&self, peers: &SyncPorts, on: bool) {
+        self.egress.block(on);
+        self.egress.stall(on);
+        peers.forwarder(self.sync_port).cut(on);
+    }
+
+    /// Where the other enclaves reach it.
+    pub fn advertise(&self) -> String {
+        format!("localhost:{}", self.sync_port)
     }
 
     /// The SHA-256 of the certificate it serves.

@@ -8,9 +8,11 @@ use std::sync::OnceLock;
 use nacre_cli::guest_build::{build_guests, cargo};
 
 pub mod fleet;
+pub mod forwarder;
 mod inproc;
 pub mod kms;
 pub mod layout;
+pub mod linearizable;
 pub mod net;
 pub mod origins;
 pub mod pebble;
@@ -74,6 +76,7 @@ const GUESTS: &[&str] = &[
     "fetch",
     "kv-counter",
     "kv-probe",
+    "kv-lin",
     "attested-signer",
 ];
 

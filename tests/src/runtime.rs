@@ -75,7 +75,8 @@ impl Runtime {
         let dev_root = temp_dir("devroot");
         let mut all = base_args("tcp://127.0.0.1:0", &dev_root);
         all.extend(args.iter().cloned());
-        let (host, bound) = inproc::InProcess::start(all, log_filter("info,nacre_runtime=debug"))?;
+        let (host, bound) =
+            inproc::InProcess::start(all, log_filter("info,nacre_runtime=debug,openraft=warn"))?;
         Ok(Runtime {
             host: Host::InProcess(host),
             addr: bound_tcp(&bound),
@@ -159,10 +160,10 @@ impl Runtime {
             }
             None => Command::new(program),
         };
-        command
-            .args(base_args(listen, &dev_root))
-            .args(args)
-            .env("NACRE_LOG", log_filter("info,nacre_runtime=debug"));
+        command.args(base_args(listen, &dev_root)).args(args).env(
+            "NACRE_LOG",
+            log_filter("info,nacre_runtime=debug,openraft=warn"),
+        );
         let mut child = Supervised::spawn(command, Stderr::Keep { watch: false })
             .expect("spawn nacre-runtime")
             .report_on_panic();

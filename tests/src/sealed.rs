@@ -108,7 +108,7 @@ impl Parent {
             .args(["--attestation", "dev"])
             .args(["--admin-token-sha256", &sha256_hex(TOKEN.as_bytes())])
             .args(flags)
-            .env("NACRE_LOG", "info,nacre_runtime=debug");
+            .env("NACRE_LOG", "info,nacre_runtime=debug,openraft=warn");
         Supervised::spawn(command, Stderr::Keep { watch: true })
             .expect("spawn nacre-runtime")
             .report_on_panic()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::replica::SyncedSlots;
 use super::{LOG_TARGET, StartError};
 use crate::attest::{self, Attester, Counted};
 use crate::control::ControlLink;
@@ -15,6 +16,7 @@ use crate::guests::kv::{KeyValue, MemoryKv};
 use crate::guests::state::{LocalState, StateStore};
 use crate::guests::{EnclaveCtx, GuestEngine, Limits, Registry};
 use crate::metrics::Counts;
+use crate::raft::{RaftNode, ReplicatedKv, ReplicatedState, Slots};
 use crate::settings::{AttestationSource, CertificateSource, MAX_INSTANCES, Settings};
 use crate::sync::SyncedState;
 use crate::tls::Identity;
@@ -30,6 +32,9 @@ pub(super) struct Core {
     pub roles: watch::Receiver<Role>,
     pub role_tx: watch::Sender<Role>,
     pub synced: Option<Arc<SyncedState>>,
+    /// With `--fqdn-leader`: this enclave's node of the deployment's
+    /// replicated data.
+    pub raft: Option<Arc<RaftNode>>,
 }
 
 impl Core {
@@ -75,7 +80,20 @@ impl Core {
             None => Arc::new(LocalState::default()),
         };
         let kv = Arc::new(MemoryKv::new(settings.limits.kv));
-        let shared = kv.clone() as Arc<dyn KeyValue>;
+        let mut shared = kv.clone() as Arc<dyn KeyValue>;
+        let mut state = state;
+        // With --fqdn-leader, guests' key-value data and state are one
+        // set for the deployment, replicated by Raft.
+        let raft = match (&settings.sync, &synced) {
+            (Some(sync), Some(synced)) => {
+                let slots: Arc<dyn Slots> = Arc::new(SyncedSlots(synced.clone()));
+                let node = super::replica::start_node(sync, kv.clone(), slots.clone()).await?;
+                shared = Arc::new(ReplicatedKv::new(node.clone()));
+                state = Arc::new(ReplicatedState::new(node.clone(), slots));
+                Some(node)
+            }
+            _ => None,
+        };
         let enclave = EnclaveCtx::new(attester.clone(), state, shared);
         let engine = engine(settings, enclave, egress)?;
         let registry = Arc::new(Registry::new(engine, settings.egress.cap.clone()));
@@ -89,6 +107,7 @@ impl Core {
             roles,
             role_tx,
             synced,
+            raft,
         })
     }
 }

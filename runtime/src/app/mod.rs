@@ -6,6 +6,7 @@
 
 mod basis;
 mod boot;
+mod replica;
 mod sealed;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::guests::kv::KeyValue;
 use crate::guests::{EngineError, Registry};
 use crate::metrics::{Metrics, MetricsHandler, Sources};
 use crate::persist::Writer;
+use crate::raft::{RaftEndpoints, RaftNode};
 use crate::router::{Admin, Endpoints, Guests, Router, Stats};
 use crate::server::{self, ConnStats, Options, Security};
 use crate::settings::{CertificateSource, Settings, SettingsError, SyncSettings};
@@ -75,6 +77,9 @@ pub enum StartError {
     /// Sync could not be set up.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// The replicated data's Raft node could not be started.
+    #[error(transparent)]
+    Raft(crate::raft::RaftError),
     /// The certificate's keeper could not be set up.
     #[error(transparent)]
     Acme(#[from] AcmeError),
@@ -119,6 +124,8 @@ pub struct Runtime {
     keeper: Option<Arc<Acme>>,
     /// With `--kms-key`: the sealed snapshot writer.
     writer: Option<Writer>,
+    /// With `--fqdn-leader`: the replicated data's node.
+    raft: Option<Arc<RaftNode>>,
     identity: Arc<Identity>,
     registry: Arc<Registry>,
     router: Router,
@@ -185,7 +192,13 @@ impl Runtime {
             sync: fleet.as_ref().map(|f| local(&f.listener)).transpose()?,
             metrics: metrics.as_ref().map(|(l, _)| local(l)).transpose()?,
         };
-        let router = router(&settings, &core, conns.clone(), figures);
+        let router = router(
+            &settings,
+            &core,
+            conns.clone(),
+            figures,
+            fleet.as_ref().and_then(|f| f.node.replica_handle()),
+        );
         Ok(Runtime {
             open: Arc::new(AtomicBool::new(!settings.gated())),
             identity: core.identity,
@@ -197,6 +210,7 @@ impl Runtime {
             fleet,
             keeper,
             writer,
+            raft: core.raft.clone(),
             router,
             conns,
         })
@@ -224,10 +238,17 @@ impl Runtime {
         let options = Options::new(self.settings.limits.client_timeout);
         if let Some(fleet) = self.fleet {
             let security = Security::Tls(self.identity.server_config()?);
+            let raft = self.raft.clone().map(RaftEndpoints::new);
+            if let Some(node) = &self.raft {
+                tokio::spawn(node.clone().tend(shutdown.clone()));
+            }
             tokio::spawn(server::serve(
                 fleet.listener,
                 security,
-                Arc::new(SyncListener::new(fleet.node.clone())),
+                Arc::new(replica::PeerListener::new(
+                    SyncListener::new(fleet.node.clone()),
+                    raft,
+                )),
                 Options {
                     max_connections: SYNC_CONNECTIONS,
                     ..options
@@ -320,6 +341,7 @@ impl Fleet {
         synced: Arc<SyncedState>,
         core: &Core,
     ) -> Result<Fleet, StartError> {
+        let advertise_for_raft = advertise.clone();
         let node = Node::new(
             SyncConfig {
                 leader: sync.leader.clone(),
@@ -334,6 +356,13 @@ impl Fleet {
             core.attester.clone(),
             core.role_tx.clone(),
         )?;
+        if let Some(raft) = &core.raft {
+            node.set_replica(Arc::new(replica::Replicated::new(
+                raft.clone(),
+                sync.leader.to_string(),
+                advertise_for_raft,
+            )));
+        }
         let listener = bind("--sync-listen", &sync.listen).await?;
         Ok(Fleet { node, listener })
     }
@@ -374,6 +403,7 @@ fn router(
     core: &Core,
     conns: Arc<ConnStats>,
     figures: Arc<Metrics>,
+    replica: Option<Arc<dyn crate::fleet::Replica>>,
 ) -> Router {
     Router::new(
         Endpoints::new(
@@ -383,7 +413,8 @@ fn router(
             settings.shown.clone(),
             settings.debug.then(|| Stats::new(conns, Some(figures))),
             core.roles.clone(),
-        ),
+        )
+        .with_replica(replica),
         Admin::new(
             settings.admin_token_sha256,
             settings.limits.max_body,

@@ -78,10 +78,11 @@ impl Sealed {
                     identity: core.identity.clone(),
                     state: state.clone(),
                     registry: core.registry.clone(),
+                    replicated: Default::default(),
                 };
                 let named = Material::named(&r.payload, &r.blobs).map_err(failed)?;
                 material
-                    .apply(r.payload.clone(), &named, "sealed snapshot")
+                    .apply(r.payload.clone(), &named, crate::sync::SEALED)
                     .await
                     .map_err(failed)?;
             }
@@ -92,6 +93,11 @@ impl Sealed {
             }
         }
         core.kv.import(r.kv.clone());
+        if let Some(raft) = &core.raft {
+            // Only an enclave that restored the deployment's data may start
+            // its replicated group again (after a whole restart).
+            raft.restored();
+        }
         tracing::info!(target: LOG_TARGET, seq = r.seq, guests = r.payload.guests.len(), sha256 = %hex::encode(core.identity.leaf_sha256()), "deployment restored from its sealed snapshot");
         Ok(())
     }

@@ -27,8 +27,10 @@ mod body;
 mod exchange;
 mod io;
 mod once;
+mod pool;
 
 pub use self::once::{OnceError, Outbound};
+pub use self::pool::Pooled;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};

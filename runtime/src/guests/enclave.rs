@@ -82,19 +82,33 @@ pub(crate) fn add_to_linker<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime:
         Ok((store.data_mut().enclave().caller.code_hash().to_vec(),))
     })?;
 
+    add_state(linker)
+}
+
+/// `nacre:enclave/state`, asynchronous: the value is measured and copied
+/// out of guest memory first; the future owns only it, the store and the
+/// caller's name.
+fn add_state<T: EnclaveView>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     let mut state = linker.instance("nacre:enclave/state@0.1.0")?;
-    state.func_wrap("get", |mut store, (): ()| {
+    state.func_wrap_async("get", |mut store, (): ()| {
         let view = store.data_mut().enclave();
-        let value = view.ctx.state.get(view.caller.name());
-        Ok((value.map(|v| v.map(|bytes| bytes.to_vec())),))
+        let (states, guest) = (view.ctx.state.clone(), view.caller.name().clone());
+        Box::new(async move {
+            let value = states.get(&guest).await;
+            Ok((value.map(|v| v.map(|bytes| bytes.to_vec())),))
+        })
     })?;
-    state.func_wrap("put", |mut store, (value,): (WasmList<u8>,)| {
-        if value.len() > MAX_STATE {
-            return Ok((Err(StateError::TooLarge),));
-        }
-        let bytes: Arc<[u8]> = value.as_le_slice(&store).into();
+    state.func_wrap_async("put", |mut store, (value,): (WasmList<u8>,)| {
+        let bytes: Option<Arc<[u8]>> =
+            (value.len() <= MAX_STATE).then(|| value.as_le_slice(&store).into());
         let view = store.data_mut().enclave();
-        Ok((view.ctx.state.put(view.caller.name(), bytes),))
+        let (states, guest) = (view.ctx.state.clone(), view.caller.name().clone());
+        Box::new(async move {
+            let Some(bytes) = bytes else {
+                return Ok((Err(StateError::TooLarge),));
+            };
+            Ok((states.put(&guest, bytes).await,))
+        })
     })?;
     Ok(())
 }

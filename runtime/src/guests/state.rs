@@ -5,6 +5,8 @@
 //! leader is another implementation, linked by the same host functions.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use super::GuestName;
@@ -13,13 +15,17 @@ pub use super::bindings::nacre::enclave::state::StateError;
 /// Largest application state (`state.put`).
 pub const MAX_STATE: usize = 1 << 20;
 
+/// A state call in progress: asynchronous, so a store may reach other
+/// enclaves (a replicated log) before it answers.
+pub type StateFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
+
 /// Each guest name's state slot: no guest reads or replaces another's.
 pub trait StateStore: Send + Sync + 'static {
     /// The state of `guest`, if any was put.
-    fn get(&self, guest: &GuestName) -> Result<Option<Arc<[u8]>>, StateError>;
+    fn get<'a>(&'a self, guest: &'a GuestName) -> StateFuture<'a, Option<Arc<[u8]>>>;
     /// Replaces the state of `guest`; `value` is at most [`MAX_STATE`]
     /// bytes (the host function checks before copying it).
-    fn put(&self, guest: &GuestName, value: Arc<[u8]>) -> Result<(), StateError>;
+    fn put<'a>(&'a self, guest: &'a GuestName, value: Arc<[u8]>) -> StateFuture<'a, ()>;
 }
 
 /// The slots in this enclave's memory, for its life.
@@ -29,19 +35,20 @@ pub struct LocalState {
 }
 
 impl StateStore for LocalState {
-    fn get(&self, guest: &GuestName) -> Result<Option<Arc<[u8]>>, StateError> {
-        Ok(self
+    fn get<'a>(&'a self, guest: &'a GuestName) -> StateFuture<'a, Option<Arc<[u8]>>> {
+        let value = self
             .slots
             .lock()
             .ok()
-            .and_then(|all| all.get(guest).cloned()))
+            .and_then(|all| all.get(guest).cloned());
+        Box::pin(std::future::ready(Ok(value)))
     }
 
-    fn put(&self, guest: &GuestName, value: Arc<[u8]>) -> Result<(), StateError> {
+    fn put<'a>(&'a self, guest: &'a GuestName, value: Arc<[u8]>) -> StateFuture<'a, ()> {
         if let Ok(mut all) = self.slots.lock() {
             all.insert(guest.clone(), value);
         }
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -49,12 +56,12 @@ impl StateStore for LocalState {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_slot_per_guest_name() {
+    #[tokio::test]
+    async fn one_slot_per_guest_name() {
         let s = LocalState::default();
         let (a, b): (GuestName, GuestName) = ("a".parse().unwrap(), "b".parse().unwrap());
-        s.put(&a, Arc::from(&b"alpha"[..])).unwrap();
-        assert_eq!(s.get(&b).unwrap(), None);
-        assert_eq!(s.get(&a).unwrap().as_deref(), Some(&b"alpha"[..]));
+        s.put(&a, Arc::from(&b"alpha"[..])).await.unwrap();
+        assert_eq!(s.get(&b).await.unwrap(), None);
+        assert_eq!(s.get(&a).await.unwrap().as_deref(), Some(&b"alpha"[..]));
     }
 }

@@ -62,6 +62,10 @@ pub enum PersistError {
     /// The store holds what cannot be this deployment's.
     #[error("{0}")]
     Refused(String),
+    /// Nothing to write yet (the replicated data is catching up); tried
+    /// again at the next poll, not a failure.
+    #[error("{0}")]
+    Pending(String),
 }
 
 /// `--kms-key` and where its deployment lives.

@@ -160,6 +160,7 @@ impl Writer {
 
     fn writes(&self) -> bool {
         matches!(*self.sources.roles.borrow(), Role::Alone | Role::Leader)
+            && self.sources.node.as_ref().is_none_or(|n| n.leads_data())
     }
 
     /// Writes at every change until `shutdown`, then once more if
@@ -187,6 +188,9 @@ impl Writer {
                         Ok(()) => {
                             (last, wait) = (Some(now), FIRST_BACKOFF);
                             self.stats.pending_since_ms.store(0, Ordering::Relaxed);
+                        }
+                        Err(PersistError::Pending(why)) => {
+                            tracing::debug!("sealed snapshot deferred: {why}");
                         }
                         Err(e) => {
                             self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -217,7 +221,13 @@ impl Writer {
     fn gather(&mut self) -> Option<(Payload, Blobs)> {
         if let Some(node) = &self.sources.node {
             let (payload, blobs, _) = node.held_now()?;
-            return Some(((*payload).clone(), (*blobs).clone()));
+            let (mut payload, mut blobs) = ((*payload).clone(), (*blobs).clone());
+            if node.replicates() {
+                // State moves by the replicated log, not with the key
+                // material: seal the slots as they are now.
+                payload.states = crate::sync::states(&self.sources.state, &mut blobs);
+            }
+            return Some((payload, blobs));
         }
         let (lineage, key) = self.own.get_or_insert_with(|| {
             let mut id = [0u8; 16];
@@ -234,6 +244,7 @@ impl Writer {
             identity: self.sources.identity.clone(),
             state: self.sources.state.clone(),
             registry: self.sources.registry.clone(),
+            replicated: Default::default(),
         };
         let g = material.gather(self.vault.deployment(), lineage.clone(), self.seq + 1, key);
         Some((g.payload, g.blobs))
@@ -242,6 +253,16 @@ impl Writer {
     /// One snapshot: new objects, the manifest (create-only), then, now
     /// and then, old ones removed.
     async fn write(&mut self) -> Result<(), PersistError> {
+        // A new leader of replicated data seals only once it applied
+        // everything committed before: never a snapshot above the
+        // previous leader's that lacks acknowledged writes.
+        if let Some(node) = &self.sources.node
+            && !node.data_caught_up().await
+        {
+            return Err(PersistError::Pending(
+                "the replicated data is not caught up yet".into(),
+            ));
+        }
         // A leader holding no key set yet has nothing to write, and makes
         // no root.
         let Some((payload, blobs)) = self.gather() else {

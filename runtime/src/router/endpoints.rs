@@ -37,6 +37,8 @@ pub struct Endpoints {
     debug: Option<Stats>,
     /// This enclave's part in its deployment.
     role: watch::Receiver<Role>,
+    /// The deployment's replicated data, with `--fqdn-leader`.
+    replica: Option<Arc<dyn crate::fleet::Replica>>,
 }
 
 /// What `/enclave/debug` shows: anyone can read it, the host included,
@@ -80,7 +82,15 @@ impl Endpoints {
             config,
             debug,
             role,
+            replica: None,
         }
+    }
+
+    /// Shows the replicated group's view (who leads, the members) in
+    /// `/enclave/config`.
+    pub fn with_replica(mut self, replica: Option<Arc<dyn crate::fleet::Replica>>) -> Endpoints {
+        self.replica = replica;
+        self
     }
 
     /// Answers `/enclave`, `/enclave/config`, `/enclave/debug` and
@@ -183,10 +193,11 @@ impl Endpoints {
                 crate::acme::account_uri(&self.identity).into(),
             );
             // The role and the leader's name; never a key.
-            obj.insert(
-                "sync".into(),
-                serde_json::to_value(&*self.role.borrow()).unwrap_or_default(),
-            );
+            let mut sync = serde_json::to_value(&*self.role.borrow()).unwrap_or_default();
+            if let (Some(r), Some(sync)) = (&self.replica, sync.as_object_mut()) {
+                sync.insert("raft".into(), r.describe());
+            }
+            obj.insert("sync".into(), sync);
             obj.insert(
                 "guests".into(),
                 self.registry

@@ -17,6 +17,7 @@ use http::{Method, StatusCode};
 
 use super::workers::Beat;
 use super::{Node, Role, random_nonce};
+use crate::fleet::ReplicaView;
 use nacre_api::NONCE_LEN;
 use nacre_sync::auth::Label;
 use nacre_sync::wire::{LeaderAnswer, leads_parts};
@@ -24,7 +25,9 @@ use nacre_sync::wire::{LeaderAnswer, leads_parts};
 /// How often workers heartbeat, and everyone retries.
 pub(super) const TICK: Duration = Duration::from_secs(1);
 /// How often a leader checks it is still the one at the name.
-const PROBE_EVERY: Duration = Duration::from_secs(2);
+pub(super) const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Enclaves holding keys remembered, to ask to join at.
+const KEYHOLDERS: usize = 8;
 /// Heartbeats that may fail before a worker designates again.
 const MISSED_HEARTBEATS: u32 = 3;
 
@@ -55,6 +58,15 @@ pub(super) struct Designation {
     probe_seen: AtomicBool,
     /// The last sign that the deployment exists elsewhere.
     evidence: Mutex<Instant>,
+    /// When this enclave last asked to join the replicated group.
+    join_tried: Mutex<Option<Instant>>,
+    /// When a live group last showed itself.
+    group_seen: Mutex<Option<Instant>>,
+    /// Where the last few enclaves that said they hold keys are reached:
+    /// where an enclave outside the replicated group asks to join.
+    keyholders: Mutex<std::collections::VecDeque<String>>,
+    /// When a member last looked at who answers at the name.
+    name_checked: Mutex<Option<Instant>>,
 }
 
 impl Designation {
@@ -63,6 +75,10 @@ impl Designation {
             probe: Mutex::new(None),
             probe_seen: AtomicBool::new(false),
             evidence: Mutex::new(Instant::now()),
+            join_tried: Mutex::new(None),
+            group_seen: Mutex::new(None),
+            keyholders: Mutex::new(std::collections::VecDeque::new()),
+            name_checked: Mutex::new(None),
         }
     }
 
@@ -100,6 +116,48 @@ impl Designation {
         }
     }
 
+    /// Whether a join attempt is due (none for `every`); notes one now.
+    pub(super) fn join_due(&self, every: Duration) -> bool {
+        due(&self.join_tried, every)
+    }
+
+    /// Whether a member's look at the name is due; notes one now.
+    pub(super) fn name_due(&self, every: Duration) -> bool {
+        due(&self.name_checked, every)
+    }
+
+    /// An enclave at `at` said it holds keys (a heartbeat with a lineage).
+    pub(super) fn saw_keyholder(&self, at: &str) {
+        if let Ok(mut k) = self.keyholders.lock() {
+            k.retain(|a| a != at);
+            k.push_front(at.to_string());
+            k.truncate(KEYHOLDERS);
+        }
+    }
+
+    /// The enclaves last heard saying they hold keys, newest first.
+    pub(super) fn keyholders(&self) -> Vec<String> {
+        self.keyholders
+            .lock()
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A live replicated group showed itself (this enclave joined it, or a
+    /// member of it answered).
+    pub(super) fn saw_group(&self) {
+        if let Ok(mut j) = self.group_seen.lock() {
+            *j = Some(Instant::now());
+        }
+    }
+
+    /// Whether this enclave has led since `since` for `quiet_for`, with no
+    /// live group seen for `quiet_for`.
+    pub(super) fn no_group_since(&self, since: Instant, quiet_for: Duration) -> bool {
+        let seen = self.group_seen.lock().map(|j| *j).unwrap_or(None);
+        since.elapsed() >= quiet_for && seen.is_none_or(|j| j.elapsed() >= quiet_for)
+    }
+
     /// Whether nothing showed the deployment for `quiet_for`, counting
     /// from `since` at the earliest.
     pub(super) fn quiet(&self, since: Instant, quiet_for: Duration) -> bool {
@@ -108,6 +166,18 @@ impl Designation {
             .map(|at| at.max(since).elapsed() >= quiet_for)
             .unwrap_or(false)
     }
+}
+
+/// Whether nothing was noted in `last` for `every`; notes now if so.
+fn due(last: &Mutex<Option<Instant>>, every: Duration) -> bool {
+    let Ok(mut last) = last.lock() else {
+        return false;
+    };
+    if last.is_some_and(|t| t.elapsed() < every) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
 impl Node {
@@ -120,6 +190,9 @@ impl Node {
         let mut led_since = Instant::now();
         let mut probed = Instant::now();
         loop {
+            if self.replicated_turn(&mut changes, &mut identity).await {
+                continue;
+            }
             match self.role() {
                 Role::Alone => return,
                 Role::Designating => match self.reach_self().await {
@@ -139,7 +212,8 @@ impl Node {
                     Reach::NotYet | Reach::Unreachable => tokio::time::sleep(TICK).await,
                 },
                 Role::Worker { .. } => {
-                    match self.heartbeat().await {
+                    let leader = self.config.leader.clone();
+                    match self.heartbeat(&leader).await {
                         Ok(()) => missed = 0,
                         Err(e) => {
                             missed += 1;
@@ -167,6 +241,9 @@ impl Node {
                     if self.may_start_deployment(led_since) {
                         self.start_deployment();
                         self.push_all();
+                        self.start_replica(true).await;
+                    } else if self.may_restart_replica(led_since) {
+                        self.start_replica(false).await;
                     }
                     tokio::select! {
                         _ = changes.changed() => self.changed(),
@@ -234,10 +311,23 @@ impl Node {
     }
 
     /// `GET /enclave/leader`: 410 from the leader (tagged when it holds
-    /// keys), 200 while designating, 503 from a worker.
+    /// keys) and from any member of a replicated group, 200 while
+    /// designating, 503 from a worker.
     pub(super) fn leader_probe(&self, nonce: [u8; NONCE_LEN]) -> (StatusCode, LeaderAnswer) {
         self.designation.arrived(nonce);
+        // In a replicated group every member answers for the deployment:
+        // a newcomer the host sends to any of them is let in there.
+        let member = matches!(self.replica_view(), ReplicaView::Member { .. });
         match self.role() {
+            Role::Worker { .. } if member => (
+                StatusCode::GONE,
+                LeaderAnswer {
+                    status: "a member of this deployment answers here".into(),
+                    tag: self
+                        .held()
+                        .map(|h| h.key.tag(Label::Leads, &leads_parts(&nonce))),
+                },
+            ),
             Role::Leader => (
                 StatusCode::GONE,
                 LeaderAnswer {

@@ -33,6 +33,7 @@ use nacre_sync::wire::{Delivery, Heartbeat, MAX_HEARTBEAT};
 const MAX_DELIVERY: usize = 256 << 20;
 
 /// What `--sync-listen` serves.
+#[derive(Clone)]
 pub struct SyncListener(Arc<Node>);
 
 impl SyncListener {

@@ -119,6 +119,9 @@ impl Node {
             key,
             blobs: Arc::new(blobs),
         };
+        if let Some(r) = self.replica() {
+            r.hold_key(&held.key);
+        }
         self.holdings.set(held);
         self.material.state.held.store(true, Ordering::Release);
     }
@@ -214,7 +217,7 @@ impl Node {
         let encoded = payload.encode();
         let (lineage, version) = (payload.lineage.id.clone(), payload.version);
         self.material
-            .apply(payload.clone(), &named, "sealed snapshot")
+            .apply(payload.clone(), &named, super::material::SEALED)
             .await?;
         self.note_identity();
         self.hold(payload, encoded, key, named);

@@ -18,6 +18,9 @@ use nacre_sync::auth::DeploymentKey;
 use nacre_sync::seal::{ChallengeRecord, GuestRecord, Payload, sha256};
 use nacre_sync::wire::Lineage;
 
+/// The source of key material restored from a sealed snapshot.
+pub(crate) const SEALED: &str = "sealed snapshot";
+
 /// Blobs by the SHA-256 of their bytes: component bytes and state values.
 pub(crate) type Blobs = BTreeMap<[u8; 32], Bytes>;
 
@@ -26,6 +29,8 @@ pub(crate) struct Material {
     pub identity: Arc<Identity>,
     pub state: Arc<SyncedState>,
     pub registry: Arc<Registry>,
+    /// State slots move by the replicated log, not with key material.
+    pub replicated: std::sync::atomic::AtomicBool,
 }
 
 /// What a payload names besides itself, as [`Material::gather`] finds it.
@@ -34,7 +39,26 @@ pub(crate) struct Gathered {
     pub blobs: Blobs,
 }
 
+/// Every state slot named by the SHA-256 of its value, the values kept
+/// aside in `blobs`.
+pub(crate) fn states(state: &SyncedState, blobs: &mut Blobs) -> BTreeMap<String, ByteBuf> {
+    state
+        .export()
+        .into_iter()
+        .map(|(name, value)| {
+            let value = Bytes::from_owner(value);
+            let sha = sha256(&value);
+            blobs.insert(sha, value);
+            (name, ByteBuf::from(sha.to_vec()))
+        })
+        .collect()
+}
+
 impl Material {
+    fn replicated(&self) -> bool {
+        self.replicated.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Everything this enclave holds now, as `lineage` at `version` of
     /// `deployment`, under `key`. Component bytes and state values are
     /// named by hash and kept aside as blobs (shared, not copied).
@@ -60,17 +84,11 @@ impl Material {
                 }
             })
             .collect();
-        let states = self
-            .state
-            .export()
-            .into_iter()
-            .map(|(name, value)| {
-                let value = Bytes::from_owner(value);
-                let sha = sha256(&value);
-                blobs.insert(sha, value);
-                (name, ByteBuf::from(sha.to_vec()))
-            })
-            .collect();
+        let states = if self.replicated() {
+            BTreeMap::new()
+        } else {
+            states(&self.state, &mut blobs)
+        };
         let payload = Payload {
             deployment: deployment.to_string(),
             lineage,
@@ -200,7 +218,12 @@ impl Material {
                 Some((name, blobs.get(&sha)?.to_vec()))
             })
             .collect();
-        self.state.import(states);
+        // In a replicated deployment state moves by the log, never with
+        // key material from a peer; a sealed snapshot's is this enclave's
+        // data until it joins a group (which then replaces it).
+        if !self.replicated() || source == SEALED {
+            self.state.import(states);
+        }
         self.mirror(guests).await
     }
 

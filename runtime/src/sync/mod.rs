@@ -30,6 +30,7 @@ mod held;
 mod link;
 mod material;
 mod peer;
+mod replicated;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -45,13 +46,14 @@ use rand::RngCore;
 use tokio::sync::watch;
 
 pub use crate::fleet::Role;
+pub use client::PooledPeerClient;
 pub use handler::SyncListener;
 pub use held::KeySet;
 pub use link::{LinkFuture, PeerLink};
 pub use peer::Refusal;
 pub use state::SyncedState;
 
-pub(crate) use material::{Blobs, Material};
+pub(crate) use material::{Blobs, Material, SEALED, states};
 
 use self::client::PeerClient;
 use self::designation::Designation;
@@ -60,7 +62,7 @@ use self::held::Holdings;
 use self::peer::Peers;
 use self::workers::Workers;
 use crate::attest::Attester;
-use crate::fleet::{Deployment, SyncStats};
+use crate::fleet::{Deployment, Replica, ReplicaView, SyncStats};
 use crate::guests::Registry;
 use crate::tls::Identity;
 
@@ -137,6 +139,9 @@ pub struct Node {
     offers: Offers,
     workers: Workers,
     holdings: Holdings,
+    /// The replicated data (Raft), when the deployment has it: who leads
+    /// comes from there once this enclave is a member.
+    replica: std::sync::OnceLock<Arc<dyn Replica>>,
 }
 
 fn random_nonce() -> [u8; NONCE_LEN] {
@@ -184,6 +189,7 @@ impl Node {
             identity,
             state,
             registry,
+            replicated: Default::default(),
         };
         Ok(Node::assemble(config, material, peers, link, role))
     }
@@ -212,7 +218,75 @@ impl Node {
             offers: Offers::new(),
             workers: Workers::new(),
             holdings: Holdings::new(),
+            replica: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Replicates guests' data with `replica`: from then on, once this
+    /// enclave is a member, the group's leader is the deployment's leader
+    /// and state moves through it, not with the key material.
+    pub fn set_replica(&self, replica: Arc<dyn Replica>) {
+        self.material
+            .replicated
+            .store(true, std::sync::atomic::Ordering::Release);
+        if self.replica.set(replica).is_ok()
+            && let (Some(r), Some(held)) = (self.replica(), self.held())
+        {
+            r.hold_key(&held.key);
+        }
+    }
+
+    fn replica(&self) -> Option<&Arc<dyn Replica>> {
+        self.replica.get()
+    }
+
+    /// Where this enclave stands in the replicated group (`Outside` when
+    /// there is none).
+    fn replica_view(&self) -> ReplicaView {
+        self.replica()
+            .map(|r| r.view())
+            .unwrap_or(ReplicaView::Outside)
+    }
+
+    /// Whether this enclave may act for the deployment's data (seal its
+    /// snapshots): without replication, as its role says; with it, only
+    /// as the replicated group's leader, never as an enclave outside the
+    /// group that leads at the name (it may hold older data).
+    pub fn leads_data(&self) -> bool {
+        match self.replica() {
+            None => true,
+            Some(r) => matches!(
+                r.view(),
+                ReplicaView::Member {
+                    leader: Some((true, _))
+                }
+            ),
+        }
+    }
+
+    /// Whether this enclave applied everything the replicated group
+    /// committed before now (at once `true` without replication).
+    pub async fn data_caught_up(&self) -> bool {
+        match self.replica() {
+            Some(r) => r.caught_up().await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Whether guests' data is replicated (state slots then move by the
+    /// log, not with key material).
+    pub fn replicates(&self) -> bool {
+        self.replica().is_some()
+    }
+
+    /// The replicated group, if any (for `/enclave/config`).
+    pub fn replica_handle(&self) -> Option<Arc<dyn Replica>> {
+        self.replica().cloned()
+    }
+
+    /// What `/enclave/config` shows of the replicated group, if any.
+    pub fn describe_replica(&self) -> Option<serde_json::Value> {
+        self.replica().map(|r| r.describe())
     }
 
     fn role(&self) -> Role {

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::fleet::Role;
 use crate::guests::GuestName;
-use crate::guests::state::{StateError, StateStore};
+use crate::guests::state::{StateError, StateFuture, StateStore};
 
 /// Each guest name's slot, behind the role of this enclave.
 pub struct SyncedState {
@@ -69,8 +69,10 @@ impl SyncedState {
     }
 }
 
-impl StateStore for SyncedState {
-    fn get(&self, guest: &GuestName) -> Result<Option<Arc<[u8]>>, StateError> {
+impl SyncedState {
+    /// The state of `guest`, answered at once from this enclave's copy
+    /// ([`StateStore::get`] is this, wrapped).
+    pub fn read(&self, guest: &GuestName) -> Result<Option<Arc<[u8]>>, StateError> {
         let designating = matches!(*self.role.borrow(), Role::Designating);
         if designating && !self.held.load(std::sync::atomic::Ordering::Acquire) {
             return Err(StateError::DesignationInProgress);
@@ -78,7 +80,9 @@ impl StateStore for SyncedState {
         Ok(self.slots.lock().ok().and_then(|s| s.get(guest).cloned()))
     }
 
-    fn put(&self, guest: &GuestName, value: Arc<[u8]>) -> Result<(), StateError> {
+    /// Replaces the state of `guest`, on the leader (or alone) only
+    /// ([`StateStore::put`] is this, wrapped).
+    pub fn write(&self, guest: &GuestName, value: Arc<[u8]>) -> Result<(), StateError> {
         match &*self.role.borrow() {
             Role::Leader | Role::Alone => {}
             Role::Worker { .. } => return Err(StateError::NotLeader),
@@ -90,5 +94,32 @@ impl StateStore for SyncedState {
         self.bump();
         self.changed.notify_one();
         Ok(())
+    }
+}
+
+impl StateStore for SyncedState {
+    fn get<'a>(&'a self, guest: &'a GuestName) -> StateFuture<'a, Option<Arc<[u8]>>> {
+        Box::pin(std::future::ready(self.read(guest)))
+    }
+
+    fn put<'a>(&'a self, guest: &'a GuestName, value: Arc<[u8]>) -> StateFuture<'a, ()> {
+        Box::pin(std::future::ready(self.write(guest, value)))
+    }
+}
+
+impl SyncedState {
+    /// Replaces the state of `guest` whatever this enclave's role: a write
+    /// the deployment's replicated log committed. Nothing is pushed (the
+    /// log is what moves it).
+    pub fn store(&self, guest: &GuestName, value: Arc<[u8]>) {
+        if let Ok(mut s) = self.slots.lock() {
+            s.insert(guest.clone(), value);
+        }
+        self.bump();
+    }
+
+    /// The state of `guest` in this enclave's copy, whatever its role.
+    pub fn peek(&self, guest: &GuestName) -> Option<Arc<[u8]>> {
+        self.slots.lock().ok().and_then(|s| s.get(guest).cloned())
     }
 }

@@ -139,6 +139,15 @@ impl Workers {
         Ok(())
     }
 
+    /// Where the enclaves heard from are reached (a join there needs the
+    /// deployment key on both sides, so strangers are as safe to ask).
+    pub(super) fn heard_from(&self) -> Vec<String> {
+        self.known
+            .lock()
+            .map(|w| w.seen.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Workers that do not hold `current`.
     fn behind(&self, current: Option<&str>) -> Vec<String> {
         self.known
@@ -249,9 +258,9 @@ impl Known {
 }
 
 impl Node {
-    /// A worker's heartbeat to the leader at the name; sends its keys when
-    /// asked.
-    pub(super) async fn heartbeat(self: &Arc<Self>) -> Result<(), Beat> {
+    /// A worker's heartbeat to the leader at `leader` (the name, or the
+    /// replicated group's leader); sends its keys when asked.
+    pub(super) async fn heartbeat(self: &Arc<Self>, leader: &Target) -> Result<(), Beat> {
         let Some(advertise) = self.advertise() else {
             return Err(Beat::Failed(
                 "the host proxy has not said yet where peers reach this enclave (nacre-host-proxy --sync-advertise)".into(),
@@ -273,12 +282,7 @@ impl Node {
         }
         let body = serde_json::to_vec(&beat).map_err(|e| Beat::Failed(e.to_string()))?;
         let (status, answer) = self
-            .call(
-                &self.config.leader,
-                Method::POST,
-                "/enclave/heartbeat",
-                Some(body),
-            )
+            .call(leader, Method::POST, "/enclave/heartbeat", Some(body))
             .await
             .map_err(|e| Beat::Failed(e.to_string()))?;
         let answer: HeartbeatAnswer = match status {
@@ -301,7 +305,7 @@ impl Node {
         if answer.send_keys {
             // In the background: heartbeats go on while a large delivery
             // does (a leader that hangs meanwhile is still noticed).
-            self.push_in_background(self.config.leader.to_string());
+            self.push_in_background(leader.to_string());
         }
         Ok(())
     }
@@ -311,7 +315,13 @@ impl Node {
         self: &Arc<Self>,
         beat: Heartbeat,
     ) -> Result<HeartbeatAnswer, Refused> {
-        if self.role() != Role::Leader {
+        // In a replicated group any member holding keys answers: a
+        // newcomer the host sends to a follower gets its keys there.
+        let member = matches!(
+            self.replica_view(),
+            crate::fleet::ReplicaView::Member { .. }
+        ) && self.held().is_some();
+        if self.role() != Role::Leader && !member {
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this enclave does not lead".into(),
@@ -324,6 +334,7 @@ impl Node {
             .to_string();
         if beat.lineage.is_some() {
             self.designation.saw_deployment();
+            self.designation.saw_keyholder(&worker);
         }
         let Some(held) = self.held() else {
             // Nothing to check it against: a worker that holds keys is

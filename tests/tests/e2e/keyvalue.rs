@@ -1,6 +1,7 @@
 //! The attested signer keeping its key in `wasi:keyvalue`, checked with
-//! `nacre verify` and OpenSSL. (Counters, namespaces and quotas, in
-//! process: app/keyvalue.rs.)
+//! `nacre verify` and OpenSSL; a guest's compare-and-swap
+//! (`nacre:enclave/kv-atomics`) racing itself in the runtime's process.
+//! (Counters, namespaces and quotas, in process: app/keyvalue.rs.)
 
 use nacre_tests::{Runtime, guest, nacre, sha256_hex, temp_dir};
 
@@ -77,4 +78,58 @@ async fn attested_signer_key_is_bound_to_its_code_and_verifies_with_openssl() {
         String::from_utf8_lossy(&good.stderr)
     );
     assert!(!verify("pay 1000 to mallory").status.success());
+}
+
+/// Compare-and-swap from a guest: on an absent key, on a present one, on a
+/// mismatch (nothing changes), claims racing for one absent key (exactly
+/// one wins), and a swap past the key quota (refused like a set).
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_and_swap_from_a_guest() {
+    let rt = Runtime::start(&["--kv-max-keys", "3"]);
+    rt.deploy_ok("probe", &guest("kv-probe"), "").await;
+    let client = rt.client();
+    let cas = |key: &str, old: Option<&str>, new: &'static str| {
+        let mut req = client
+            .post(format!("{}/probe/cas/b/{key}", rt.url()))
+            .body(new);
+        if let Some(old) = old {
+            req = req.header("x-old", old);
+        }
+        async move {
+            let r = req.send().await.expect("request");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    let (swapped, unchanged) = (
+        (200, "swapped\n".to_string()),
+        (409, "unchanged\n".to_string()),
+    );
+    assert_eq!(cas("k", None, "one").await, swapped);
+    assert_eq!(cas("k", None, "two").await, unchanged, "present");
+    assert_eq!(cas("k", Some("two"), "three").await, unchanged);
+    assert_eq!(rt.get("/probe/k/b/k").await, (200, "one".into()));
+    assert_eq!(cas("k", Some("one"), "two").await, swapped);
+    assert_eq!(rt.get("/probe/k/b/k").await, (200, "two".into()));
+
+    let claims: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(cas("race", None, "mine")))
+        .collect();
+    let mut answers = Vec::new();
+    for c in claims {
+        answers.push(c.await.expect("claim"));
+    }
+    assert_eq!(
+        answers.iter().filter(|a| **a == swapped).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(answers.iter().all(|a| *a == swapped || *a == unchanged));
+
+    // Two keys so far; a third fits, a fourth is past --kv-max-keys.
+    assert_eq!(cas("q1", None, "x").await, swapped);
+    let (status, body) = cas("q2", None, "x").await;
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("--kv-max-keys"), "{body}");
+    assert_eq!(rt.get("/probe/k/b/q2").await.0, 404);
+    assert!(!rt.log().contains("panicked"));
 }

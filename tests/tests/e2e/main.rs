@@ -16,6 +16,8 @@ mod limits;
 mod load;
 mod operations;
 mod origins;
+mod raft;
+mod raft_hostile;
 mod sealed;
 mod sync;
 mod sync_cost;

@@ -8,6 +8,9 @@
 //! - `POST /state-bomb/:mib/:times`: hands `state.put` a list of `mib` MiB
 //!   of fresh, untouched memory `times` times; answers what came back.
 //! - `POST /kv-bomb/:mib/:times`: the same with a key-value `set`.
+//! - `POST /cas/:bucket/:key` (body = new value, header `x-old` = the value
+//!   expected, none: the key must be absent): compare-and-swap; answers
+//!   `swapped` (200) or `unchanged` (409).
 
 use nacre_sdk::kv::Store;
 use nacre_sdk::router::{Params, Router, status};
@@ -37,6 +40,20 @@ async fn get(_req: Request<Body>, p: Params) -> Result<Response<Body>, Error> {
     match store.get(p.get("key").unwrap_or_default()) {
         Ok(Some(v)) => Ok(Response::new(v.into())),
         Ok(None) => status(StatusCode::NOT_FOUND, "absent\n".into()),
+        Err(e) => refused(e),
+    }
+}
+
+async fn cas(mut req: Request<Body>, p: Params) -> Result<Response<Body>, Error> {
+    let old = req.headers().get("x-old").map(|v| v.as_bytes().to_vec());
+    let new = req.body_mut().contents().await?.to_vec();
+    let store = match Store::open(p.get("bucket").unwrap_or_default()) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    match store.compare_and_swap(p.get("key").unwrap_or_default(), old.as_deref(), &new) {
+        Ok(true) => Ok(Response::new("swapped\n".into())),
+        Ok(false) => status(StatusCode::CONFLICT, "unchanged\n".into()),
         Err(e) => refused(e),
     }
 }
@@ -124,6 +141,7 @@ async fn handle(req: Request<Body>) -> Result<Response<Body>, Error> {
         .route(nacre_sdk::wstd::http::Method::PUT, "/k/:bucket/:key", put)
         .get("/k/:bucket/:key", get)
         .post("/fill/:n", fill)
+        .post("/cas/:bucket/:key", cas)
         .get("/big-key", big_key)
         .route(nacre_sdk::wstd::http::Method::PUT, "/state", state_put)
         .get("/state", state_get)

@@ -1,4 +1,5 @@
-//! `wasi:keyvalue` for guests (store, atomics, batch).
+//! `wasi:keyvalue` for guests (store, atomics, batch), and the
+//! compare-and-swap of `nacre:enclave/kv-atomics`.
 //!
 //! Each guest name has its own namespace of buckets: values outlive the
 //! per-request instance and survive redeploys under the same name. A guest
@@ -7,19 +8,26 @@
 //! the guest. Quotas (keys and bytes per guest) and size limits turn into
 //! errors, never traps.
 //!
-//! The data lives behind [`KeyValue`]: [`MemoryKv`] keeps it in the
-//! runtime's memory for the enclave's life; a replicated or sealed store
-//! is another implementation, linked by the same host functions
+//! The data lives behind [`KeyValue`]: each host function becomes one
+//! [`KvOp`], answered asynchronously with a [`KvReply`] or a [`KvError`].
+//! [`MemoryKv`] keeps the data in the runtime's memory for the enclave's
+//! life and applies each operation at once; a replicated store is another
+//! implementation (it may order writes in a log, then apply them with
+//! [`MemoryKv::apply`] on every copy), linked by the same host functions
 //! ([`link`]).
 
 mod link;
 mod memory;
+mod op;
 
 pub(crate) use link::add_to_linker;
 pub use memory::{KvExport, MemoryKv};
+pub use op::{KvError, KvOp, KvReply};
+
+use std::future::Future;
+use std::pin::Pin;
 
 use super::GuestName;
-use super::bindings::wasi::keyvalue::store;
 
 /// Longest key.
 pub(crate) const MAX_KEY: usize = 1024;
@@ -33,7 +41,7 @@ pub(crate) const MAX_BUCKETS: usize = 64;
 pub(crate) const PAGE: usize = 1000;
 
 /// Per-guest quotas (`--kv-max-keys`, `--kv-max-bytes`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLimits {
     /// Keys across all of one guest's buckets.
     pub max_keys: u64,
@@ -41,41 +49,30 @@ pub struct KvLimits {
     pub max_bytes: u64,
 }
 
-/// What an operation answers: the value, or the `wasi:keyvalue` error the
-/// guest sees.
-pub type KvResult<T> = Result<T, store::Error>;
+/// What an operation answers: the value, or the error the guest sees (as
+/// [`KvError`], which serialises; the host functions turn it into
+/// `wasi:keyvalue`'s own).
+pub type KvResult<T> = Result<T, KvError>;
 
 /// A key and its value, as batch calls carry them.
 pub type Pair = (String, Vec<u8>);
 
-/// The list-keys answer: a page of keys and where the next one starts.
-pub use store::KeyResponse;
+/// An operation in progress: its reply, or the error the guest sees.
+pub type KvFuture<'a> = Pin<Box<dyn Future<Output = KvResult<KvReply>> + Send + 'a>>;
 
-/// Key-value data, one namespace per guest name. Every call is atomic;
-/// keys, values and batch sizes arrive already checked against
-/// [`MAX_KEY`], [`MAX_VALUE`] and [`PAGE`] by the host functions, and a
-/// bucket is opened before any handle to it is used.
+/// Key-value data, one namespace per guest name, driven by operations
+/// ([`KvOp`]) so that a store may carry them elsewhere (a replicated log)
+/// before answering; hence asynchronous. Every operation is atomic; keys,
+/// values and batch sizes arrive already checked against [`MAX_KEY`],
+/// [`MAX_VALUE`] and [`PAGE`] by the host functions, and a bucket is opened
+/// before any handle to it is used.
 pub trait KeyValue: Send + Sync + 'static {
-    /// Opens `bucket` of namespace `ns`, making it when missing.
-    fn open(&self, ns: &GuestName, bucket: &str) -> KvResult<()>;
-    /// The value of `key`.
-    fn get(&self, ns: &GuestName, b: &str, key: &str) -> KvResult<Option<Vec<u8>>>;
-    /// Stores `value` under `key`, within the quotas.
-    fn set(&self, ns: &GuestName, b: &str, key: String, value: Vec<u8>) -> KvResult<()>;
-    /// Removes `key`, if present.
-    fn delete(&self, ns: &GuestName, b: &str, key: &str) -> KvResult<()>;
-    /// Whether `key` is present.
-    fn exists(&self, ns: &GuestName, b: &str, key: &str) -> KvResult<bool>;
-    /// A page of keys from `cursor` on.
-    fn list_keys(&self, ns: &GuestName, b: &str, cursor: Option<u64>) -> KvResult<KeyResponse>;
-    /// Adds `delta` to the decimal number under `key` (0 when absent).
-    fn increment(&self, ns: &GuestName, b: &str, key: String, delta: u64) -> KvResult<u64>;
-    /// The values of `keys`, in order.
-    fn get_many(&self, ns: &GuestName, b: &str, keys: Vec<String>) -> KvResult<Vec<Option<Pair>>>;
-    /// Stores every pair, all or none within the quotas' checks.
-    fn set_many(&self, ns: &GuestName, b: &str, key_values: Vec<Pair>) -> KvResult<()>;
-    /// Removes every key present.
-    fn delete_many(&self, ns: &GuestName, b: &str, keys: Vec<String>) -> KvResult<()>;
+    /// Runs `op` in namespace `ns` (the caller's, from the runtime's
+    /// record) and answers with the reply its kind calls for: `Unit` for
+    /// open, set, delete and the batch writes, `Value` for get, `Bool` for
+    /// exists and compare-and-swap, `Number` for increment, `Keys` for
+    /// list-keys and `Values` for get-many.
+    fn call<'a>(&'a self, ns: &'a GuestName, op: KvOp) -> KvFuture<'a>;
     /// Bytes of keys and values one namespace may hold: what a `set-many`
     /// is measured against before anything is copied.
     fn max_bytes(&self) -> u64;
@@ -92,8 +89,8 @@ pub struct Bucket {
     name: String,
 }
 
-pub(crate) fn other(msg: String) -> store::Error {
-    store::Error::Other(msg)
+pub(crate) fn other(msg: String) -> KvError {
+    KvError::Other(msg)
 }
 
 pub(crate) fn check_count(n: usize) -> KvResult<()> {

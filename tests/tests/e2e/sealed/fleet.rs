@@ -67,7 +67,7 @@ async fn three_enclaves_killed_come_back_from_the_sealed_snapshot() {
             let source = a.config().await["tls_certificate"]
                 .as_str()
                 .map(str::to_string);
-            a.role().await == "leader" && certs.len() == 1 && source.as_deref() == Some("acme")
+            a.leads().await && certs.len() == 1 && source.as_deref() == Some("acme")
         },
     )
     .await;
@@ -142,10 +142,13 @@ async fn three_enclaves_killed_come_back_from_the_sealed_snapshot() {
 
 /// A live deployment and a store the host rolls back: a worker and then
 /// the leader restarted from the older snapshot end up with the newer
-/// state the live members hold, and a cold start after that has it too.
+/// state the live members hold (they join the live group rather than
+/// start one from what the store showed them), and a cold start after
+/// that has it too. Three enclaves: the replicated data survives the
+/// loss of one, never of two.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_rolled_back_under_a_live_deployment_rolls_nothing_back() {
-    let d = Deployment::new(2).await;
+    let d = Deployment::new(3).await;
     let world = World::in_root(d.root.clone(), None);
     let mut flags = vec!["--metrics-listen".to_string(), "tcp://127.0.0.1:0".into()];
     flags.extend(world.kms.runtime_flags());
@@ -158,8 +161,9 @@ async fn a_store_rolled_back_under_a_live_deployment_rolls_nothing_back() {
     };
     let a = Member::start(spec(0)).await;
     let b = Member::start(spec(1)).await;
+    let c = Member::start(spec(2)).await;
     within(Duration::from_secs(30), "designation", || async {
-        a.role().await == "leader" && b.role().await == "worker"
+        a.leads().await && b.role().await == "worker" && a.voters().await == 3
     })
     .await;
     a.rt.deploy_ok("p", &guest("kv-probe"), "").await;
@@ -170,34 +174,48 @@ async fn a_store_rolled_back_under_a_live_deployment_rolls_nothing_back() {
     assert_eq!(put(&a.rt, "/p/state", "newer").await.0, 200);
     until_written(&a.rt, seq).await;
 
-    // The host puts the older store back and restarts the worker.
+    // The host puts the older store back and restarts a worker.
     let _ = std::fs::remove_dir_all(&world.store);
     copy_dir(&older, &world.store);
     drop(b);
     let b = Member::start(spec(1)).await;
     within(
         Duration::from_secs(20),
-        "the worker with the newer state",
-        || async { b.rt.get("/p/state").await == (200, "newer".to_string()) },
+        "the worker with the newer state, a voter again",
+        || async {
+            b.rt.get("/p/state").await == (200, "newer".to_string())
+                && a.voters_are(&[&a, &b, &c]).await
+        },
     )
     .await;
 
-    // Then the leader, whose name still leads to it.
+    // Then the leader, whose name still leads to it: the others elect a
+    // leader among themselves, and the restarted enclave at the name
+    // joins them.
     drop(a);
     let a = Member::start(spec(0)).await;
     within(
         Duration::from_secs(30),
-        "the leader with the newer state",
+        "the restarted enclave with the newer state",
         || async {
-            a.role().await == "leader" && a.rt.get("/p/state").await == (200, "newer".to_string())
+            a.rt.get("/p/state").await == (200, "newer".to_string())
+                && (b.leads().await || c.leads().await)
+                && b.voters_are(&[&a, &b, &c]).await
         },
     )
     .await;
-    until_written(&a.rt, 0.0).await;
+    assert!(
+        !a.rt
+            .log()
+            .contains("started the deployment's replicated data here"),
+        "the enclave restarted from an older store started a group of its own"
+    );
+    let leader = if b.leads().await { &b } else { &c };
+    until_written(&leader.rt, 0.0).await;
 
     // Everyone stops; the store, as the host left it, brings back the
     // newer state.
-    drop((a, b));
+    drop((a, b, c));
     let a = Member::start(spec(0)).await;
     within(
         Duration::from_secs(30),

@@ -1,0 +1,171 @@
+//! openraft's network, over [`Wire`]: append, vote and snapshot chunks as
+//! sealed calls to the peer's `/enclave/raft/*`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nacre_sync::raft::RaftCall;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::types::{Member, NodeId, TypeConfig};
+use super::wire::{Wire, WireError};
+
+/// Entries sent in one append at most; a larger batch is refused by the
+/// sender here and openraft sends fewer.
+const MAX_APPEND_BYTES: usize = 8 << 20;
+
+/// The shortest deadline a message gets.
+const MIN_TTL: Duration = Duration::from_millis(1000);
+
+/// Hands openraft a connection per peer: a clone of the wire.
+pub struct Network {
+    pub(super) wire: Arc<Wire>,
+}
+
+/// One peer, as openraft addresses it.
+pub struct Peer {
+    wire: Arc<Wire>,
+    to: NodeId,
+    member: Member,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        Peer {
+            wire: self.wire.clone(),
+            to: target,
+            member: node.clone(),
+        }
+    }
+}
+
+/// An answer of the receiver's Raft: its response or its error.
+type Remote<T, E> = Result<T, RaftError<NodeId, E>>;
+
+impl Peer {
+    async fn send<Q, T, E>(
+        &self,
+        call: RaftCall,
+        body: &Q,
+        ttl: Duration,
+    ) -> Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+    where
+        Q: Serialize,
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        // openraft's deadline for a heartbeat is one heartbeat interval:
+        // too short for a first connection through two host proxies. A
+        // late answer only delays that peer's next message.
+        let ttl = ttl.max(MIN_TTL);
+        let answer: Result<Remote<T, E>, WireError> =
+            self.wire.call(call, self.to, &self.member, body, ttl).await;
+        match answer {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new_with_node(
+                self.to,
+                self.member.clone(),
+                e,
+            ))),
+            // A refusal (not in the group yet, not a member) or no answer:
+            // openraft backs off before trying that peer again, rather
+            // than spin on it.
+            Err(e @ (WireError::Unreachable(_) | WireError::Refused(..))) => Err(
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string()))),
+            ),
+            Err(e) => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other(e.to_string()),
+            ))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let size: usize = rpc
+            .entries
+            .iter()
+            .map(|e| match &e.payload {
+                openraft::EntryPayload::Normal(cmd) => approx_size(cmd),
+                _ => 64,
+            })
+            .sum();
+        if size > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint((rpc.entries.len() / 2) as u64),
+            ));
+        }
+        let sent = std::time::Instant::now();
+        let answer = self.send(RaftCall::Append, &rpc, option.hard_ttl()).await;
+        // Taken in this term (not refused for a higher vote): evidence, as
+        // of when it was sent, that this follower still follows.
+        if matches!(
+            answer,
+            Ok(AppendEntriesResponse::Success | AppendEntriesResponse::Conflict)
+                | Ok(AppendEntriesResponse::PartialSuccess(_))
+        ) {
+            self.wire.mark_acked(self.to, sent);
+        }
+        answer
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.send(RaftCall::Snapshot, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.send(RaftCall::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+/// Roughly how many bytes a command takes on the wire.
+fn approx_size(cmd: &super::types::Cmd) -> usize {
+    use crate::guests::kv::KvOp;
+    match cmd {
+        super::types::Cmd::State { value, .. } => value.len() + 64,
+        super::types::Cmd::Kv { op, ns, .. } => {
+            ns.len()
+                + 64
+                + match op {
+                    KvOp::Set { key, value, .. } => key.len() + value.len(),
+                    KvOp::CompareAndSwap { key, old, new, .. } => {
+                        key.len() + new.len() + old.as_ref().map_or(0, Vec::len)
+                    }
+                    KvOp::SetMany { pairs, .. } => {
+                        pairs.iter().map(|(k, v)| k.len() + v.len()).sum()
+                    }
+                    KvOp::DeleteMany { keys, .. } | KvOp::GetMany { keys, .. } => {
+                        keys.iter().map(String::len).sum()
+                    }
+                    _ => 128,
+                }
+        }
+    }
+}

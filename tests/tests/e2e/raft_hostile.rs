@@ -1,0 +1,136 @@
+//! The replicated data against its host and its guests: an enclave of
+//! another image cannot join or vote; frames the host makes up are refused
+//! before anything is read into Raft; a guest reaches only its own
+//! namespace, whichever enclave takes its call and forwards it.
+
+use std::time::{Duration, Instant};
+
+use nacre_sync::auth::DeploymentKey;
+use nacre_sync::raft::{RaftCall, RaftKey, Sealer};
+use nacre_tests::fleet::{Deployment, Member, MemberSpec, other_image, within};
+use nacre_tests::guest;
+
+/// Three members, settled: the first leads, three voters.
+async fn three(d: &Deployment) -> (Member, Member, Member) {
+    let (a, b, c) = (d.start(0).await, d.start(1).await, d.start(2).await);
+    within(Duration::from_secs(40), "three voters", || async {
+        a.leads().await && a.voters_are(&[&a, &b, &c]).await
+    })
+    .await;
+    (a, b, c)
+}
+
+/// A client of a sync port as the host is: any certificate.
+fn host_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// An enclave of another image, at the name or not, gets no key, so it
+/// can neither join nor vote: for 10 s the voters stay the three, the
+/// term does not move, and the leader's log names the check that refused
+/// it. Frames the host makes up (garbage, or sealed under a key of its
+/// own) get 403, and a GET gets 405.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_image_and_the_host_cannot_join_vote_or_speak_raft() {
+    let d = Deployment::new(4).await;
+    let (a, b, c) = three(&d).await;
+    let term = a.raft().await["term"].clone();
+    let stranger = Member::start(MemberSpec {
+        program: Some(other_image()),
+        ..d.spec(3)
+    })
+    .await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        assert!(a.voters_are(&[&a, &b, &c]).await, "{}", a.raft().await);
+        assert_eq!(a.raft().await["term"], term, "the term moved");
+        let theirs = stranger.raft().await;
+        assert!(
+            theirs["cluster"].is_null() && theirs["voters"].as_array().is_none_or(Vec::is_empty),
+            "the other image is in a group: {theirs}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(a.rt.log().contains("PCR0 differs"), "no refusal logged");
+
+    let client = host_client();
+    let url = |call: RaftCall| format!("https://localhost:{}{}", d.ports[1], call.path());
+    for call in RaftCall::ALL {
+        let r = client
+            .post(url(call))
+            .body(vec![0xa5u8; 300])
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(r.status(), 403, "garbage to {}", call.path());
+    }
+    let forged = Sealer::new(&RaftKey::derive(&DeploymentKey::generate(), "any"));
+    let (frame, _) = forged
+        .seal_request(RaftCall::Vote, &[7u8; 16], 9, 1, b"not a vote")
+        .expect("sealed");
+    let r = client
+        .post(url(RaftCall::Vote))
+        .body(frame)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 403);
+    let r = client
+        .get(url(RaftCall::Append))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 405);
+    assert_eq!(a.raft().await["term"], term, "the term moved");
+}
+
+/// Two guest names of one component: what one writes through one
+/// follower (forwarded to the leader) the other never reads, through any
+/// enclave; its own name reads it everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_reads_only_its_own_namespace_through_any_enclave() {
+    let d = Deployment::new(3).await;
+    let (a, b, c) = three(&d).await;
+    a.rt.deploy_ok("lin-a", &guest("kv-lin"), "").await;
+    a.rt.deploy_ok("lin-b", &guest("kv-lin"), "").await;
+    within(
+        Duration::from_secs(10),
+        "both guests everywhere",
+        || async {
+            for m in [&a, &b, &c] {
+                for g in ["lin-a", "lin-b"] {
+                    if m.rt
+                        .get(&format!("/{g}/k/none"))
+                        .await
+                        .1
+                        .contains("no guest")
+                    {
+                        return false;
+                    }
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let put =
+        b.rt.client()
+            .put(format!("{}/lin-a/k/secret", b.rt.url()))
+            .body("only-for-a")
+            .send()
+            .await
+            .expect("put");
+    assert_eq!(put.status(), 200);
+    for m in [&a, &b, &c] {
+        assert_eq!(
+            m.rt.get("/lin-a/k/secret").await,
+            (200, "only-for-a".into())
+        );
+        let (status, body) = m.rt.get("/lin-b/k/secret").await;
+        assert_eq!(status, 404, "lin-b read {body:?}");
+    }
+}

@@ -276,6 +276,7 @@ async fn start_members(deployment: &Deployment) -> Vec<Member> {
     for i in 0..3 {
         let spec = MemberSpec {
             extra: RAFT_FLAGS,
+            direct: true,
             ..deployment.spec(i)
         };
         members.push(Member::start(spec).await);
@@ -307,9 +308,9 @@ fn measure(plan: &Plan, tools: &Tools, sides: &mut [Side; 2]) -> anyhow::Result<
         for kind in Kind::ALL {
             for (i, side) in sides.iter_mut().enumerate() {
                 let url = format!("{}{}", side.base, kind.path());
-                // wrk holds this thread for the whole run; the forwarders
-                // (in front of the setups, and at the members' sync
-                // ports) are tasks of this runtime and need its threads.
+                // wrk holds this thread for the whole run; the forwarder
+                // in front of the setups is a task of this runtime and
+                // needs its threads.
                 let (warm_up, load) = tokio::task::block_in_place(|| {
                     tools.load_and_warm_up(&url, plan.http_secs, kind.shape())
                 })?;

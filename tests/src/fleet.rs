@@ -139,6 +139,12 @@ pub struct MemberSpec<'a> {
     pub test_certificate: bool,
     /// More host proxy flags.
     pub proxy_extra: &'a [String],
+    /// As in production: the host proxy listens on the sync port itself
+    /// and the runtime reaches its host proxy directly, through none of
+    /// the test's forwarders and relays (in this process). A direct
+    /// member's links cannot be cut, and its `egress` and `control`
+    /// relays see nothing: for benchmarks.
+    pub direct: bool,
 }
 
 impl<'a> MemberSpec<'a> {
@@ -154,6 +160,7 @@ impl<'a> MemberSpec<'a> {
             extra: &[],
             test_certificate: false,
             proxy_extra: &[],
+            direct: false,
         }
     }
 }
@@ -162,13 +169,20 @@ impl Member {
     /// Starts the host proxy and the runtime of one enclave.
     pub async fn start(spec: MemberSpec<'_>) -> Member {
         let dir = temp_dir("member");
+        let sync_bind = if spec.direct {
+            spec.peers.forwarder(spec.sync_port).release();
+            spec.sync_port
+        } else {
+            0
+        };
         let mut args = vec![
             "--inbound".to_string(),
             format!("tcp://127.0.0.1:0={}", unix_in(&dir, "runtime.sock")),
             // The sync listener's own port on the host: `sync_port`, held
-            // by the test, forwards there.
+            // by the test, forwards there (a direct member's proxy listens
+            // there itself).
             "--inbound".to_string(),
-            format!("tcp://127.0.0.1:0={}", unix_in(&dir, "sync.sock")),
+            format!("tcp://127.0.0.1:{sync_bind}={}", unix_in(&dir, "sync.sock")),
             "--egress-listen".into(),
             unix_in(&dir, "egress.sock"),
             // The host proxy says where peers reach this enclave.
@@ -190,6 +204,7 @@ impl Member {
         args.extend(spec.proxy_extra.iter().cloned());
         let proxy = HostProxy::start(&args);
         match proxy.inbound.get(1) {
+            Some(Address::Tcp { .. }) if spec.direct => {}
             Some(Address::Tcp { port, .. }) => spec.peers.forwarder(spec.sync_port).point_to(*port),
             other => panic!("no TCP sync inbound listener: {other:?}"),
         }
@@ -212,9 +227,13 @@ impl Member {
         )
         .await;
         let leader = format!("localhost:{}", spec.name.port);
-        let control = control_relay.listen.to_string();
+        let (control, relay) = if spec.direct {
+            let egress = proxy.egress.clone().expect("an egress listener");
+            (unix_in(&dir, "control.sock"), egress.to_string())
+        } else {
+            (control_relay.listen.to_string(), egress.listen.to_string())
+        };
         let sync_listen = unix_in(&dir, "sync.sock");
-        let relay = egress.listen.to_string();
         let root = spec.dev_root.display().to_string();
         let mut flags = vec![
             "--sync-listen",

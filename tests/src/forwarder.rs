@@ -85,6 +85,16 @@ impl Forwarder {
         )));
     }
 
+    /// Gives the held port up, unused, so that another process can bind
+    /// it (a host proxy listening there itself); a forwarder already
+    /// serving keeps it.
+    pub fn release(&self) {
+        let mut state = self.state.lock().expect("state");
+        if let Forwarding::Held(_) = &*state {
+            *state = Forwarding::Done;
+        }
+    }
+
     /// Cuts the link (`true`): every connection open through it ends, and
     /// new ones are closed at once; or relays again (`false`).
     pub fn cut(&self, cut: bool) {

@@ -69,8 +69,9 @@ impl RaftResults {
              wrk (2 threads, one second of warm-up, then {} s) reaches both through a loopback TCP forwarder in the benchmark's \
              process: in (B) it hands connections to the three members' public ports in turn, so about a third land on the \
              leader and two thirds on followers; in (A) it leads to the one enclave, so what it costs is in both. \
-             The members' sync ports are such forwarders too. {} rounds, each measurement on (A) then (B); the rows average the rounds.\n\n\
-             On this machine the 3 runtimes, 3 host proxies, the forwarders and wrk of (B) share {cores} cores, where (A) \
+             Between the members, as in production, each host proxy listens on its member's sync port itself and each runtime \
+             reaches its own host proxy directly (none of the tests' recording relays). {} rounds, each measurement on (A) then (B); the rows average the rounds.\n\n\
+             On this machine the 3 runtimes, 3 host proxies, the forwarder and wrk of (B) share {cores} cores, where (A) \
              runs one runtime and one proxy on them: (B)'s figures here are three enclaves' work on one machine's cores, \
              lower than on a deployment where each enclave has its own instance.",
             self.secs,

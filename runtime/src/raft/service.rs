@@ -150,9 +150,14 @@ impl RaftNode {
 
     /// Waits until this node has applied everything committed before the
     /// call (a read index from the leader).
-    pub async fn read_barrier(&self) -> Result<(), Failed> {
+    pub async fn read_barrier(self: &Arc<Self>) -> Result<(), Failed> {
         let deadline = Instant::now() + self.settings.write_timeout;
         let index = self.read_index(deadline).await?;
+        // Most reads find it applied already: no wait, no metrics copy.
+        let applied = self.e().machine.applied().map(|l| l.index);
+        if index.is_none() || applied >= index {
+            return Ok(());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         self.e()
             .raft
@@ -199,6 +204,7 @@ impl ReplicatedKv {
         {
             return Ok(KvReply::Unit);
         }
+        let op_bound = op.size_bound().map(|b| b + ns.as_str().len());
         let cmd = Cmd::Kv {
             id: self.node.next_write(),
             ns: ns.to_string(),
@@ -208,7 +214,11 @@ impl ReplicatedKv {
         // One entry must fit one frame, or no append could ever carry it
         // and the log would stall behind it: refused before it is
         // proposed, as the guest's error.
-        let size = super::wire::encode(&cmd).len();
+        // The namespace, write id and quota add less than a kilobyte.
+        let size = match op_bound {
+            Some(bound) if bound + 1024 <= MAX_ENTRY => bound,
+            _ => super::wire::encode(&cmd).len(),
+        };
         if size > MAX_ENTRY {
             return Err(KvError::Other(format!(
                 "a write of {size} bytes is over the {MAX_ENTRY} bytes one replicated write may carry: split it"

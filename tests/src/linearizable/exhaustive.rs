@@ -5,19 +5,11 @@
 
 use serde_json::{Value, json};
 
+use super::tests::Rng;
 use super::*;
 
-/// xorshift64*, so every run checks the same histories.
-struct Rng(u64);
-
+/// Values for random histories.
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-
     fn value(&mut self) -> Value {
         json!(["0", "1", "2", "x"][self.below(4) as usize])
     }

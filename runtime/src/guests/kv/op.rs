@@ -116,6 +116,31 @@ impl KvOp {
         )
     }
 
+    /// An upper bound of the operation's encoded size, when that is cheap
+    /// to know (one key, one value: their lengths and a little framing);
+    /// `None` for the batches, whose size only encoding them tells.
+    pub fn size_bound(&self) -> Option<usize> {
+        // CBOR frames each string or byte string with at most 9 bytes,
+        // and the variant and field names add a few dozen.
+        const FRAMING: usize = 128;
+        let carried = match self {
+            KvOp::Open { bucket } | KvOp::ListKeys { bucket, .. } => bucket.len(),
+            KvOp::Get { bucket, key }
+            | KvOp::Exists { bucket, key }
+            | KvOp::Delete { bucket, key }
+            | KvOp::Increment { bucket, key, .. } => bucket.len() + key.len(),
+            KvOp::Set { bucket, key, value } => bucket.len() + key.len() + value.len(),
+            KvOp::CompareAndSwap {
+                bucket,
+                key,
+                old,
+                new,
+            } => bucket.len() + key.len() + old.as_ref().map_or(0, Vec::len) + new.len(),
+            KvOp::GetMany { .. } | KvOp::SetMany { .. } | KvOp::DeleteMany { .. } => return None,
+        };
+        Some(carried + FRAMING)
+    }
+
     /// The bucket the operation acts on.
     pub fn bucket(&self) -> &str {
         match self {
@@ -383,5 +408,48 @@ mod tests {
             assert_eq!(KvError::from(store::Error::from(e.clone())), e);
         }
         assert!(KvReply::Unit.into_bool().is_err());
+    }
+
+    #[test]
+    fn size_bounds_are_never_below_the_encoding() {
+        let long = "x".repeat(300);
+        let ops = [
+            KvOp::Open {
+                bucket: long.clone(),
+            },
+            KvOp::Get {
+                bucket: long.clone(),
+                key: long.clone(),
+            },
+            KvOp::Increment {
+                bucket: "b".into(),
+                key: long.clone(),
+                delta: u64::MAX,
+            },
+            KvOp::Set {
+                bucket: "b".into(),
+                key: long.clone(),
+                value: vec![255; 70_000],
+            },
+            KvOp::CompareAndSwap {
+                bucket: long.clone(),
+                key: long,
+                old: Some(vec![1; 65_536]),
+                new: vec![2; 65_536],
+            },
+        ];
+        for op in &ops {
+            let bound = op.size_bound().expect("one key, one value");
+            assert!(round_trip(op).1.len() <= bound, "{op:?}");
+        }
+        let batch = KvOp::DeleteMany {
+            bucket: "b".into(),
+            keys: vec!["k".into(); 3],
+        };
+        assert_eq!(
+            batch.size_bound(),
+            None,
+            "a batch is encoded to be measured"
+        );
     }
 }

@@ -233,15 +233,7 @@ impl RaftKey {
     ) -> Result<OpenedRequest, RaftFrameError> {
         let frame = Frame::decode(bytes)?;
         frame.check(cluster, me)?;
-        let bound = Bound {
-            call,
-            cluster: frame.cluster,
-            from: frame.from,
-            to: frame.to,
-            session: frame.session,
-            ctr: frame.ctr,
-            request: None,
-        };
+        let bound = frame.bound(call, None);
         let plaintext = self.open(&bound, frame.sealed)?;
         Ok(OpenedRequest {
             call,
@@ -333,15 +325,7 @@ impl Pending {
                 asked: self.peer,
             });
         }
-        let bound = Bound {
-            call: self.call,
-            cluster: frame.cluster,
-            from: frame.from,
-            to: frame.to,
-            session: frame.session,
-            ctr: frame.ctr,
-            request: Some((self.session, self.ctr)),
-        };
+        let bound = frame.bound(self.call, Some((self.session, self.ctr)));
         key.open(&bound, frame.sealed)
     }
 }

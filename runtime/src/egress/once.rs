@@ -9,9 +9,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use nacre_transport::Address;
 use nacre_transport::tunnel::{self, Target};
+use nacre_transport::{Address, Stream};
 use rustls::pki_types::ServerName;
+use tokio_rustls::client::TlsStream;
 
 /// Why a request of the runtime's own failed; the message names the
 /// target and the step.
@@ -28,6 +29,60 @@ pub struct OnceError {
     pub unanswered: bool,
 }
 
+/// A failed step before any HTTP: why, and whether nothing that spoke TLS
+/// or HTTP answered (as in [`OnceError`]).
+pub(super) struct ConnectError {
+    pub(super) why: String,
+    pub(super) unanswered: bool,
+}
+
+/// `tls` with its ALPN set to `protocol` alone.
+pub(super) fn with_alpn(tls: rustls::ClientConfig, protocol: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut tls = tls;
+    tls.alpn_protocols = vec![protocol.to_vec()];
+    Arc::new(tls)
+}
+
+/// `CONNECT` to `target` through the host proxy at `proxy`, then TLS
+/// inside the tunnel, checked with `tls`.
+pub(super) async fn tls_tunnel(
+    proxy: &Address,
+    tls: Arc<rustls::ClientConfig>,
+    target: &Target,
+) -> Result<TlsStream<Stream>, ConnectError> {
+    let unanswered = |why: String| ConnectError {
+        why,
+        unanswered: true,
+    };
+    let mut stream = nacre_transport::connect(proxy)
+        .await
+        .map_err(|e| unanswered(format!("the egress proxy {proxy}: {e}")))?;
+    tunnel::open(&mut stream, target)
+        .await
+        .map_err(|e| unanswered(e.to_string()))?;
+    let name = match target.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(target.host.clone()).map_err(|_| ConnectError {
+            why: "not a server name".into(),
+            unanswered: false,
+        })?,
+    };
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(|e| {
+            // A TLS alert or a certificate refused is an answer; a
+            // connection closed before any is not.
+            let spoke = e
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+            ConnectError {
+                why: format!("TLS: {e}"),
+                unanswered: !spoke,
+            }
+        })
+}
+
 /// A client for the runtime's own requests.
 #[derive(Clone)]
 pub struct Outbound {
@@ -39,11 +94,9 @@ impl Outbound {
     /// Requests go through the host proxy at `proxy` (`--egress`) and
     /// check the origin's certificate with `tls` (ALPN is set to HTTP/1.1).
     pub fn new(proxy: Address, tls: rustls::ClientConfig) -> Outbound {
-        let mut tls = tls;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Outbound {
             proxy,
-            tls: Arc::new(tls),
+            tls: with_alpn(tls, b"http/1.1"),
         }
     }
 
@@ -80,28 +133,12 @@ impl Outbound {
             unanswered: true,
             ..err(why)
         };
-        let mut stream = nacre_transport::connect(&self.proxy)
+        let tls = tls_tunnel(&self.proxy, self.tls.clone(), target)
             .await
-            .map_err(|e| unanswered(format!("the egress proxy {}: {e}", self.proxy)))?;
-        tunnel::open(&mut stream, target)
-            .await
-            .map_err(|e| unanswered(e.to_string()))?;
-        let name = match target.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(target.host.clone())
-                .map_err(|_| err("not a server name".into()))?,
-        };
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, stream)
-            .await
-            .map_err(|e| {
-                // A TLS alert or a certificate refused is an answer; a
-                // connection closed before any is not.
-                let spoke = e
-                    .get_ref()
-                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-                let why = format!("TLS: {e}");
-                if spoke { err(why) } else { unanswered(why) }
+            .map_err(|f| OnceError {
+                target: target.to_string(),
+                why: f.why,
+                unanswered: f.unanswered,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await

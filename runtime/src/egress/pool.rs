@@ -29,13 +29,13 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use nacre_transport::Address;
-use nacre_transport::tunnel::{self, Target};
-use rustls::pki_types::ServerName;
+use nacre_transport::tunnel::Target;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::OnceError;
 use super::io::Lenient;
+use super::once::{ConnectError, tls_tunnel, with_alpn};
 
 /// Targets kept at most; past it the least recently used one is dropped.
 const MAX_TARGETS: usize = 64;
@@ -103,13 +103,6 @@ enum Link {
     },
 }
 
-/// The failure of one connection attempt.
-struct ConnectError {
-    why: String,
-    /// Nothing that spoke TLS or HTTP answered (as in [`OnceError`]).
-    unanswered: bool,
-}
-
 impl Slot {
     /// The state; a lock poisoned by a panic elsewhere still holds a
     /// consistent state (every change is a single assignment).
@@ -125,11 +118,9 @@ impl Pooled {
     /// check the target's certificate with `tls`; ALPN is set to `h2`
     /// only, so a target that cannot speak HTTP/2 is refused.
     pub fn new(proxy: Address, tls: rustls::ClientConfig) -> Pooled {
-        let mut tls = tls;
-        tls.alpn_protocols = vec![b"h2".to_vec()];
         Pooled {
             proxy,
-            tls: Arc::new(tls),
+            tls: with_alpn(tls, b"h2"),
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -362,37 +353,7 @@ async fn connect(
     tls: Arc<rustls::ClientConfig>,
     target: &Target,
 ) -> Result<(Sender, Connection), ConnectError> {
-    let unanswered = |why: String| ConnectError {
-        why,
-        unanswered: true,
-    };
-    let mut stream = nacre_transport::connect(proxy)
-        .await
-        .map_err(|e| unanswered(format!("the egress proxy {proxy}: {e}")))?;
-    tunnel::open(&mut stream, target)
-        .await
-        .map_err(|e| unanswered(e.to_string()))?;
-    let name = match target.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(target.host.clone()).map_err(|_| ConnectError {
-            why: "not a server name".into(),
-            unanswered: false,
-        })?,
-    };
-    let tls = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, stream)
-        .await
-        .map_err(|e| {
-            // A TLS alert or a refused certificate is an answer; a
-            // connection closed before any is not.
-            let spoke = e
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-            ConnectError {
-                why: format!("TLS: {e}"),
-                unanswered: !spoke,
-            }
-        })?;
+    let tls = tls_tunnel(proxy, tls, target).await?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Err(ConnectError {
             why: "the target does not speak HTTP/2 (ALPN h2)".into(),

@@ -63,6 +63,20 @@ pub(super) struct Frame {
 }
 
 impl Frame {
+    /// What this received frame's seal is bound to, opened as `call`
+    /// (with `request`: as the answer to that request).
+    pub(super) fn bound(&self, call: RaftCall, request: Option<(Session, u64)>) -> Bound {
+        Bound {
+            call,
+            cluster: self.cluster,
+            from: self.from,
+            to: self.to,
+            session: self.session,
+            ctr: self.ctr,
+            request,
+        }
+    }
+
     pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.sealed.len() + 128);
         // Writing integers and bytes into a Vec cannot fail.

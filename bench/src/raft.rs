@@ -1,15 +1,21 @@
 //! Scenario (i): replicated key-value. The `kv-counter` guest's writes
 //! and reads, and `hello` (which touches no key-value), on one enclave
-//! alone (A) and on a three-enclave deployment whose key-value data Raft
-//! replicates (B): there every write is committed by a majority before
-//! the guest sees success (a follower forwards it to the leader over the
-//! sync link), and every read waits for a read index from the leader.
+//! alone (A), on three enclaves each alone (A3), and on a three-enclave
+//! deployment whose key-value data Raft replicates (B): there every write
+//! is committed by a majority before the guest sees success (a follower
+//! forwards it to the leader over the sync link), and every read waits
+//! for a read index from the leader.
 //!
-//! Clients reach both setups the same way, through a loopback forwarder:
-//! in (B) it hands connections to the three members in turn, so two
-//! thirds land on followers; in (A) it leads to the one enclave, so what
-//! the forwarder costs is in both. Afterwards kv-counter's count is
-//! checked against the POSTs wrk saw answered.
+//! (A3) runs the same processes as (B) on the same cores, without Raft:
+//! (B)/(A3) is what replication costs, the targets' measure. (B)/(A)
+//! adds what running three enclaves on this machine's cores costs
+//! instead of one, which `hello` shows alone.
+//!
+//! Clients reach every setup the same way, through a loopback forwarder:
+//! in (A3) and (B) it hands connections to the three enclaves in turn, so
+//! in (B) two thirds land on followers; in (A) it leads to the one
+//! enclave, so what the forwarder costs is in all. Afterwards
+//! kv-counter's count is checked against the POSTs wrk saw answered.
 
 mod section;
 
@@ -99,11 +105,13 @@ impl Kind {
     }
 }
 
-/// One measurement on both setups, round by round.
+/// One measurement on every setup, round by round.
 #[derive(Debug, Default)]
 pub struct Pair {
     /// (A), one enclave alone.
     pub alone: Vec<Load>,
+    /// (A3), three enclaves, each alone.
+    pub alone3: Vec<Load>,
     /// (B), the three-enclave deployment.
     pub replicated: Vec<Load>,
 }
@@ -114,14 +122,26 @@ impl Pair {
         Load::combine(&self.alone)
     }
 
+    /// (A3)'s rounds together.
+    pub fn a3(&self) -> Load {
+        Load::combine(&self.alone3)
+    }
+
     /// (B)'s rounds together.
     pub fn b(&self) -> Load {
         Load::combine(&self.replicated)
     }
 
-    /// (B)/(A) requests/s.
-    pub fn ratio(&self) -> f64 {
+    /// (B)/(A) requests/s: what replication costs, plus what running
+    /// three enclaves on this machine's cores instead of one costs.
+    pub fn ratio_one(&self) -> f64 {
         self.b().rps / self.a().rps
+    }
+
+    /// (B)/(A3) requests/s: what replication costs, the same processes
+    /// on the same cores on both sides. The targets are on this one.
+    pub fn ratio(&self) -> f64 {
+        self.b().rps / self.a3().rps
     }
 }
 
@@ -172,8 +192,8 @@ pub struct RaftResults {
     pub incr_few: Pair,
     /// (4) `hello`, [`CONNECTIONS`] connections.
     pub hello: Pair,
-    /// The count checks of (A) and (B).
-    pub counts: [CountCheck; 2],
+    /// The count checks of (A), (A3) and (B).
+    pub counts: [CountCheck; 3],
     /// (B)'s Raft term before the first load and after the last.
     pub terms: (u64, u64),
     /// Whether (B)'s first leader still led after the last load.
@@ -186,8 +206,9 @@ pub struct RaftResults {
 struct Side<'a> {
     /// `https://127.0.0.1:PORT`: the forwarder in front of the setup.
     base: String,
-    /// A runtime of the setup, to read the count from.
-    reader: &'a Runtime,
+    /// The runtimes whose counts, summed, are the setup's count: one
+    /// member of a deployment, every enclave of enclaves alone.
+    readers: Vec<&'a Runtime>,
     /// Every POST run (warm-ups too) with its connections.
     posts: Vec<(Load, u32)>,
 }
@@ -200,12 +221,21 @@ pub async fn run(
     kv_counter: &Path,
     hello: &Path,
 ) -> anyhow::Result<RaftResults> {
-    println!("(i) replicated key-value: one enclave, then a three-enclave deployment");
-    let (alone, alone_proxy) = nacre_behind_proxy(&[]);
-    deploy(&alone, kv_counter, hello).await;
-    serving(&[&alone]).await;
+    println!(
+        "(i) replicated key-value: one enclave, three enclaves alone, a three-enclave deployment"
+    );
+    let mut alone = Vec::new();
+    for _ in 0..4 {
+        let (rt, proxy) = nacre_behind_proxy(&[]);
+        deploy(&rt, kv_counter, hello).await;
+        alone.push((rt, proxy));
+    }
+    serving(&alone.iter().map(|(rt, _)| rt).collect::<Vec<_>>()).await;
     let to_alone = Forwarder::start().await;
-    to_alone.point_to(alone_proxy.inbound_tcp().port());
+    to_alone.point_to(alone[0].1.inbound_tcp().port());
+    let to_alone3 = Forwarder::start().await;
+    let alone3: Vec<SocketAddr> = alone[1..].iter().map(|(_, p)| p.inbound_tcp()).collect();
+    to_alone3.spread_over(&alone3);
 
     let deployment = Deployment::new(3).await;
     let members = start_members(&deployment).await;
@@ -223,25 +253,33 @@ pub async fn run(
     let to_members = Forwarder::start().await;
     to_members.spread_over(&publics);
 
-    let mut sides = [side(&to_alone, &alone), side(&to_members, &leader.rt)];
+    let mut sides = [
+        side(&to_alone, vec![&alone[0].0]),
+        side(&to_alone3, alone[1..].iter().map(|(rt, _)| rt).collect()),
+        side(&to_members, vec![&leader.rt]),
+    ];
     let term = |raft: serde_json::Value| raft["term"].as_u64().unwrap_or_default();
     let first_term = term(leader.raft().await);
     let mut results = measure(plan, tools, &mut sides)?;
     results.terms = (first_term, term(leader.raft().await));
     results.leader_held = leader.leads().await;
-    let rates = [results.incr.a().rps, results.incr.b().rps];
+    let rates = [
+        results.incr.a().rps,
+        results.incr.a3().rps,
+        results.incr.b().rps,
+    ];
     for (i, side) in sides.iter().enumerate() {
         results.counts[i] = check_count(tools, side, rates[i]).await?;
     }
-    drop((to_members, to_alone, alone_proxy));
+    drop((to_members, to_alone3, to_alone, alone));
     Ok(results)
 }
 
-/// A side reached through `forwarder`, its count read from `reader`.
-fn side<'a>(forwarder: &Forwarder, reader: &'a Runtime) -> Side<'a> {
+/// A side reached through `forwarder`, its count the sum of `readers'`.
+fn side<'a>(forwarder: &Forwarder, readers: Vec<&'a Runtime>) -> Side<'a> {
     Side {
         base: format!("https://127.0.0.1:{}", forwarder.port),
-        reader,
+        readers,
         posts: Vec::new(),
     }
 }
@@ -295,15 +333,15 @@ async fn start_members(deployment: &Deployment) -> Vec<Member> {
     members
 }
 
-/// Each round loads (1) to (4), each on (A) then on (B).
-fn measure(plan: &Plan, tools: &Tools, sides: &mut [Side; 2]) -> anyhow::Result<RaftResults> {
+/// Each round loads (1) to (4), each on (A), (A3) then (B).
+fn measure(plan: &Plan, tools: &Tools, sides: &mut [Side; 3]) -> anyhow::Result<RaftResults> {
     let mut results = RaftResults {
         secs: plan.http_secs,
         ..RaftResults::default()
     };
     for round in 1..=plan.http_rounds.max(1) {
         println!(
-            "  round {round}: POST /incr, GET /, POST /incr on {FEW} connections, hello; (A) then (B) each"
+            "  round {round}: POST /incr, GET /, POST /incr on {FEW} connections, hello; (A), (A3), (B) each"
         );
         for kind in Kind::ALL {
             for (i, side) in sides.iter_mut().enumerate() {
@@ -324,7 +362,7 @@ fn measure(plan: &Plan, tools: &Tools, sides: &mut [Side; 2]) -> anyhow::Result<
                     Kind::IncrFew => &mut results.incr_few,
                     Kind::Hello => &mut results.hello,
                 };
-                [&mut pair.alone, &mut pair.replicated][i].push(load);
+                [&mut pair.alone, &mut pair.alone3, &mut pair.replicated][i].push(load);
             }
         }
     }
@@ -334,12 +372,12 @@ fn measure(plan: &Plan, tools: &Tools, sides: &mut [Side; 2]) -> anyhow::Result<
 /// kv-counter's count against `side`'s POST runs, then a closing run of
 /// about a second's POSTs at `rate` that ends with none in flight.
 async fn check_count(tools: &Tools, side: &Side<'_>, rate: f64) -> anyhow::Result<CountCheck> {
-    let count = read_count(side.reader).await?;
+    let count = read_count(&side.readers).await?;
     let loads = || side.posts.iter().map(|(l, _)| l);
     let per_thread = ((rate / f64::from(THREADS)) as u64).max(100);
     let url = format!("{}/counter/incr", side.base);
     let exact = tokio::task::block_in_place(|| tools.post_exactly(&url, per_thread, EXACT_SECS))?;
-    let after = read_count(side.reader).await?;
+    let after = read_count(&side.readers).await?;
     let Some(exact_rise) = after.checked_sub(count) else {
         bail!("kv-counter's count went down, from {count} to {after}");
     };
@@ -355,19 +393,29 @@ async fn check_count(tools: &Tools, side: &Side<'_>, rate: f64) -> anyhow::Resul
     })
 }
 
-/// kv-counter's count, as `GET /counter/` on `rt` answers it.
-async fn read_count(rt: &Runtime) -> anyhow::Result<u64> {
-    let (status, body) = rt.get("/counter/").await;
-    ensure!(status == 200, "GET /counter/: {status} {body}");
-    body.trim()
-        .parse()
-        .with_context(|| format!("GET /counter/ answered {body:?}, not a count"))
+/// kv-counter's counts, as `GET /counter/` on each of `readers` answers
+/// it, summed.
+async fn read_count(readers: &[&Runtime]) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for rt in readers {
+        let (status, body) = rt.get("/counter/").await;
+        ensure!(status == 200, "GET /counter/: {status} {body}");
+        sum += body
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("GET /counter/ answered {body:?}, not a count"))?;
+    }
+    Ok(sum)
 }
 
 /// How (A) was started, for the report.
 pub const COMMAND_ALONE: &str = "nacre-runtime --listen unix:… --attestation dev; \
      nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:…; kv-counter and hello \
      deployed through the admin API; wrk through a loopback forwarder to the proxy";
+
+/// How (A3) was started, for the report.
+pub const COMMAND_ALONE3: &str = "(A) three times; wrk through a loopback forwarder \
+     handing connections to the three proxies in turn";
 
 /// How (B) was started, for the report.
 pub const COMMAND_REPLICATED: &str = "nacre-runtime --listen unix:… --attestation dev \

@@ -296,6 +296,17 @@ impl Runtime {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// PUT `body` to a path; the status, or 0 when no answer came (the
+    /// runtime may be paused or cut off on purpose).
+    pub async fn put(&self, path: &str, body: &str) -> u16 {
+        self.client()
+            .put(format!("{}{path}", self.url()))
+            .body(body.to_string())
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
     /// A raw TLS connection to the runtime that offers `alpn` (none: no
     /// ALPN extension at all) and trusts the test CA (or, for self-signed
     /// runtimes, any certificate whose key the server holds).

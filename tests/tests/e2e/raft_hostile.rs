@@ -1,7 +1,8 @@
 //! The replicated data against its host and its guests: an enclave of
 //! another image cannot join or vote; frames the host makes up are refused
 //! before anything is read into Raft; a guest reaches only its own
-//! namespace, whichever enclave takes its call and forwards it.
+//! namespace, whichever enclave takes its call and forwards it; a leader
+//! the host pauses past its lease serves no stale read when it wakes.
 
 use std::time::{Duration, Instant};
 
@@ -117,14 +118,7 @@ async fn a_guest_reads_only_its_own_namespace_through_any_enclave() {
         },
     )
     .await;
-    let put =
-        b.rt.client()
-            .put(format!("{}/lin-a/k/secret", b.rt.url()))
-            .body("only-for-a")
-            .send()
-            .await
-            .expect("put");
-    assert_eq!(put.status(), 200);
+    assert_eq!(b.rt.put("/lin-a/k/secret", "only-for-a").await, 200);
     for m in [&a, &b, &c] {
         assert_eq!(
             m.rt.get("/lin-a/k/secret").await,
@@ -133,4 +127,55 @@ async fn a_guest_reads_only_its_own_namespace_through_any_enclave() {
         let (status, body) = m.rt.get("/lin-b/k/secret").await;
         assert_eq!(status, 404, "lin-b read {body:?}");
     }
+}
+
+/// The host pauses the leader (SIGSTOP) just after it served a read from
+/// its lease, lets the two others elect a leader and take a write, then
+/// resumes it cut off from them, so nothing tells it it was deposed: its
+/// first read after it wakes fails, and never names the old value. Its
+/// lease was measured on a clock that ran on while it slept, so it
+/// lapsed, and the read must ask a majority, which it cannot reach. Let
+/// back in, it reads the new value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_paused_past_its_lease_serves_no_stale_read() {
+    let d = Deployment::new(3).await;
+    let (a, b, c) = three(&d).await;
+    a.rt.deploy_ok("lin", &guest("kv-lin"), "").await;
+    within(Duration::from_secs(10), "the guest everywhere", || async {
+        for m in [&a, &b, &c] {
+            if m.rt.get("/lin/k/none").await.1.contains("no guest") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(a.rt.put("/lin/k/x", "old").await, 200);
+    assert_eq!(a.rt.get("/lin/k/x").await, (200, "old".into()));
+    a.rt.pause();
+    within(Duration::from_secs(30), "b or c leads", || async {
+        b.leads().await || c.leads().await
+    })
+    .await;
+    let new = if b.leads().await { &b } else { &c };
+    within(
+        Duration::from_secs(10),
+        "a write through the new leader",
+        || async { new.rt.put("/lin/k/x", "new").await == 200 },
+    )
+    .await;
+    a.isolate(&d.ports, true);
+    a.rt.resume();
+    let (status, body) = a.rt.get("/lin/k/x").await;
+    assert!(
+        status != 200,
+        "the old leader, resumed alone, read {status} {body:?} after the new leader took \"new\""
+    );
+    a.isolate(&d.ports, false);
+    within(
+        Duration::from_secs(20),
+        "the old leader reads the new value",
+        || async { a.rt.get("/lin/k/x").await == (200, "new".to_string()) },
+    )
+    .await;
 }

@@ -10,12 +10,7 @@ use nacre_tests::fleet::{Deployment, Member, MemberSpec, within};
 use nacre_tests::guest;
 
 async fn put_state(m: &Member, value: &str) -> u16 {
-    m.rt.client()
-        .put(format!("{}/p/state", m.rt.url()))
-        .body(value.to_string())
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
+    m.rt.put("/p/state", value).await
 }
 
 async fn state(m: &Member) -> String {

@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use nacre_tests::Runtime;
 use nacre_tests::fleet::{Deployment, Forwarder, Member, MemberSpec, within};
+use nacre_tests::net::HostProxy;
 
 use crate::Plan;
 use crate::http::nacre_behind_proxy;
@@ -224,18 +225,8 @@ pub async fn run(
     println!(
         "(i) replicated key-value: one enclave, three enclaves alone, a three-enclave deployment"
     );
-    let mut alone = Vec::new();
-    for _ in 0..4 {
-        let (rt, proxy) = nacre_behind_proxy(&[]);
-        deploy(&rt, kv_counter, hello).await;
-        alone.push((rt, proxy));
-    }
-    serving(&alone.iter().map(|(rt, _)| rt).collect::<Vec<_>>()).await;
-    let to_alone = Forwarder::start().await;
-    to_alone.point_to(alone[0].1.inbound_tcp().port());
-    let to_alone3 = Forwarder::start().await;
-    let alone3: Vec<SocketAddr> = alone[1..].iter().map(|(_, p)| p.inbound_tcp()).collect();
-    to_alone3.spread_over(&alone3);
+    let (alone, to_alone) = enclaves_alone(1, kv_counter, hello).await;
+    let (alone3, to_alone3) = enclaves_alone(3, kv_counter, hello).await;
 
     let deployment = Deployment::new(3).await;
     let members = start_members(&deployment).await;
@@ -254,8 +245,8 @@ pub async fn run(
     to_members.spread_over(&publics);
 
     let mut sides = [
-        side(&to_alone, vec![&alone[0].0]),
-        side(&to_alone3, alone[1..].iter().map(|(rt, _)| rt).collect()),
+        side(&to_alone, alone.iter().map(|(rt, _)| rt).collect()),
+        side(&to_alone3, alone3.iter().map(|(rt, _)| rt).collect()),
         side(&to_members, vec![&leader.rt]),
     ];
     let term = |raft: serde_json::Value| raft["term"].as_u64().unwrap_or_default();
@@ -271,8 +262,28 @@ pub async fn run(
     for (i, side) in sides.iter().enumerate() {
         results.counts[i] = check_count(tools, side, rates[i]).await?;
     }
-    drop((to_members, to_alone3, to_alone, alone));
+    drop((to_members, to_alone3, to_alone, alone3, alone));
     Ok(results)
+}
+
+/// `n` enclaves, each alone behind its own host proxy, serving both
+/// guests, and a forwarder handing connections to them in turn.
+async fn enclaves_alone(
+    n: usize,
+    kv_counter: &Path,
+    hello: &Path,
+) -> (Vec<(Runtime, HostProxy)>, Forwarder) {
+    let mut alone = Vec::new();
+    for _ in 0..n {
+        let (rt, proxy) = nacre_behind_proxy(&[]);
+        deploy(&rt, kv_counter, hello).await;
+        alone.push((rt, proxy));
+    }
+    serving(&alone.iter().map(|(rt, _)| rt).collect::<Vec<_>>()).await;
+    let forwarder = Forwarder::start().await;
+    let publics: Vec<SocketAddr> = alone.iter().map(|(_, p)| p.inbound_tcp()).collect();
+    forwarder.spread_over(&publics);
+    (alone, forwarder)
 }
 
 /// A side reached through `forwarder`, its count the sum of `readers'`.

@@ -3,8 +3,8 @@
 //! alone (A), on three enclaves each alone (A3), and on a three-enclave
 //! deployment whose key-value data Raft replicates (B): there every write
 //! is committed by a majority before the guest sees success (a follower
-//! forwards it to the leader over the sync link), and every read waits
-//! for a read index from the leader.
+//! forwards it to the leader over the sync link), and a read on a worker
+//! is served under a read lease from the leader, or after a read index.
 //!
 //! (A3) runs the same processes as (B) on the same cores, without Raft:
 //! (B)/(A3) is what replication costs, the targets' measure. (B)/(A)

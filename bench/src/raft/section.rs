@@ -66,7 +66,7 @@ impl RaftResults {
              default Raft timings (heartbeat 100 ms, election timeout 500 ms–1 s), measured once the leader counts three voters, \
              the two others are workers and both guests answer on all three. Every write is committed by a majority before \
              the guest sees success (a follower forwards it to the leader over the sync link, through both host proxies); \
-             every read waits for a read index from the leader.\n\n\
+             a read on a worker is served under a read lease from the leader, or after a read index from it.\n\n\
              wrk (2 threads, one second of warm-up, then {} s) reaches each through a loopback TCP forwarder in the benchmark's \
              process: in (A3) and (B) it hands connections to the three enclaves' public ports in turn, so in (B) about a third land on the \
              leader and two thirds on followers; in (A) it leads to the one enclave, so what it costs is in all. \

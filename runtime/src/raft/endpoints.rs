@@ -14,6 +14,9 @@ use nacre_sync::raft::{OpenedRequest, RaftCall};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use openraft::raft::AppendEntriesResponse;
+
+use super::network::{Append, Appended};
 use super::service::WriteAnswer;
 use super::types::{Cmd, Member, NodeId};
 use super::wire::Cluster;
@@ -77,7 +80,7 @@ impl RaftEndpoints {
                 // Any incarnation member may lead: a learner's snapshot
                 // may name an older membership than its leader's.
                 let (req, body) = wire.open(call, &frame)?;
-                wire.seal_answer(&req, &raft.append_entries(body).await)
+                wire.seal_answer(&req, &append(&e, body).await)
             }
             RaftCall::Vote => {
                 let (req, body) = member_open(&e, call, &frame)?;
@@ -141,6 +144,29 @@ impl RaftEndpoints {
             },
             Err(why) => JoinAnswer::Refused(why),
         }
+    }
+}
+
+/// Takes an append: openraft's answer, and this node's token if its
+/// guests read. What it now holds of the sender's term is recorded before
+/// the answer leaves, with the lease the append grants.
+async fn append(e: &Engine, body: Append) -> Appended {
+    let Append { rpc, grant } = body;
+    let vote = rpc.vote.leader_id;
+    let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+    let answer = e.raft.append_entries(rpc).await;
+    let matched = match &answer {
+        Ok(AppendEntriesResponse::Success) => Some(last),
+        Ok(AppendEntriesResponse::PartialSuccess(m)) => Some(*m),
+        _ => None,
+    };
+    if let (Some(matched), Some(leader)) = (matched, vote.voted_for()) {
+        let matched = matched.map(|m| m.index);
+        e.leasing.held.took(leader, vote.term, matched, grant);
+    }
+    Appended {
+        answer,
+        token: e.leasing.held.token(),
     }
 }
 

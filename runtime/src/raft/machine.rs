@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -17,6 +18,8 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+
+use super::leases::Book;
 
 use super::types::{Cmd, Member, NodeId, Reply, TypeConfig, WriteId};
 use crate::guests::GuestName;
@@ -81,6 +84,9 @@ pub struct Machine {
     inner: Arc<Mutex<Inner>>,
     kv: Arc<MemoryKv>,
     slots: Arc<dyn Slots>,
+    /// What an entry waits for before it is applied here: every follower
+    /// whose read lease may run holds it (see [`super::leases`]).
+    gate: Arc<Book>,
 }
 
 fn poisoned() -> StorageError<NodeId> {
@@ -89,8 +95,9 @@ fn poisoned() -> StorageError<NodeId> {
 }
 
 impl Machine {
-    /// A machine over the enclave's key-value data and state slots.
-    pub fn new(kv: Arc<MemoryKv>, slots: Arc<dyn Slots>) -> Machine {
+    /// A machine over the enclave's key-value data and state slots,
+    /// applying an entry once `gate` lets it be revealed.
+    pub fn new(kv: Arc<MemoryKv>, slots: Arc<dyn Slots>, gate: Arc<Book>) -> Machine {
         Machine {
             inner: Arc::new(Mutex::new(Inner {
                 meta: Meta::default(),
@@ -99,6 +106,7 @@ impl Machine {
             })),
             kv,
             slots,
+            gate,
         }
     }
 
@@ -252,6 +260,19 @@ impl RaftStateMachine<TypeConfig> for Machine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        // On a leader, nothing enters the data its guests read until
+        // every lease holder has it: waits at most for one lease to run
+        // out (a follower that stops answering gets no new grant).
+        if let Some(last) = entries.last() {
+            let wait = tokio::time::Instant::now() + Duration::from_secs(60);
+            if !self.gate.reveal(Some(last.log_id.index), wait).await {
+                tracing::error!(
+                    index = last.log_id.index,
+                    "raft: a lease holder held an entry back for a minute"
+                );
+            }
+        }
         let mut g = self.lock()?;
         let mut replies = Vec::new();
         for entry in entries {

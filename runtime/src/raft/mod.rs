@@ -9,6 +9,8 @@
 //! - [`endpoints`]: `/enclave/raft/*`, the receiving side.
 //! - [`service`]: what guests call (writes committed by a majority, reads
 //!   after a read index), forwarding from followers to the leader.
+//! - [`reads`] and [`leases`]: read indexes, and the read leases that
+//!   let a follower read without one.
 //! - [`members`]: the leader's membership loop (learners promoted, silent
 //!   members removed) and joining.
 //!
@@ -18,6 +20,7 @@
 mod endpoints;
 #[cfg(test)]
 mod hostile_tests;
+mod leases;
 mod log;
 mod machine;
 mod members;
@@ -45,6 +48,7 @@ pub use service::{MAX_ENTRY, ReplicatedKv, ReplicatedState};
 pub use types::{Member, NodeId};
 pub use wire::{Cluster, Keys};
 
+use self::leases::Leasing;
 use self::log::MemoryLog;
 use self::machine::Machine;
 use self::network::Network;
@@ -110,6 +114,7 @@ pub(crate) struct Engine {
     machine: Machine,
     seq: AtomicU64,
     reads: Reads,
+    leasing: Arc<Leasing>,
 }
 
 /// What a new life of the node is made from.
@@ -164,19 +169,42 @@ impl Engine {
         // Never 0 (openraft's "none"), never reused: 64 random bits.
         let id = rand::random::<u64>() | 1;
         let wire = Arc::new(Wire::new(id, parts.link.clone()));
-        let machine = Machine::new(kv, parts.slots.clone());
-        let network = Network { wire: wire.clone() };
+        let (kick, kicked) = tokio::sync::mpsc::channel(1);
+        let leasing = Arc::new(Leasing::new(settings.election.0, kick));
+        let machine = Machine::new(kv, parts.slots.clone(), leasing.book.clone());
+        let network = Network {
+            wire: wire.clone(),
+            leasing: leasing.clone(),
+        };
         let config = Arc::new(config(settings, &parts.deployment)?);
         let raft = openraft::Raft::new(id, config, network, MemoryLog::default(), machine.clone())
             .await
             .map_err(|e| RaftError(e.to_string()))?;
+        let _ = leasing.metrics.set(raft.metrics());
+        tokio::spawn(tell_commits(raft.clone(), kicked));
         Ok(Engine {
             raft,
             wire,
             machine,
             seq: AtomicU64::new(0),
             reads: Reads::default(),
+            leasing,
         })
+    }
+}
+
+/// Sends an append at once when a commit index was held back from
+/// followers and every lease holder now has it (else followers would
+/// learn it only at the next heartbeat). Ends with the life of the node
+/// (its [`Leasing`] dropped).
+async fn tell_commits(
+    raft: openraft::Raft<TypeConfig>,
+    mut kicked: tokio::sync::mpsc::Receiver<()>,
+) {
+    while kicked.recv().await.is_some() {
+        if raft.trigger().heartbeat().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -385,6 +413,12 @@ impl RaftNode {
             "learners": membership.learner_ids().map(|i| hex(&i)).collect::<Vec<_>>(),
             "applied": m.last_applied.map(|l| l.index),
             "cluster": self.e().wire.cluster().map(hex_cluster),
+            "read_lease_ms": self
+                .e()
+                .leasing
+                .held
+                .valid(m.current_leader, m.current_term)
+                .map(|(_, until)| until.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64),
         })
     }
 

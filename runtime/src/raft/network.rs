@@ -14,9 +14,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
+use super::leases::{Grant, Leasing};
 use super::types::{Member, NodeId, TypeConfig};
 use super::wire::{Wire, WireError};
 
@@ -30,13 +31,31 @@ const MIN_TTL: Duration = Duration::from_millis(1000);
 /// Hands openraft a connection per peer: a clone of the wire.
 pub struct Network {
     pub(super) wire: Arc<Wire>,
+    pub(super) leasing: Arc<Leasing>,
 }
 
 /// One peer, as openraft addresses it.
 pub struct Peer {
     wire: Arc<Wire>,
+    leasing: Arc<Leasing>,
     to: NodeId,
     member: Member,
+}
+
+/// An append as it travels: openraft's request, and maybe a read lease.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(super) struct Append {
+    pub rpc: AppendEntriesRequest<TypeConfig>,
+    pub grant: Option<Grant>,
+}
+
+/// An append's answer: the receiver's, and its token if it asks for
+/// read leases.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Appended {
+    pub answer: Remote<AppendEntriesResponse<NodeId>, openraft::error::Infallible>,
+    pub token: Option<u64>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -45,6 +64,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
             wire: self.wire.clone(),
+            leasing: self.leasing.clone(),
             to: target,
             member: node.clone(),
         }
@@ -52,7 +72,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 /// An answer of the receiver's Raft: its response or its error.
-type Remote<T, E> = Result<T, RaftError<NodeId, E>>;
+pub(super) type Remote<T, E> = Result<T, RaftError<NodeId, E>>;
 
 impl Peer {
     async fn send<Q, T, E>(
@@ -66,29 +86,37 @@ impl Peer {
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        // openraft's deadline for a heartbeat is one heartbeat interval:
-        // too short for a first connection through two host proxies. A
-        // late answer only delays that peer's next message.
-        let ttl = ttl.max(MIN_TTL);
-        let answer: Result<Remote<T, E>, WireError> =
-            self.wire.call(call, self.to, &self.member, body, ttl).await;
+        let answer: Result<Remote<T, E>, WireError> = self
+            .wire
+            .call(call, self.to, &self.member, body, ttl_of(ttl))
+            .await;
         match answer {
             Ok(Ok(t)) => Ok(t),
-            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new_with_node(
-                self.to,
-                self.member.clone(),
-                e,
-            ))),
-            // A refusal (not in the group yet, not a member) or no answer:
-            // openraft backs off before trying that peer again, rather
-            // than spin on it.
-            Err(e @ (WireError::Unreachable(_) | WireError::Refused(..))) => Err(
-                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string()))),
-            ),
-            Err(e) => Err(RPCError::Network(NetworkError::new(
-                &std::io::Error::other(e.to_string()),
-            ))),
+            Ok(Err(e)) => Err(self.remote(e)),
+            Err(e) => Err(unreached(e)),
         }
+    }
+
+    /// openraft's error for the receiver's Raft error.
+    fn remote<E: std::error::Error>(
+        &self,
+        e: RaftError<NodeId, E>,
+    ) -> RPCError<NodeId, Member, RaftError<NodeId, E>> {
+        RPCError::RemoteError(RemoteError::new_with_node(self.to, self.member.clone(), e))
+    }
+}
+
+/// openraft's error for a message that got no answer, or a refusal.
+fn unreached<E: std::error::Error>(e: WireError) -> RPCError<NodeId, Member, E> {
+    let io = std::io::Error::other(e.to_string());
+    match e {
+        // A refusal (not in the group yet, not a member) or no answer:
+        // openraft backs off before trying that peer again, rather than
+        // spin on it.
+        WireError::Unreachable(_) | WireError::Refused(..) => {
+            RPCError::Unreachable(Unreachable::new(&io))
+        }
+        WireError::Malformed(_) => RPCError::Network(NetworkError::new(&io)),
     }
 }
 
@@ -111,16 +139,43 @@ impl RaftNetwork<TypeConfig> for Peer {
                 PayloadTooLarge::new_entries_hint((rpc.entries.len() / 2) as u64),
             ));
         }
+        let term = rpc.vote.leader_id.term;
+        let leasing = &self.leasing;
+        let leased = leasing.leading(&self.wire) == Some(term);
+        let (commit, grant) = leasing
+            .book
+            .sending(self.to, term, rpc.leader_commit, leased);
+        let mut rpc = rpc;
+        rpc.leader_commit = commit;
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
         let sent = std::time::Instant::now();
-        let answer = self.send(RaftCall::Append, &rpc, option.hard_ttl()).await;
+        let body = Append { rpc, grant };
+        let ttl = ttl_of(option.hard_ttl());
+        let answer: Result<Appended, WireError> = self
+            .wire
+            .call(RaftCall::Append, self.to, &self.member, &body, ttl)
+            .await;
+        let (answer, token) = match answer {
+            Ok(Appended {
+                answer: Ok(r),
+                token,
+            }) => (Ok(r), token),
+            Ok(Appended { answer: Err(e), .. }) => (Err(self.remote(e)), None),
+            Err(e) => (Err(unreached(e)), None),
+        };
         // Taken in this term (not refused for a higher vote): evidence, as
         // of when it was sent, that this follower still follows.
-        if matches!(
-            answer,
-            Ok(AppendEntriesResponse::Success | AppendEntriesResponse::Conflict)
-                | Ok(AppendEntriesResponse::PartialSuccess(_))
-        ) {
+        let matched = match &answer {
+            Ok(AppendEntriesResponse::Success) => Some(last),
+            Ok(AppendEntriesResponse::PartialSuccess(m)) => Some(*m),
+            Ok(AppendEntriesResponse::Conflict) => Some(None),
+            _ => None,
+        };
+        if let Some(matched) = matched {
             self.wire.mark_acked(self.to, sent);
+            if leasing.book.acked(self.to, term, matched, token) {
+                leasing.kick();
+            }
         }
         answer
     }
@@ -143,6 +198,13 @@ impl RaftNetwork<TypeConfig> for Peer {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.send(RaftCall::Vote, &rpc, option.hard_ttl()).await
     }
+}
+
+/// openraft's deadline for a heartbeat is one heartbeat interval: too
+/// short for a first connection through two host proxies. A late answer
+/// only delays that peer's next message.
+fn ttl_of(ttl: Duration) -> Duration {
+    ttl.max(MIN_TTL)
 }
 
 /// Roughly how many bytes a command takes on the wire.

@@ -1,3 +1,7 @@
+//! Reads: on a follower holding a read lease, what it applied (the rules
+//! are in [`super::leases`]); on a leader holding its lease, what it
+//! applied; otherwise after a read index.
+//!
 //! Read indexes, coalesced: a read is served by a round in which the
 //! leader confirms it still leads a majority, started after the read
 //! arrived; every read that arrives while a round is in flight shares the
@@ -121,7 +125,7 @@ impl RaftNode {
     ) -> Result<Option<u64>, Failed> {
         // A leader holding its lease needs no round at all.
         if let Some(index) = self.leased_index() {
-            return Ok(index);
+            return self.revealed(index, deadline).await;
         }
         let engine = self.e();
         let mut done = engine.reads.done.subscribe();
@@ -173,28 +177,76 @@ impl RaftNode {
     /// On the leader: confirms a majority still follows it, and names the
     /// index reads must wait for.
     pub(super) async fn leader_index(&self, deadline: Instant) -> ReadAnswer {
-        if let Some(index) = self.leased_index() {
-            return ReadAnswer::Index(index);
-        }
-        match tokio::time::timeout_at(deadline, self.e().raft.get_read_log_id()).await {
-            Ok(Ok((read, _applied))) => ReadAnswer::Index(read.map(|l| l.index)),
-            Ok(Err(e)) => match e.forward_to_leader() {
-                Some(f) => ReadAnswer::NotLeader(f.leader_id.zip(f.leader_node.clone())),
-                None => ReadAnswer::Failed,
-            },
+        let index = match self.leased_index() {
+            Some(index) => index,
+            None => {
+                match tokio::time::timeout_at(deadline, self.e().raft.get_read_log_id()).await {
+                    Ok(Ok((read, _applied))) => read.map(|l| l.index),
+                    Ok(Err(e)) => {
+                        return match e.forward_to_leader() {
+                            Some(f) => {
+                                ReadAnswer::NotLeader(f.leader_id.zip(f.leader_node.clone()))
+                            }
+                            None => ReadAnswer::Failed,
+                        };
+                    }
+                    Err(_) => return ReadAnswer::Failed,
+                }
+            }
+        };
+        match self.revealed(index, deadline).await {
+            Ok(index) => ReadAnswer::Index(index),
             Err(_) => ReadAnswer::Failed,
         }
+    }
+
+    /// `index`, once it may be revealed: raised to what followers may have
+    /// read already, and held by every follower whose read lease may
+    /// still run (see [`super::leases`]).
+    async fn revealed(&self, index: Option<u64>, deadline: Instant) -> Result<Option<u64>, Failed> {
+        let book = &self.e().leasing.book;
+        let index = index.max(book.visible());
+        if book.reveal(index, deadline).await {
+            Ok(index)
+        } else {
+            Err(Failed::NoRead)
+        }
+    }
+
+    /// On a follower holding a read lease: waits until it applied all it
+    /// acknowledged to the leader that granted it, at most until the lease
+    /// or `deadline` runs out. `true`: it may read what it applied.
+    pub(super) async fn leased_read(&self, deadline: Instant) -> bool {
+        let e = self.e();
+        e.leasing.held.reading();
+        let (leader, term) = {
+            let m = e.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader, m.current_term)
+        };
+        if leader == Some(self.id()) {
+            return false;
+        }
+        let Some((index, until)) = e.leasing.held.valid(leader, term) else {
+            return false;
+        };
+        if index.is_none() || e.machine.applied().map(|l| l.index) >= index {
+            return true;
+        }
+        let left = until
+            .min(deadline)
+            .saturating_duration_since(Instant::now());
+        e.raft
+            .wait(Some(left))
+            .applied_index_at_least(index, "leased read")
+            .await
+            .is_ok()
     }
 }
 
 impl RaftNode {
-    /// On a leader holding a lease, the index reads must wait for,
-    /// without a round: a majority of the voters took an append of this
-    /// term sent less than half the shortest election timeout ago, so no
-    /// other leader can have been elected since (a follower stands for
-    /// election only after that long without its leader, and votes for
-    /// no one while it hears one). One host's monotonic clock measures
-    /// all of it.
+    /// On a leader holding its lease ([`super::leases::Leasing::leading`]),
+    /// the index reads must wait for, without a round.
     ///
     /// The index is what this leader has applied, once that includes an
     /// entry of its own term: every entry committed before the term
@@ -204,25 +256,7 @@ impl RaftNode {
     /// call, and reading here needs no wait.
     fn leased_index(&self) -> Option<Option<u64>> {
         let e = self.e();
-        let lease = self.settings.election.0 / 2;
-        let (term, voters) = {
-            let metrics = e.raft.metrics();
-            let m = metrics.borrow();
-            if m.current_leader != Some(self.id()) {
-                return None;
-            }
-            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-            (m.current_term, voters)
-        };
-        let acked = voters
-            .iter()
-            .filter(|v| {
-                **v == self.id() || e.wire.acked(**v).is_some_and(|at| at.elapsed() < lease)
-            })
-            .count();
-        if acked * 2 <= voters.len() {
-            return None;
-        }
+        let term = e.leasing.leading(&e.wire)?;
         let applied = e.machine.applied()?;
         (applied.leader_id.term == term).then_some(Some(applied.index))
     }

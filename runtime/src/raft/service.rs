@@ -92,6 +92,8 @@ impl RaftNode {
             return WriteAnswer::Failed(Failed::NoMajority);
         }
         match tokio::time::timeout_at(deadline, self.e().raft.client_write(cmd)).await {
+            // Applied here only once every follower whose read lease may
+            // run holds it (the machine's gate).
             Ok(Ok(done)) => WriteAnswer::Applied(done.data),
             Ok(Err(e)) => match e.forward_to_leader() {
                 // Proposed, then leadership moved: it may still commit.
@@ -149,9 +151,12 @@ impl RaftNode {
     }
 
     /// Waits until this node has applied everything committed before the
-    /// call (a read index from the leader).
+    /// call (its read lease, or a read index from the leader).
     pub async fn read_barrier(self: &Arc<Self>) -> Result<(), Failed> {
         let deadline = Instant::now() + self.settings.write_timeout;
+        if self.leased_read(deadline).await {
+            return Ok(());
+        }
         let index = self.read_index(deadline).await?;
         // Most reads find it applied already: no wait, no metrics copy.
         let applied = self.e().machine.applied().map(|l| l.index);

@@ -2,7 +2,8 @@
 //! another image cannot join or vote; frames the host makes up are refused
 //! before anything is read into Raft; a guest reaches only its own
 //! namespace, whichever enclave takes its call and forwards it; a leader
-//! the host pauses past its lease serves no stale read when it wakes.
+//! the host pauses past its lease serves no stale read when it wakes, nor
+//! does a follower paused or cut off while it holds a read lease.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,20 @@ async fn three(d: &Deployment) -> (Member, Member, Member) {
     })
     .await;
     (a, b, c)
+}
+
+/// Deploys the guest `lin` through `a` and waits until all three serve it.
+async fn lin_everywhere(a: &Member, b: &Member, c: &Member) {
+    a.rt.deploy_ok("lin", &guest("kv-lin"), "").await;
+    within(Duration::from_secs(10), "the guest everywhere", || async {
+        for m in [a, b, c] {
+            if m.rt.get("/lin/k/none").await.1.contains("no guest") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 }
 
 /// A client of a sync port as the host is: any certificate.
@@ -140,16 +155,7 @@ async fn a_guest_reads_only_its_own_namespace_through_any_enclave() {
 async fn a_leader_paused_past_its_lease_serves_no_stale_read() {
     let d = Deployment::new(3).await;
     let (a, b, c) = three(&d).await;
-    a.rt.deploy_ok("lin", &guest("kv-lin"), "").await;
-    within(Duration::from_secs(10), "the guest everywhere", || async {
-        for m in [&a, &b, &c] {
-            if m.rt.get("/lin/k/none").await.1.contains("no guest") {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    lin_everywhere(&a, &b, &c).await;
     assert_eq!(a.rt.put("/lin/k/x", "old").await, 200);
     assert_eq!(a.rt.get("/lin/k/x").await, (200, "old".into()));
     a.rt.pause();
@@ -177,5 +183,68 @@ async fn a_leader_paused_past_its_lease_serves_no_stale_read() {
         "the old leader reads the new value",
         || async { a.rt.get("/lin/k/x").await == (200, "new".to_string()) },
     )
+    .await;
+}
+
+/// The guest `lin` on three settled members, `b` a follower holding a read
+/// lease after reading "old" (its `read_lease_ms` says so).
+async fn a_follower_with_a_lease(d: &Deployment) -> (Member, Member, Member) {
+    let (a, b, c) = three(d).await;
+    lin_everywhere(&a, &b, &c).await;
+    assert_eq!(a.rt.put("/lin/k/x", "old").await, 200);
+    within(Duration::from_secs(10), "b holds a read lease", || async {
+        assert_eq!(b.rt.get("/lin/k/x").await, (200, "old".into()));
+        b.raft().await["read_lease_ms"].as_u64().is_some()
+    })
+    .await;
+    (a, b, c)
+}
+
+/// The host pauses a follower (SIGSTOP) while it holds a read lease. The
+/// leader's write waits out that lease (a write is answered only once
+/// every follower whose lease may run holds it) and then succeeds; the
+/// follower, resumed cut off from the others, finds its lease lapsed
+/// (measured from its own clock, which ran on) and never reads "old".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_paused_holding_a_read_lease_serves_no_stale_read() {
+    let d = Deployment::new(3).await;
+    let (a, b, _c) = a_follower_with_a_lease(&d).await;
+    b.rt.pause();
+    assert_eq!(
+        a.rt.put("/lin/k/x", "new").await,
+        200,
+        "the write waits out the lease"
+    );
+    b.isolate(&d.ports, true);
+    b.rt.resume();
+    cut_off_reads_nothing_stale(&d, &b, "resumed alone").await;
+}
+
+/// The host cuts a follower off while it holds a read lease, then a
+/// client writes through the leader: the write is answered only after the
+/// follower's lease ran out, so a read on the follower that starts after
+/// the answer finds no lease, cannot reach a majority, and fails rather
+/// than answer "old".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_while_leases_run_delays_the_write_and_fails_the_read() {
+    let d = Deployment::new(3).await;
+    let (a, b, _c) = a_follower_with_a_lease(&d).await;
+    b.isolate(&d.ports, true);
+    assert_eq!(a.rt.put("/lin/k/x", "new").await, 200);
+    cut_off_reads_nothing_stale(&d, &b, "cut off").await;
+}
+
+/// `b`, cut off after the leader took "new", fails to read rather than
+/// answer "old"; let back in, it reads "new".
+async fn cut_off_reads_nothing_stale(d: &Deployment, b: &Member, how: &str) {
+    let (status, body) = b.rt.get("/lin/k/x").await;
+    assert!(
+        status != 200,
+        "the follower, {how}, read {status} {body:?} after the leader took \"new\""
+    );
+    b.isolate(&d.ports, false);
+    within(Duration::from_secs(20), "b reads the new value", || async {
+        b.rt.get("/lin/k/x").await == (200, "new".to_string())
+    })
     .await;
 }

@@ -11,7 +11,7 @@ use nacre_attestation::{RuntimeBinding, Verified, Verifier, VerifyError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::verify::{parse_pcr, summary, verifier_for};
+use crate::verify::{gather_pins, parse_pcr, summary, verifier_for};
 use nacre_cli::client::{attesting_client, connect_error, fail, peer_certificate};
 
 /// Attest a running runtime: fetch a document for a fresh nonce, verify it,
@@ -34,6 +34,11 @@ pub struct AttestCmd {
     /// Require PCR N to hold HEX (repeatable).
     #[arg(long, value_name = "N=HEX", value_parser = parse_pcr)]
     pub pcr: Vec<(u32, Vec<u8>)>,
+    /// Require the PCRs in this JSON file, as `nitro-cli describe-eif`
+    /// prints them ({"Measurements": {"PCR0": "HEX", ...}}) or a flat
+    /// {"PCR0": "HEX", ...} object. PCR8 alone pins a signed release.
+    #[arg(long, value_name = "FILE")]
+    pub pcrs: Option<PathBuf>,
     /// Require guest NAME to be deployed with this SHA-256 (repeatable).
     #[arg(long, value_name = "NAME=SHA256", value_parser = parse_guest)]
     pub guest: Vec<(String, String)>,
@@ -43,6 +48,9 @@ impl AttestCmd {
     /// Runs the command.
     pub async fn execute(self) -> anyhow::Result<()> {
         let verifier = verifier_for(self.root.as_deref())?;
+        let pins: Vec<(u32, Vec<u8>)> = gather_pins(self.pcrs.as_deref(), &self.pcr)?
+            .into_iter()
+            .collect();
         // The certificate is judged below, against the attested hash; the
         // client still makes the server prove it holds that certificate's
         // key.
@@ -55,7 +63,7 @@ impl AttestCmd {
         for _ in 0..2 {
             let Attested {
                 verified, binding, ..
-            } = attest_once(&client, base, &verifier, &self.pcr).await?;
+            } = attest_once(&client, base, &verifier, &pins).await?;
             let (manifest, cert) = get(&client, base, paths::MANIFEST).await?;
             check_cert(&binding, &cert)?;
             if <[u8; 32]>::from(Sha256::digest(&manifest)) != binding.manifest_sha256 {
@@ -66,7 +74,9 @@ impl AttestCmd {
             }
             let manifest = Manifest::from_slice(&manifest).context("/enclave/manifest")?;
             check_guests(&manifest, &self.guest)?;
-            if !self.pcr.iter().any(|(i, _)| *i == 0) {
+            // PCR0 pins the image; PCR8, the certificate a release was
+            // signed with.
+            if !pins.iter().any(|(i, _)| *i == 0 || *i == 8) {
                 warn_unpinned(&verified);
             }
             let mut out = summary(&verified);
@@ -232,7 +242,7 @@ fn warn_unpinned(verified: &Verified) {
         .map(hex::encode)
         .unwrap_or_default();
     eprintln!(
-        "warning: no enclave image pinned: without --pcr 0=HEX any image signed by the root passes, a modified runtime included. This enclave's image has PCR0 {pcr0}; to accept only it, add --pcr 0={pcr0}"
+        "warning: no enclave image pinned: without --pcr 0=HEX (or --pcrs FILE naming PCR0 or PCR8) any image signed by the root passes, a modified runtime included. This enclave's image has PCR0 {pcr0}; to accept only it, add --pcr 0={pcr0}"
     );
 }
 

@@ -12,13 +12,13 @@
 //! certificate is exactly the attested one.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::attest::attest_once;
-use crate::verify::{parse_pcr, verifier_for};
+use crate::verify::{gather_pins, parse_pcr, verifier_for};
 use nacre_cli::client::{TrustArgs, connect_error, pinned_client};
 
 /// How a command that sends the admin token decides the server is the
@@ -84,20 +84,7 @@ impl AdminTrust {
     /// refused, since any image the root signed (a modified runtime
     /// included) would then get the token.
     fn pins(&self) -> anyhow::Result<BTreeMap<u32, Vec<u8>>> {
-        let mut pins = BTreeMap::new();
-        if let Some(path) = &self.pcrs {
-            pins.extend(read_pcr_file(path)?);
-        }
-        for (index, value) in &self.pcr {
-            if pins.get(index).is_some_and(|v| v != value) {
-                bail!(
-                    "--pcr {index}={} disagrees with PCR{index} in --pcrs {}: pin each PCR once",
-                    hex::encode(value),
-                    self.pcrs.as_deref().unwrap_or(Path::new("")).display()
-                );
-            }
-            pins.insert(*index, value.clone());
-        }
+        let pins = gather_pins(self.pcrs.as_deref(), &self.pcr)?;
         if pins.is_empty() {
             bail!(
                 "refusing to send the admin token to a server that has not proved it runs your enclave image: pin the image with --pcr 0=HEX (repeatable) or --pcrs FILE (the JSON `nitro-cli describe-eif` prints); for a local dev runtime you started yourself, --insecure skips attestation"
@@ -105,46 +92,6 @@ impl AdminTrust {
         }
         Ok(pins)
     }
-}
-
-/// Reads `--pcrs FILE`.
-fn read_pcr_file(path: &Path) -> anyhow::Result<BTreeMap<u32, Vec<u8>>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--pcrs {}: cannot read", path.display()))?;
-    parse_pcr_json(&text).map_err(|why| anyhow!("--pcrs {}: {why}", path.display()))
-}
-
-/// PCRs from JSON: `nitro-cli describe-eif`'s (or `build-enclave`'s)
-/// output, whose `Measurements` object holds `PCR0`, `PCR1`..., or a flat
-/// object of those keys. Other keys (`HashAlgorithm`, `EifVersion`...) are
-/// not PCRs and are skipped; a file with no PCR at all is refused.
-pub fn parse_pcr_json(text: &str) -> Result<BTreeMap<u32, Vec<u8>>, String> {
-    let json: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let object = json
-        .get("Measurements")
-        .unwrap_or(&json)
-        .as_object()
-        .ok_or("expected a JSON object")?;
-    let mut pins = BTreeMap::new();
-    for (key, value) in object {
-        let Some(index) = key.strip_prefix("PCR") else {
-            continue;
-        };
-        let hex = value
-            .as_str()
-            .ok_or_else(|| format!("{key}: expected a hex string"))?;
-        let (index, value) =
-            parse_pcr(&format!("{index}={hex}")).map_err(|e| format!("{key}: {e}"))?;
-        pins.insert(index, value);
-    }
-    if pins.is_empty() {
-        return Err(
-            r#"no PCRs found: expected {"Measurements": {"PCR0": "HEX", ...}} as nitro-cli describe-eif prints, or {"PCR0": "HEX", ...}"#
-                .into(),
-        );
-    }
-    Ok(pins)
 }
 
 impl Admin {
@@ -178,6 +125,7 @@ impl Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::parse_pcr_json;
 
     fn trust(pcr: &[&str], pcrs: Option<PathBuf>, insecure: bool) -> AdminTrust {
         AdminTrust {

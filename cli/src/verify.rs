@@ -1,8 +1,10 @@
-//! `nacre verify`: check an attestation document offline.
+//! `nacre verify`: check an attestation document offline; and the PCR
+//! pins every command that attests reads (`--pcr N=HEX`, `--pcrs FILE`).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use clap::Args;
 use nacre_attestation::{GuestBinding, RuntimeBinding, Verified, Verifier, validity};
@@ -147,4 +149,67 @@ pub fn parse_pcr(s: &str) -> Result<(u32, Vec<u8>), String> {
         .filter(|n| *n < 32)
         .ok_or_else(|| format!("{s:?}: PCR index must be 0 to 31"))?;
     Ok((n, parse_hex(h)?.0))
+}
+
+/// The PCRs `--pcrs FILE` and `--pcr N=HEX` name together; a PCR named by
+/// both must agree.
+pub fn gather_pins(
+    file: Option<&Path>,
+    pcr: &[(u32, Vec<u8>)],
+) -> anyhow::Result<BTreeMap<u32, Vec<u8>>> {
+    let mut pins = BTreeMap::new();
+    if let Some(path) = file {
+        pins.extend(read_pcr_file(path)?);
+    }
+    for (index, value) in pcr {
+        if pins.get(index).is_some_and(|v| v != value) {
+            bail!(
+                "--pcr {index}={} disagrees with PCR{index} in --pcrs {}: pin each PCR once",
+                hex::encode(value),
+                file.unwrap_or(Path::new("")).display()
+            );
+        }
+        pins.insert(*index, value.clone());
+    }
+    Ok(pins)
+}
+
+/// Reads `--pcrs FILE`.
+fn read_pcr_file(path: &Path) -> anyhow::Result<BTreeMap<u32, Vec<u8>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--pcrs {}: cannot read", path.display()))?;
+    parse_pcr_json(&text).map_err(|why| anyhow!("--pcrs {}: {why}", path.display()))
+}
+
+/// PCRs from JSON: `nitro-cli describe-eif`'s (or `build-enclave`'s)
+/// output, whose `Measurements` object holds `PCR0`, `PCR1`..., or a flat
+/// object of those keys. Other keys (`HashAlgorithm`, `EifVersion`...) are
+/// not PCRs and are skipped; a file with no PCR at all is refused.
+pub fn parse_pcr_json(text: &str) -> Result<BTreeMap<u32, Vec<u8>>, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let object = json
+        .get("Measurements")
+        .unwrap_or(&json)
+        .as_object()
+        .ok_or("expected a JSON object")?;
+    let mut pins = BTreeMap::new();
+    for (key, value) in object {
+        let Some(index) = key.strip_prefix("PCR") else {
+            continue;
+        };
+        let hex = value
+            .as_str()
+            .ok_or_else(|| format!("{key}: expected a hex string"))?;
+        let (index, value) =
+            parse_pcr(&format!("{index}={hex}")).map_err(|e| format!("{key}: {e}"))?;
+        pins.insert(index, value);
+    }
+    if pins.is_empty() {
+        return Err(
+            r#"no PCRs found: expected {"Measurements": {"PCR0": "HEX", ...}} as nitro-cli describe-eif prints, or {"PCR0": "HEX", ...}"#
+                .into(),
+        );
+    }
+    Ok(pins)
 }

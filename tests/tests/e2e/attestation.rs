@@ -161,6 +161,63 @@ async fn attest_without_an_image_pin_warns_with_the_pcr0_to_pin() {
     assert!(!err.contains("warning"), "{err}");
 }
 
+/// A client pins the image with the file the build printed
+/// (`nacre image build` and `nitro-cli describe-eif` write the same JSON):
+/// the enclave's own PCR0 passes without a warning; a file naming another
+/// PCR0 fails; a file naming no PCR, or one that disagrees with `--pcr`,
+/// is refused before anything is fetched, naming the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn attest_pins_the_image_with_the_builds_pcr_file() {
+    let rt = Runtime::start(&[]);
+    let root = rt.dev_root.join("root.pem").display().to_string();
+    let pcr0 = hex::encode(Sha384::digest(std::fs::read(bin("nacre-runtime")).unwrap()));
+    let dir = nacre_tests::temp_dir("attest-pcrs");
+    let write = |name: &str, measurements: serde_json::Value| {
+        let path = dir.join(name);
+        let json = serde_json::json!({"Measurements": measurements});
+        std::fs::write(&path, json.to_string()).unwrap();
+        path.display().to_string()
+    };
+    let ours = write(
+        "ours.json",
+        serde_json::json!({"HashAlgorithm": "Sha384 { ... }", "PCR0": pcr0}),
+    );
+    let (ok, out, err) = nacre(&["attest", &rt.url(), "--root", &root, "--pcrs", &ours]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"verified\": true"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let other = write("other.json", serde_json::json!({"PCR0": "ab".repeat(48)}));
+    let (ok, _, err) = nacre(&["attest", &rt.url(), "--root", &root, "--pcrs", &other]);
+    assert!(!ok);
+    assert!(err.contains("PCR0 mismatch"), "{err}");
+
+    let none = write(
+        "none.json",
+        serde_json::json!({"HashAlgorithm": "Sha384 { ... }"}),
+    );
+    let (ok, _, err) = nacre(&["attest", &rt.url(), "--root", &root, "--pcrs", &none]);
+    assert!(!ok);
+    assert!(
+        err.contains("none.json") && err.contains("no PCRs found"),
+        "{err}"
+    );
+
+    let both = format!("0={}", "cd".repeat(48));
+    let (ok, _, err) = nacre(&[
+        "attest",
+        &rt.url(),
+        "--root",
+        &root,
+        "--pcrs",
+        &ours,
+        "--pcr",
+        &both,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("disagrees with PCR0"), "{err}");
+}
+
 /// A guest deployed under another's route serves part of its paths: a
 /// check of the outer guest alone must not pass.
 #[tokio::test(flavor = "multi_thread")]

@@ -14,9 +14,7 @@ use nacre_sync::raft::{OpenedRequest, RaftCall};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use openraft::raft::AppendEntriesResponse;
-
-use super::network::{Append, Appended};
+use super::network::{Append, Appended, last_sent, matched};
 use super::service::WriteAnswer;
 use super::types::{Cmd, Member, NodeId};
 use super::wire::Cluster;
@@ -153,13 +151,9 @@ impl RaftEndpoints {
 async fn append(e: &Engine, body: Append) -> Appended {
     let Append { rpc, grant } = body;
     let vote = rpc.vote.leader_id;
-    let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+    let last = last_sent(&rpc);
     let answer = e.raft.append_entries(rpc).await;
-    let matched = match &answer {
-        Ok(AppendEntriesResponse::Success) => Some(last),
-        Ok(AppendEntriesResponse::PartialSuccess(m)) => Some(*m),
-        _ => None,
-    };
+    let matched = answer.as_ref().ok().and_then(|a| matched(a, last));
     if let (Some(matched), Some(leader)) = (matched, vote.voted_for()) {
         let matched = matched.map(|m| m.index);
         e.leasing.held.took(leader, vote.term, matched, grant);

@@ -100,12 +100,10 @@ impl Pages {
             .filter(move |h| h.until.is_some_and(|u| u > now))
     }
 
-    /// The highest index every live holder holds (`u64::MAX` with none).
-    fn held_by_all(&self, now: Instant) -> Option<u64> {
-        self.live(now)
-            .map(|h| h.matched.map(|m| m.index))
-            .min()
-            .unwrap_or(Some(u64::MAX))
+    /// The highest entry every live holder holds; `None` with no live
+    /// holder (nothing is held back).
+    fn held_by_all(&self, now: Instant) -> Option<Option<LogId<NodeId>>> {
+        self.live(now).map(|h| h.matched).min()
     }
 
     /// `Ok` if every live holder holds `index`; else when the first of
@@ -158,10 +156,7 @@ impl Book {
         }
         let now = Instant::now();
         let wanted = commit;
-        let mut commit = commit;
-        for h in p.live(now) {
-            commit = commit.min(h.matched);
-        }
+        let commit = p.held_by_all(now).map_or(commit, |held| commit.min(held));
         if commit < wanted {
             p.owed = p.owed.max(wanted.map(|c| c.index));
         }
@@ -199,7 +194,8 @@ impl Book {
             let h = p.holders.entry(from).or_default();
             h.matched = h.matched.max(matched);
             h.token = token;
-            if p.owed.is_some() && p.held_by_all(Instant::now()) >= p.owed {
+            let held = p.held_by_all(Instant::now());
+            if p.owed.is_some() && held.is_none_or(|h| h.map(|l| l.index) >= p.owed) {
                 p.owed = None;
                 kick = true;
             }
@@ -218,9 +214,8 @@ impl Book {
     /// at most until `deadline`; then `index` counts as revealed.
     pub async fn reveal(&self, index: Option<u64>, deadline: Instant) -> bool {
         let Some(index) = index else { return true };
-        let mut changes = self.changed.subscribe();
         loop {
-            let wake = {
+            let (wake, mut changes) = {
                 let Ok(mut p) = self.pages.lock() else {
                     return false;
                 };
@@ -229,7 +224,9 @@ impl Book {
                         p.visible = p.visible.max(Some(index));
                         return true;
                     }
-                    Err(runs_out) => runs_out.min(deadline),
+                    // Subscribed under the lock: an acknowledgement that
+                    // changes the book after this look also wakes us.
+                    Err(runs_out) => (runs_out.min(deadline), self.changed.subscribe()),
                 }
             };
             if Instant::now() >= deadline {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nacre_sync::raft::RaftCall;
+use openraft::LogId;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -147,7 +148,7 @@ impl RaftNetwork<TypeConfig> for Peer {
             .sending(self.to, term, rpc.leader_commit, leased);
         let mut rpc = rpc;
         rpc.leader_commit = commit;
-        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        let last = last_sent(&rpc);
         let sent = std::time::Instant::now();
         let body = Append { rpc, grant };
         let ttl = ttl_of(option.hard_ttl());
@@ -166,10 +167,9 @@ impl RaftNetwork<TypeConfig> for Peer {
         // Taken in this term (not refused for a higher vote): evidence, as
         // of when it was sent, that this follower still follows.
         let matched = match &answer {
-            Ok(AppendEntriesResponse::Success) => Some(last),
-            Ok(AppendEntriesResponse::PartialSuccess(m)) => Some(*m),
             Ok(AppendEntriesResponse::Conflict) => Some(None),
-            _ => None,
+            Ok(taken) => matched(taken, last),
+            Err(_) => None,
         };
         if let Some(matched) = matched {
             self.wire.mark_acked(self.to, sent);
@@ -197,6 +197,24 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.send(RaftCall::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+/// The last entry an append names: its last entry, or the one it follows.
+pub(super) fn last_sent(rpc: &AppendEntriesRequest<TypeConfig>) -> Option<LogId<NodeId>> {
+    rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id)
+}
+
+/// What a follower that gave `answer` to an append whose last entry is
+/// `last` holds of the leader's log (`None`: it took nothing).
+pub(super) fn matched(
+    answer: &AppendEntriesResponse<NodeId>,
+    last: Option<LogId<NodeId>>,
+) -> Option<Option<LogId<NodeId>>> {
+    match answer {
+        AppendEntriesResponse::Success => Some(last),
+        AppendEntriesResponse::PartialSuccess(m) => Some(*m),
+        _ => None,
     }
 }
 

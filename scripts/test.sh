@@ -23,7 +23,7 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "tools the tests talk to: curl, nginx, python3, openssl, pebble, promtool"
+step "tools the tests talk to: curl, nginx, python3, openssl, pebble, promtool, qemu"
 # Clients and servers nobody here wrote: the tests drive the system's curl
 # (HTTP/1.1 and HTTP/2) and openssl, guests fetch from nginx and Python's
 # http.server, certificates come from Pebble, Let's Encrypt's ACME test
@@ -36,6 +36,11 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v openssl >/dev/null || missing+=(openssl)
 { command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null; } || missing+=(pebble)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The enclave image boots in QEMU; its builder links OpenSSL (the EIF
+# crate's signing) and fetches the kernel with apt-get download.
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt_get=(apt-get)
@@ -49,8 +54,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${apt_get[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "curl, nginx, python3, openssl, pebble and promtool are here"
+  echo "curl, nginx, python3, openssl, pebble, promtool, qemu and OpenSSL headers are here"
 fi
+
+step "package lists for the image's kernel"
+# The image tests fetch Debian's kernel package with apt-get download,
+# which needs the package lists.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+fi
+echo "present"
 
 step "format"
 cargo fmt --all -- --check

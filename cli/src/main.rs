@@ -4,6 +4,7 @@ mod admin;
 mod attest;
 mod build;
 mod dev;
+mod image;
 mod pinned;
 mod verify;
 
@@ -32,6 +33,8 @@ enum Command {
     Attest(attest::AttestCmd),
     /// Build a guest crate into a component; prints the .wasm path last.
     Build(build::BuildCmd),
+    /// Build or describe an enclave image (EIF); runs nacre-image.
+    Image(image::ImageCmd),
 }
 
 #[tokio::main]
@@ -44,6 +47,7 @@ async fn main() {
         Command::Verify(c) => c.execute(),
         Command::Attest(c) => c.execute().await,
         Command::Build(c) => c.execute(),
+        Command::Image(c) => c.execute(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -236,3 +236,36 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod unit_file {
+    use super::*;
+
+    /// deploy/nacre-host-proxy.service's command line parses, so the unit
+    /// the docs install starts.
+    #[test]
+    fn the_systemd_unit_starts_with_flags_that_parse() {
+        let unit = include_str!("../../deploy/nacre-host-proxy.service");
+        let exec = unit
+            .split("ExecStart=")
+            .nth(1)
+            .expect("an ExecStart line")
+            .split("\n")
+            .scan(true, |more, line| {
+                let take = *more;
+                *more = line.trim_end().ends_with('\\');
+                take.then(|| line.trim_end().trim_end_matches('\\').to_owned())
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let words: Vec<&str> = exec.split_whitespace().collect();
+        assert_eq!(words[0], "/usr/local/bin/nacre-host-proxy");
+        let args = Args::try_parse_from(&words).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        assert_eq!(args.inbound.len(), 1);
+        assert!(args.control_listen.is_some() && args.egress_listen.is_some());
+        // A wrong flag in it would fail the same way.
+        let mut broken = words.clone();
+        broken.push("--inbund");
+        assert!(Args::try_parse_from(&broken).is_err());
+    }
+}

@@ -229,6 +229,14 @@ pub struct Config {
     #[arg(long, env = "NACRE_DEBUG")]
     pub debug: bool,
 
+    /// Check the flags and every --guest (each must compile and link as it
+    /// would be deployed), say so, and exit without opening anything: 0
+    /// when the runtime would start, 2 otherwise. `nacre image build` runs
+    /// it before it builds an image.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check: bool,
+
     /// Serve the runtime's Prometheus metrics here (plain HTTP, any path):
     /// process-wide figures only (per-guest figures are at /enclave/metrics,
     /// behind the admin token), no secrets. Expose it on

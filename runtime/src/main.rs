@@ -16,6 +16,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if config.check {
+        std::process::exit(check(config));
+    }
     let link = init_logging(&config);
     let result = Settings::from_config(config)
         .map_err(anyhow::Error::from)
@@ -31,6 +34,33 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--check`: the flags as the runtime would take them, then each boot
+/// guest compiled and linked as it would be deployed.
+fn check(config: Config) -> i32 {
+    let settings = match Settings::from_config(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    for guest in &settings.guests {
+        let name = &guest.config.name;
+        let checked = std::fs::read(&guest.path)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|bytes| nacre_runtime::guests::check_component(&bytes));
+        if let Err(e) = checked {
+            eprintln!("error: --guest {name} ({}): {e}", guest.path.display());
+            return 2;
+        }
+    }
+    println!(
+        "nacre-runtime: the flags and {} boot guest(s) are valid",
+        settings.guests.len()
+    );
+    0
 }
 
 /// Logs go to stderr and, with `--control`, to the host proxy too (the

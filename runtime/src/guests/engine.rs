@@ -112,13 +112,7 @@ impl GuestEngine {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(err)?;
 
-        let mut linker = Linker::new(&engine);
-        // All of WASI p2: Rust guests import wasi:cli/* even when they only
-        // serve HTTP, and components made for `wasmtime serve -Scli` do too.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(err)?;
-        super::enclave::add_to_linker(&mut linker).map_err(err)?;
-        super::kv::add_to_linker(&mut linker).map_err(err)?;
+        let linker = link(&engine).map_err(err)?;
 
         spawn_ticker(&engine)?;
         Ok(GuestEngine {
@@ -161,22 +155,52 @@ impl GuestEngine {
     /// everything that can fail before a request arrives fails here, with
     /// a message for the uploader.
     pub(crate) fn prepare(&self, bytes: &[u8]) -> Result<ProxyPre<Host>, String> {
-        if bytes.starts_with(b"\0asm\x01\0\0\0") {
-            return Err(
+        prepare(&self.engine, &self.linker, bytes)
+    }
+}
+
+/// Every interface a guest may import: all of WASI p2 (Rust guests import
+/// wasi:cli/* even when they only serve HTTP, and components made for
+/// `wasmtime serve -Scli` do too), wasi:http, nacre:enclave, wasi:keyvalue.
+fn link(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    super::enclave::add_to_linker(&mut linker)?;
+    super::kv::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// Checks that `bytes` is a guest the runtime would deploy (a component
+/// that links against [`link`]'s interfaces and exports
+/// wasi:http/incoming-handler), with an engine of its own and nothing
+/// else: `nacre-runtime --check` runs it before an image is built.
+pub fn check_component(bytes: &[u8]) -> Result<(), String> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // The same code generation settings as the serving engine, so what
+    // compiles here compiles there.
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+    let linker = link(&engine).map_err(|e| format!("{e:#}"))?;
+    prepare(&engine, &linker, bytes).map(drop)
+}
+
+fn prepare(engine: &Engine, linker: &Linker<Host>, bytes: &[u8]) -> Result<ProxyPre<Host>, String> {
+    if bytes.starts_with(b"\0asm\x01\0\0\0") {
+        return Err(
                 "this is a core WebAssembly module, not a component: build with `--target wasm32-wasip2` (or run `wasm-tools component new`)"
                     .into(),
             );
-        }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("the component cannot be linked: {e:#}"))?;
-        ProxyPre::new(pre).map_err(|e| {
+    }
+    let component = Component::new(engine, bytes)
+        .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| format!("the component cannot be linked: {e:#}"))?;
+    ProxyPre::new(pre).map_err(|e| {
             format!("the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy world): {e:#}")
         })
-    }
 }
 
 /// One thread for the whole process; it exits when the engine is dropped.

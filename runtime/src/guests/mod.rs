@@ -37,7 +37,7 @@ pub mod stats;
 mod view;
 
 pub use ended::Outcome;
-pub use engine::{EngineError, GuestEngine, Limits};
+pub use engine::{EngineError, GuestEngine, Limits, check_component};
 pub use invoke::{GuestBody, invoke};
 pub use kv::KvLimits;
 pub use registry::{DeployError, Deployed, Guest, Registry, Snapshot};

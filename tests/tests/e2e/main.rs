@@ -11,6 +11,7 @@ mod cli;
 mod connections;
 mod egress;
 mod hostproxy;
+mod image;
 mod keyvalue;
 mod limits;
 mod load;

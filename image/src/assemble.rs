@@ -1,0 +1,197 @@
+//! `nacre image build`: from a configuration to an EIF and its PCRs.
+//!
+//! The first ramdisk (measured into PCR1 with the kernel) holds what boots
+//! any Nacre image: the init, `/dev/console` and the kernel modules. The
+//! second (PCR2) holds what this image serves: the runtime, its boot plan
+//! (flags and environment), guests and files. Everything is checked
+//! before anything is written.
+
+use crate::config::ImageConfig;
+use crate::eif::{self, Measurements, Parts, Signing};
+use crate::ramdisk::{Node, Ramdisk};
+use crate::{ImageError, checks, deb};
+use nacre_init::{BootPlan, PLAN_PATH};
+use std::path::{Path, PathBuf};
+
+/// Where the runtime is in the image.
+pub const RUNTIME_PATH: &str = "/nacre/bin/nacre-runtime";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The TOML configuration.
+    pub config: PathBuf,
+    /// The kernel package, when already on this machine (else the cache,
+    /// else `apt-get download`).
+    pub kernel_deb: Option<PathBuf>,
+    /// Where fetched kernel packages are kept.
+    pub cache: PathBuf,
+    /// The EIF to write.
+    pub out: PathBuf,
+    /// Signing for PCR8.
+    pub signing: Option<Signing>,
+}
+
+/// A built image.
+#[derive(Debug)]
+pub struct Built {
+    /// Its PCRs.
+    pub measurements: Measurements,
+    /// The EIF's size in bytes.
+    pub eif_len: u64,
+    /// The memory the configuration gives the enclave, checked to fit.
+    pub memory_mib: u64,
+}
+
+/// Builds the image `options` describe.
+pub fn build(options: &BuildOptions) -> Result<Built, ImageError> {
+    let config = ImageConfig::load(&options.config)?;
+    let read = |what: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| ImageError::Read {
+            what,
+            path: path.to_owned(),
+            why: e.to_string(),
+        })
+    };
+    let init = read("the init ([binaries] init)", &config.binaries.init)?;
+    checks::static_binary("the init", &config.binaries.init, &init)?;
+    let runtime = read("the runtime ([binaries] runtime)", &config.binaries.runtime)?;
+    checks::static_binary("the runtime", &config.binaries.runtime, &runtime)?;
+    let mut guests = Vec::new();
+    for g in &config.guests {
+        guests.push((g.name.clone(), read("a guest ([[guest]] file)", &g.file)?));
+    }
+    let mut files = Vec::new();
+    for f in &config.files {
+        let mode = f.mode_bits().map_err(ImageError::Invalid)?;
+        files.push((
+            f.path.clone(),
+            mode,
+            read("a file ([[file]] source)", &f.source)?,
+        ));
+    }
+    // The runtime checks its flags and compiles each guest from its file
+    // here; inside the image the same guests are at /nacre/guests/.
+    let guest_flag = |name: &str, file: &str, options: &Option<String>| {
+        format!(
+            "{name}={file}{}",
+            options
+                .as_deref()
+                .map(|o| format!(";{o}"))
+                .unwrap_or_default()
+        )
+    };
+    let mut check_args = config.runtime.args.clone();
+    let mut args = config.runtime.args.clone();
+    for g in &config.guests {
+        let source = g
+            .file
+            .to_str()
+            .ok_or_else(|| ImageError::Invalid(format!("guest {}'s path is not UTF-8", g.name)))?;
+        check_args.extend(["--guest".into(), guest_flag(&g.name, source, &g.options)]);
+        args.extend([
+            "--guest".into(),
+            guest_flag(
+                &g.name,
+                &format!("/nacre/guests/{}.wasm", g.name),
+                &g.options,
+            ),
+        ]);
+    }
+    checks::runtime_accepts(&config.binaries.runtime, &check_args)?;
+
+    let deb_path = deb::obtain(
+        &config.kernel,
+        options.kernel_deb.as_deref(),
+        &options.cache,
+    )?;
+    let kernel = deb::extract(&deb_path, &config.kernel)?;
+
+    let inputs = Inputs {
+        init,
+        runtime,
+        guests,
+        files,
+        network: config.network.clone(),
+        args,
+        env: config.runtime.env.clone(),
+    };
+    let ramdisks = ramdisks(inputs, kernel.modules)?;
+    // The EIF is its parts plus headers of a few KiB: check the memory
+    // before writing it.
+    let eif_len = (kernel.image.len() + ramdisks.iter().map(Vec::len).sum::<usize>()) as u64 + 8192;
+    checks::fits(eif_len, config.image.memory_mib, &options.config)?;
+    let parts = Parts {
+        kernel: &kernel.image,
+        cmdline: &config.kernel.cmdline,
+        ramdisks: &ramdisks,
+        name: &config.image.name,
+        version: &config.image.version,
+        kernel_release: &kernel.release,
+    };
+    let measurements = eif::write(&parts, options.signing.as_ref(), &options.out)?;
+    let eif_len = std::fs::metadata(&options.out)
+        .map(|m| m.len())
+        .unwrap_or(eif_len);
+    Ok(Built {
+        measurements,
+        eif_len,
+        memory_mib: config.image.memory_mib,
+    })
+}
+
+/// What the two ramdisks are made of, besides the kernel's modules.
+struct Inputs {
+    init: Vec<u8>,
+    runtime: Vec<u8>,
+    /// Name and component.
+    guests: Vec<(String, Vec<u8>)>,
+    /// Path under /nacre/files/, mode and contents.
+    files: Vec<(String, u32, Vec<u8>)>,
+    network: Option<nacre_init::Interface>,
+    args: Vec<String>,
+    env: std::collections::BTreeMap<String, String>,
+}
+
+/// The boot ramdisk (init, console, modules) and the application ramdisk
+/// (runtime, plan, guests, files), compressed.
+fn ramdisks(
+    inputs: Inputs,
+    kernel_modules: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<Vec<u8>>, ImageError> {
+    let mut boot = Ramdisk::new();
+    boot.file("init", 0o755, inputs.init);
+    boot.add("dev/console", Node::CharDevice { major: 5, minor: 1 });
+    for dir in ["proc", "sys", "tmp"] {
+        boot.add(dir, Node::Dir);
+    }
+    let mut modules = Vec::new();
+    for (file, bytes) in kernel_modules {
+        let path = format!("/nacre/modules/{file}");
+        boot.file(&path, 0o644, bytes);
+        modules.push(path);
+    }
+    let mut app = Ramdisk::new();
+    app.file(RUNTIME_PATH, 0o755, inputs.runtime);
+    for (name, bytes) in inputs.guests {
+        app.file(&format!("nacre/guests/{name}.wasm"), 0o644, bytes);
+    }
+    for (path, mode, bytes) in inputs.files {
+        app.file(&format!("nacre/files/{path}"), mode, bytes);
+    }
+    let plan = BootPlan {
+        modules,
+        network: inputs.network,
+        runtime: RUNTIME_PATH.into(),
+        args: inputs.args,
+        env: inputs.env,
+    };
+    let plan = serde_json::to_vec_pretty(&plan)
+        .map_err(|e| ImageError::Invalid(format!("cannot write the boot plan: {e}")))?;
+    app.file(PLAN_PATH, 0o644, plan);
+    [boot, app]
+        .iter()
+        .map(|r| r.to_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ImageError::Invalid(format!("cannot assemble a ramdisk: {e}")))
+}

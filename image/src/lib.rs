@@ -1,0 +1,75 @@
+//! Nacre's enclave images: `nacre image build` and `nacre image describe`.
+//!
+//! An image is an EIF (the Nitro Enclaves image format) made of Debian's
+//! cloud kernel, two deterministic ramdisks and a command line. Its PCR0
+//! is the same from any clone with the same inputs, so a client can pin
+//! the PCRs of an image it rebuilt from source.
+//!
+//! - [`config`]: the TOML configuration;
+//! - [`deb`]: the kernel package (`apt-get download`, SHA-256 pin);
+//! - [`ramdisk`]: deterministic cpio + gzip;
+//! - [`checks`]: what is refused before anything is written;
+//! - [`eif`]: writing and describing EIFs;
+//! - [`assemble`]: the build, from configuration to EIF.
+
+pub mod assemble;
+pub mod checks;
+pub mod config;
+pub mod deb;
+pub mod eif;
+pub mod ramdisk;
+
+use std::path::PathBuf;
+
+/// Everything building or describing an image can refuse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// An input file cannot be read.
+    #[error("cannot read {what} {}: {why}", path.display())]
+    Read {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        why: String,
+    },
+    /// An output cannot be written.
+    #[error("cannot write {}: {why}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        why: String,
+    },
+    /// The configuration file is wrong.
+    #[error("image configuration {}: {why}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        why: String,
+    },
+    /// The kernel package cannot be fetched or read.
+    #[error("kernel package: {0}")]
+    Kernel(String),
+    /// An input the image cannot hold.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file that is not a sound EIF.
+    #[error("{}: {why}", path.display())]
+    Eif {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// The measurements as `nitro-cli build-enclave` and `describe-eif` print
+/// them (`{"Measurements": {"HashAlgorithm": …, "PCR0": …}}`), which is
+/// also what `nacre attest --pcrs` reads.
+pub fn measurements_json(m: &eif::Measurements) -> serde_json::Value {
+    serde_json::json!({ "Measurements": m })
+}

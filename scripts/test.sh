@@ -67,6 +67,7 @@ echo "present"
 
 step "format"
 cargo fmt --all -- --check
+cargo fmt --manifest-path image/Cargo.toml -- --check
 cargo fmt --manifest-path guest-examples/Cargo.toml --all -- --check
 cargo fmt --manifest-path sdk/Cargo.toml -- --check
 
@@ -76,11 +77,16 @@ cargo build --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml --li
 
 step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
+# nacre-image is a workspace of its own (image/Cargo.toml says why), built
+# into the main target directory so it lands beside nacre.
+cargo clippy --locked --manifest-path image/Cargo.toml --target-dir target --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml -- -D warnings
 cargo clippy --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml --lib --examples -- -D warnings
 
 step "docs: every intra-doc link resolves, private items included"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --manifest-path image/Cargo.toml --target-dir target --no-deps --document-private-items --quiet
 
 step "tests"
+cargo test --locked --manifest-path image/Cargo.toml --target-dir target
 cargo test --workspace

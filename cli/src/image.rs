@@ -33,7 +33,7 @@ fn beside_me() -> anyhow::Result<PathBuf> {
     let program = me.with_file_name("nacre-image");
     if !program.exists() {
         bail!(
-            "{} is missing: build it with `cargo build --release -p nacre-image` (it needs OpenSSL's headers: apt-get install libssl-dev pkg-config)",
+            "{} is missing: build it with `cargo build --release --manifest-path image/Cargo.toml --target-dir target` (it needs OpenSSL's headers: apt-get install libssl-dev pkg-config)",
             program.display()
         );
     }

@@ -50,6 +50,17 @@ fn image_binaries() -> &'static (PathBuf, PathBuf) {
             assert!(status.success(), "linking {package} statically failed");
             out
         };
+        // nacre-image is a workspace of its own (image/Cargo.toml says
+        // why); built into this target directory, `nacre image` finds it
+        // beside `nacre`.
+        let status = nacre_cli::guest_build::cargo()
+            .args(["build", "--quiet", "--locked", "--manifest-path"])
+            .arg(root().join("image/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building nacre-image failed");
         (link("nacre-init"), link("nacre-runtime"))
     })
 }
@@ -89,6 +100,7 @@ fn config(dir: &Path, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
 
 /// `nacre image build` (through `nacre`, as an operator runs it).
 fn build(config: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    image_binaries();
     let cache = root().join("target/nacre-image/kernels");
     let mut args = vec![
         "image",
@@ -186,22 +198,13 @@ impl Vm {
         let cmdline = std::fs::read_to_string(parts.join("cmdline")).unwrap();
         let console = dir.join("console.log");
         // TCG: the same on every machine (nested KVM here cannot emulate
-        // the kernel's BMI2 instructions on MMIO). microvm describes its
-        // virtio-mmio devices in ACPI, which Debian's kernel reads (it
-        // cannot read them from the command line); its timer check needs
-        // the PIT.
+        // the kernel's BMI2 instructions on MMIO). A standard PC, whose
+        // timers (PIT, HPET, ACPI PM) TCG serves reliably: microvm under
+        // TCG sometimes stalled calibrating the TSC. Its network card is
+        // virtio over PCI, which Debian's kernel has built in.
         let child = Command::new("qemu-system-x86_64")
             .args([
-                "-M",
-                "microvm,pit=on",
-                "-accel",
-                "tcg",
-                "-cpu",
-                "max",
-                "-m",
-                "1024",
-                "-smp",
-                "2",
+                "-M", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2",
             ])
             .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
             .arg("-serial")
@@ -215,7 +218,7 @@ impl Vm {
                 "-netdev",
                 &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:8443"),
             ])
-            .args(["-device", "virtio-net-device,netdev=n0"])
+            .args(["-device", "virtio-net-pci,netdev=n0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()

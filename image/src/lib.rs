@@ -71,5 +71,22 @@ pub enum ImageError {
 /// them (`{"Measurements": {"HashAlgorithm": …, "PCR0": …}}`), which is
 /// also what `nacre attest --pcrs` reads.
 pub fn measurements_json(m: &eif::Measurements) -> serde_json::Value {
+    let mut m = m.clone();
+    // The EIF crate writes the hasher's Debug form, which newer sha2
+    // releases print as "Sha512_48 { .. }"; nitro-cli prints this.
+    m.insert("HashAlgorithm".into(), "Sha384 { ... }".into());
     serde_json::json!({ "Measurements": m })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pcrs_print_as_nitro_cli_prints_them() {
+        let m = [("HashAlgorithm", "Sha512_48 { .. }"), ("PCR0", "ab")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let json = super::measurements_json(&m);
+        assert_eq!(json["Measurements"]["HashAlgorithm"], "Sha384 { ... }");
+        assert_eq!(json["Measurements"]["PCR0"], "ab");
+    }
 }

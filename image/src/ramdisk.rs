@@ -72,10 +72,12 @@ impl Ramdisk {
     /// The gzip-compressed cpio archive.
     pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
         // The header's time is 0 and it names no file; the OS byte is
-        // flate2's fixed "unknown" (255), not this machine's.
+        // flate2's fixed "unknown" (255), not this machine's. flate2's
+        // default level: any fixed level gives the same bytes every time,
+        // and "best" spent far more CPU on the runtime binary.
         let mut gz = GzBuilder::new()
             .mtime(0)
-            .write(Vec::new(), Compression::best());
+            .write(Vec::new(), Compression::default());
         // BTreeMap order puts "a" before "a/b": parents come first.
         for (ino, (path, node)) in self.entries.iter().enumerate() {
             let entry = Builder::new(path)

@@ -11,7 +11,6 @@ mod cli;
 mod connections;
 mod egress;
 mod hostproxy;
-mod image;
 mod keyvalue;
 mod limits;
 mod load;

@@ -4,6 +4,10 @@
 //! ramdisks booted in QEMU, where the runtime serves the system's curl
 //! over TLS and `nacre attest` verifies it. And every input the build
 //! must refuse before it writes anything.
+//!
+//! A test binary of its own, not part of `e2e`: cargo runs test binaries
+//! one after another, so building images and booting QEMU (CPU-heavy under
+//! TCG) never starve the timing-sensitive end-to-end tests of CPU.
 
 use nacre_tests::{Runtime, bin, guest, nacre, root, sha256_hex, temp_dir};
 use sha2::{Digest, Sha384};
@@ -101,6 +105,10 @@ fn config(dir: &Path, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
 /// `nacre image build` (through `nacre`, as an operator runs it).
 fn build(config: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
     image_binaries();
+    // One image build at a time: each keeps a core busy compressing the
+    // runtime, and the suite's other tests share the machine's two cores.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cache = root().join("target/nacre-image/kernels");
     let mut args = vec![
         "image",

@@ -1,13 +1,15 @@
-//! The host on every Raft link at once: it drops, duplicates, replays
-//! old frames and reorders, while guests increment through every node.
-//! No acknowledged increment is lost or counted twice, and every node
-//! ends on the same count.
+//! The host on the Raft links: it drops, duplicates, replays old frames
+//! and reorders, while guests increment through every node (no
+//! acknowledged increment is lost or counted twice, and every node ends
+//! on the same count); it cuts a member off until the leader removes it,
+//! then lets it back (it finds out and rejoins).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::tests::{Test, incr, read};
+use super::types::Member;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drops_duplicates_replays_and_reordering_lose_and_double_nothing() {
@@ -58,4 +60,45 @@ async fn drops_duplicates_replays_and_reordering_lose_and_double_nothing() {
         acked.len()
     );
     let _ = Duration::ZERO;
+}
+
+/// A learner never stands for election, so one the leader removed while
+/// the host cut it off (paused it, or held its appends past their
+/// timeout) still names that leader when it is let back: it must learn,
+/// sealed, that it was removed and start a new life, not wait on that
+/// leader for ever with every read refused. Before the fix it kept its
+/// old id and this test timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_removed_while_cut_off_rejoins_under_a_new_id() {
+    let mut t = Test::new(3).await;
+    assert_eq!(incr(&t.kv(0)).await.unwrap(), 1);
+    let leader = t.leader().unwrap();
+    let learner = t.add().await;
+    let via = Member {
+        advertise: t.nodes[leader].0.clone(),
+    };
+    let me = Member {
+        advertise: t.nodes[3].0.clone(),
+    };
+    learner.join(&via, &me).await.unwrap();
+    let old_id = learner.id();
+    t.until(|t| t.nodes[3].1.applied() >= t.nodes[leader].1.applied())
+        .await;
+    assert_eq!(read(&t.kv(3)).await.unwrap().as_deref(), Some(&b"1"[..]));
+
+    t.cut(3, true);
+    t.until(|t| t.nodes[leader].1.e().machine.was_removed(old_id))
+        .await;
+    assert!(
+        learner.leadership().leader.is_some(),
+        "cut off, the learner still names the leader it last heard"
+    );
+    t.cut(3, false);
+    t.until(|t| t.nodes[3].1.id() != old_id).await;
+    assert!(read(&t.kv(3)).await.is_err(), "outside the group, no reads");
+    learner.join(&via, &me).await.unwrap();
+    assert_eq!(incr(&t.kv(leader)).await.unwrap(), 2);
+    t.until(|t| t.nodes[3].1.applied() >= t.nodes[leader].1.applied())
+        .await;
+    assert_eq!(read(&t.kv(3)).await.unwrap().as_deref(), Some(&b"2"[..]));
 }

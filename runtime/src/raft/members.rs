@@ -162,7 +162,7 @@ impl RaftNode {
                 _ = tokio::time::sleep(TICK) => {}
             }
             let leadership = self.leadership();
-            if self.in_group() && leadership.leader.is_none() {
+            if self.in_group() && self.no_leader_heard(&leadership) {
                 let since = *leaderless_since.get_or_insert_with(Instant::now);
                 // Leaderless for long enough to have been removed: a
                 // member says so, sealed (silence alone never makes a
@@ -187,6 +187,24 @@ impl RaftNode {
             if let Err(e) = self.tend_once(since).await {
                 tracing::warn!(error = %e, "raft: membership change failed");
             }
+        }
+    }
+
+    /// No leader, or one this node has not heard from for an election
+    /// timeout. A learner never stands for election, and a follower the
+    /// leader stopped sending to (it removed it: the node was paused, or
+    /// its appends timed out) keeps the leader it last saw: without this,
+    /// a node removed that way would wait on that leader for ever, its
+    /// reads refused ("not a member"), and never rejoin.
+    fn no_leader_heard(&self, leadership: &super::Leadership) -> bool {
+        match &leadership.leader {
+            None => true,
+            Some((id, _)) if *id == self.id() => false,
+            Some((id, _)) => self
+                .e()
+                .wire
+                .heard(*id)
+                .is_none_or(|at| at.elapsed() > self.settings.election.1),
         }
     }
 

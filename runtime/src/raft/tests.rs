@@ -200,7 +200,7 @@ impl Test {
         t
     }
 
-    async fn add(&mut self) -> Arc<RaftNode> {
+    pub(super) async fn add(&mut self) -> Arc<RaftNode> {
         let addr = format!("node{}.test:7444", self.nodes.len());
         let link = Arc::new(Link {
             mesh: self.mesh.clone(),
@@ -255,7 +255,7 @@ impl Test {
         panic!("condition not reached in 10 s");
     }
 
-    fn cut(&self, i: usize, on: bool) {
+    pub(super) fn cut(&self, i: usize, on: bool) {
         let mut cut = self.mesh.cut.lock().unwrap();
         if on {
             cut.insert(self.nodes[i].0.clone());

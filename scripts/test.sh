@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %d s)\n' "$*" "$SECONDS"; }
 
 step "disk space"
 # A full run builds about 4.5 GiB under target/ (host, guests and sdk); running
@@ -90,3 +90,4 @@ RUSTDOCFLAGS="-D warnings" cargo doc --manifest-path image/Cargo.toml --target-d
 step "tests"
 cargo test --locked --manifest-path image/Cargo.toml --target-dir target
 cargo test --workspace
+step "done"

@@ -7,8 +7,9 @@
 //! before anything is written.
 
 use crate::config::ImageConfig;
-use crate::eif::{self, Measurements, Parts, Signing};
+use crate::eif::{self, Measurements, Parts};
 use crate::ramdisk::{Node, Ramdisk};
+use crate::signing::Signing;
 use crate::{ImageError, checks, deb};
 use nacre_init::{BootPlan, PLAN_PATH};
 use std::path::{Path, PathBuf};

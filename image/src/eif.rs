@@ -5,26 +5,18 @@
 //! its length, before the crate reads it.
 
 use crate::ImageError;
+use crate::signing::{self, Signing};
 use aws_nitro_enclaves_image_format::defs::{
     EIF_MAGIC, EifBuildInfo, EifHeader, EifIdentityInfo, EifSectionHeader, EifSectionType,
     MAX_NUM_SECTIONS,
 };
+use aws_nitro_enclaves_image_format::utils::EifBuilder;
 use aws_nitro_enclaves_image_format::utils::eif_reader::EifReader;
-use aws_nitro_enclaves_image_format::utils::{EifBuilder, SignKeyData};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// PCRs by name (`PCR0` …) and `HashAlgorithm`, as nitro-cli prints them.
 pub type Measurements = BTreeMap<String, String>;
-
-/// An operator's signing certificate and key, for PCR8.
-#[derive(Debug, Clone)]
-pub struct Signing {
-    /// PEM certificate.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
 
 /// What goes into an EIF.
 pub struct Parts<'a> {
@@ -51,7 +43,7 @@ pub fn write(
     signing: Option<&Signing>,
     out: &Path,
 ) -> Result<Measurements, ImageError> {
-    let sign = signing.map(sign_key).transpose()?;
+    let sign = signing.map(signing::load).transpose()?;
     if parts.cmdline.contains('\0') {
         return Err(ImageError::Invalid(
             "the kernel command line contains a NUL byte".into(),
@@ -102,32 +94,19 @@ pub fn write(
     })?;
     let measurements = builder.write_to(&mut file);
     drop(file);
+    if signing.is_some()
+        && let Err(why) = signing::verify(&partial)
+    {
+        let _ = std::fs::remove_file(&partial);
+        return Err(ImageError::Invalid(format!(
+            "the signed image's signature does not verify ({why}); nothing was written"
+        )));
+    }
     std::fs::rename(&partial, out).map_err(|e| ImageError::Write {
         path: out.to_owned(),
         why: e.to_string(),
     })?;
     Ok(measurements)
-}
-
-fn sign_key(signing: &Signing) -> Result<SignKeyData, ImageError> {
-    for (what, path) in [("--sign-cert", &signing.cert), ("--sign-key", &signing.key)] {
-        std::fs::metadata(path).map_err(|e| ImageError::Read {
-            what,
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-    }
-    let key = signing
-        .key
-        .to_str()
-        .ok_or_else(|| ImageError::Invalid("--sign-key's path is not UTF-8".into()))?;
-    SignKeyData::new(key, &signing.cert).map_err(|e| {
-        ImageError::Invalid(format!(
-            "cannot sign with --sign-cert {} and --sign-key {}: {e}",
-            signing.cert.display(),
-            signing.key.display()
-        ))
-    })
 }
 
 /// What `describe` finds in an EIF.
@@ -143,6 +122,9 @@ pub struct Description {
     pub sections: Vec<(String, u64)>,
     /// The metadata section, when there is one.
     pub metadata: Option<serde_json::Value>,
+    /// For a signed image, whether its signature verifies as nitro-cli
+    /// checks it (and why not).
+    pub signature: Option<Result<(), String>>,
 }
 
 /// Reads and measures any EIF, checking its structure first.
@@ -166,12 +148,14 @@ pub fn describe(path: &Path) -> Result<Description, ImageError> {
     let metadata = reader
         .get_metadata()
         .map(|m| serde_json::to_value(m).unwrap_or(serde_json::Value::Null));
+    let signed = sections.iter().any(|(kind, _)| kind == "Signature");
     Ok(Description {
         measurements,
         crc_ok: reader.check_crc(),
         version,
-        sections,
         metadata,
+        signature: signed.then(|| signing::verify(path)),
+        sections,
     })
 }
 

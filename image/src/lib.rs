@@ -18,6 +18,7 @@ pub mod config;
 pub mod deb;
 pub mod eif;
 pub mod ramdisk;
+pub mod signing;
 
 use std::path::PathBuf;
 

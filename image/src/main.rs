@@ -5,8 +5,9 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use nacre_image::assemble::{BuildOptions, build};
-use nacre_image::eif::{Signing, describe};
+use nacre_image::eif::describe;
 use nacre_image::measurements_json;
+use nacre_image::signing::Signing;
 use std::path::PathBuf;
 
 /// Builds and describes Nacre enclave images (EIF).
@@ -114,10 +115,21 @@ fn run_describe(eif: PathBuf) -> anyhow::Result<i32> {
     if let Some(meta) = d.metadata {
         out["Metadata"] = meta;
     }
+    out["IsSigned"] = d.signature.is_some().into();
+    if let Some(check) = &d.signature {
+        out["SignatureCheck"] = check.is_ok().into();
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     if !d.crc_ok {
         eprintln!(
             "error: {}: the CRC in its header does not match its contents: the file is damaged",
+            eif.display()
+        );
+        return Ok(1);
+    }
+    if let Some(Err(why)) = &d.signature {
+        eprintln!(
+            "error: {}: its signature does not verify: {why}",
             eif.display()
         );
         return Ok(1);

@@ -40,6 +40,10 @@ command -v promtool >/dev/null || missing+=(prometheus)
 # crate's signing) and fetches the kernel with apt-get download.
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+# The image's own kernel module is compiled with the kernel's compiler.
+command -v x86_64-linux-gnu-gcc-12 >/dev/null || missing+=(gcc-12)
+command -v make >/dev/null || missing+=(make)
+command -v strip >/dev/null || missing+=(binutils)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -54,7 +58,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${apt_get[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "curl, nginx, python3, openssl, pebble, promtool, qemu and OpenSSL headers are here"
+  echo "curl, nginx, python3, openssl, pebble, promtool, qemu, gcc-12 and OpenSSL headers are here"
 fi
 
 step "package lists for the image's kernel"

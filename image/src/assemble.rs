@@ -10,7 +10,7 @@ use crate::config::ImageConfig;
 use crate::eif::{self, Measurements, Parts};
 use crate::ramdisk::{Node, Ramdisk};
 use crate::signing::Signing;
-use crate::{ImageError, checks, deb};
+use crate::{ImageError, checks, deb, kmod};
 use nacre_init::{BootPlan, PLAN_PATH};
 use std::path::{Path, PathBuf};
 
@@ -102,11 +102,24 @@ pub fn build(options: &BuildOptions) -> Result<Built, ImageError> {
     checks::runtime_accepts(&config.binaries.runtime, &check_args)?;
 
     let deb_path = deb::obtain(
-        &config.kernel,
+        &config.kernel.package(),
+        "[kernel]",
         options.kernel_deb.as_deref(),
         &options.cache,
     )?;
-    let kernel = deb::extract(&deb_path, &config.kernel)?;
+    let mut kernel = deb::extract(&deb_path, &config.kernel)?;
+    if let Some(devices) = &config.kernel.cmdline_devices {
+        let module = kmod::build(devices, &kernel.release, &options.cache)?;
+        // Right after the driver that binds to the devices it registers.
+        let at = kernel
+            .modules
+            .iter()
+            .position(|(file, _)| file.starts_with("virtio_mmio.ko"))
+            .map_or(0, |i| i + 1);
+        kernel
+            .modules
+            .insert(at, (format!("{}.ko", kmod::NAME), module));
+    }
 
     let inputs = Inputs {
         init,
@@ -180,8 +193,15 @@ fn ramdisks(
     for (path, mode, bytes) in inputs.files {
         app.file(&format!("nacre/files/{path}"), mode, bytes);
     }
+    let params_from = modules
+        .iter()
+        .any(|m| m.ends_with(&format!("/{}.ko", kmod::NAME)))
+        .then(|| (kmod::NAME.to_owned(), kmod::PARAMS_FROM.to_owned()))
+        .into_iter()
+        .collect();
     let plan = BootPlan {
         modules,
+        params_from,
         network: inputs.network,
         runtime: RUNTIME_PATH.into(),
         args: inputs.args,

@@ -60,6 +60,44 @@ pub struct KernelSection {
     /// Modules to load at boot, in order, as paths under the package's
     /// `lib/modules/VERSION/kernel/` without the `.ko…` suffix.
     pub modules: Vec<String>,
+    /// `[kernel.cmdline_devices]`: build the image's own module that
+    /// registers the virtio-mmio devices the command line names (a Nitro
+    /// Enclave's vsock and NSM), for a kernel built without
+    /// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`.
+    pub cmdline_devices: Option<CmdlineDevices>,
+}
+
+impl KernelSection {
+    /// The kernel package's pin.
+    pub fn package(&self) -> Package {
+        Package {
+            package: self.package.clone(),
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// A Debian package pinned by version and SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// Its name.
+    pub package: String,
+    /// Its exact Debian version.
+    pub version: String,
+    /// The SHA-256 of the `.deb` file.
+    pub sha256: String,
+}
+
+/// `[kernel.cmdline_devices]`: what the module is built with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmdlineDevices {
+    /// The kernel's headers and build scripts, pinned like the kernel:
+    /// `linux-headers-RELEASE`, `linux-headers-VERSION-common` and
+    /// `linux-kbuild-VERSION`, of the kernel package's version.
+    pub headers: Vec<Package>,
 }
 
 /// `[binaries]`: statically linked, built by `scripts/image-binaries`.

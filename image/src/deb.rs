@@ -1,9 +1,10 @@
-//! The kernel: a Debian package, fetched with `apt-get download` (never
-//! from anywhere else), checked against the configuration's SHA-256, and
-//! read without dpkg: `ar` for the package, `tar` and `xz2` for its data.
+//! The kernel (and, for the image's own module, its headers): Debian
+//! packages fetched with `apt-get download` (never from anywhere else),
+//! checked against the configuration's SHA-256, and read without dpkg:
+//! `ar` for the package, `tar` and `xz2` for its data.
 
 use crate::ImageError;
-use crate::config::KernelSection;
+use crate::config::{KernelSection, Package};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,65 +21,78 @@ pub struct Kernel {
 }
 
 /// The package's file, from `given` or the cache (`apt-get download` into
-/// `cache` when it is not there yet), checked against the pin.
+/// `cache` when it is not there yet), checked against the pin that
+/// `pinned_in` names (`[kernel]`, …).
 pub fn obtain(
-    section: &KernelSection,
+    pin: &Package,
+    pinned_in: &str,
     given: Option<&Path>,
     cache: &Path,
 ) -> Result<PathBuf, ImageError> {
     let path = match given {
         Some(p) => p.to_owned(),
-        None => {
-            // apt-get names the file package_version_arch.deb, with ':'
-            // (an epoch) written %3a.
-            let name = format!(
-                "{}_{}_amd64.deb",
-                section.package,
-                section.version.replace(':', "%3a")
-            );
-            let path = cache.join(name);
-            if !path.exists() {
-                download(section, cache)?;
+        None => match cached(pin, cache) {
+            Some(path) => path,
+            None => {
+                download(pin, cache)?;
+                cached(pin, cache).ok_or_else(|| {
+                    ImageError::Kernel(format!(
+                        "apt-get fetched {}={} but no {}_*.deb is in {}",
+                        pin.package,
+                        pin.version,
+                        pin.package,
+                        cache.display()
+                    ))
+                })?
             }
-            path
-        }
+        },
     };
     let bytes = std::fs::read(&path).map_err(|e| ImageError::Read {
-        what: "the kernel package",
+        what: "a Debian package",
         path: path.clone(),
         why: e.to_string(),
     })?;
     let found = hex::encode(Sha256::digest(&bytes));
-    if !found.eq_ignore_ascii_case(&section.sha256) {
+    if !found.eq_ignore_ascii_case(&pin.sha256) {
         return Err(ImageError::Kernel(format!(
-            "{} has SHA-256 {found}, but [kernel] sha256 pins {}: it is another build of the package; fetch the pinned one or update the pin after checking the new package",
+            "{} has SHA-256 {found}, but {pinned_in} sha256 pins {}: it is another build of the package; fetch the pinned one or update the pin after checking the new package",
             path.display(),
-            section.sha256
+            pin.sha256
         )));
     }
     Ok(path)
 }
 
-fn download(section: &KernelSection, cache: &Path) -> Result<(), ImageError> {
+/// apt-get names the file `package_version_arch.deb`, with ':' (an epoch)
+/// written `%3a`; the architecture is `amd64` or `all`.
+fn cached(pin: &Package, cache: &Path) -> Option<PathBuf> {
+    let prefix = format!("{}_{}_", pin.package, pin.version.replace(':', "%3a"));
+    ["amd64", "all"]
+        .iter()
+        .map(|arch| cache.join(format!("{prefix}{arch}.deb")))
+        .find(|path| path.exists())
+}
+
+fn download(pin: &Package, cache: &Path) -> Result<(), ImageError> {
     std::fs::create_dir_all(cache).map_err(|e| ImageError::Write {
         path: cache.to_owned(),
         why: e.to_string(),
     })?;
-    let wanted = format!("{}={}", section.package, section.version);
+    let wanted = format!("{}={}", pin.package, pin.version);
     let out = Command::new("apt-get")
         .args(["download", "-q", &wanted])
         .current_dir(cache)
         .output()
         .map_err(|e| {
             ImageError::Kernel(format!(
-                "cannot run apt-get to fetch {wanted} ({e}): on a machine without apt, download the package and pass it with --kernel-deb FILE"
+                "cannot run apt-get to fetch {wanted} ({e}): on a machine without apt, download the package into --cache (or pass the kernel with --kernel-deb FILE)"
             ))
         })?;
     if !out.status.success() {
         return Err(ImageError::Kernel(format!(
-            "apt-get cannot fetch the kernel package {wanted}: {}; run `apt-get update`, or fix [kernel] package and version (Debian keeps only current kernels: `apt-cache madison {}` lists them)",
+            "apt-get cannot fetch the package {wanted}: {}; run `apt-get update`, or fix the package and version (Debian keeps only current kernels: `apt-cache madison {}` lists them)",
             String::from_utf8_lossy(&out.stderr).trim(),
-            section.package
+            pin.package
         )));
     }
     Ok(())
@@ -156,4 +170,22 @@ fn read_all(entry: &mut impl Read) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     entry.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     Ok(bytes)
+}
+
+/// Unpacks a whole package's data into `dest` (the headers, for the
+/// image's own module).
+pub fn unpack(deb: &Path, dest: &Path) -> Result<(), ImageError> {
+    let bad = |why: String| ImageError::Kernel(format!("{}: {why}", deb.display()));
+    let file = std::fs::File::open(deb).map_err(|e| bad(e.to_string()))?;
+    let mut archive = ar::Archive::new(file);
+    while let Some(entry) = archive.next_entry() {
+        let entry = entry.map_err(|e| bad(format!("not a Debian package: {e}")))?;
+        if entry.header().identifier() == b"data.tar.xz" {
+            let mut tar = tar::Archive::new(xz2::read::XzDecoder::new(entry));
+            return tar
+                .unpack(dest)
+                .map_err(|e| bad(format!("cannot unpack it into {}: {e}", dest.display())));
+        }
+    }
+    Err(bad("no data.tar.xz in it".into()))
 }

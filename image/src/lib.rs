@@ -17,6 +17,7 @@ pub mod checks;
 pub mod config;
 pub mod deb;
 pub mod eif;
+pub mod kmod;
 pub mod ramdisk;
 pub mod signing;
 

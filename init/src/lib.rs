@@ -28,6 +28,12 @@ pub struct BootPlan {
     /// Kernel modules to load, in this order (paths in the image;
     /// `.ko.xz` files are handed to the kernel compressed).
     pub modules: Vec<String>,
+    /// Modules whose parameters are another name's words on the kernel's
+    /// command line (module name to that name): the image's own
+    /// `nacre_virtio_mmio` takes the `virtio_mmio.device=…` words that
+    /// describe a Nitro Enclave's devices.
+    #[serde(default)]
+    pub params_from: BTreeMap<String, String>,
     /// An interface to configure besides `lo` (only images made to boot
     /// in a VM have one: an enclave has no network device).
     pub network: Option<Interface>,

@@ -60,7 +60,9 @@ fn boot() -> Result<String, String> {
     step("mount /proc, /sys, /dev, /tmp", mounts::mount_all)?;
     let plan = step(&format!("read {PLAN_PATH}"), read_plan)?;
     for module in &plan.modules {
-        step(&format!("load {module}"), || modules::load(module))?;
+        step(&format!("load {module}"), || {
+            modules::load(module, &plan.params_from)
+        })?;
     }
     step("bring up lo", || net::up("lo"))?;
     if let Some(iface) = &plan.network {

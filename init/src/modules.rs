@@ -2,6 +2,7 @@
 //! `vsock`, its virtio transport, `virtio_mmio` and `nsm` as modules.
 
 use nix::kmod::{ModuleInitFlags, finit_module};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
 
@@ -11,8 +12,9 @@ use std::fs::File;
 const COMPRESSED_FILE: u32 = 4;
 
 /// Loads the module at `path` with its parameters from the kernel's
-/// command line.
-pub fn load(path: &str) -> Result<(), String> {
+/// command line: its own words, or those of the name `params_from` gives
+/// for it.
+pub fn load(path: &str, params_from: &BTreeMap<String, String>) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
     let flags = if path.ends_with(".xz") || path.ends_with(".zst") || path.ends_with(".gz") {
         ModuleInitFlags::from_bits_retain(COMPRESSED_FILE)
@@ -21,7 +23,9 @@ pub fn load(path: &str) -> Result<(), String> {
     };
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
-    let params = CString::new(params_for(module_name(path), &cmdline))
+    let name = module_name(path);
+    let source = params_from.get(&name).cloned().unwrap_or(name);
+    let params = CString::new(params_for(source, &cmdline))
         .map_err(|_| "a parameter on the kernel command line holds a NUL byte".to_owned())?;
     finit_module(&file, &params, flags).map_err(|e| format!("the kernel refused it: {e}"))
 }

@@ -6,7 +6,7 @@
 //! (flags and environment), guests and files. Everything is checked
 //! before anything is written.
 
-use crate::config::ImageConfig;
+use crate::config::{GuestEntry, ImageConfig};
 use crate::eif::{self, Measurements, Parts};
 use crate::ramdisk::{Node, Ramdisk};
 use crate::signing::Signing;
@@ -47,6 +47,36 @@ pub struct Built {
 /// Builds the image `options` describe.
 pub fn build(options: &BuildOptions) -> Result<Built, ImageError> {
     let config = ImageConfig::load(&options.config)?;
+    let inputs = read_inputs(&config)?;
+    let kernel = kernel(&config, options)?;
+    let ramdisks = ramdisks(inputs, kernel.modules)?;
+    // The EIF is its parts plus headers of a few KiB: check the memory
+    // before writing it.
+    let eif_len = (kernel.image.len() + ramdisks.iter().map(Vec::len).sum::<usize>()) as u64 + 8192;
+    checks::fits(eif_len, config.image.memory_mib, &options.config)?;
+    let parts = Parts {
+        kernel: &kernel.image,
+        cmdline: &config.kernel.cmdline,
+        ramdisks: &ramdisks,
+        name: &config.image.name,
+        version: &config.image.version,
+        kernel_release: &kernel.release,
+    };
+    let measurements = eif::write(&parts, options.signing.as_ref(), &options.out)?;
+    let eif_len = std::fs::metadata(&options.out)
+        .map(|m| m.len())
+        .unwrap_or(eif_len);
+    Ok(Built {
+        measurements,
+        eif_len,
+        memory_mib: config.image.memory_mib,
+    })
+}
+
+/// Reads and checks what the image is made of, besides the kernel: the
+/// binaries, the guests, the files and the runtime's flags (which the
+/// runtime itself checks, with the guests' source files).
+fn read_inputs(config: &ImageConfig) -> Result<Inputs, ImageError> {
     let read = |what: &'static str, path: &Path| {
         std::fs::read(path).map_err(|e| ImageError::Read {
             what,
@@ -73,34 +103,43 @@ pub fn build(options: &BuildOptions) -> Result<Built, ImageError> {
     }
     // The runtime checks its flags and compiles each guest from its file
     // here; inside the image the same guests are at /nacre/guests/.
-    let guest_flag = |name: &str, file: &str, options: &Option<String>| {
-        format!(
-            "{name}={file}{}",
-            options
-                .as_deref()
-                .map(|o| format!(";{o}"))
-                .unwrap_or_default()
-        )
+    let with_guests = |file_of: &dyn Fn(&GuestEntry) -> Result<String, ImageError>| {
+        let mut args = config.runtime.args.clone();
+        for g in &config.guests {
+            let options = g.options.as_deref().map(|o| format!(";{o}"));
+            args.push("--guest".into());
+            args.push(format!(
+                "{}={}{}",
+                g.name,
+                file_of(g)?,
+                options.unwrap_or_default()
+            ));
+        }
+        Ok::<_, ImageError>(args)
     };
-    let mut check_args = config.runtime.args.clone();
-    let mut args = config.runtime.args.clone();
-    for g in &config.guests {
-        let source = g
-            .file
+    let check_args = with_guests(&|g| {
+        g.file
             .to_str()
-            .ok_or_else(|| ImageError::Invalid(format!("guest {}'s path is not UTF-8", g.name)))?;
-        check_args.extend(["--guest".into(), guest_flag(&g.name, source, &g.options)]);
-        args.extend([
-            "--guest".into(),
-            guest_flag(
-                &g.name,
-                &format!("/nacre/guests/{}.wasm", g.name),
-                &g.options,
-            ),
-        ]);
-    }
+            .map(str::to_owned)
+            .ok_or_else(|| ImageError::Invalid(format!("guest {}'s path is not UTF-8", g.name)))
+    })?;
+    let args = with_guests(&|g| Ok(format!("/nacre/guests/{}.wasm", g.name)))?;
     checks::runtime_accepts(&config.binaries.runtime, &check_args)?;
 
+    Ok(Inputs {
+        init,
+        runtime,
+        guests,
+        files,
+        network: config.network.clone(),
+        args,
+        env: config.runtime.env.clone(),
+    })
+}
+
+/// The pinned kernel, its modules, and the image's own module when the
+/// configuration asks for it.
+fn kernel(config: &ImageConfig, options: &BuildOptions) -> Result<deb::Kernel, ImageError> {
     let deb_path = deb::obtain(
         &config.kernel.package(),
         "[kernel]",
@@ -121,37 +160,7 @@ pub fn build(options: &BuildOptions) -> Result<Built, ImageError> {
             .insert(at, (format!("{}.ko", kmod::NAME), module));
     }
 
-    let inputs = Inputs {
-        init,
-        runtime,
-        guests,
-        files,
-        network: config.network.clone(),
-        args,
-        env: config.runtime.env.clone(),
-    };
-    let ramdisks = ramdisks(inputs, kernel.modules)?;
-    // The EIF is its parts plus headers of a few KiB: check the memory
-    // before writing it.
-    let eif_len = (kernel.image.len() + ramdisks.iter().map(Vec::len).sum::<usize>()) as u64 + 8192;
-    checks::fits(eif_len, config.image.memory_mib, &options.config)?;
-    let parts = Parts {
-        kernel: &kernel.image,
-        cmdline: &config.kernel.cmdline,
-        ramdisks: &ramdisks,
-        name: &config.image.name,
-        version: &config.image.version,
-        kernel_release: &kernel.release,
-    };
-    let measurements = eif::write(&parts, options.signing.as_ref(), &options.out)?;
-    let eif_len = std::fs::metadata(&options.out)
-        .map(|m| m.len())
-        .unwrap_or(eif_len);
-    Ok(Built {
-        measurements,
-        eif_len,
-        memory_mib: config.image.memory_mib,
-    })
+    Ok(kernel)
 }
 
 /// What the two ramdisks are made of, besides the kernel's modules.

@@ -253,7 +253,11 @@ mod tests {
             e.contains("nacre-no-such-gcc-99") && e.contains("apt-get install gcc-99"),
             "{e}"
         );
-        std::fs::write(&config, "CONFIG_CC_VERSION_TEXT=\"sh (Debian 99.0) 99.0\"\n").unwrap();
+        std::fs::write(
+            &config,
+            "CONFIG_CC_VERSION_TEXT=\"sh (Debian 99.0) 99.0\"\n",
+        )
+        .unwrap();
         let e = kernel_compiler(dir.path()).unwrap_err().to_string();
         assert!(e.contains("but sh is"), "{e}");
     }

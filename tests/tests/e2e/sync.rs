@@ -222,6 +222,10 @@ async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
             && d.certificate().await == fleet_cert
             && d.rt.get("/p/state").await == (200, moved_on.to_string())
             && new.voters().await == 3
+            // The new voter itself holds its promotion before the next
+            // fault: a leader dying within milliseconds of a promotion
+            // is a case of its own (see the issue note), not this test's.
+            && d.voters().await == 3
     })
     .await;
 

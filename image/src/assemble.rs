@@ -12,7 +12,7 @@ use crate::ramdisk::{Node, Ramdisk};
 use crate::signing::Signing;
 use crate::{ImageError, checks, deb, kmod};
 use nacre_init::{BootPlan, PLAN_PATH};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where the runtime is in the image.
 pub const RUNTIME_PATH: &str = "/nacre/bin/nacre-runtime";
@@ -77,13 +77,7 @@ pub fn build(options: &BuildOptions) -> Result<Built, ImageError> {
 /// binaries, the guests, the files and the runtime's flags (which the
 /// runtime itself checks, with the guests' source files).
 fn read_inputs(config: &ImageConfig) -> Result<Inputs, ImageError> {
-    let read = |what: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|e| ImageError::Read {
-            what,
-            path: path.to_owned(),
-            why: e.to_string(),
-        })
-    };
+    let read = crate::read_file;
     let init = read("the init ([binaries] init)", &config.binaries.init)?;
     checks::static_binary("the init", &config.binaries.init, &init)?;
     let runtime = read("the runtime ([binaries] runtime)", &config.binaries.runtime)?;
@@ -134,6 +128,13 @@ fn read_inputs(config: &ImageConfig) -> Result<Inputs, ImageError> {
         network: config.network.clone(),
         args,
         env: config.runtime.env.clone(),
+        // The image's own module reads virtio_mmio's words.
+        params_from: config
+            .kernel
+            .cmdline_devices
+            .iter()
+            .map(|_| (kmod::NAME.to_owned(), kmod::PARAMS_FROM.to_owned()))
+            .collect(),
     })
 }
 
@@ -174,6 +175,8 @@ struct Inputs {
     network: Option<nacre_init::Interface>,
     args: Vec<String>,
     env: std::collections::BTreeMap<String, String>,
+    /// Modules that read another name's command-line words.
+    params_from: std::collections::BTreeMap<String, String>,
 }
 
 /// The boot ramdisk (init, console, modules) and the application ramdisk
@@ -202,15 +205,9 @@ fn ramdisks(
     for (path, mode, bytes) in inputs.files {
         app.file(&format!("nacre/files/{path}"), mode, bytes);
     }
-    let params_from = modules
-        .iter()
-        .any(|m| m.ends_with(&format!("/{}.ko", kmod::NAME)))
-        .then(|| (kmod::NAME.to_owned(), kmod::PARAMS_FROM.to_owned()))
-        .into_iter()
-        .collect();
     let plan = BootPlan {
         modules,
-        params_from,
+        params_from: inputs.params_from,
         network: inputs.network,
         runtime: RUNTIME_PATH.into(),
         args: inputs.args,

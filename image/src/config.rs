@@ -169,11 +169,8 @@ impl FileEntry {
 impl ImageConfig {
     /// Reads `path`, resolving the paths inside it against its directory.
     pub fn load(path: &Path) -> Result<ImageConfig, ImageError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ImageError::Read {
-            what: "the image configuration",
-            path: path.to_owned(),
-            why: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ImageError::read("the image configuration", path, e))?;
         let mut config: ImageConfig = toml::from_str(&text).map_err(|e| ImageError::Config {
             path: path.to_owned(),
             why: e.to_string(),

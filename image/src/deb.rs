@@ -47,11 +47,7 @@ pub fn obtain(
             }
         },
     };
-    let bytes = std::fs::read(&path).map_err(|e| ImageError::Read {
-        what: "a Debian package",
-        path: path.clone(),
-        why: e.to_string(),
-    })?;
+    let bytes = std::fs::read(&path).map_err(|e| ImageError::read("a Debian package", &path, e))?;
     let found = hex::encode(Sha256::digest(&bytes));
     if !found.eq_ignore_ascii_case(&pin.sha256) {
         return Err(ImageError::Kernel(format!(
@@ -74,10 +70,7 @@ fn cached(pin: &Package, cache: &Path) -> Option<PathBuf> {
 }
 
 fn download(pin: &Package, cache: &Path) -> Result<(), ImageError> {
-    std::fs::create_dir_all(cache).map_err(|e| ImageError::Write {
-        path: cache.to_owned(),
-        why: e.to_string(),
-    })?;
+    std::fs::create_dir_all(cache).map_err(|e| ImageError::write(cache, e))?;
     let wanted = format!("{}={}", pin.package, pin.version);
     let out = Command::new("apt-get")
         .args(["download", "-q", &wanted])

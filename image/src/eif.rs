@@ -49,16 +49,10 @@ pub fn write(
             "the kernel command line contains a NUL byte".into(),
         ));
     }
-    let dir = tempfile::tempdir().map_err(|e| ImageError::Write {
-        path: std::env::temp_dir(),
-        why: e.to_string(),
-    })?;
+    let dir = tempfile::tempdir().map_err(|e| ImageError::write(std::env::temp_dir(), e))?;
     let put = |name: &str, bytes: &[u8]| -> Result<PathBuf, ImageError> {
         let path = dir.path().join(name);
-        std::fs::write(&path, bytes).map_err(|e| ImageError::Write {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
+        std::fs::write(&path, bytes).map_err(|e| ImageError::write(&path, e))?;
         Ok(path)
     };
     let kernel = put("kernel", parts.kernel)?;
@@ -88,10 +82,7 @@ pub fn write(
         builder.add_ramdisk(&put(&format!("ramdisk{i}"), ramdisk)?);
     }
     let partial = out.with_extension("eif.partial");
-    let mut file = std::fs::File::create(&partial).map_err(|e| ImageError::Write {
-        path: partial.clone(),
-        why: e.to_string(),
-    })?;
+    let mut file = std::fs::File::create(&partial).map_err(|e| ImageError::write(&partial, e))?;
     let measurements = builder.write_to(&mut file);
     drop(file);
     if signing.is_some()
@@ -102,10 +93,7 @@ pub fn write(
             "the signed image's signature does not verify ({why}); nothing was written"
         )));
     }
-    std::fs::rename(&partial, out).map_err(|e| ImageError::Write {
-        path: out.to_owned(),
-        why: e.to_string(),
-    })?;
+    std::fs::rename(&partial, out).map_err(|e| ImageError::write(out, e))?;
     Ok(measurements)
 }
 
@@ -133,11 +121,7 @@ pub fn describe(path: &Path) -> Result<Description, ImageError> {
         path: path.to_owned(),
         why,
     };
-    let bytes = std::fs::read(path).map_err(|e| ImageError::Read {
-        what: "the EIF",
-        path: path.to_owned(),
-        why: e.to_string(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| ImageError::read("the EIF", path, e))?;
     let sections = walk(&bytes).map_err(bad)?;
     let version = u16::from_be_bytes([bytes[4], bytes[5]]);
     let name = path

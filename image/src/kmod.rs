@@ -33,15 +33,10 @@ pub fn build(devices: &CmdlineDevices, release: &str, cache: &Path) -> Result<Ve
         .map(|pin| deb::obtain(pin, PINNED_IN, None, cache))
         .collect::<Result<Vec<_>, _>>()?;
     // make runs in another directory: the tree's path must be absolute.
-    std::fs::create_dir_all(cache).map_err(|e| ImageError::Write {
-        path: cache.to_owned(),
-        why: e.to_string(),
-    })?;
-    let cache = &cache.canonicalize().map_err(|e| ImageError::Read {
-        what: "the cache directory",
-        path: cache.to_owned(),
-        why: e.to_string(),
-    })?;
+    std::fs::create_dir_all(cache).map_err(|e| ImageError::write(cache, e))?;
+    let cache = &cache
+        .canonicalize()
+        .map_err(|e| ImageError::read("the cache directory", cache, e))?;
     let key: String = devices.headers.iter().map(|p| p.sha256.as_str()).collect();
     let tree = cache.join(format!(
         "headers-{}",
@@ -66,30 +61,23 @@ pub fn build(devices: &CmdlineDevices, release: &str, cache: &Path) -> Result<Ve
 /// Unpacks the packages into `tree` (through a temporary directory, so a
 /// failure leaves no half tree).
 fn unpack_headers(debs: &[PathBuf], tree: &Path) -> Result<(), ImageError> {
-    let write = |path: &Path, e: std::io::Error| ImageError::Write {
-        path: path.to_owned(),
-        why: e.to_string(),
-    };
     let partial = tree.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).map_err(|e| write(&partial, e))?;
+    std::fs::create_dir_all(&partial).map_err(|e| ImageError::write(&partial, e))?;
     for deb in debs {
         deb::unpack(deb, &partial)?;
     }
     let _ = std::fs::remove_dir_all(tree);
-    std::fs::rename(&partial, tree).map_err(|e| write(tree, e))?;
-    std::fs::write(tree.join(".complete"), b"").map_err(|e| write(tree, e))
+    std::fs::rename(&partial, tree).map_err(|e| ImageError::write(tree, e))?;
+    std::fs::write(tree.join(".complete"), b"").map_err(|e| ImageError::write(tree, e))
 }
 
 /// The headers' Makefile includes its `-common` part by absolute path
 /// (`/usr/src/…`): it is pointed into `tree`, wherever the cache is now.
 fn point_into(kbuild: &Path, tree: &Path) -> Result<(), ImageError> {
     let makefile = kbuild.join("Makefile");
-    let text = std::fs::read_to_string(&makefile).map_err(|e| ImageError::Read {
-        what: "the headers' Makefile",
-        path: makefile.clone(),
-        why: e.to_string(),
-    })?;
+    let text = std::fs::read_to_string(&makefile)
+        .map_err(|e| ImageError::read("the headers' Makefile", &makefile, e))?;
     let fixed: Vec<String> = text
         .lines()
         .map(
@@ -101,10 +89,7 @@ fn point_into(kbuild: &Path, tree: &Path) -> Result<(), ImageError> {
         .collect();
     let fixed = fixed.join("\n") + "\n";
     if fixed != text {
-        std::fs::write(&makefile, fixed).map_err(|e| ImageError::Write {
-            path: makefile,
-            why: e.to_string(),
-        })?;
+        std::fs::write(&makefile, fixed).map_err(|e| ImageError::write(makefile, e))?;
     }
     Ok(())
 }
@@ -115,11 +100,8 @@ fn point_into(kbuild: &Path, tree: &Path) -> Result<(), ImageError> {
 /// same PCR1.
 fn kernel_compiler(kbuild: &Path) -> Result<String, ImageError> {
     let config_path = kbuild.join(".config");
-    let config = std::fs::read_to_string(&config_path).map_err(|e| ImageError::Read {
-        what: "the kernel's configuration",
-        path: config_path.clone(),
-        why: e.to_string(),
-    })?;
+    let config = std::fs::read_to_string(&config_path)
+        .map_err(|e| ImageError::read("the kernel's configuration", &config_path, e))?;
     let text = config
         .lines()
         .find_map(|l| l.strip_prefix("CONFIG_CC_VERSION_TEXT=\""))
@@ -154,16 +136,10 @@ fn kernel_compiler(kbuild: &Path) -> Result<String, ImageError> {
 }
 
 fn compile(kbuild: &Path, compiler: &str) -> Result<Vec<u8>, ImageError> {
-    let dir = tempfile::tempdir().map_err(|e| ImageError::Write {
-        path: std::env::temp_dir(),
-        why: e.to_string(),
-    })?;
+    let dir = tempfile::tempdir().map_err(|e| ImageError::write(std::env::temp_dir(), e))?;
     let at = dir.path();
     let put = |name: &str, text: &str| {
-        std::fs::write(at.join(name), text).map_err(|e| ImageError::Write {
-            path: at.join(name),
-            why: e.to_string(),
-        })
+        std::fs::write(at.join(name), text).map_err(|e| ImageError::write(at.join(name), e))
     };
     put(&format!("{NAME}.c"), SOURCE)?;
     put("Kbuild", &format!("obj-m := {NAME}.o\n"))?;
@@ -210,11 +186,7 @@ fn compile(kbuild: &Path, compiler: &str) -> Result<Vec<u8>, ImageError> {
             ko.display()
         )));
     }
-    std::fs::read(&stripped).map_err(|e| ImageError::Read {
-        what: "the compiled module",
-        path: stripped,
-        why: e.to_string(),
-    })
+    std::fs::read(&stripped).map_err(|e| ImageError::read("the compiled module", stripped, e))
 }
 
 #[cfg(test)]

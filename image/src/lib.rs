@@ -21,7 +21,8 @@ pub mod kmod;
 pub mod ramdisk;
 pub mod signing;
 
-use std::path::PathBuf;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
 
 /// Everything building or describing an image can refuse.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,30 @@ pub enum ImageError {
         /// What is wrong with it.
         why: String,
     },
+}
+
+impl ImageError {
+    /// A file that could not be read: `what` it is for, where, and why.
+    pub(crate) fn read(what: &'static str, path: impl Into<PathBuf>, why: impl Display) -> Self {
+        ImageError::Read {
+            what,
+            path: path.into(),
+            why: why.to_string(),
+        }
+    }
+
+    /// An output that could not be written, and why.
+    pub(crate) fn write(path: impl Into<PathBuf>, why: impl Display) -> Self {
+        ImageError::Write {
+            path: path.into(),
+            why: why.to_string(),
+        }
+    }
+}
+
+/// Reads the file at `path`, naming it as `what` when it cannot.
+pub(crate) fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ImageError> {
+    std::fs::read(path).map_err(|e| ImageError::read(what, path, e))
 }
 
 /// The measurements as `nitro-cli build-enclave` and `describe-eif` print

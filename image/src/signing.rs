@@ -5,7 +5,7 @@
 //! written image's signature is then checked the way nitro-cli checks it
 //! before the image is put in place.
 
-use crate::ImageError;
+use crate::{ImageError, read_file as read};
 use aws_nitro_enclaves_image_format::utils::{PcrSignatureChecker, SignKeyData};
 use openssl::asn1::Asn1Time;
 use openssl::pkey::{Id, PKey};
@@ -19,14 +19,6 @@ pub struct Signing {
     pub cert: PathBuf,
     /// PEM private key (unencrypted: the build runs unattended).
     pub key: PathBuf,
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ImageError> {
-    std::fs::read(path).map_err(|e| ImageError::Read {
-        what,
-        path: path.to_owned(),
-        why: e.to_string(),
-    })
 }
 
 /// Checks that the key is an ECDSA key, that it is the certificate's, and

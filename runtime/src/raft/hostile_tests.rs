@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use openraft::ChangeMembers;
+
 use super::tests::{Test, incr, read};
 use super::types::Member;
 
@@ -101,4 +103,52 @@ async fn a_learner_removed_while_cut_off_rejoins_under_a_new_id() {
     t.until(|t| t.nodes[3].1.applied() >= t.nodes[leader].1.applied())
         .await;
     assert_eq!(read(&t.kv(3)).await.unwrap().as_deref(), Some(&b"2"[..]));
+}
+
+/// The host kills the leader the moment it has promoted a learner: the
+/// promotion committed on the old voters, and the new voter never
+/// received it (it still thinks it is a learner). The survivor needs the
+/// new voter's vote, which it must get: a learner votes like a voter.
+/// The leader's own membership loop is stopped and the promotion made by
+/// hand (the call the loop makes), so the new voter is cut off before it
+/// can be sent anything, every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_between_a_promotion_and_its_delivery_is_replaced() {
+    let mut t = Test::new(3).await;
+    assert_eq!(incr(&t.kv(0)).await.unwrap(), 1);
+    let leader = t.leader().unwrap();
+    let (gone, survivor) = match leader {
+        0 => (1, 2),
+        1 => (2, 0),
+        _ => (0, 1),
+    };
+    t.cut(gone, true);
+    t.until(|t| t.voters(leader) == 2 && t.voters(survivor) == 2)
+        .await;
+    t.stop_tending(leader);
+
+    let learner = t.add().await;
+    let via = Member {
+        advertise: t.nodes[leader].0.clone(),
+    };
+    let me = Member {
+        advertise: t.nodes[3].0.clone(),
+    };
+    learner.join(&via, &me).await.unwrap();
+    let new = learner.id();
+    t.until(|t| t.nodes[3].1.applied() >= t.nodes[leader].1.applied())
+        .await;
+    t.cut(3, true);
+    let raft = t.nodes[leader].1.e().raft.clone();
+    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([new])), false)
+        .await
+        .unwrap();
+    t.until(|t| t.voters(survivor) == 3).await;
+    assert_eq!(t.voters(3), 2, "the new voter has not heard of it");
+
+    t.cut(leader, true);
+    t.cut(3, false);
+    t.until(|t| t.leader().is_some()).await;
+    assert_eq!(incr(&t.kv(survivor)).await.unwrap(), 2);
+    assert_eq!(incr(&t.kv(3)).await.unwrap(), 3);
 }

@@ -161,6 +161,9 @@ pub(super) struct Test {
     pub(super) mesh: Arc<Mesh>,
     key: DeploymentKey,
     pub(super) nodes: Vec<(String, Arc<RaftNode>)>,
+    /// Each node's membership loop, to stop one (a leader that must not
+    /// change the membership on its own while a test does it by hand).
+    tending: Vec<tokio_util::sync::CancellationToken>,
 }
 
 impl Test {
@@ -169,6 +172,7 @@ impl Test {
             mesh: Arc::default(),
             key: DeploymentKey::generate(),
             nodes: Vec::new(),
+            tending: Vec::new(),
         };
         for _ in 0..n {
             t.add().await;
@@ -225,15 +229,14 @@ impl Test {
             .lock()
             .unwrap()
             .insert(addr.clone(), RaftEndpoints::new(node.clone()));
-        tokio::spawn(
-            node.clone()
-                .tend(tokio_util::sync::CancellationToken::new()),
-        );
+        let tending = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(node.clone().tend(tending.clone()));
+        self.tending.push(tending);
         self.nodes.push((addr, node.clone()));
         node
     }
 
-    fn voters(&self, i: usize) -> usize {
+    pub(super) fn voters(&self, i: usize) -> usize {
         let m = self.nodes[i].1.e().raft.metrics().borrow().clone();
         m.membership_config.membership().voter_ids().count()
     }
@@ -262,6 +265,12 @@ impl Test {
         } else {
             cut.remove(&self.nodes[i].0);
         }
+    }
+
+    /// Stops node `i`'s membership loop: it no longer removes, promotes
+    /// or rejoins on its own.
+    pub(super) fn stop_tending(&self, i: usize) {
+        self.tending[i].cancel();
     }
 
     pub(super) fn kv(&self, i: usize) -> ReplicatedKv {

@@ -23,7 +23,7 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "tools the tests talk to: curl, nginx, python3, openssl, pebble, promtool, qemu"
+step "tools the tests talk to: curl, nginx, python3, openssl, socat, redis, pebble, promtool, qemu"
 # Clients and servers nobody here wrote: the tests drive the system's curl
 # (HTTP/1.1 and HTTP/2) and openssl, guests fetch from nginx and Python's
 # http.server, certificates come from Pebble, Let's Encrypt's ACME test
@@ -36,6 +36,10 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v openssl >/dev/null || missing+=(openssl)
 { command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null; } || missing+=(pebble)
 command -v promtool >/dev/null || missing+=(prometheus)
+# TCP guests are reached with socat and openssl s_client, and talk RESP to
+# Debian's redis-server.
+command -v socat >/dev/null || missing+=(socat)
+command -v redis-server >/dev/null || missing+=(redis-server)
 # The enclave image boots in QEMU; its builder links OpenSSL (the EIF
 # crate's signing) and fetches the kernel with apt-get download.
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
@@ -58,7 +62,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${apt_get[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "curl, nginx, python3, openssl, pebble, promtool, qemu, gcc-12 and OpenSSL headers are here"
+  echo "curl, nginx, python3, openssl, socat, redis-server, pebble, promtool, qemu, gcc-12 and OpenSSL headers are here"
 fi
 
 step "package lists for the image's kernel"

@@ -17,7 +17,9 @@
 
 mod manifest;
 
-pub use manifest::{MANIFEST_VERSION, Manifest, ManifestEntry, ManifestError, strip_route};
+pub use manifest::{
+    MANIFEST_VERSION, Manifest, ManifestEntry, ManifestError, TcpEntry, strip_route,
+};
 
 /// The runtime's own endpoints.
 pub mod paths {
@@ -49,6 +51,10 @@ pub struct GuestInfo {
     pub allow: Vec<String>,
     /// Component size in bytes.
     pub size: usize,
+    /// A TCP guest's port and TLS (its `route` is empty); absent for HTTP
+    /// guests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpEntry>,
 }
 
 /// `{"error": message}`: the body of every error the runtime itself

@@ -30,6 +30,20 @@ pub struct ManifestEntry {
     pub sha256: String,
     /// Outbound destinations it may reach.
     pub allow: Vec<String>,
+    /// For a TCP guest (whose `route` is empty: it serves no HTTP path),
+    /// its port and where its clients' TLS ends; absent for HTTP guests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpEntry>,
+}
+
+/// A TCP guest's public port and where its clients' TLS ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpEntry {
+    /// The port clients connect to.
+    pub port: u16,
+    /// `enclave`: the runtime ends TLS under the deployment's certificate;
+    /// `guest`: the bytes reach the guest as sent, which does its own TLS.
+    pub tls: String,
 }
 
 /// Why manifest bytes could not be read.
@@ -81,7 +95,12 @@ impl Manifest {
         };
         self.guests
             .iter()
-            .filter(|g| g.name != name && strip_route(&outer.route, &g.route).is_some())
+            .filter(|g| {
+                g.name != name
+                    && !outer.route.is_empty()
+                    && !g.route.is_empty()
+                    && strip_route(&outer.route, &g.route).is_some()
+            })
             .collect()
     }
 }
@@ -120,6 +139,7 @@ mod tests {
             route: route.into(),
             sha256: "00".repeat(32),
             allow: vec![],
+            tcp: None,
         }
     }
 

@@ -18,6 +18,11 @@
 //! - [`attest`]: attestation documents from the NSM or the dev stand-in.
 //! - [`egress`]: guests' outbound HTTP(S): policy, CONNECT tunnel through
 //!   the host proxy, TLS inside the enclave.
+//! - [`sockets`]: guests' `wasi:sockets`, virtual: listening only where
+//!   the runtime hands connections over, connecting only through the host
+//!   proxy to their allow list.
+//! - [`tcp`]: TCP guests: a listener per guest port, TLS ended in the
+//!   enclave (or in the guest), one long-lived instance each.
 //! - [`control`]: logs and guest output out to the host proxy over
 //!   `--control`.
 //! - [`metrics`]: `--metrics-listen`, Prometheus text of the runtime's
@@ -45,7 +50,9 @@ pub mod raft;
 pub mod router;
 pub mod server;
 pub mod settings;
+pub mod sockets;
 pub mod sync;
+pub mod tcp;
 pub mod tls;
 pub mod units;
 

@@ -50,7 +50,9 @@ fn check(config: Config) -> i32 {
         let name = &guest.config.name;
         let checked = std::fs::read(&guest.path)
             .map_err(|e| format!("cannot read it: {e}"))
-            .and_then(|bytes| nacre_runtime::guests::check_component(&bytes));
+            .and_then(|bytes| {
+                nacre_runtime::guests::check_component(&bytes, guest.config.tcp.is_some())
+            });
         if let Err(e) = checked {
             eprintln!("error: --guest {name} ({}): {e}", guest.path.display());
             return 2;

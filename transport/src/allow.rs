@@ -95,6 +95,12 @@ impl AllowRule {
         if port != self.port || (!tls && !self.plaintext) {
             return false;
         }
+        self.matches_host(host)
+    }
+
+    /// Whether this rule's host pattern covers `host`, whatever the port:
+    /// a guest's name lookup answers only names some rule could reach.
+    pub fn matches_host(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if self.wildcard {
             host.len() > self.host.len() + 1

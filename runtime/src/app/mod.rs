@@ -32,6 +32,7 @@ use crate::router::{Admin, Endpoints, Guests, Router, Stats};
 use crate::server::{self, ConnStats, Options, Security};
 use crate::settings::{CertificateSource, Settings, SettingsError, SyncSettings};
 use crate::sync::{Node, SyncConfig, SyncError, SyncListener, SyncedState};
+use crate::tcp::TcpGuests;
 use crate::tls::{Identity, TlsError};
 
 /// The target of what the runtime logs while it starts and stops:
@@ -274,6 +275,13 @@ impl Runtime {
                 shutdown.clone().cancelled_owned(),
             ));
         }
+        let tcp_guests = TcpGuests::new(
+            self.registry.clone(),
+            self.settings.listen.clone(),
+            self.identity.tcp_server_config()?,
+            self.settings.limits.client_timeout,
+        );
+        tokio::spawn(tcp_guests.run(shutdown.clone()));
         let security = Security::Tls(self.identity.gated_server_config(self.open.clone())?);
         tracing::info!(target: LOG_TARGET, bound = %self.bound.public, "serving");
         // Clients' connections get a thread per core of their own (lanes);

@@ -28,9 +28,11 @@ mod exchange;
 mod io;
 mod once;
 mod pool;
+mod raw;
 
 pub use self::once::{OnceError, Outbound};
 pub use self::pool::Pooled;
+pub use self::raw::TunnelRefused;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};

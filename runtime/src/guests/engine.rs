@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::EnclaveCtx;
@@ -153,9 +154,32 @@ impl GuestEngine {
 
     /// Compiles `bytes` and pre-instantiates them against the linker:
     /// everything that can fail before a request arrives fails here, with
-    /// a message for the uploader.
-    pub(crate) fn prepare(&self, bytes: &[u8]) -> Result<ProxyPre<Host>, String> {
+    /// a message for the uploader. [`Code::new`] then checks the exports.
+    pub(crate) fn prepare(&self, bytes: &[u8]) -> Result<InstancePre<Host>, String> {
         prepare(&self.engine, &self.linker, bytes)
+    }
+}
+
+/// A guest's pre-instantiated code, as what it is deployed to serve.
+#[derive(Clone)]
+pub(crate) enum Code {
+    /// An HTTP guest: `wasi:http/incoming-handler`, an instance per request.
+    Http(ProxyPre<Host>),
+    /// A TCP guest: `wasi:cli/run`, one long-lived instance that listens.
+    Tcp(CommandPre<Host>),
+}
+
+impl Code {
+    /// `pre` as a TCP guest (`tcp`) or an HTTP guest, or why it cannot be.
+    pub(crate) fn new(pre: InstancePre<Host>, tcp: bool) -> Result<Code, String> {
+        if tcp {
+            return CommandPre::new(pre).map(Code::Tcp).map_err(|e| {
+                format!("the component does not export wasi:cli/run@0.2.x (a TCP guest is a command that listens with wasi:sockets, such as one built with wstd's TcpListener): {e:#}")
+            });
+        }
+        ProxyPre::new(pre).map(Code::Http).map_err(|e| {
+            format!("the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy world); a wasi:cli command that listens with wasi:sockets is deployed with tcp=PORT: {e:#}")
+        })
     }
 }
 
@@ -164,18 +188,69 @@ impl GuestEngine {
 /// `wasmtime serve -Scli` do too), wasi:http, nacre:enclave, wasi:keyvalue.
 fn link(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    link_wasi(&mut linker)?;
+    crate::sockets::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     super::enclave::add_to_linker(&mut linker)?;
     super::kv::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
+/// wasmtime-wasi's WASI p2 (what its `add_to_linker_async` links), but
+/// for `wasi:sockets/tcp`, `tcp-create-socket` and `ip-name-lookup`, which
+/// [`crate::sockets`] provides without operating-system sockets.
+fn link_wasi(l: &mut Linker<Host>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::WasiView;
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+    use wasmtime_wasi::sockets::WasiSockets;
+    use wasmtime_wasi_io::bindings::wasi::io;
+
+    io::error::add_to_linker::<Host, Io>(l, |t| t.ctx().table)?;
+    io::poll::add_to_linker::<Host, Io>(l, |t| t.ctx().table)?;
+    io::streams::add_to_linker::<Host, Io>(l, |t| t.ctx().table)?;
+    clocks::wall_clock::add_to_linker::<Host, WasiClocks>(l, Host::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<Host, WasiClocks>(l, Host::clocks)?;
+    filesystem::preopens::add_to_linker::<Host, WasiFilesystem>(l, Host::filesystem)?;
+    filesystem::types::add_to_linker::<Host, WasiFilesystem>(l, Host::filesystem)?;
+    random::random::add_to_linker::<Host, WasiRandom>(l, Host::random)?;
+    random::insecure::add_to_linker::<Host, WasiRandom>(l, Host::random)?;
+    random::insecure_seed::add_to_linker::<Host, WasiRandom>(l, Host::random)?;
+    cli::exit::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::environment::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::stdin::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::stdout::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::stderr::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_input::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_output::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_stdin::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_stdout::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_stderr::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    let options = sockets::network::LinkOptions::default();
+    sockets::instance_network::add_to_linker::<Host, WasiSockets>(l, Host::sockets_wasi)?;
+    sockets::network::add_to_linker::<Host, WasiSockets>(l, &options, Host::sockets_wasi)?;
+    // UDP stays wasmtime-wasi's, closed by each store's context.
+    sockets::udp::add_to_linker::<Host, WasiSockets>(l, Host::sockets_wasi)?;
+    sockets::udp_create_socket::add_to_linker::<Host, WasiSockets>(l, Host::sockets_wasi)?;
+    Ok(())
+}
+
+/// `wasi:io`'s view of a store: its resource table.
+struct Io;
+
+impl wasmtime::component::HasData for Io {
+    type Data<'a> = &'a mut wasmtime::component::ResourceTable;
+}
+
 /// Checks that `bytes` is a guest the runtime would deploy (a component
 /// that links against [`link`]'s interfaces and exports
-/// wasi:http/incoming-handler), with an engine of its own and nothing
-/// else: `nacre-runtime --check` runs it before an image is built.
-pub fn check_component(bytes: &[u8]) -> Result<(), String> {
+/// wasi:http/incoming-handler, or wasi:cli/run for a TCP guest: `tcp`),
+/// with an engine of its own and nothing else: `nacre-runtime --check`
+/// runs it before an image is built.
+pub fn check_component(bytes: &[u8], tcp: bool) -> Result<(), String> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     // The same code generation settings as the serving engine, so what
@@ -183,10 +258,14 @@ pub fn check_component(bytes: &[u8]) -> Result<(), String> {
     config.epoch_interruption(true);
     let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
     let linker = link(&engine).map_err(|e| format!("{e:#}"))?;
-    prepare(&engine, &linker, bytes).map(drop)
+    Code::new(prepare(&engine, &linker, bytes)?, tcp).map(drop)
 }
 
-fn prepare(engine: &Engine, linker: &Linker<Host>, bytes: &[u8]) -> Result<ProxyPre<Host>, String> {
+fn prepare(
+    engine: &Engine,
+    linker: &Linker<Host>,
+    bytes: &[u8],
+) -> Result<InstancePre<Host>, String> {
     if bytes.starts_with(b"\0asm\x01\0\0\0") {
         return Err(
                 "this is a core WebAssembly module, not a component: build with `--target wasm32-wasip2` (or run `wasm-tools component new`)"
@@ -195,12 +274,9 @@ fn prepare(engine: &Engine, linker: &Linker<Host>, bytes: &[u8]) -> Result<Proxy
     }
     let component = Component::new(engine, bytes)
         .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
-    let pre = linker
+    linker
         .instantiate_pre(&component)
-        .map_err(|e| format!("the component cannot be linked: {e:#}"))?;
-    ProxyPre::new(pre).map_err(|e| {
-            format!("the component does not export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy world): {e:#}")
-        })
+        .map_err(|e| format!("the component cannot be linked: {e:#}"))
 }
 
 /// One thread for the whole process; it exits when the engine is dropped.

@@ -12,6 +12,7 @@ use super::stats::GuestStats;
 use super::view::{Caller, EnclaveCtx, EnclaveCtxView, EnclaveView};
 use super::{GuestConfig, Limits};
 use crate::egress::Egress;
+use crate::sockets::{Listen, SocketsCtx, SocketsView};
 
 /// Store data for one request's instance.
 pub struct Host {
@@ -22,6 +23,24 @@ pub struct Host {
     pub(crate) limits: Limiter,
     caller: Caller,
     enclave: Arc<EnclaveCtx>,
+    sockets: Arc<SocketsCtx>,
+}
+
+/// Idle time after which an HTTP guest's outbound TCP connection ends (a
+/// TCP guest's connections have their deployment's own).
+const HTTP_GUEST_TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where a TCP guest listens, and when its idle connections end.
+pub(crate) struct Listening {
+    pub(crate) listen: Listen,
+    pub(crate) idle: std::time::Duration,
+}
+
+impl Drop for Host {
+    /// The instance is gone: its connections end with it, abruptly.
+    fn drop(&mut self) {
+        self.sockets.end();
+    }
 }
 
 impl Host {
@@ -36,15 +55,48 @@ impl Host {
         egress: Arc<Egress>,
         stats: Arc<GuestStats>,
     ) -> Host {
+        Host::build(
+            guest, code_hash, limits, memory, enclave, egress, stats, None,
+        )
+    }
+
+    /// Fresh state for a TCP guest's long-lived instance: as [`Host::new`],
+    /// listening where `listening` says, its address in `NACRE_TCP_ADDR`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build(
+        guest: &Arc<GuestConfig>,
+        code_hash: [u8; 32],
+        limits: &Limits,
+        memory: (Arc<Budget>, Arc<Share>),
+        enclave: Arc<EnclaveCtx>,
+        egress: Arc<Egress>,
+        stats: Arc<GuestStats>,
+        listening: Option<Listening>,
+    ) -> Host {
         let (stdout, stderr) = GuestLog::pair(&guest.name);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout)
             .stderr(stderr)
-            // Guests reach the network only through wasi:http, where the
-            // egress policy applies; raw wasi:sockets stay closed.
+            // Guests' TCP and name lookups are crate::sockets', virtual;
+            // wasmtime-wasi's own (operating-system sockets) stay closed,
+            // and UDP with them.
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        if let Some(l) = &listening {
+            wasi.env("NACRE_TCP_ADDR", format!("127.0.0.1:{}", l.listen.port));
+        }
+        let (listen, idle) = match listening {
+            Some(l) => (Some(l.listen), l.idle),
+            None => (None, HTTP_GUEST_TCP_IDLE),
+        };
+        let sockets = SocketsCtx::new(
+            guest.name.clone(),
+            listen,
+            guest.allow.clone(),
+            egress.clone(),
+            idle,
+        );
         let per_memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);
         Host {
             table: ResourceTable::new(),
@@ -58,6 +110,7 @@ impl Host {
             },
             caller: Caller::new(guest.clone(), code_hash),
             enclave,
+            sockets,
             // Growth past a limit fails inside the guest (memory.grow
             // returns -1) rather than trapping, as the limits in docs/operating.md say.
             limits: Limiter::new(per_memory, memory.0, memory.1),
@@ -72,6 +125,19 @@ impl EnclaveView for Host {
             ctx: &self.enclave,
             table: &mut self.table,
         }
+    }
+}
+
+impl SocketsView for Host {
+    fn virtual_sockets(&mut self) -> (&mut ResourceTable, &Arc<SocketsCtx>) {
+        (&mut self.table, &self.sockets)
+    }
+}
+
+impl Host {
+    /// wasmtime-wasi's socket context (network resources, closed UDP).
+    pub(crate) fn sockets_wasi(&mut self) -> wasmtime_wasi::sockets::WasiSocketsCtxView<'_> {
+        wasmtime_wasi::sockets::WasiSocketsView::sockets(self)
     }
 }
 

@@ -235,8 +235,14 @@ async fn run_guest(
         outparam,
     } = bound;
     let run = async {
-        let proxy = guest
-            .pre
+        let super::engine::Code::Http(pre) = &guest.code else {
+            // Never routed: a TCP guest has no route.
+            return Err((
+                Stage::Start,
+                wasmtime::format_err!("a TCP guest serves no HTTP"),
+            ));
+        };
+        let proxy = pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| (Stage::Start, e))?;

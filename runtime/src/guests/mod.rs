@@ -34,6 +34,7 @@ mod share;
 mod spec;
 pub mod state;
 pub mod stats;
+mod tcp;
 mod view;
 
 pub use ended::Outcome;
@@ -42,5 +43,6 @@ pub use invoke::{GuestBody, invoke};
 pub use kv::KvLimits;
 pub use registry::{DeployError, Deployed, Guest, Registry, Snapshot};
 pub use share::Share;
-pub use spec::{BootGuest, GuestConfig, GuestName, Route};
+pub use spec::{BootGuest, GuestConfig, GuestName, Route, TcpService, TcpTls, tcp_options};
+pub(crate) use tcp::{TcpExit, run_tcp};
 pub use view::{Caller, EnclaveCtx, EnclaveCtxView, EnclaveView};

@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use nacre_api::{GuestInfo, Manifest, ManifestEntry};
+use nacre_api::{GuestInfo, Manifest, ManifestEntry, TcpEntry};
 use nacre_transport::{AllowList, AllowRule};
 use sha2::{Digest, Sha256};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime::component::InstancePre;
 
+use super::engine::Code;
 use super::host::Host;
 use super::stats::GuestStats;
 use super::{GuestConfig, GuestEngine, GuestName, Share};
@@ -35,7 +36,7 @@ pub struct Guest {
     pub sha256: [u8; 32],
     /// The component's bytes, as uploaded.
     pub bytes: Bytes,
-    pub(crate) pre: ProxyPre<Host>,
+    pub(crate) code: Code,
     /// Counters of its name (kept across redeploys).
     pub stats: Arc<GuestStats>,
     /// The instances and memory its name may hold.
@@ -48,11 +49,27 @@ impl Guest {
         GuestInfo {
             name: self.config.name.to_string(),
             sha256: hex::encode(self.sha256),
-            route: self.config.route.to_string(),
+            route: route_of(&self.config),
             allow: self.config.allow.iter().map(AllowRule::to_string).collect(),
             size: self.bytes.len(),
+            tcp: tcp_of(&self.config),
         }
     }
+}
+
+/// The route the manifest and the admin API show: none for a TCP guest.
+fn route_of(config: &GuestConfig) -> String {
+    match config.tcp {
+        Some(_) => String::new(),
+        None => config.route.to_string(),
+    }
+}
+
+fn tcp_of(config: &GuestConfig) -> Option<TcpEntry> {
+    config.tcp.map(|t| TcpEntry {
+        port: t.port,
+        tls: t.tls.to_string(),
+    })
 }
 
 /// One consistent view of the guest table and its manifest.
@@ -69,7 +86,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn new(guests: BTreeMap<GuestName, Arc<Guest>>, starting: Vec<Arc<GuestConfig>>) -> Snapshot {
-        let mut routes: Vec<_> = guests.values().cloned().collect();
+        let mut routes: Vec<_> = guests
+            .values()
+            .filter(|g| g.config.tcp.is_none())
+            .cloned()
+            .collect();
         routes.sort_by_key(|g| std::cmp::Reverse(g.config.route.as_str().len()));
         let manifest = manifest(&guests);
         let manifest_sha256 = Sha256::digest(&manifest).into();
@@ -93,7 +114,7 @@ impl Snapshot {
     pub fn starting(&self, path: &str) -> Option<&GuestName> {
         self.starting
             .iter()
-            .filter(|c| c.route.strip(path).is_some())
+            .filter(|c| c.tcp.is_none() && c.route.strip(path).is_some())
             .max_by_key(|c| c.route.as_str().len())
             .map(|c| &c.name)
     }
@@ -139,9 +160,10 @@ fn manifest(guests: &BTreeMap<GuestName, Arc<Guest>>) -> Bytes {
         .values()
         .map(|g| ManifestEntry {
             name: g.config.name.to_string(),
-            route: g.config.route.to_string(),
+            route: route_of(&g.config),
             sha256: hex::encode(g.sha256),
             allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
+            tcp: tcp_of(&g.config),
         })
         .collect();
     Bytes::from(Manifest::new(entries).to_bytes())
@@ -169,6 +191,16 @@ pub enum DeployError {
     RouteTaken {
         /// The contested route.
         route: String,
+        /// The guest that has it.
+        by: String,
+    },
+    /// Another TCP guest already serves that port.
+    #[error(
+        "port {port} is already served by TCP guest {by}: choose another port or delete {by} first"
+    )]
+    PortTaken {
+        /// The contested port.
+        port: u16,
         /// The guest that has it.
         by: String,
     },
@@ -215,7 +247,7 @@ pub struct Registry {
 }
 
 struct CacheEntry {
-    pre: ProxyPre<Host>,
+    pre: InstancePre<Host>,
     last_used: u64,
 }
 
@@ -357,6 +389,7 @@ impl Registry {
             .await
             .map_err(|e| DeployError::Invalid(format!("hashing failed: {e}")))?;
         let pre = self.compiled(sha256, bytes.clone()).await?;
+        let code = Code::new(pre, config.tcp.is_some()).map_err(DeployError::Invalid)?;
 
         let _w = self.write.lock().await;
         let cur = self.current.load();
@@ -364,15 +397,28 @@ impl Registry {
         if source == Source::Boot && !cur.is_starting(name) {
             return Err(DeployError::Superseded(name.to_string()));
         }
-        if let Some(other) = cur
-            .guests
-            .values()
-            .find(|g| g.config.route == config.route && &g.config.name != name)
-        {
-            return Err(DeployError::RouteTaken {
-                route: config.route.to_string(),
-                by: other.config.name.to_string(),
-            });
+        let others = || cur.guests.values().filter(|g| &g.config.name != name);
+        match config.tcp {
+            None => {
+                if let Some(other) =
+                    others().find(|g| g.config.tcp.is_none() && g.config.route == config.route)
+                {
+                    return Err(DeployError::RouteTaken {
+                        route: config.route.to_string(),
+                        by: other.config.name.to_string(),
+                    });
+                }
+            }
+            Some(tcp) => {
+                if let Some(other) =
+                    others().find(|g| g.config.tcp.is_some_and(|t| t.port == tcp.port))
+                {
+                    return Err(DeployError::PortTaken {
+                        port: tcp.port,
+                        by: other.config.name.to_string(),
+                    });
+                }
+            }
         }
         // The share belongs to the name: instances of the code being
         // replaced still count against it until they finish.
@@ -388,7 +434,7 @@ impl Registry {
             config: Arc::new(config),
             sha256,
             bytes,
-            pre,
+            code,
             stats,
             share,
         });
@@ -399,7 +445,14 @@ impl Registry {
         self.publish(Snapshot::new(guests, starting));
         drop(_w);
         self.trim_cache();
-        tracing::info!(guest = %name, sha256 = %hex::encode(sha256), route = %guest.config.route, replaced, "guest deployed");
+        match guest.config.tcp {
+            Some(tcp) => {
+                tracing::info!(guest = %name, sha256 = %hex::encode(sha256), port = tcp.port, tls = %tcp.tls, replaced, "TCP guest deployed")
+            }
+            None => {
+                tracing::info!(guest = %name, sha256 = %hex::encode(sha256), route = %guest.config.route, replaced, "guest deployed")
+            }
+        }
         let info = guest.info();
         Ok(if replaced {
             Deployed::Replaced(info)
@@ -430,7 +483,7 @@ impl Registry {
         &self,
         sha256: [u8; 32],
         bytes: Bytes,
-    ) -> Result<ProxyPre<Host>, DeployError> {
+    ) -> Result<InstancePre<Host>, DeployError> {
         if let Some(pre) = self.cache_get(&sha256) {
             return Ok(pre);
         }
@@ -466,7 +519,7 @@ impl Registry {
         Ok(pre)
     }
 
-    fn cache_get(&self, sha256: &[u8; 32]) -> Option<ProxyPre<Host>> {
+    fn cache_get(&self, sha256: &[u8; 32]) -> Option<InstancePre<Host>> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut cache = self.cache.lock().ok()?;
         let e = cache.get_mut(sha256)?;

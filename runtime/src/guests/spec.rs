@@ -113,15 +113,73 @@ impl fmt::Display for Route {
     }
 }
 
-/// What a guest is deployed as: name, route and outbound allow list.
+/// Where a TCP guest's clients' TLS ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpTls {
+    /// In the runtime, under the deployment's certificate (the default).
+    Enclave,
+    /// In the guest: the bytes reach it as clients sent them.
+    Guest,
+}
+
+impl FromStr for TcpTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enclave" => Ok(TcpTls::Enclave),
+            "guest" => Ok(TcpTls::Guest),
+            _ => Err(format!(
+                "tls={s:?} is not a TLS mode: write tls=enclave (the runtime ends TLS) or tls=guest (the guest does)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TcpTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TcpTls::Enclave => "enclave",
+            TcpTls::Guest => "guest",
+        })
+    }
+}
+
+/// A TCP guest's public port and TLS mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpService {
+    /// The port clients connect to, and the only one the guest may bind.
+    pub port: u16,
+    /// Where clients' TLS ends.
+    pub tls: TcpTls,
+}
+
+impl TcpService {
+    /// `tcp=PORT` and an optional `tls=MODE`, as the flag and the admin
+    /// API give them.
+    pub fn parse(port: &str, tls: Option<&str>) -> Result<TcpService, String> {
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("tcp={port:?} is not a port: write a number from 1 to 65535"))?;
+        let tls = tls.map(str::parse).transpose()?.unwrap_or(TcpTls::Enclave);
+        Ok(TcpService { port, tls })
+    }
+}
+
+/// What a guest is deployed as: name, route and outbound allow list, and
+/// for a TCP guest its port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestConfig {
     /// Unique name.
     pub name: GuestName,
-    /// Route prefix it serves.
+    /// Route prefix it serves (an HTTP guest's; a TCP guest serves none).
     pub route: Route,
     /// Destinations it may reach.
     pub allow: Vec<AllowRule>,
+    /// A TCP guest's port and TLS mode; None for an HTTP guest.
+    pub tcp: Option<TcpService>,
 }
 
 impl GuestConfig {
@@ -136,7 +194,17 @@ impl GuestConfig {
             Some(r) => r,
             None => Route::for_name(&name)?,
         };
-        Ok(GuestConfig { name, route, allow })
+        Ok(GuestConfig {
+            name,
+            route,
+            allow,
+            tcp: None,
+        })
+    }
+
+    /// The same guest served as a TCP guest.
+    pub fn with_tcp(self, tcp: Option<TcpService>) -> GuestConfig {
+        GuestConfig { tcp, ..self }
     }
 }
 
@@ -164,9 +232,12 @@ impl FromStr for BootGuest {
         }
         let mut route = None;
         let mut allow = Vec::new();
+        let (mut tcp, mut tls) = (None, None);
         for opt in parts.filter(|p| !p.is_empty()) {
             match opt.split_once('=') {
                 Some(("route", r)) => route = Some(r.parse()?),
+                Some(("tcp", port)) => tcp = Some(port),
+                Some(("tls", mode)) => tls = Some(mode),
                 Some(("allow", list)) => {
                     for a in list.split(',').filter(|a| !a.is_empty()) {
                         allow.push(
@@ -177,16 +248,38 @@ impl FromStr for BootGuest {
                 }
                 _ => {
                     return Err(format!(
-                        "--guest {s:?}: unknown option {opt:?}; known: route=/p, allow=HOST:PORT,..."
+                        "--guest {s:?}: unknown option {opt:?}; known: route=/p, allow=HOST:PORT,..., tcp=PORT, tls=enclave|guest"
                     ));
                 }
             }
         }
+        let tcp =
+            tcp_options(tcp, tls, route.is_some()).map_err(|e| format!("--guest {s:?}: {e}"))?;
         Ok(BootGuest {
             config: GuestConfig::new(name, route, allow)
-                .map_err(|e| format!("--guest {s:?}: {e}"))?,
+                .map_err(|e| format!("--guest {s:?}: {e}"))?
+                .with_tcp(tcp),
             path: PathBuf::from(path),
         })
+    }
+}
+
+/// A TCP service from `tcp=PORT` and `tls=MODE` (flag or query), refusing
+/// `tls` without `tcp` and a route with it.
+pub fn tcp_options(
+    tcp: Option<&str>,
+    tls: Option<&str>,
+    has_route: bool,
+) -> Result<Option<TcpService>, String> {
+    match (tcp, tls) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => {
+            Err("tls= applies to TCP guests only: add tcp=PORT, or drop tls=".into())
+        }
+        (Some(_), _) if has_route => {
+            Err("a TCP guest serves no HTTP route: drop route=, or drop tcp= to serve HTTP".into())
+        }
+        (Some(port), tls) => TcpService::parse(port, tls).map(Some),
     }
 }
 
@@ -264,5 +357,32 @@ mod tests {
         let e = "enclave=e.wasm".parse::<BootGuest>().unwrap_err();
         assert!(e.contains("default route /enclave"), "{e}");
         assert!("enclave=e.wasm;route=/e".parse::<BootGuest>().is_ok());
+    }
+
+    #[test]
+    fn tcp_guest_flag() {
+        let g: BootGuest = "echo=e.wasm;tcp=8080".parse().unwrap();
+        assert_eq!(
+            g.config.tcp,
+            Some(TcpService {
+                port: 8080,
+                tls: TcpTls::Enclave
+            })
+        );
+        let g: BootGuest = "echo=e.wasm;tcp=7000;tls=guest;allow=db.internal:5432"
+            .parse()
+            .unwrap();
+        assert_eq!(g.config.tcp.map(|t| t.tls), Some(TcpTls::Guest));
+        for (bad, says) in [
+            ("e=e.wasm;tcp=0", "1 to 65535"),
+            ("e=e.wasm;tcp=70000", "1 to 65535"),
+            ("e=e.wasm;tcp=x", "not a port"),
+            ("e=e.wasm;tcp=80;tls=none", "tls=enclave"),
+            ("e=e.wasm;tls=guest", "add tcp=PORT"),
+            ("e=e.wasm;tcp=80;route=/e", "no HTTP route"),
+        ] {
+            let e = bad.parse::<BootGuest>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::fleet::Role;
-use crate::guests::{DeployError, Deployed, GuestConfig, GuestName, Registry, Route};
+use crate::guests::{DeployError, Deployed, GuestConfig, GuestName, Registry, Route, tcp_options};
 use crate::http::{ResponseBody, error, json};
 use crate::server::BodyError;
 
@@ -202,32 +202,40 @@ where
             r
         }
         Ok(Deployed::Replaced(info)) => json(StatusCode::OK, &info),
-        Err(e @ DeployError::RouteTaken { .. }) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ (DeployError::RouteTaken { .. } | DeployError::PortTaken { .. })) => {
+            error(StatusCode::CONFLICT, &e.to_string())
+        }
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 
-/// `route=/p` and repeated `allow=HOST:PORT` from the query string.
+/// `route=/p`, repeated `allow=HOST:PORT`, and for a TCP guest `tcp=PORT`
+/// and `tls=enclave|guest`, from the query string.
 fn guest_config(name: GuestName, query: &str) -> Result<GuestConfig, String> {
     let mut route = None;
     let mut allow = Vec::new();
+    let (mut tcp, mut tls) = (None, None);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "route" => route = Some(v.parse::<Route>()?),
             "allow" => allow.push(v.parse::<AllowRule>().map_err(|e| e.to_string())?),
+            "tcp" => tcp = Some(v.into_owned()),
+            "tls" => tls = Some(v.into_owned()),
             other => {
                 return Err(format!(
-                    "unknown query parameter {other:?}: use route=/PREFIX and allow=HOST:PORT"
+                    "unknown query parameter {other:?}: use route=/PREFIX, allow=HOST:PORT, tcp=PORT and tls=enclave|guest"
                 ));
             }
         }
     }
-    GuestConfig::new(name, route, allow)
+    let tcp = tcp_options(tcp.as_deref(), tls.as_deref(), route.is_some())?;
+    Ok(GuestConfig::new(name, route, allow)?.with_tcp(tcp))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guests::TcpTls;
 
     #[test]
     fn query_parsing() {
@@ -247,7 +255,7 @@ mod tests {
                 .contains("nope")
         );
         assert!(
-            guest_config(n, "route=/enclave")
+            guest_config(n.clone(), "route=/enclave")
                 .unwrap_err()
                 .contains("reserved")
         );
@@ -258,6 +266,18 @@ mod tests {
                 .contains("default route /enclave")
         );
         assert!(guest_config(enclave, "route=/e").is_ok());
+        let t = guest_config(n.clone(), "tcp=6379&tls=guest").unwrap();
+        assert_eq!(t.tcp.map(|t| (t.port, t.tls)), Some((6379, TcpTls::Guest)));
+        assert!(
+            guest_config(n.clone(), "tls=guest")
+                .unwrap_err()
+                .contains("tcp=PORT")
+        );
+        assert!(
+            guest_config(n, "tcp=99999")
+                .unwrap_err()
+                .contains("1 to 65535")
+        );
     }
 
     #[test]

@@ -319,6 +319,19 @@ impl Identity {
         }))
     }
 
+    /// The rustls config of a TCP guest's listener: this identity, no
+    /// ALPN (clients of raw TCP services offer none, or their own, which
+    /// must not fail the handshake).
+    pub fn tcp_server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let config = self.config_with(Arc::new(Gated {
+            identity: self.clone(),
+            open: Arc::new(AtomicBool::new(true)),
+        }))?;
+        let mut config = Arc::unwrap_or_clone(config);
+        config.alpn_protocols.clear();
+        Ok(Arc::new(config))
+    }
+
     fn config_with(&self, resolver: Arc<Gated>) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()

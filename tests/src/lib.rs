@@ -78,6 +78,8 @@ const GUESTS: &[&str] = &[
     "kv-probe",
     "kv-lin",
     "attested-signer",
+    "tcp-echo",
+    "tcp-probe",
 ];
 
 /// Path of a guest component from `guest-examples/`, built (once per test

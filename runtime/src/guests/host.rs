@@ -94,7 +94,7 @@ impl Host {
             guest.name.clone(),
             listen,
             guest.allow.clone(),
-            egress.clone(),
+            (egress.clone(), stats.clone()),
             idle,
         );
         let per_memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);

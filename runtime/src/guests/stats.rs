@@ -67,6 +67,11 @@ pub struct GuestStats {
     pub egress_requests: AtomicU64,
     /// Outbound requests refused by its allow list or `--egress-allow`.
     pub egress_denied: AtomicU64,
+    /// A TCP guest's connections handed to its instance.
+    pub tcp_connections: AtomicU64,
+    /// A TCP guest's connections closed before it saw them: over its
+    /// connection limit or backlog, or a failed TLS handshake.
+    pub tcp_refused: AtomicU64,
 }
 
 impl GuestStats {
@@ -93,6 +98,8 @@ impl GuestStats {
             "timeouts": get(&self.timeouts),
             "egress_requests": get(&self.egress_requests),
             "egress_denied": get(&self.egress_denied),
+            "tcp_connections": get(&self.tcp_connections),
+            "tcp_refused": get(&self.tcp_refused),
         })
     }
 }

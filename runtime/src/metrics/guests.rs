@@ -46,7 +46,7 @@ impl GuestFigures {
 
     fn counters(&self, e: Enc<'_, '_>, stats: &[(GuestName, Arc<GuestStats>)]) -> std::fmt::Result {
         // One counter family per field of the names' stats.
-        let fields: [(&str, &str, Field); 5] = [
+        let fields: [(&str, &str, Field); 7] = [
             (
                 "nacre_guest_requests",
                 "Requests routed to the guest",
@@ -64,13 +64,23 @@ impl GuestFigures {
             ),
             (
                 "nacre_guest_egress_requests",
-                "Outbound requests sent",
+                "Outbound requests sent and TCP connections opened",
                 |s| &s.egress_requests,
             ),
             (
                 "nacre_guest_egress_denied",
-                "Outbound requests refused by the guest's allow list or --egress-allow",
+                "Outbound requests and TCP connects refused by the guest's allow list or --egress-allow",
                 |s| &s.egress_denied,
+            ),
+            (
+                "nacre_guest_tcp_connections",
+                "A TCP guest's connections handed to its instance",
+                |s| &s.tcp_connections,
+            ),
+            (
+                "nacre_guest_tcp_refused",
+                "A TCP guest's connections closed before it saw them (limits, backlog, TLS handshake)",
+                |s| &s.tcp_refused,
             ),
         ];
         for (name, help, field) in fields {

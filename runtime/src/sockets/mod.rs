@@ -22,6 +22,7 @@ mod pipe;
 mod socket;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
 
 use crate::egress::{Egress, TunnelRefused};
 use crate::guests::GuestName;
+use crate::guests::stats::GuestStats;
 
 pub(crate) use self::link::add_to_linker;
 pub(crate) use self::pipe::{Ended, GuestEnds, Peer, pair};
@@ -79,6 +81,7 @@ pub struct SocketsCtx {
     listen: Option<Listen>,
     allow: Vec<AllowRule>,
     egress: Arc<Egress>,
+    stats: Arc<GuestStats>,
     names: Mutex<lookup::Names>,
     sockets: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the instance ends: its connections end with it.
@@ -94,7 +97,7 @@ impl SocketsCtx {
         guest: GuestName,
         listen: Option<Listen>,
         allow: Vec<AllowRule>,
-        egress: Arc<Egress>,
+        (egress, stats): (Arc<Egress>, Arc<GuestStats>),
         idle: Duration,
     ) -> Arc<SocketsCtx> {
         let gone = CancellationToken::new();
@@ -103,6 +106,7 @@ impl SocketsCtx {
             listen,
             allow,
             egress,
+            stats,
             names: Mutex::new(lookup::Names::default()),
             sockets: Arc::new(tokio::sync::Semaphore::new(SOCKETS_PER_INSTANCE)),
             gone,
@@ -131,10 +135,12 @@ impl SocketsCtx {
         };
         let port = remote.port();
         if let Err(e) = self.egress.admit_tcp(&self.allow, &host, port) {
+            self.stats.egress_denied.fetch_add(1, Ordering::Relaxed);
             tracing::info!(guest = %self.guest, target = %format!("{host}:{port}"), why = %e, "outbound TCP denied");
             return Err(ErrorCode::AccessDenied);
         }
         let (egress, guest) = (self.egress.clone(), self.guest.clone());
+        self.stats.egress_requests.fetch_add(1, Ordering::Relaxed);
         Ok(async move {
             egress.tunnel(&host, port).await.map_err(|e| {
                 tracing::info!(%guest, target = %format!("{host}:{port}"), error = %e, "outbound TCP failed");

@@ -66,6 +66,7 @@ impl Serving {
                 accepted = listener.accept() => accepted,
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
+                me.guest.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(guest = %name, limit = CONNECTIONS_PER_GUEST, "TCP connection refused: the guest holds its limit of connections");
                 continue;
             };
@@ -114,7 +115,6 @@ impl Serving {
     /// One client: TLS ended here (or not), then handed to the guest.
     async fn connection(&self, stream: Stream, queue: mpsc::Sender<Accepted>, tls: TcpTls) {
         let name = &self.guest.config.name;
-        self.guest.stats.requests.fetch_add(1, Ordering::Relaxed);
         let (peer, ends) = pair();
         let (life_tx, life_rx) = oneshot::channel();
         let accepted = Accepted {
@@ -125,8 +125,7 @@ impl Serving {
         let gone = instance_gone(life_rx);
         let ended = match tls {
             TcpTls::Guest => {
-                if queue.try_send(accepted).is_err() {
-                    tracing::info!(guest = %name, backlog = BACKLOG, "TCP connection refused: the guest's backlog is full");
+                if !self.hand_over(&queue, accepted) {
                     return;
                 }
                 peer.pump(stream, gone, self.timeout).await
@@ -137,16 +136,17 @@ impl Serving {
                 let tls_stream = match handshake {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
+                        self.guest.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(guest = %name, error = %e, "TCP guest: TLS handshake failed");
                         return;
                     }
                     Err(_) => {
+                        self.guest.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(guest = %name, "TCP guest: no TLS handshake within --client-timeout");
                         return;
                     }
                 };
-                if queue.try_send(accepted).is_err() {
-                    tracing::info!(guest = %name, backlog = BACKLOG, "TCP connection refused: the guest's backlog is full");
+                if !self.hand_over(&queue, accepted) {
                     return;
                 }
                 peer.pump(tls_stream, gone, self.timeout).await
@@ -162,6 +162,20 @@ impl Serving {
             }
             Ended::Cut(why) => tracing::info!(guest = %name, %why, "TCP connection cut"),
         }
+    }
+}
+
+impl Serving {
+    /// Queues `accepted` for the guest, or refuses it (backlog full).
+    fn hand_over(&self, queue: &mpsc::Sender<Accepted>, accepted: Accepted) -> bool {
+        let stats = &self.guest.stats;
+        if queue.try_send(accepted).is_err() {
+            stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(guest = %self.guest.config.name, backlog = BACKLOG, "TCP connection refused: the guest's backlog is full");
+            return false;
+        }
+        stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 

@@ -23,5 +23,6 @@ mod sync;
 mod sync_cost;
 mod sync_hostile;
 mod sync_input;
+mod tcp_guests;
 mod token;
 mod transport;

@@ -16,6 +16,9 @@
 //! - [`raft`]: (i) replicated key-value: `kv-counter` on one enclave and
 //!   on a three-enclave deployment whose key-value data Raft replicates.
 //!   `-- --only i` runs it alone and updates its section of the report.
+//! - [`tcp_echo`]: (j) TCP guests: 1 KiB echo over TLS, the `tcp-echo`
+//!   guest against socat, both behind the host proxy. `-- --only j` runs
+//!   it alone and updates its section of the report.
 //! - [`tools`]: wrk and wasmtime-cli, installed when missing.
 //! - [`load`]: running wrk and reading its summary.
 //! - `native.rs` (its own binary, `nacre-bench-native`): the native
@@ -32,6 +35,7 @@ mod overhead;
 mod raft;
 mod report;
 mod synced;
+mod tcp_echo;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +69,8 @@ enum Only {
     /// (i) replicated key-value: it starts four enclaves of its own and
     /// takes a few minutes, so it can be measured again without the rest.
     I,
+    /// (j) TCP guests against socat.
+    J,
 }
 
 /// The guest components the scenarios deploy.
@@ -73,23 +79,25 @@ struct Guests {
     echo: PathBuf,
     floor: PathBuf,
     kv_counter: PathBuf,
+    tcp_echo: PathBuf,
 }
 
 impl Guests {
     /// Builds them as `nacre dev` would.
     fn build() -> anyhow::Result<Guests> {
-        let names = ["hello", "echo", "floor", "kv-counter"];
+        let names = ["hello", "echo", "floor", "kv-counter", "tcp-echo"];
         let built = nacre_cli::guest_build::build_guests(
             &nacre_tests::root().join("guest-examples/Cargo.toml"),
             &names,
         )?;
-        let [hello, echo, floor, kv_counter] = <[_; 4]>::try_from(built)
+        let [hello, echo, floor, kv_counter, tcp_echo] = <[_; 5]>::try_from(built)
             .map_err(|b| anyhow::anyhow!("cargo built {} components, not {names:?}", b.len()))?;
         Ok(Guests {
             hello,
             echo,
             floor,
             kv_counter,
+            tcp_echo,
         })
     }
 }
@@ -156,6 +164,7 @@ fn main() -> anyhow::Result<()> {
     println!("set-up done in {:.0?}", setup.elapsed());
     match args.only {
         Some(Only::I) => only_raft(&args, &plan, &tools, &guests),
+        Some(Only::J) => only_tcp(&args, &plan, &guests),
         None => everything(&args, &plan, &tools, &guests),
     }
 }
@@ -198,6 +207,25 @@ fn only_raft(args: &Args, plan: &Plan, tools: &tools::Tools, g: &Guests) -> anyh
     Ok(())
 }
 
+/// `--only j`: scenario (j), its section of `--out` replaced.
+fn only_tcp(args: &Args, plan: &Plan, g: &Guests) -> anyhow::Result<()> {
+    let results = tokio_runtime()?.block_on(tcp_echo::run(plan, &g.tcp_echo))?;
+    let command = if args.quick {
+        "cargo run --release -p nacre-bench -- --only j --quick"
+    } else {
+        "cargo run --release -p nacre-bench -- --only j"
+    };
+    let mut section = String::new();
+    results.write_section(&mut section, Some(command));
+    let earlier = std::fs::read_to_string(&args.out).unwrap_or_default();
+    write_out(
+        &args.out,
+        &raft::splice_at(&earlier, tcp_echo::HEADING, &section),
+    )?;
+    println!("{}", section.trim());
+    Ok(())
+}
+
 fn write_out(out: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(out, text).with_context(|| format!("--out {}: cannot write", out.display()))
 }
@@ -214,12 +242,13 @@ fn everything(args: &Args, plan: &Plan, tools: &tools::Tools, g: &Guests) -> any
         let http = http::run(plan, tools, &g.hello, &g.echo, &g.floor).await?;
         let synced = synced::run(plan, tools, &g.hello).await?;
         let raft = raft::run(plan, tools, &g.kv_counter, &g.hello).await?;
+        let tcp = tcp_echo::run(plan, &g.tcp_echo).await?;
         let deploy = deploy::run(plan, &component).await?;
         let memory = memory::run(&component).await?;
-        anyhow::Ok((http, synced, raft, deploy, memory))
+        anyhow::Ok((http, synced, raft, tcp, deploy, memory))
     })?;
     drop(rt);
-    let (http, synced, raft, deploy, memory) = results;
+    let (http, synced, raft, tcp, deploy, memory) = results;
     let bulk = bulk::run(plan)?;
     let report = report::Report {
         quick: args.quick,
@@ -232,6 +261,7 @@ fn everything(args: &Args, plan: &Plan, tools: &tools::Tools, g: &Guests) -> any
         memory,
         bulk,
         raft,
+        tcp,
         measuring: measuring.elapsed(),
     };
     write_out(&args.out, &report.render())?;

@@ -19,7 +19,7 @@
 
 mod section;
 
-pub use section::{HEADING, splice};
+pub use section::{HEADING, splice, splice_at};
 
 use std::net::SocketAddr;
 use std::path::Path;

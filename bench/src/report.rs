@@ -35,6 +35,8 @@ pub struct Report<'a> {
     pub bulk: BulkResults,
     /// (i).
     pub raft: RaftResults,
+    /// (j).
+    pub tcp: crate::tcp_echo::TcpResults,
     /// Wall time of the measurements (set-up and installs not counted).
     pub measuring: Duration,
 }
@@ -229,6 +231,7 @@ impl Report<'_> {
         self.write_memory(&mut s);
         self.write_bulk(&mut s);
         self.raft.write_section(&mut s, None);
+        self.tcp.write_section(&mut s, None);
         let _ = writeln!(s, "\n{}", include_str!("../TUNING.md").trim_end());
         s
     }

@@ -215,18 +215,23 @@ fn describe(c: &CountCheck) -> String {
 /// `section` (as [`RaftResults::write_section`] writes it), or with
 /// `section` put before the hand-kept part when it has none.
 pub fn splice(text: &str, section: &str) -> String {
+    splice_at(text, HEADING, section)
+}
+
+/// [`splice`] for the section under `heading`.
+pub fn splice_at(text: &str, heading: &str, section: &str) -> String {
     let section = section.trim_start_matches('\n');
     let at_line = |heading: &str| {
         text.match_indices(heading)
             .map(|(i, _)| i)
             .find(|&i| i == 0 || text[..i].ends_with('\n'))
     };
-    let (start, end) = match at_line(HEADING) {
+    let (start, end) = match at_line(heading) {
         Some(start) => {
-            let rest = &text[start + HEADING.len()..];
+            let rest = &text[start + heading.len()..];
             let end = rest
                 .find("\n## ")
-                .map_or(text.len(), |i| start + HEADING.len() + i + 1);
+                .map_or(text.len(), |i| start + heading.len() + i + 1);
             (start, end)
         }
         None => {

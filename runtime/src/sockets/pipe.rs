@@ -130,7 +130,14 @@ impl Peer {
                 }
                 chunk = from_guest.recv(), if !guest_done => match chunk {
                     Some(Ok(bytes)) => {
-                        if let Err(e) = wr.write_all(&bytes).await {
+                        // Flushed at once: a TLS stream holds written
+                        // bytes until flushed, and the guest is waiting
+                        // for its peer's answer to them.
+                        let written = async {
+                            wr.write_all(&bytes).await?;
+                            wr.flush().await
+                        };
+                        if let Err(e) = written.await {
                             if let Some(tx) = &to_guest {
                                 let _ = tx.send(Err(e.to_string())).await;
                             }

@@ -286,7 +286,9 @@ async fn openssl_and_socat_reach_a_tcp_guest_through_the_host_proxy_with_tls_in_
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through socat\n");
     // Counted as the guest's connections, in /enclave/metrics.
-    let handed = s.rt.guest_metric(r#"nacre_guest_tcp_connections_total{guest="echo"}"#).await;
+    let handed =
+        s.rt.guest_metric(r#"nacre_guest_tcp_connections_total{guest="echo"}"#)
+            .await;
     assert!(handed >= 2.0, "{handed}");
 
     // Plaintext on the TLS port is refused; the guest never sees it.
@@ -477,4 +479,88 @@ async fn silent_clients_are_closed_and_a_cut_client_is_an_error_to_the_guest() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_tls_in_the_guest_the_bytes_reach_it_as_sent() {
+    let redis = Redis::start();
+    let s = Stack::start(redis.port).await;
+    let info =
+        s.rt.deploy_ok("echo", &guest("tcp-echo"), &format!("tcp={ECHO}&tls=guest"))
+            .await;
+    assert_eq!(info.tcp.map(|t| t.tls), Some("guest".to_string()));
+    let (_, manifest) = s.rt.get("/enclave/manifest").await;
+    assert!(
+        manifest.contains(r#""tcp":{"port":8080,"tls":"guest"}"#),
+        "{manifest}"
+    );
+    // A TLS ClientHello's first bytes come back as sent: the runtime did
+    // not answer them, the guest got them.
+    let hello: &[u8] = b"\x16\x03\x01\x00\x05hello";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let echoed = loop {
+        let mut c = tokio::net::TcpStream::connect(s.echo).await.unwrap();
+        c.write_all(hello).await.unwrap();
+        let mut buf = vec![0u8; hello.len()];
+        let got = tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut buf)).await;
+        if matches!(got, Ok(Ok(_))) {
+            break buf;
+        }
+        // The new code binds once the old is gone.
+        assert!(
+            Instant::now() < deadline,
+            "no echo in tls=guest mode:\n{}",
+            s.rt.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(echoed, hello);
+    let out = Command::new("socat")
+        .args(["-t", "5", "-"])
+        .arg(format!("TCP:{}", s.echo))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"plain, as sent\n")?;
+            c.wait_with_output()
+        })
+        .expect("socat");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "plain, as sent\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_and_attestation_work_from_a_tcp_guest() {
+    use nacre_attestation::{GuestBinding, Verifier};
+    let redis = Redis::start();
+    let s = Stack::start(redis.port).await;
+    let nonce = [0x5au8; 16];
+    let nonce_hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let got = s.s_client(
+        s.probe,
+        &[
+            "kv-incr visits",
+            "kv-incr visits",
+            &format!("attest {nonce_hex}"),
+        ],
+        3,
+    );
+    assert_eq!(got[..2], ["count 1", "count 2"], "{got:?}");
+    let doc = hex::decode(&got[2]).unwrap_or_else(|e| panic!("{e}: {}", got[2]));
+    let root = std::fs::read(s.rt.dev_root.join("root.pem")).unwrap();
+    let v = Verifier::with_root_pem(&root)
+        .unwrap()
+        .nonce(nonce.to_vec())
+        .verify(&doc)
+        .unwrap();
+    let binding = GuestBinding::from_bytes(v.document.user_data.as_deref().unwrap()).unwrap();
+    let sha: [u8; 32] = hex::decode(sha256_hex(&std::fs::read(guest("tcp-probe")).unwrap()))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    // The runtime names the code that asked: the TCP guest's.
+    assert_eq!(binding.guest_sha256, sha);
+    assert_eq!(binding.data.as_deref(), Some(&b"tcp-probe"[..]));
+    // The count lives in the guest's namespace, across connections.
+    assert_eq!(s.s_client(s.probe, &["kv-incr visits"], 1), ["count 3"]);
 }

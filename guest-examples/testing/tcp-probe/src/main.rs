@@ -10,6 +10,8 @@
 //! - `redis HOST:PORT KEY VALUE`: `SET` then `GET` over RESP: `got VALUE`.
 //! - `collect`: reads until the client's end, then logs how it ended
 //!   (`probe: collect ended: ...`): clean, or an error.
+//! - `kv-incr KEY`: increments KEY in its key-value bucket: `count N`.
+//! - `attest NONCE_HEX`: its attestation document with that nonce, in hex.
 //! - `spin`: loops for ever (this instance only).
 //! - `trap`: traps (the runtime starts a new instance).
 
@@ -97,6 +99,13 @@ async fn serve(stream: TcpStream) -> io::Result<()> {
                 println!("probe: collect ended: {ended}");
                 return Ok(());
             }
+            "kv-incr" => {
+                match nacre_sdk::kv::Store::open("probe").and_then(|s| s.increment(rest, 1)) {
+                    Ok(n) => format!("count {n}"),
+                    Err(e) => format!("error: {e}"),
+                }
+            }
+            "attest" => attest(rest),
             "spin" => spin(),
             "trap" => panic!("trap asked for"),
             _ => format!("unknown command {cmd:?}"),
@@ -186,6 +195,20 @@ async fn collect(lines: &mut Lines<'_>) -> String {
             Ok(n) => total += n,
             Err(e) => return format!("error after {total} bytes: {e}"),
         }
+    }
+}
+
+fn attest(nonce_hex: &str) -> String {
+    let nonce: Option<Vec<u8>> = (0..nonce_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(nonce_hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    let Some(nonce) = nonce else {
+        return "error: the nonce is not hex".into();
+    };
+    match nacre_sdk::attestation::request(Some(&nonce), Some(b"tcp-probe"), None) {
+        Ok(doc) => doc.iter().map(|b| format!("{b:02x}")).collect(),
+        Err(e) => format!("error: {e}"),
     }
 }
 

@@ -21,8 +21,9 @@ use crate::http::proxy_to;
 pub const HEADING: &str = "## (j) TCP guests";
 /// The message size.
 const MESSAGE: usize = 1024;
-/// Connections, each a closed loop.
-const CONNECTIONS: usize = 64;
+/// Connections, each a closed loop: few, then many (one guest instance
+/// serves them all).
+const CONNECTIONS: [usize; 2] = [8, 64];
 /// The port the guest is deployed on.
 const PORT: u16 = 8080;
 
@@ -40,12 +41,20 @@ pub struct EchoLoad {
     pub errors: u64,
 }
 
-/// (j): Nacre and socat, in alternating rounds.
-pub struct TcpResults {
+/// (j) at one number of connections: Nacre and socat, rounds alternating.
+pub struct Rounds {
+    /// Connections, each a closed loop.
+    pub connections: usize,
     /// Each round of the `tcp-echo` guest.
     pub nacre: Vec<EchoLoad>,
     /// Each round of socat.
     pub socat: Vec<EchoLoad>,
+}
+
+/// (j): at each of [`CONNECTIONS`].
+pub struct TcpResults {
+    /// By number of connections.
+    pub by_connections: Vec<Rounds>,
     /// Seconds per round.
     pub secs: u32,
 }
@@ -64,18 +73,25 @@ pub async fn run(plan: &Plan, tcp_echo: &Path) -> anyhow::Result<TcpResults> {
     let pki = TestPki::generate();
     let (socat, socat_proxy) = start_socat(&pki)?;
     let socat_tls = client_config(roots_of(&pki)?);
-    let (mut nacre, mut native) = (Vec::new(), Vec::new());
-    for _ in 0..plan.http_rounds.max(1) {
-        nacre.push(measure(&nacre_proxy, &nacre_tls, plan.http_secs).await?);
-        native.push(measure(&socat_proxy, &socat_tls, plan.http_secs).await?);
+    let mut by_connections = Vec::new();
+    for connections in CONNECTIONS {
+        let (mut nacre, mut native) = (Vec::new(), Vec::new());
+        for _ in 0..plan.http_rounds.max(1) {
+            nacre.push(measure(&nacre_proxy, &nacre_tls, connections, plan.http_secs).await?);
+            native.push(measure(&socat_proxy, &socat_tls, connections, plan.http_secs).await?);
+        }
+        by_connections.push(Rounds {
+            connections,
+            nacre,
+            socat: native,
+        });
     }
     drop((rt, nacre_proxy, socat_proxy));
     let mut socat = socat;
     let _ = socat.kill();
     let _ = socat.wait();
     Ok(TcpResults {
-        nacre,
-        socat: native,
+        by_connections,
         secs: plan.http_secs,
     })
 }
@@ -149,14 +165,15 @@ async fn connect(proxy: &HostProxy, tls: &Arc<rustls::ClientConfig>) -> anyhow::
     }
 }
 
-/// Sixty-four closed loops for one second of warm-up, then `secs`.
+/// `connections` closed loops for one second of warm-up, then `secs`.
 async fn measure(
     proxy: &HostProxy,
     tls: &Arc<rustls::ClientConfig>,
+    connections: usize,
     secs: u32,
 ) -> anyhow::Result<EchoLoad> {
-    let mut conns = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
         conns.push(connect(proxy, tls).await?);
     }
     let start = Instant::now() + Duration::from_secs(1);
@@ -208,7 +225,7 @@ async fn echo_loop(mut c: Tls, start: Instant, end: Instant) -> anyhow::Result<V
     }
 }
 
-impl TcpResults {
+impl Rounds {
     fn mean(rounds: &[EchoLoad]) -> (u64, f64, u64, u64, u64) {
         let n = rounds.len().max(1) as f64;
         let messages = rounds.iter().map(|r| r.messages).sum();
@@ -219,39 +236,18 @@ impl TcpResults {
         (messages, per_sec, p50, p99, errors)
     }
 
-    /// The section, from a blank line before its heading.
-    pub fn write_section(&self, s: &mut String, alone: Option<&str>) {
-        let _ = writeln!(
-            s,
-            "\n{HEADING}: 1 KiB echo over TLS through the host proxy, 64 connections\n"
-        );
-        if let Some(command) = alone {
-            let _ = writeln!(
-                s,
-                "**Provisional**: measured by `{command}`, apart from the rest of this file. \
-                 The next full run replaces these figures.\n"
-            );
-        }
+    /// Its two table rows; the ratios of messages/s and of p99.
+    fn write(&self, s: &mut String) -> (f64, f64) {
+        let c = self.connections;
         let (n_msgs, n_rate, n50, n99, n_err) = Self::mean(&self.nacre);
         let (s_msgs, s_rate, s50, s99, s_err) = Self::mean(&self.socat);
         let _ = writeln!(
             s,
-            "Each connection sends 1 KiB and waits for it back, in a loop; {} rounds of {} s each, alternating, \
-             after a one-second warm-up per round. The client (tokio + rustls) runs on the same two cores.\n",
-            self.nacre.len(),
-            self.secs
+            "| (j) Nacre: `tcp-echo` guest, TLS in the runtime | {c} | {n_msgs} | {n_rate:.0} | {n50} µs | {n99} µs | {n_err} |"
         );
         let _ = writeln!(
             s,
-            "| server | messages | messages/s | p50 | p99 | failed connections |\n|---|---:|---:|---:|---:|---:|"
-        );
-        let _ = writeln!(
-            s,
-            "| (j) Nacre: `tcp-echo` guest, TLS in the runtime | {n_msgs} | {n_rate:.0} | {n50} µs | {n99} µs | {n_err} |"
-        );
-        let _ = writeln!(
-            s,
-            "| (j') `socat OPENSSL-LISTEN:…,fork PIPE`, native | {s_msgs} | {s_rate:.0} | {s50} µs | {s99} µs | {s_err} |"
+            "| (j') `socat OPENSSL-LISTEN:…,fork PIPE`, native | {c} | {s_msgs} | {s_rate:.0} | {s50} µs | {s99} µs | {s_err} |"
         );
         let ratio = if s_rate > 0.0 { n_rate / s_rate } else { 0.0 };
         let p99_ratio = if s99 > 0 {
@@ -259,18 +255,7 @@ impl TcpResults {
         } else {
             0.0
         };
-        let _ = writeln!(
-            s,
-            "\n(j)/(j') messages/s: **{ratio:.2}**; p99 (j) / p99 (j'): **{p99_ratio:.2}**. Rounds: {}.\n",
-            self.rounds()
-        );
-        let _ = writeln!(
-            s,
-            "Commands:\n\n- (j) `nacre-runtime --listen unix:… --attestation dev --wait-for-app --guest 'echo=tcp-echo.wasm;tcp=8080'; \
-             nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:….tcp-8080`\n- (j') `socat OPENSSL-LISTEN:P,fork,cert=…,key=… PIPE; \
-             nacre-host-proxy --inbound tcp://127.0.0.1:0=tcp://127.0.0.1:P`\n- this scenario alone, updating this section in place: \
-             `cargo run --release -p nacre-bench -- --only j` (add `--quick` for shorter rounds)"
-        );
+        (ratio, p99_ratio)
     }
 
     fn rounds(&self) -> String {
@@ -285,5 +270,52 @@ impl TcpResults {
             })
             .collect::<Vec<_>>()
             .join("; ")
+    }
+}
+
+impl TcpResults {
+    /// The section, from a blank line before its heading.
+    pub fn write_section(&self, s: &mut String, alone: Option<&str>) {
+        let _ = writeln!(
+            s,
+            "\n{HEADING}: 1 KiB echo over TLS through the host proxy\n"
+        );
+        if let Some(command) = alone {
+            let _ = writeln!(
+                s,
+                "**Provisional**: measured by `{command}`, apart from the rest of this file. \
+                 The next full run replaces these figures.\n"
+            );
+        }
+        let rounds = self.by_connections.first().map_or(0, |r| r.nacre.len());
+        let _ = writeln!(
+            s,
+            "Each connection sends 1 KiB and waits for it back, in a loop; {rounds} rounds of {} s each per server and \
+             number of connections, alternating, after a one-second warm-up per round. The client (tokio + rustls) \
+             runs on the same two cores. One instance of the guest serves every connection; socat forks a process \
+             per connection.\n",
+            self.secs
+        );
+        let _ = writeln!(
+            s,
+            "| server | connections | messages | messages/s | p50 | p99 | failed connections |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        let ratios: Vec<(f64, f64)> = self.by_connections.iter().map(|r| r.write(s)).collect();
+        let _ = writeln!(s);
+        for ((ratio, p99), r) in ratios.iter().zip(&self.by_connections) {
+            let _ = writeln!(
+                s,
+                "- {} connections: (j)/(j') messages/s **{ratio:.2}**; p99 (j) / p99 (j') **{p99:.2}**. Rounds: {}.",
+                r.connections,
+                r.rounds()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nCommands:\n\n- (j) `nacre-runtime --listen unix:… --attestation dev --wait-for-app --guest 'echo=tcp-echo.wasm;tcp=8080'; \
+             nacre-host-proxy --inbound tcp://127.0.0.1:0=unix:….tcp-8080`\n- (j') `socat OPENSSL-LISTEN:P,fork,cert=…,key=… PIPE; \
+             nacre-host-proxy --inbound tcp://127.0.0.1:0=tcp://127.0.0.1:P`\n- this scenario alone, updating this section in place: \
+             `cargo run --release -p nacre-bench -- --only j` (add `--quick` for shorter rounds)"
+        );
     }
 }

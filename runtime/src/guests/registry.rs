@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use nacre_api::{GuestInfo, Manifest, ManifestEntry, TcpEntry};
-use nacre_transport::{AllowList, AllowRule};
+use nacre_api::GuestInfo;
+use nacre_transport::AllowList;
 use sha2::{Digest, Sha256};
 use wasmtime::component::InstancePre;
 
+use super::DeployError;
 use super::engine::Code;
 use super::host::Host;
 use super::stats::GuestStats;
@@ -46,30 +47,8 @@ pub struct Guest {
 impl Guest {
     /// The admin API's view of this guest.
     pub fn info(&self) -> GuestInfo {
-        GuestInfo {
-            name: self.config.name.to_string(),
-            sha256: hex::encode(self.sha256),
-            route: route_of(&self.config),
-            allow: self.config.allow.iter().map(AllowRule::to_string).collect(),
-            size: self.bytes.len(),
-            tcp: tcp_of(&self.config),
-        }
+        super::listing::info(&self.config, &self.sha256, self.bytes.len())
     }
-}
-
-/// The route the manifest and the admin API show: none for a TCP guest.
-fn route_of(config: &GuestConfig) -> String {
-    match config.tcp {
-        Some(_) => String::new(),
-        None => config.route.to_string(),
-    }
-}
-
-fn tcp_of(config: &GuestConfig) -> Option<TcpEntry> {
-    config.tcp.map(|t| TcpEntry {
-        port: t.port,
-        tls: t.tls.to_string(),
-    })
 }
 
 /// One consistent view of the guest table and its manifest.
@@ -92,7 +71,7 @@ impl Snapshot {
             .cloned()
             .collect();
         routes.sort_by_key(|g| std::cmp::Reverse(g.config.route.as_str().len()));
-        let manifest = manifest(&guests);
+        let manifest = super::listing::manifest(guests.values().map(|g| (&*g.config, &g.sha256)));
         let manifest_sha256 = Sha256::digest(&manifest).into();
         Snapshot {
             guests,
@@ -153,22 +132,6 @@ impl Snapshot {
     }
 }
 
-/// The manifest of docs/attestation.md (guests sorted by name, canonical JSON):
-/// clients hash these bytes.
-fn manifest(guests: &BTreeMap<GuestName, Arc<Guest>>) -> Bytes {
-    let entries = guests
-        .values()
-        .map(|g| ManifestEntry {
-            name: g.config.name.to_string(),
-            route: route_of(&g.config),
-            sha256: hex::encode(g.sha256),
-            allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
-            tcp: tcp_of(&g.config),
-        })
-        .collect();
-    Bytes::from(Manifest::new(entries).to_bytes())
-}
-
 /// The result of a successful deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deployed {
@@ -176,43 +139,6 @@ pub enum Deployed {
     Created(GuestInfo),
     /// A guest of that name was replaced.
     Replaced(GuestInfo),
-}
-
-/// Why a deploy was refused; each names the input and the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    /// The bytes are not a usable wasi:http component.
-    #[error("{0}")]
-    Invalid(String),
-    /// Another guest already serves that route.
-    #[error(
-        "route {route} is already served by guest {by}: choose another route or delete {by} first"
-    )]
-    RouteTaken {
-        /// The contested route.
-        route: String,
-        /// The guest that has it.
-        by: String,
-    },
-    /// Another TCP guest already serves that port.
-    #[error(
-        "port {port} is already served by TCP guest {by}: choose another port or delete {by} first"
-    )]
-    PortTaken {
-        /// The contested port.
-        port: u16,
-        /// The guest that has it.
-        by: String,
-    },
-    /// The allow list asks for more than `--egress-allow` permits.
-    #[error("allow rule {0} is outside this runtime's --egress-allow list")]
-    NotAllowed(String),
-    /// A boot guest's name was deployed or deleted through the admin API
-    /// while it compiled; that later change stands.
-    #[error(
-        "boot guest {0} was changed through the admin API while it compiled; the admin change stands"
-    )]
-    Superseded(String),
 }
 
 /// Who asks for a deploy: the order of changes to the guest table depends

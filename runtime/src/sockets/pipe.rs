@@ -115,10 +115,16 @@ impl Peer {
                     match read {
                         Ok(0) => to_guest = None,
                         Ok(n) => {
-                            if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            // A guest that stops reading holds the client
+                            // back (the channel is full) for at most the
+                            // idle limit, as a silent client would be.
+                            let chunk = Bytes::copy_from_slice(&buf[..n]);
+                            match tokio::time::timeout(idle, tx.send(Ok(chunk))).await {
+                                Err(_) => return Ended::Idle,
                                 // The guest dropped its input: what it does
                                 // not read is discarded, as a socket would.
-                                to_guest = None;
+                                Ok(Err(_)) => to_guest = None,
+                                Ok(Ok(())) => {}
                             }
                         }
                         Err(e) => {

@@ -12,6 +12,7 @@
 //!   (`probe: collect ended: ...`): clean, or an error.
 //! - `kv-incr KEY`: increments KEY in its key-value bucket: `count N`.
 //! - `attest NONCE_HEX`: its attestation document with that nonce, in hex.
+//! - `deaf`: never reads from this connection again (nor answers).
 //! - `spin`: loops for ever (this instance only).
 //! - `trap`: traps (the runtime starts a new instance).
 
@@ -106,6 +107,10 @@ async fn serve(stream: TcpStream) -> io::Result<()> {
                 }
             }
             "attest" => attest(rest),
+            "deaf" => {
+                std::future::pending::<()>().await;
+                String::new()
+            }
             "spin" => spin(),
             "trap" => panic!("trap asked for"),
             _ => format!("unknown command {cmd:?}"),

@@ -105,6 +105,48 @@ async fn a_learner_removed_while_cut_off_rejoins_under_a_new_id() {
     assert_eq!(read(&t.kv(3)).await.unwrap().as_deref(), Some(&b"2"[..]));
 }
 
+/// A node the leader added but never reached (the host held its first
+/// entries, or it was too slow to answer them) knows no member but the
+/// one that added it; once removed it must still find out and start over,
+/// not wait for ever outside the group. Before the fix it kept its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_before_its_first_entry_came_rejoins() {
+    let mut t = Test::new(3).await;
+    assert_eq!(incr(&t.kv(0)).await.unwrap(), 1);
+    let leader = t.leader().unwrap();
+    let learner = t.add().await;
+    let via = Member {
+        advertise: t.nodes[leader].0.clone(),
+    };
+    let me = Member {
+        advertise: t.nodes[3].0.clone(),
+    };
+    learner.join(&via, &me).await.unwrap();
+    t.cut(3, true);
+    let old_id = learner.id();
+    let known = learner
+        .e()
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .count();
+    assert_eq!(
+        known, 0,
+        "an entry came before the cut: the case is not the one tested"
+    );
+    t.until(|t| t.nodes[leader].1.e().machine.was_removed(old_id))
+        .await;
+    t.cut(3, false);
+    t.until(|t| t.nodes[3].1.id() != old_id).await;
+    learner.join(&via, &me).await.unwrap();
+    t.until(|t| t.nodes[3].1.applied() >= t.nodes[leader].1.applied())
+        .await;
+    assert_eq!(read(&t.kv(3)).await.unwrap().as_deref(), Some(&b"1"[..]));
+}
+
 /// The host kills the leader the moment it has promoted a learner: the
 /// promotion committed on the old voters, and the new voter never
 /// received it (it still thinks it is a learner). The survivor needs the

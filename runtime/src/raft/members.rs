@@ -95,6 +95,9 @@ impl RaftNode {
                         .wipe()
                         .map_err(|e| JoinError::NoGroup(e.to_string()))?;
                     self.e().wire.set_cluster(cluster);
+                    if let Ok(mut v) = self.joined_via.lock() {
+                        *v = Some(to.clone());
+                    }
                     tracing::info!(leader = %format!("{leader:016x}"), "raft: joined as a learner");
                     return Ok(());
                 }
@@ -120,7 +123,7 @@ impl RaftNode {
     /// this node's id was removed.
     async fn was_removed(&self) -> bool {
         let e = self.e();
-        let members: Vec<(NodeId, Member)> = {
+        let mut members: Vec<(NodeId, Member)> = {
             let metrics = e.raft.metrics();
             let m = metrics.borrow();
             m.membership_config
@@ -130,6 +133,14 @@ impl RaftNode {
                 .map(|(id, m)| (*id, m.clone()))
                 .collect()
         };
+        // Added, then removed before its first entries came (the host held
+        // them, or the node was too slow to answer): it knows no member
+        // but the one that added it.
+        if members.is_empty()
+            && let Some(via) = self.joined_via.lock().ok().and_then(|v| v.clone())
+        {
+            members.push(via);
+        }
         let request = JoinRequest {
             id: self.id(),
             member: Member::default(),

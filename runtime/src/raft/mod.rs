@@ -137,6 +137,10 @@ pub struct RaftNode {
     /// and never after a rejoin (a node cut off from a live group, or
     /// handed keys by one, must never start another).
     may_restart: std::sync::atomic::AtomicBool,
+    /// The member that added this node to its group at its last join:
+    /// whom to ask whether it was removed while it still knows no other
+    /// member (its first entries never came).
+    joined_via: std::sync::Mutex<Option<(NodeId, Member)>>,
 }
 
 fn config(s: &RaftSettings, deployment: &str) -> Result<Config, RaftError> {
@@ -232,6 +236,7 @@ impl RaftNode {
             settings,
             kv,
             may_restart: std::sync::atomic::AtomicBool::new(false),
+            joined_via: std::sync::Mutex::new(None),
         }))
     }
 

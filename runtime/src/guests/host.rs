@@ -44,26 +44,12 @@ impl Drop for Host {
 }
 
 impl Host {
-    /// Fresh state for one request to `guest`: no files, no environment,
-    /// no sockets, output into the log.
-    pub(crate) fn new(
-        guest: &Arc<GuestConfig>,
-        code_hash: [u8; 32],
-        limits: &Limits,
-        memory: (Arc<Budget>, Arc<Share>),
-        enclave: Arc<EnclaveCtx>,
-        egress: Arc<Egress>,
-        stats: Arc<GuestStats>,
-    ) -> Host {
-        Host::build(
-            guest, code_hash, limits, memory, enclave, egress, stats, None,
-        )
-    }
-
-    /// Fresh state for a TCP guest's long-lived instance: as [`Host::new`],
-    /// listening where `listening` says, its address in `NACRE_TCP_ADDR`.
+    /// Fresh state for an instance of `guest`: no files, no environment,
+    /// output into the log; one request's (`listening` None), or a TCP
+    /// guest's long-lived one, listening where `listening` says, its
+    /// address in `NACRE_TCP_ADDR`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn build(
+    pub(crate) fn new(
         guest: &Arc<GuestConfig>,
         code_hash: [u8; 32],
         limits: &Limits,
@@ -90,13 +76,7 @@ impl Host {
             Some(l) => (Some(l.listen), l.idle),
             None => (None, HTTP_GUEST_TCP_IDLE),
         };
-        let sockets = SocketsCtx::new(
-            guest.name.clone(),
-            listen,
-            guest.allow.clone(),
-            (egress.clone(), stats.clone()),
-            idle,
-        );
+        let sockets = SocketsCtx::new(guest.clone(), listen, (egress.clone(), stats.clone()), idle);
         let per_memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);
         Host {
             table: ResourceTable::new(),

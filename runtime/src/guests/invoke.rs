@@ -134,6 +134,7 @@ fn new_store(
         engine.enclave(),
         engine.egress(),
         guest.stats.clone(),
+        None,
     );
     let mut store = Store::new(engine.engine(), host);
     store.limiter(|h| &mut h.limits);

@@ -45,7 +45,7 @@ pub(crate) async fn run_tcp(
         ));
     };
     let limits = engine.limits();
-    let host = Host::build(
+    let host = Host::new(
         &guest.config,
         guest.sha256,
         &limits,

@@ -5,13 +5,30 @@
 //! then lets it back (it finds out and rejoins).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
 
+use super::RaftNode;
+
 use super::tests::{Test, incr, read};
 use super::types::Member;
+
+/// A fourth node, added and joined through the leader `leader`; with the
+/// members it joined through and as, to join again.
+async fn join_new_node(t: &mut Test, leader: usize) -> (Arc<RaftNode>, Member, Member) {
+    let node = t.add().await;
+    let via = Member {
+        advertise: t.nodes[leader].0.clone(),
+    };
+    let me = Member {
+        advertise: t.nodes[3].0.clone(),
+    };
+    node.join(&via, &me).await.unwrap();
+    (node, via, me)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drops_duplicates_replays_and_reordering_lose_and_double_nothing() {
@@ -75,14 +92,7 @@ async fn a_learner_removed_while_cut_off_rejoins_under_a_new_id() {
     let mut t = Test::new(3).await;
     assert_eq!(incr(&t.kv(0)).await.unwrap(), 1);
     let leader = t.leader().unwrap();
-    let learner = t.add().await;
-    let via = Member {
-        advertise: t.nodes[leader].0.clone(),
-    };
-    let me = Member {
-        advertise: t.nodes[3].0.clone(),
-    };
-    learner.join(&via, &me).await.unwrap();
+    let (learner, via, me) = join_new_node(&mut t, leader).await;
     let old_id = learner.id();
     t.until(|t| t.nodes[3].1.applied() >= t.nodes[leader].1.applied())
         .await;
@@ -114,14 +124,7 @@ async fn a_node_removed_before_its_first_entry_came_rejoins() {
     let mut t = Test::new(3).await;
     assert_eq!(incr(&t.kv(0)).await.unwrap(), 1);
     let leader = t.leader().unwrap();
-    let learner = t.add().await;
-    let via = Member {
-        advertise: t.nodes[leader].0.clone(),
-    };
-    let me = Member {
-        advertise: t.nodes[3].0.clone(),
-    };
-    learner.join(&via, &me).await.unwrap();
+    let (learner, via, me) = join_new_node(&mut t, leader).await;
     t.cut(3, true);
     let old_id = learner.id();
     let known = learner
@@ -169,14 +172,7 @@ async fn a_leader_killed_between_a_promotion_and_its_delivery_is_replaced() {
         .await;
     t.stop_tending(leader);
 
-    let learner = t.add().await;
-    let via = Member {
-        advertise: t.nodes[leader].0.clone(),
-    };
-    let me = Member {
-        advertise: t.nodes[3].0.clone(),
-    };
-    learner.join(&via, &me).await.unwrap();
+    let (learner, _, _) = join_new_node(&mut t, leader).await;
     let new = learner.id();
     t.until(|t| t.nodes[3].1.applied() >= t.nodes[leader].1.applied())
         .await;

@@ -26,15 +26,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nacre_transport::AllowRule;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
 
 use crate::egress::{Egress, TunnelRefused};
-use crate::guests::GuestName;
 use crate::guests::stats::GuestStats;
+use crate::guests::{GuestConfig, GuestName};
 
 pub(crate) use self::link::add_to_linker;
 pub(crate) use self::pipe::{Ended, GuestEnds, Peer, pair};
@@ -75,48 +74,74 @@ pub(crate) struct Listen {
 pub(crate) type Tunnel = nacre_transport::Stream;
 
 /// What one instance's sockets may do, and the runtime services behind
-/// them.
+/// them. Made for every HTTP request's instance, most of which open no
+/// socket: the guest's configuration is shared, and what sockets need of
+/// their own ([`Live`]) is made at the first one.
 pub struct SocketsCtx {
-    guest: GuestName,
+    config: Arc<GuestConfig>,
     listen: Option<Listen>,
-    allow: Vec<AllowRule>,
     egress: Arc<Egress>,
     stats: Arc<GuestStats>,
+    idle: Duration,
+    live: std::sync::OnceLock<Live>,
+}
+
+/// An instance's sockets' own state, once it made one.
+struct Live {
     names: Mutex<lookup::Names>,
     sockets: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the instance ends: its connections end with it.
     gone: CancellationToken,
-    idle: Duration,
 }
 
 impl SocketsCtx {
-    /// The sockets of one instance of `guest`: listening on `listen` (a TCP
-    /// guest) or nowhere, connecting to `allow` through `egress`, ending
-    /// connections idle for `idle`, and every one at [`SocketsCtx::end`].
+    /// The sockets of one instance of the guest `config` describes:
+    /// listening on `listen` (a TCP guest) or nowhere, connecting to its
+    /// allow list through `egress`, ending connections idle for `idle`, and
+    /// every one at [`SocketsCtx::end`].
     pub(crate) fn new(
-        guest: GuestName,
+        config: Arc<GuestConfig>,
         listen: Option<Listen>,
-        allow: Vec<AllowRule>,
         (egress, stats): (Arc<Egress>, Arc<GuestStats>),
         idle: Duration,
     ) -> Arc<SocketsCtx> {
-        let gone = CancellationToken::new();
         Arc::new(SocketsCtx {
-            guest,
+            config,
             listen,
-            allow,
             egress,
             stats,
+            idle,
+            live: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn live(&self) -> &Live {
+        self.live.get_or_init(|| Live {
             names: Mutex::new(lookup::Names::default()),
             sockets: Arc::new(tokio::sync::Semaphore::new(SOCKETS_PER_INSTANCE)),
-            gone,
-            idle,
+            gone: CancellationToken::new(),
         })
+    }
+
+    fn guest(&self) -> &GuestName {
+        &self.config.name
+    }
+
+    /// The instance's life, which its connections end with.
+    fn gone(&self) -> CancellationToken {
+        self.live().gone.clone()
+    }
+
+    /// A slot for one more socket, or None at the instance's limit.
+    fn socket_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.live().sockets.clone().try_acquire_owned().ok()
     }
 
     /// The instance is gone: every connection it holds ends, abruptly.
     pub(crate) fn end(&self) {
-        self.gone.cancel();
+        if let Some(live) = self.live.get() {
+            live.gone.cancel();
+        }
     }
 
     /// The policy for a connect to `remote`, decided now; the tunnel itself
@@ -125,21 +150,27 @@ impl SocketsCtx {
         &self,
         remote: SocketAddr,
     ) -> Result<impl Future<Output = Result<Tunnel, ErrorCode>> + Send + 'static, ErrorCode> {
-        let host = match self.names.lock().ok().and_then(|n| n.name_of(remote.ip())) {
+        let host = match self
+            .live()
+            .names
+            .lock()
+            .ok()
+            .and_then(|n| n.name_of(remote.ip()))
+        {
             Some(name) => name,
             None if lookup::is_synthetic(remote.ip()) => {
-                tracing::info!(guest = %self.guest, %remote, "connect refused: an address this instance was never given");
+                tracing::info!(guest = %self.guest(), %remote, "connect refused: an address this instance was never given");
                 return Err(ErrorCode::RemoteUnreachable);
             }
             None => remote.ip().to_string(),
         };
         let port = remote.port();
-        if let Err(e) = self.egress.admit_tcp(&self.allow, &host, port) {
+        if let Err(e) = self.egress.admit_tcp(&self.config.allow, &host, port) {
             self.stats.egress_denied.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(guest = %self.guest, target = %format!("{host}:{port}"), why = %e, "outbound TCP denied");
+            tracing::info!(guest = %self.guest(), target = %format!("{host}:{port}"), why = %e, "outbound TCP denied");
             return Err(ErrorCode::AccessDenied);
         }
-        let (egress, guest) = (self.egress.clone(), self.guest.clone());
+        let (egress, guest) = (self.egress.clone(), self.guest().clone());
         self.stats.egress_requests.fetch_add(1, Ordering::Relaxed);
         Ok(async move {
             egress.tunnel(&host, port).await.map_err(|e| {
@@ -156,7 +187,7 @@ impl SocketsCtx {
 
     /// Moves an outbound connection's bytes until it ends.
     fn pump(&self, peer: Peer, tunnel: Tunnel) {
-        let (gone, idle, guest) = (self.gone.clone(), self.idle, self.guest.clone());
+        let (gone, idle, guest) = (self.gone(), self.idle, self.guest().clone());
         tokio::spawn(async move {
             let ended = peer.pump(tunnel, gone.cancelled_owned(), idle).await;
             tracing::debug!(%guest, ?ended, "outbound TCP connection ended");
@@ -169,12 +200,12 @@ impl SocketsCtx {
             return Ok(vec![ip]);
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let allowed = self.allow.iter().any(|r| r.matches_host(&name));
+        let allowed = self.config.allow.iter().any(|r| r.matches_host(&name));
         if !allowed {
-            tracing::info!(guest = %self.guest, %name, "name lookup refused: no allow rule names it");
+            tracing::info!(guest = %self.guest(), %name, "name lookup refused: no allow rule names it");
             return Err(ErrorCode::NameUnresolvable);
         }
-        let mut names = self.names.lock().map_err(|_| ErrorCode::Unknown)?;
+        let mut names = self.live().names.lock().map_err(|_| ErrorCode::Unknown)?;
         names
             .address_of(&name)
             .map(|ip| vec![ip])

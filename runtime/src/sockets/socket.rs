@@ -69,8 +69,8 @@ impl VirtualSocket {
     /// A new, unbound socket, or `new-socket-limit` past the instance's
     /// limit.
     pub(crate) fn new(ctx: Arc<SocketsCtx>, family: IpAddressFamily) -> Result<Self, ErrorCode> {
-        let slot = ctx.sockets.clone().try_acquire_owned().map_err(|_| {
-            tracing::info!(guest = %ctx.guest, limit = super::SOCKETS_PER_INSTANCE, "socket refused: the instance holds its limit of sockets");
+        let slot = ctx.socket_slot().ok_or_else(|| {
+            tracing::info!(guest = %ctx.guest(), limit = super::SOCKETS_PER_INSTANCE, "socket refused: the instance holds its limit of sockets");
             ErrorCode::NewSocketLimit
         })?;
         Ok(VirtualSocket {
@@ -113,7 +113,7 @@ impl VirtualSocket {
             return Err(ErrorCode::InvalidState);
         }
         let Some(listen) = &self.ctx.listen else {
-            tracing::info!(guest = %self.ctx.guest, %addr, "bind refused: this guest serves no TCP port (deploy it with tcp=PORT)");
+            tracing::info!(guest = %self.ctx.guest(), %addr, "bind refused: this guest serves no TCP port (deploy it with tcp=PORT)");
             return Err(ErrorCode::AccessDenied);
         };
         let local = matches!(
@@ -122,7 +122,7 @@ impl VirtualSocket {
                 | IpAddr::V6(Ipv6Addr::LOCALHOST | Ipv6Addr::UNSPECIFIED)
         );
         if !local || addr.port() != listen.port {
-            tracing::info!(guest = %self.ctx.guest, %addr, port = listen.port, "bind refused: a TCP guest may bind only 127.0.0.1:PORT (or 0.0.0.0, ::1, ::) on its own port");
+            tracing::info!(guest = %self.ctx.guest(), %addr, port = listen.port, "bind refused: a TCP guest may bind only 127.0.0.1:PORT (or 0.0.0.0, ::1, ::) on its own port");
             return Err(ErrorCode::AddressNotBindable);
         }
         self.state = State::BindStarted(addr);
@@ -187,7 +187,7 @@ impl VirtualSocket {
             None => rx.try_recv().map_err(|_| ErrorCode::WouldBlock)?,
         };
         let socket = self.accepted(addr, &conn.ends, conn.peer)?;
-        let _ = conn.life.send(self.ctx.gone.clone());
+        let _ = conn.life.send(self.ctx.gone());
         Ok((socket, conn.ends))
     }
 

@@ -45,6 +45,11 @@ pub(super) struct Mesh {
     nodes: Mutex<HashMap<String, RaftEndpoints>>,
     cut: Mutex<HashSet<String>>,
     pub(super) seen: Mutex<Vec<(String, String, Bytes)>>,
+    /// The requests whose first delivery was answered with success: only
+    /// these were taken, so only these are replays when sent again (one
+    /// that timed out before it was opened, or came before its receiver
+    /// joined, is a delay when it comes again, and Raft takes it as such).
+    pub(super) taken: Mutex<Vec<(String, String, Bytes)>>,
     /// The host misbehaving on every link: drops, duplicates, replays
     /// and delays (so reorders) frames.
     pub(super) chaos: std::sync::atomic::AtomicBool,
@@ -140,9 +145,13 @@ impl PeerLink for Link {
                     .misbehave(&to, &path, &body, timeout)
                     .await?;
             }
-            tokio::time::timeout(timeout, self.mesh.deliver(&to, &path, body))
+            let answer = tokio::time::timeout(timeout, self.mesh.deliver(&to, &path, body.clone()))
                 .await
-                .map_err(|_| SyncError::Peer(format!("{to}: timeout")))
+                .map_err(|_| SyncError::Peer(format!("{to}: timeout")))?;
+            if answer.status() == StatusCode::OK {
+                self.mesh.taken.lock().unwrap().push((to, path, body));
+            }
+            Ok(answer)
         })
     }
 }
@@ -437,8 +446,8 @@ async fn replayed_frames_change_nothing_and_foreign_keys_are_refused() {
     let t = Test::new(3).await;
     let follower = (t.leader().unwrap() + 1) % 3;
     assert_eq!(incr(&t.kv(follower)).await.unwrap(), 1);
-    let seen = t.mesh.seen.lock().unwrap().clone();
-    let writes: Vec<_> = seen
+    let taken = t.mesh.taken.lock().unwrap().clone();
+    let writes: Vec<_> = taken
         .iter()
         .filter(|(_, p, _)| p.ends_with("/write"))
         .collect();
@@ -447,10 +456,8 @@ async fn replayed_frames_change_nothing_and_foreign_keys_are_refused() {
         let replay = t.mesh.deliver(to, path, body.clone()).await;
         assert_eq!(replay.status(), StatusCode::CONFLICT, "a replay is refused");
     }
-    // The latest appends were delivered once already (an early one may
-    // have been refused before its receiver joined: that is a delay, not
-    // a replay, and Raft takes it as such).
-    for (to, path, body) in seen
+    // The latest appends taken once already.
+    for (to, path, body) in taken
         .iter()
         .rev()
         .filter(|(_, p, _)| p.ends_with("/append"))

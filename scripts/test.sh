@@ -23,7 +23,7 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "tools the tests talk to: curl, nginx, python3, openssl, socat, redis, pebble, promtool, qemu"
+step "tools the tests talk to: curl, nginx, python3, openssl, socat, redis, clang, pebble, promtool, qemu"
 # Clients and servers nobody here wrote: the tests drive the system's curl
 # (HTTP/1.1 and HTTP/2) and openssl, guests fetch from nginx and Python's
 # http.server, certificates come from Pebble, Let's Encrypt's ACME test
@@ -40,6 +40,9 @@ command -v promtool >/dev/null || missing+=(prometheus)
 # Debian's redis-server.
 command -v socat >/dev/null || missing+=(socat)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# Guests doing their own TLS (tls-echo, tcp-probe) use rustls with ring,
+# whose C and assembly build for wasm32-wasip2 with clang.
+command -v clang >/dev/null || missing+=(clang)
 # The enclave image boots in QEMU; its builder links OpenSSL (the EIF
 # crate's signing) and fetches the kernel with apt-get download.
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
@@ -62,7 +65,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${apt_get[@]}" update -qq
   DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "curl, nginx, python3, openssl, socat, redis-server, pebble, promtool, qemu, gcc-12 and OpenSSL headers are here"
+  echo "curl, nginx, python3, openssl, socat, redis-server, clang, pebble, promtool, qemu, gcc-12 and OpenSSL headers are here"
 fi
 
 step "package lists for the image's kernel"
@@ -89,7 +92,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 # into the main target directory so it lands beside nacre.
 cargo clippy --locked --manifest-path image/Cargo.toml --target-dir target --all-targets -- -D warnings
 cargo clippy --release --target wasm32-wasip2 --manifest-path guest-examples/Cargo.toml -- -D warnings
-cargo clippy --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml --lib --examples -- -D warnings
+cargo clippy --release --target wasm32-wasip2 --manifest-path sdk/Cargo.toml --lib --examples --all-features -- -D warnings
 
 step "docs: every intra-doc link resolves, private items included"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --quiet

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,25 +117,9 @@ fn roots_of(pki: &TestPki) -> anyhow::Result<rustls::RootCertStore> {
 /// `socat OPENSSL-LISTEN:P,fork PIPE`: a process per connection, echoing,
 /// TLS with `pki`'s certificate; behind a host proxy.
 fn start_socat(pki: &TestPki) -> anyhow::Result<(Child, HostProxy)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let listen = format!(
-        "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
-        pki.dir.join("cert.pem").display(),
-        pki.dir.join("key.pem").display()
-    );
-    let child = Command::new("socat")
-        .args([listen.as_str(), "PIPE"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let (child, port) = pki
+        .socat_tls_listener("PIPE")
         .context("socat (apt-get install socat)")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "socat did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Ok((child, proxy_to(&format!("tcp://127.0.0.1:{port}"))))
 }
 

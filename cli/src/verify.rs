@@ -30,6 +30,14 @@ pub struct VerifyCmd {
     /// Require PCR N to hold HEX (repeatable).
     #[arg(long, value_name = "N=HEX", value_parser = parse_pcr)]
     pub pcr: Vec<(u32, Vec<u8>)>,
+    /// Require a guest's document, made by the component with this SHA-256
+    /// (hex; `nacre guests` and the manifest list each guest's).
+    #[arg(long, value_name = "SHA256", value_parser = parse_hex)]
+    pub guest: Option<Hex>,
+    /// Require a guest's document whose data is exactly these bytes (hex),
+    /// e.g. the SHA-256 of the certificate a `tls=guest` guest served.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    pub data: Option<Hex>,
 }
 
 impl VerifyCmd {
@@ -48,14 +56,54 @@ impl VerifyCmd {
         for (i, v) in self.pcr {
             verifier = verifier.pcr(i, v);
         }
-        match verifier.verify(&bytes) {
-            Ok(v) => {
-                println!("{}", serde_json::to_string_pretty(&summary(&v))?);
-                Ok(())
-            }
+        let v = match verifier.verify(&bytes) {
+            Ok(v) => v,
             Err(e) => bail!("verification failed: {e}"),
-        }
+        };
+        check_guest_binding(&v, self.guest.as_ref(), self.data.as_ref())?;
+        println!("{}", serde_json::to_string_pretty(&summary(&v))?);
+        Ok(())
     }
+}
+
+/// `--guest` and `--data`: the document's user data must be a guest
+/// binding naming that code and holding exactly that data.
+fn check_guest_binding(
+    v: &Verified,
+    guest: Option<&Hex>,
+    data: Option<&Hex>,
+) -> anyhow::Result<()> {
+    if guest.is_none() && data.is_none() {
+        return Ok(());
+    }
+    let binding = v
+        .document
+        .user_data
+        .as_deref()
+        .and_then(|b| GuestBinding::from_bytes(b).ok())
+        .ok_or_else(|| anyhow!("verification failed: --guest/--data need a guest's document, and its user data is not a guest binding"))?;
+    if let Some(Hex(want)) = guest
+        && binding.guest_sha256.as_slice() != want.as_slice()
+    {
+        bail!(
+            "verification failed: the document was made by guest code {}, not --guest {}",
+            hex::encode(binding.guest_sha256),
+            hex::encode(want)
+        );
+    }
+    if let Some(Hex(want)) = data
+        && binding.data.as_deref() != Some(want.as_slice())
+    {
+        bail!(
+            "verification failed: the guest's data is {}, not --data {}",
+            binding
+                .data
+                .as_deref()
+                .map_or("absent".to_string(), hex::encode),
+            hex::encode(want)
+        );
+    }
+    Ok(())
 }
 
 /// A verifier trusting the attestation root `root` (PEM) when given, else

@@ -11,6 +11,8 @@
 //!   across requests and redeploys.
 //! - [`attestation`]: attestation documents that name this guest's code.
 //! - [`state`]: this guest's application state (one slot per guest name).
+//! - `tls` (feature `tls`): TLS inside the guest over `wasi:sockets`, for
+//!   TCP guests deployed with `tls=guest` and for outbound TCP.
 //!
 //! ```rust,ignore
 //! use nacre_sdk::router::{Params, Router};
@@ -37,6 +39,8 @@ pub mod attestation;
 pub mod kv;
 pub mod router;
 pub mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 #[doc(hidden)]
 pub mod __private {

@@ -80,6 +80,7 @@ const GUESTS: &[&str] = &[
     "attested-signer",
     "tcp-echo",
     "tcp-probe",
+    "tls-echo",
 ];
 
 /// Path of a guest component from `guest-examples/`, built (once per test
@@ -146,6 +147,40 @@ impl TestPki {
     /// The CA certificate's PEM file.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
+    }
+}
+
+impl TestPki {
+    /// `socat` ending TLS with this PKI's certificate on a free loopback
+    /// port, a process per connection, each handed to socat's address
+    /// `then` (`PIPE` echoes; `OPENSSL:HOST:PORT,verify=0` opens TLS
+    /// onward). The child (the caller stops it) and its port, once it
+    /// listens.
+    pub fn socat_tls_listener(&self, then: &str) -> std::io::Result<(std::process::Child, u16)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+            self.dir.join("cert.pem").display(),
+            self.dir.join("key.pem").display()
+        );
+        let mut child = std::process::Command::new("socat")
+            .args([listen.as_str(), then])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(std::io::Error::other(format!(
+                    "socat did not listen on {port}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok((child, port))
     }
 }
 

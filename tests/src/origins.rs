@@ -180,6 +180,11 @@ http {{
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
     }
+
+    /// nginx's access log so far: one line per request it answered.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Nginx {

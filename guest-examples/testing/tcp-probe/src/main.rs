@@ -11,10 +11,15 @@
 //! - `collect`: reads until the client's end, then logs how it ended
 //!   (`probe: collect ended: ...`): clean, or an error.
 //! - `kv-incr KEY`: increments KEY in its key-value bucket: `count N`.
+//! - `tls-get HOST:PORT PATH CA_DER_HEX`: TLS of its own (rustls in the
+//!   guest) to HOST, trusting only that CA: `GET PATH` over HTTP/1.1,
+//!   answered `STATUS LINE; N bytes` (the whole response) or the error.
 //! - `attest NONCE_HEX`: its attestation document with that nonce, in hex.
 //! - `deaf`: never reads from this connection again (nor answers).
 //! - `spin`: loops for ever (this instance only).
 //! - `trap`: traps (the runtime starts a new instance).
+
+mod tls_get;
 
 use wasip2::sockets::network::IpAddressFamily;
 use wasip2::sockets::tcp_create_socket::create_tcp_socket;
@@ -106,6 +111,9 @@ async fn serve(stream: TcpStream) -> io::Result<()> {
                     Err(e) => format!("error: {e}"),
                 }
             }
+            "tls-get" => tls_get::run(rest)
+                .await
+                .unwrap_or_else(|e| format!("error: {e}")),
             "attest" => attest(rest),
             "deaf" => {
                 std::future::pending::<()>().await;

@@ -4,6 +4,8 @@
 //! s_client`, `socat`), Debian's `redis-server` as a guest's database, and
 //! a hostile guest (`tcp-probe`) that tries what it should not.
 
+mod guest_tls;
+mod hijack;
 mod stack;
 
 use std::io::Write;
@@ -18,7 +20,7 @@ use self::stack::{ECHO, PROBE, Redis, Stack};
 #[tokio::test(flavor = "multi_thread")]
 async fn openssl_and_socat_reach_a_tcp_guest_through_the_host_proxy_with_tls_in_the_enclave() {
     let redis = Redis::start();
-    let s = Stack::start(redis.port).await;
+    let s = Stack::start(&[redis.port]).await;
     let got = s.s_client(s.echo, &["hello over TCP", "and again"], 2);
     assert_eq!(got, ["hello over TCP", "and again"], "{}", s.rt.log());
 
@@ -94,7 +96,7 @@ async fn openssl_and_socat_reach_a_tcp_guest_through_the_host_proxy_with_tls_in_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guest_talks_to_redis_through_the_egress_proxy_and_reaches_nothing_else() {
     let redis = Redis::start();
-    let s = Stack::start(redis.port).await;
+    let s = Stack::start(&[redis.port]).await;
     let egress = r#"nacre_proxy_connections_total{kind="egress"}"#;
     let before = s.proxy.metric(egress).await;
     let target = format!("localhost:{}", redis.port);
@@ -135,7 +137,7 @@ async fn a_guest_talks_to_redis_through_the_egress_proxy_and_reaches_nothing_els
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hostile_tcp_guest_is_refused_and_affects_only_itself() {
     let redis = Redis::start();
-    let s = Stack::start(redis.port).await;
+    let s = Stack::start(&[redis.port]).await;
     let log = s.rt.log();
     for (wrong, says) in [
         ("127.0.0.1:7001", "refused"),
@@ -193,7 +195,7 @@ async fn a_hostile_tcp_guest_is_refused_and_affects_only_itself() {
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_clients_are_closed_and_a_cut_client_is_an_error_to_the_guest() {
     let redis = Redis::start();
-    let s = Stack::start(redis.port).await;
+    let s = Stack::start(&[redis.port]).await;
     // No TLS handshake at all: closed after --client-timeout (3 s).
     let started = Instant::now();
     let mut silent = tokio::net::TcpStream::connect(s.probe).await.unwrap();
@@ -266,7 +268,7 @@ async fn silent_clients_are_closed_and_a_cut_client_is_an_error_to_the_guest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_tls_in_the_guest_the_bytes_reach_it_as_sent() {
     let redis = Redis::start();
-    let s = Stack::start(redis.port).await;
+    let s = Stack::start(&[redis.port]).await;
     let info =
         s.rt.deploy_ok("echo", &guest("tcp-echo"), &format!("tcp={ECHO}&tls=guest"))
             .await;
@@ -315,7 +317,7 @@ async fn with_tls_in_the_guest_the_bytes_reach_it_as_sent() {
 async fn key_value_and_attestation_work_from_a_tcp_guest() {
     use nacre_attestation::{GuestBinding, Verifier};
     let redis = Redis::start();
-    let s = Stack::start(redis.port).await;
+    let s = Stack::start(&[redis.port]).await;
     let nonce = [0x5au8; 16];
     let nonce_hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
     let got = s.s_client(

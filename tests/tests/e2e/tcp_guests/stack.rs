@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nacre_tests::net::{HostProxy, unix_in as unix};
+
+use super::hijack::Hijacker;
 use nacre_tests::{Runtime, guest, temp_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -16,9 +18,12 @@ pub(super) const ECHO: u16 = 8080;
 pub(super) const PROBE: u16 = 7000;
 
 /// A runtime with `echo` and `probe` as TCP guests and `hello` over HTTP,
-/// behind a host proxy; `redis` is the port the probe may reach.
+/// behind a host proxy; the probe may reach `localhost` on the ports given.
+/// The runtime's egress link passes through a [`Hijacker`], which the
+/// tests turn hostile.
 pub(super) struct Stack {
     pub(super) proxy: HostProxy,
+    pub(super) hijacker: Hijacker,
     pub(super) rt: Runtime,
     pub(super) echo: SocketAddr,
     pub(super) probe: SocketAddr,
@@ -27,10 +32,11 @@ pub(super) struct Stack {
 }
 
 impl Stack {
-    pub(super) async fn start(redis: u16) -> Stack {
+    pub(super) async fn start(ports: &[u16]) -> Stack {
         let dir = temp_dir("tcp-guests");
+        let allowed: Vec<String> = ports.iter().map(|p| format!("localhost:{p}")).collect();
         let rt_sock = unix(&dir, "runtime.sock");
-        let proxy = HostProxy::start(&[
+        let mut proxy_args: Vec<String> = vec![
             "--inbound".into(),
             format!("tcp://127.0.0.1:0={rt_sock}"),
             "--inbound".into(),
@@ -43,15 +49,22 @@ impl Stack {
             "tcp://127.0.0.1:0".into(),
             "--egress-allow-private".into(),
             "--egress-allow".into(),
-            format!("localhost:{redis}"),
-            "--egress-allow".into(),
             "127.0.0.1:1".into(),
-        ]);
-        let egress = proxy.egress.clone().expect("egress listener").to_string();
+        ];
+        for a in &allowed {
+            proxy_args.extend(["--egress-allow".to_string(), a.clone()]);
+        }
+        let proxy = HostProxy::start(&proxy_args);
+        let hijacker = Hijacker::start(
+            &dir.join("egress-front.sock"),
+            proxy.egress.clone().expect("egress listener"),
+        );
+        let egress = format!("unix:{}", dir.join("egress-front.sock").display());
         let echo_flag = format!("echo={};tcp={ECHO}", guest("tcp-echo").display());
         let probe_flag = format!(
-            "probe={};tcp={PROBE};allow=localhost:{redis}",
-            guest("tcp-probe").display()
+            "probe={};tcp={PROBE};allow={}",
+            guest("tcp-probe").display(),
+            allowed.join(",")
         );
         let hello_flag = format!("hello={}", guest("hello").display());
         let mut rt = Runtime::start_behind(
@@ -81,6 +94,7 @@ impl Stack {
         let ca = rt.ca_file().expect("a test CA");
         let stack = Stack {
             proxy,
+            hijacker,
             rt,
             echo,
             probe,

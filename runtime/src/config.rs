@@ -259,6 +259,13 @@ pub struct Config {
     #[serde(serialize_with = "ser_duration")]
     pub client_timeout: Duration,
 
+    /// Client connections served at once, HTTPS and every TCP guest's port
+    /// together. Past it HTTPS clients wait in the kernel's backlog and a
+    /// TCP guest's new clients are closed (each TCP guest holds at most 256
+    /// of them in any case).
+    #[arg(long, env = "NACRE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65536), value_name = "N")]
+    pub max_connections: u32,
+
     /// Instances one guest may run at once, of the 256 the runtime runs in
     /// all: a guest whose requests stall or pile up holds at most this
     /// many, and the others keep answering.

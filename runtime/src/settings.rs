@@ -103,6 +103,8 @@ pub struct LimitSettings {
     pub request_timeout: Duration,
     /// `--client-timeout`.
     pub client_timeout: Duration,
+    /// `--max-connections`.
+    pub max_connections: usize,
     /// `--max-body`.
     pub max_body: u64,
     /// `--kv-max-keys` and `--kv-max-bytes`.
@@ -207,6 +209,7 @@ impl Settings {
             guest_instances: config.guest_instances,
             request_timeout: config.request_timeout,
             client_timeout: config.client_timeout,
+            max_connections: config.max_connections as usize,
             max_body: config.max_body,
             kv: KvLimits {
                 max_keys: config.kv_max_keys,

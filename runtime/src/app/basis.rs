@@ -96,7 +96,18 @@ impl Core {
         };
         let enclave = EnclaveCtx::new(attester.clone(), state, shared);
         let engine = engine(settings, enclave, egress)?;
-        let registry = Arc::new(Registry::new(engine, settings.egress.cap.clone()));
+        let mut own = vec![("--listen", &settings.listen)];
+        own.extend(settings.sync.as_ref().map(|s| ("--sync-listen", &s.listen)));
+        own.extend(
+            settings
+                .metrics_listen
+                .as_ref()
+                .map(|m| ("--metrics-listen", m)),
+        );
+        let registry = Arc::new(
+            Registry::new(engine, settings.egress.cap.clone())
+                .with_reserved_ports(crate::tcp::reserved_ports(&settings.listen, &own)),
+        );
         Ok(Core {
             attester,
             counts,

@@ -252,7 +252,7 @@ impl Runtime {
                 )),
                 Options {
                     max_connections: SYNC_CONNECTIONS,
-                    ..options
+                    ..options.clone()
                 },
                 Arc::new(ConnStats::default()),
                 shutdown.clone().cancelled_owned(),
@@ -270,16 +270,21 @@ impl Runtime {
                 listener,
                 Security::Plain,
                 Arc::new(MetricsHandler(figures)),
-                options,
+                options.clone(),
                 Arc::new(ConnStats::default()),
                 shutdown.clone().cancelled_owned(),
             ));
         }
+        // Clients' HTTPS and TCP guests' connections count in one total.
+        let client_slots = Arc::new(tokio::sync::Semaphore::new(
+            self.settings.limits.max_connections,
+        ));
         let tcp_guests = TcpGuests::new(
             self.registry.clone(),
             self.settings.listen.clone(),
             self.identity.tcp_server_config()?,
             self.settings.limits.client_timeout,
+            client_slots.clone(),
         );
         tokio::spawn(tcp_guests.run(shutdown.clone()));
         let security = Security::Tls(self.identity.gated_server_config(self.open.clone())?);
@@ -291,7 +296,7 @@ impl Runtime {
             self.public,
             security,
             Arc::new(self.router),
-            options.with_lanes(cores),
+            options.with_lanes(cores).sharing(client_slots),
             self.conns,
             shutdown.clone().cancelled_owned(),
         ));

@@ -26,6 +26,16 @@ pub enum DeployError {
         /// The guest that has it.
         by: String,
     },
+    /// One of the runtime's own listeners has that port.
+    #[error(
+        "port {port} is the runtime's own {flag} listener: choose another port for the TCP guest"
+    )]
+    PortReserved {
+        /// The contested port.
+        port: u16,
+        /// The flag of the listener that has it.
+        flag: &'static str,
+    },
     /// The allow list asks for more than `--egress-allow` permits.
     #[error("allow rule {0} is outside this runtime's --egress-allow list")]
     NotAllowed(String),

@@ -164,6 +164,8 @@ pub struct Registry {
     /// Compiling is CPU-heavy: at most one at a time, off the async threads.
     compile: tokio::sync::Semaphore,
     egress_cap: Option<AllowList>,
+    /// Ports the runtime's own listeners hold, by flag: no TCP guest's.
+    reserved_ports: BTreeMap<u16, &'static str>,
     clock: AtomicU64,
     /// Counters by guest name, kept after a name is removed.
     stats: Mutex<BTreeMap<GuestName, Arc<GuestStats>>>,
@@ -189,11 +191,21 @@ impl Registry {
             cache: Mutex::new(HashMap::new()),
             compile: tokio::sync::Semaphore::new(1),
             egress_cap,
+            reserved_ports: BTreeMap::new(),
             clock: AtomicU64::new(0),
             stats: Mutex::new(BTreeMap::new()),
             changes_made: AtomicU64::new(0),
             compiles: AtomicU64::new(0),
             compile_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// This registry, refusing TCP guests on `ports` (the runtime's own
+    /// listeners', by flag).
+    pub fn with_reserved_ports(self, ports: BTreeMap<u16, &'static str>) -> Registry {
+        Registry {
+            reserved_ports: ports,
+            ..self
         }
     }
 
@@ -336,6 +348,12 @@ impl Registry {
                 }
             }
             Some(tcp) => {
+                if let Some(flag) = self.reserved_ports.get(&tcp.port) {
+                    return Err(DeployError::PortReserved {
+                        port: tcp.port,
+                        flag,
+                    });
+                }
                 if let Some(other) =
                     others().find(|g| g.config.tcp.is_some_and(|t| t.port == tcp.port))
                 {

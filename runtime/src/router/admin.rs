@@ -202,9 +202,11 @@ where
             r
         }
         Ok(Deployed::Replaced(info)) => json(StatusCode::OK, &info),
-        Err(e @ (DeployError::RouteTaken { .. } | DeployError::PortTaken { .. })) => {
-            error(StatusCode::CONFLICT, &e.to_string())
-        }
+        Err(
+            e @ (DeployError::RouteTaken { .. }
+            | DeployError::PortTaken { .. }
+            | DeployError::PortReserved { .. }),
+        ) => error(StatusCode::CONFLICT, &e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }

@@ -90,13 +90,18 @@ pub enum Security {
 }
 
 /// Limits every connection of a listener gets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// `--client-timeout`: the deadline of every phase of a connection.
     pub client_timeout: Duration,
     /// Connections served at once; further clients wait in the kernel's
     /// backlog.
     pub max_connections: usize,
+    /// Draw connections from these slots, shared with other listeners,
+    /// in place of `max_connections` of this listener's own: clients'
+    /// HTTPS and TCP guests' connections count in one total
+    /// (`--max-connections`).
+    pub shared_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// Threads of their own serving the connections ([`lanes`]), or 0 to
     /// serve them as tasks of the runtime that calls [`serve`].
     pub lanes: usize,
@@ -108,7 +113,17 @@ impl Options {
         Options {
             client_timeout,
             max_connections: MAX_CONNECTIONS,
+            shared_slots: None,
             lanes: 0,
+        }
+    }
+
+    /// These options with connections drawn from `slots`, shared with
+    /// other listeners.
+    pub fn sharing(self, slots: Arc<tokio::sync::Semaphore>) -> Options {
+        Options {
+            shared_slots: Some(slots),
+            ..self
         }
     }
 
@@ -294,7 +309,10 @@ pub async fn serve<H: Handler>(
     stats: Arc<ConnStats>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_connections));
+    let slots = options
+        .shared_slots
+        .clone()
+        .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(options.max_connections)));
     let lanes = match options.lanes {
         0 => None,
         n => match lanes::Lanes::start(n, "nacre-conn").await {
@@ -320,12 +338,16 @@ pub async fn serve<H: Handler>(
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             c = listener.accept() => c,
+            _ = &mut shutdown => break,
+        };
+        // Taken after the accept, so that an idle listener holds no slot
+        // that others sharing them (TCP guests) could use; while none is
+        // free this connection waits unserved, and the next ones in the
+        // kernel's backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = &mut shutdown => break,
         };
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);

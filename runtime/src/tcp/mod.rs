@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use nacre_transport::Address;
 use rustls::ServerConfig;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -44,12 +45,34 @@ pub fn guest_address(listen: &Address, port: u16) -> Address {
     }
 }
 
+/// The ports no TCP guest may have: those of the runtime's own listeners
+/// (`own`, each with its flag) that a guest's listener on `listen`'s host
+/// would share. Same kind of address (TCP, vsock) and same port count as
+/// shared, whatever the host: a wildcard host would collide anyway.
+pub fn reserved_ports(
+    listen: &Address,
+    own: &[(&'static str, &Address)],
+) -> BTreeMap<u16, &'static str> {
+    let port_of = |a: &Address| match a {
+        Address::Tcp { port, .. } => Some(u32::from(*port)),
+        Address::Vsock { port, .. } => Some(*port),
+        Address::Unix(_) => None,
+    };
+    let same_kind =
+        |a: &Address, b: &Address| std::mem::discriminant(a) == std::mem::discriminant(b);
+    own.iter()
+        .filter(|(_, a)| same_kind(a, listen))
+        .filter_map(|(flag, a)| Some((u16::try_from(port_of(a)?).ok()?, *flag)))
+        .collect()
+}
+
 /// The TCP guests being served.
 pub struct TcpGuests {
     registry: Arc<Registry>,
     listen: Address,
     tls: Arc<ServerConfig>,
     timeout: Duration,
+    client_slots: Arc<Semaphore>,
 }
 
 /// A guest being served: the code it runs, and how to stop it.
@@ -62,18 +85,21 @@ struct Running {
 impl TcpGuests {
     /// TCP guests of `registry`, on `listen`'s host, their TLS ended with
     /// `tls` (no ALPN), `timeout` (`--client-timeout`) for handshakes and
-    /// idle connections.
+    /// idle connections; each connection also takes one of `client_slots`,
+    /// which the HTTPS listener shares (`--max-connections`).
     pub fn new(
         registry: Arc<Registry>,
         listen: Address,
         tls: Arc<ServerConfig>,
         timeout: Duration,
+        client_slots: Arc<Semaphore>,
     ) -> TcpGuests {
         TcpGuests {
             registry,
             listen,
             tls,
             timeout,
+            client_slots,
         }
     }
 
@@ -124,6 +150,7 @@ impl TcpGuests {
             address: guest_address(&self.listen, port),
             tls: self.tls.clone(),
             timeout: self.timeout,
+            client_slots: self.client_slots.clone(),
             stop: stop.clone(),
         };
         Running {
@@ -137,6 +164,32 @@ impl TcpGuests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtime_s_own_ports_are_reserved_on_the_same_kind_of_address() {
+        let a = |s: &str| s.parse::<Address>().unwrap();
+        let (listen, sync, metrics) = (
+            a("vsock://any:443"),
+            a("vsock://any:444"),
+            a("tcp://127.0.0.1:9100"),
+        );
+        let own = [
+            ("--listen", &listen),
+            ("--sync-listen", &sync),
+            ("--metrics-listen", &metrics),
+        ];
+        let reserved = reserved_ports(&listen, &own);
+        assert_eq!(reserved.get(&443), Some(&"--listen"));
+        assert_eq!(reserved.get(&444), Some(&"--sync-listen"));
+        // A TCP metrics port is no vsock port.
+        assert_eq!(reserved.get(&9100), None);
+        let tcp = a("tcp://0.0.0.0:8443");
+        let reserved = reserved_ports(&tcp, &[("--listen", &tcp), ("--metrics-listen", &metrics)]);
+        assert_eq!(reserved.keys().copied().collect::<Vec<_>>(), [8443, 9100]);
+        // unix: guests listen on PATH.tcp-PORT, which no listener has.
+        let unix = a("unix:/run/rt.sock");
+        assert!(reserved_ports(&unix, &[("--listen", &unix)]).is_empty());
+    }
 
     #[test]
     fn a_guest_listens_on_the_runtime_host_with_its_own_port() {

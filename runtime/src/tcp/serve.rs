@@ -35,6 +35,8 @@ pub(super) struct Serving {
     /// `--client-timeout`: the TLS handshake's deadline and the idle
     /// limit of a connection.
     pub(super) timeout: Duration,
+    /// The runtime's client connections, shared with HTTPS.
+    pub(super) client_slots: Arc<Semaphore>,
     /// Cancelled when the guest is replaced, removed, or the runtime stops.
     pub(super) stop: CancellationToken,
 }
@@ -70,10 +72,15 @@ impl Serving {
                 tracing::info!(guest = %name, limit = CONNECTIONS_PER_GUEST, "TCP connection refused: the guest holds its limit of connections");
                 continue;
             };
+            let Ok(runtime_slot) = me.client_slots.clone().try_acquire_owned() else {
+                me.guest.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(guest = %name, "TCP connection refused: the runtime serves --max-connections clients already");
+                continue;
+            };
             let (me, queue) = (me.clone(), queue_tx.clone());
             tokio::spawn(async move {
                 me.connection(stream, queue, tcp.tls).await;
-                drop(slot);
+                drop((slot, runtime_slot));
             });
         }
     }

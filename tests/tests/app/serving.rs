@@ -279,3 +279,41 @@ async fn guest_output_goes_to_the_log_tagged_with_its_name() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_port_another_guest_or_the_runtime_holds_is_refused_by_name() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (metrics, port) = (free(), free());
+    let rt = Runtime::in_process(&["--metrics-listen", &format!("tcp://127.0.0.1:{metrics}")]);
+    rt.deploy_ok("echo", &guest("tcp-echo"), &format!("tcp={port}"))
+        .await;
+    let r = rt
+        .deploy("other", &guest("tcp-probe"), &format!("tcp={port}"))
+        .await;
+    assert_eq!(r.status(), 409);
+    let why = r.text().await.unwrap();
+    assert!(
+        why.contains(&format!("port {port} is already served by TCP guest echo")),
+        "{why}"
+    );
+    // The runtime's own listener on the same host: refused before the
+    // guest's listener could fail to bind.
+    let r = rt
+        .deploy("other", &guest("tcp-probe"), &format!("tcp={metrics}"))
+        .await;
+    assert_eq!(r.status(), 409);
+    let why = r.text().await.unwrap();
+    assert!(
+        why.contains("the runtime's own --metrics-listen listener"),
+        "{why}"
+    );
+    // Redeploying a guest on its own port is no conflict.
+    rt.deploy_ok("echo", &guest("tcp-echo"), &format!("tcp={port}"))
+        .await;
+}

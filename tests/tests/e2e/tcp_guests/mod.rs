@@ -348,3 +348,68 @@ async fn key_value_and_attestation_work_from_a_tcp_guest() {
     // The count lives in the guest's namespace, across connections.
     assert_eq!(s.s_client(s.probe, &["kv-incr visits"], 1), ["count 3"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_guests_and_https_clients_share_the_runtime_s_connection_limit() {
+    let s = Stack::start_with(&[], &["--max-connections", "3"]).await;
+    // Three held connections, kept busy so the idle limit leaves them be
+    // (a slot the start-up checks hold may take a moment to come back).
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three connections never held:\n{}",
+            s.rt.log()
+        );
+        match s.connect(s.probe).await {
+            Ok(c) => held.push(keep_busy(c)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+        // One that was let in but then closed does not count.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        held.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
+    }
+    // A fourth, to the other TCP guest, is closed at once.
+    let refused = s.connect(s.echo).await;
+    assert!(refused.is_err(), "a fourth connection was served");
+    s.wait_for_log("TCP connection refused: the runtime serves --max-connections clients already")
+        .await;
+    // An HTTPS client waits for a slot, and gets one when a TCP client
+    // leaves.
+    let rt = std::sync::Arc::new(s.rt.client());
+    let url = format!("{}/hello", s.rt.url());
+    let waiting = tokio::spawn(async move { rt.get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "an HTTPS client was served past the limit"
+    );
+    held.pop().unwrap().abort();
+    let status = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the HTTPS client was never served")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+/// Sends a line on `c` every half second and reads its echo, until the
+/// task is aborted (which closes the connection) or the connection ends.
+fn keep_busy(
+    mut c: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            if c.write_all(b"echo busy\n").await.is_err() {
+                return;
+            }
+            match c.read(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}

@@ -33,6 +33,11 @@ pub(super) struct Stack {
 
 impl Stack {
     pub(super) async fn start(ports: &[u16]) -> Stack {
+        Stack::start_with(ports, &[]).await
+    }
+
+    /// [`Stack::start`] with more runtime flags.
+    pub(super) async fn start_with(ports: &[u16], runtime_args: &[&str]) -> Stack {
         let dir = temp_dir("tcp-guests");
         let allowed: Vec<String> = ports.iter().map(|p| format!("localhost:{p}")).collect();
         let rt_sock = unix(&dir, "runtime.sock");
@@ -67,22 +72,20 @@ impl Stack {
             allowed.join(",")
         );
         let hello_flag = format!("hello={}", guest("hello").display());
-        let mut rt = Runtime::start_behind(
-            &[],
-            &rt_sock,
-            &[
-                "--egress",
-                &egress,
-                "--client-timeout",
-                "3s",
-                "--guest",
-                &echo_flag,
-                "--guest",
-                &probe_flag,
-                "--guest",
-                &hello_flag,
-            ],
-        );
+        let mut args = runtime_args.to_vec();
+        args.extend([
+            "--egress",
+            &egress,
+            "--client-timeout",
+            "3s",
+            "--guest",
+            &echo_flag,
+            "--guest",
+            &probe_flag,
+            "--guest",
+            &hello_flag,
+        ]);
+        let mut rt = Runtime::start_behind(&[], &rt_sock, &args);
         rt.via(proxy.inbound_tcp());
         let tcp = |i: usize| match &proxy.inbound[i] {
             nacre_transport::Address::Tcp { host, port } => {

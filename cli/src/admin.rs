@@ -26,12 +26,46 @@ pub struct DeployCmd {
     /// Outbound destination the guest may reach, HOST:PORT (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub allow: Vec<String>,
+    /// Serve it as a TCP guest on this port (a wasi:cli command that
+    /// listens with wasi:sockets) rather than over HTTP.
+    #[arg(long, value_name = "PORT", conflicts_with = "route")]
+    pub tcp: Option<u16>,
+    /// Where a TCP guest's clients' TLS ends: `enclave` (the runtime, with
+    /// the deployment's certificate; the default) or `guest` (the bytes
+    /// pass as sent and the guest runs TLS itself).
+    #[arg(long, value_name = "MODE", requires = "tcp", value_parser = ["enclave", "guest"])]
+    pub tls: Option<String>,
     /// Admin token. Sent only after the runtime is attested (unless
     /// --insecure), and only to the attested certificate.
     #[arg(long, env = "NACRE_TOKEN", hide_env_values = true)]
     pub token: String,
     #[command(flatten)]
     pub trust: AdminTrust,
+}
+
+/// Where and how a guest is served: the query of `PUT
+/// /enclave/guests/NAME`.
+#[derive(Debug, Default, Clone)]
+pub struct Placement {
+    /// `route=`: the HTTP route prefix (default `/NAME`).
+    pub route: Option<String>,
+    /// `allow=`: outbound destinations, HOST:PORT.
+    pub allow: Vec<String>,
+    /// `tcp=`: serve it as a TCP guest on this port.
+    pub tcp: Option<u16>,
+    /// `tls=`: `enclave` or `guest`, for a TCP guest.
+    pub tls: Option<String>,
+}
+
+impl Placement {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query: Vec<(&str, String)> =
+            self.allow.iter().map(|a| ("allow", a.clone())).collect();
+        query.extend(self.route.clone().map(|r| ("route", r)));
+        query.extend(self.tcp.map(|p| ("tcp", p.to_string())));
+        query.extend(self.tls.clone().map(|t| ("tls", t)));
+        query
+    }
 }
 
 /// List the deployed guests.
@@ -51,14 +85,13 @@ impl DeployCmd {
     /// Runs the command, printing the runtime's answer as JSON.
     pub async fn execute(self) -> anyhow::Result<()> {
         let admin = self.trust.connect(&self.url, &self.token).await?;
-        let info = deploy(
-            &admin,
-            &self.name,
-            &self.file,
-            self.route.as_deref(),
-            &self.allow,
-        )
-        .await?;
+        let placement = Placement {
+            route: self.route,
+            allow: self.allow,
+            tcp: self.tcp,
+            tls: self.tls,
+        };
+        let info = deploy(&admin, &self.name, &self.file, &placement).await?;
         println!("{}", serde_json::to_string_pretty(&info)?);
         Ok(())
     }
@@ -69,17 +102,12 @@ pub async fn deploy(
     admin: &Admin,
     name: &str,
     file: &std::path::Path,
-    route: Option<&str>,
-    allow: &[String],
+    placement: &Placement,
 ) -> anyhow::Result<GuestInfo> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut query: Vec<(&str, &str)> = allow.iter().map(|a| ("allow", a.as_str())).collect();
-    if let Some(r) = route {
-        query.push(("route", r));
-    }
     let request = admin
         .request(reqwest::Method::PUT, &format!("{}/{name}", paths::GUESTS))
-        .query(&query)
+        .query(&placement.query())
         .header("content-type", "application/wasm")
         .body(bytes);
     let resp = admin.send(request).await?;

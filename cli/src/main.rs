@@ -114,5 +114,11 @@ mod tests {
         }
         assert!(deploy(&["--pcr", "0=zz"]).is_err());
         assert!(deploy(&["--insecure"]).is_ok());
+        assert!(deploy(&["--insecure", "--tcp", "8080", "--tls", "guest"]).is_ok());
+        // --tls is a TCP guest's; a TCP guest has no route.
+        assert!(deploy(&["--insecure", "--tls", "guest"]).is_err());
+        assert!(deploy(&["--insecure", "--tcp", "8080", "--route", "/x"]).is_err());
+        assert!(deploy(&["--insecure", "--tcp", "8080", "--tls", "both"]).is_err());
+        assert!(deploy(&["--insecure", "--tcp", "70000"]).is_err());
     }
 }

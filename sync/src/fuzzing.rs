@@ -161,6 +161,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         guests: vec![crate::seal::GuestRecord {
             name: "p".into(),
             route: "/p".into(),
+            tcp: None,
             allow: vec!["api.test:443".into()],
             component_sha256: serde_bytes::ByteBuf::from(vec![4; 32]),
         }],

@@ -89,6 +89,20 @@ pub struct GuestRecord {
     pub allow: Vec<String>,
     /// SHA-256 of the component's bytes.
     pub component_sha256: ByteBuf,
+    /// A TCP guest's port and TLS mode; absent for an HTTP guest, so an
+    /// HTTP guest's record, and a record written before TCP guests, read
+    /// and encode as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpRecord>,
+}
+
+/// A TCP guest's listening: its port and where its clients' TLS ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpRecord {
+    /// The port clients reach it on.
+    pub port: u16,
+    /// `enclave` or `guest`.
+    pub tls: String,
 }
 
 impl Payload {
@@ -224,30 +238,15 @@ mod tests {
 
     #[test]
     fn payloads_round_trip() {
-        let p = Payload {
-            deployment: "app.test:444".into(),
-            deployment_key: ByteBuf::from(vec![9u8; 32]),
-            lineage: Lineage {
-                id: "00".repeat(16),
-                created_ms: 7,
-            },
-            version: 3,
-            tls_chain: vec![ByteBuf::from(vec![1, 2])],
-            tls_key: ByteBuf::from(vec![3]),
-            states: BTreeMap::from([("a".into(), ByteBuf::from(b"s".to_vec()))]),
-            guests: vec![GuestRecord {
-                name: "a".into(),
-                route: "/a".into(),
-                allow: vec![],
-                component_sha256: ByteBuf::from(vec![0u8; 32]),
-            }],
-            acme_account: Some("{}".into()),
-            challenges: vec![ChallengeRecord {
-                name: "app.test".into(),
-                certificate: ByteBuf::from(vec![4]),
-                key: ByteBuf::from(vec![5]),
-            }],
-        };
+        let mut p = payload_with_guest();
+        p.tls_chain = vec![ByteBuf::from(vec![1, 2])];
+        p.states = BTreeMap::from([("a".into(), ByteBuf::from(b"s".to_vec()))]);
+        p.acme_account = Some("{}".into());
+        p.challenges = vec![ChallengeRecord {
+            name: "app.test".into(),
+            certificate: ByteBuf::from(vec![4]),
+            key: ByteBuf::from(vec![5]),
+        }];
         let back = Payload::decode(&p.encode()).unwrap();
         assert_eq!(back.encode(), p.encode());
         assert!(Payload::decode(b"\xff garbage").is_err());
@@ -264,5 +263,45 @@ mod tests {
         let back = Bundle::decode(&b.encode()).unwrap();
         assert_eq!(back.payload, b.payload);
         assert!(Bundle::decode(b"").is_err());
+    }
+
+    #[test]
+    fn a_tcp_guest_s_record_keeps_its_port_and_an_older_record_reads_as_http() {
+        let mut p = payload_with_guest();
+        let http = p.encode();
+        p.guests[0].tcp = Some(TcpRecord {
+            port: 8080,
+            tls: "guest".into(),
+        });
+        let back = Payload::decode(&p.encode()).unwrap();
+        assert_eq!(back.guests[0].tcp, p.guests[0].tcp);
+        // An HTTP guest's record has no `tcp` field at all: records sealed
+        // before TCP guests existed read the same, as HTTP guests.
+        assert!(!http.windows(3).any(|w| w == b"tcp"));
+        assert_eq!(Payload::decode(&http).unwrap().guests[0].tcp, None);
+    }
+
+    fn payload_with_guest() -> Payload {
+        Payload {
+            deployment: "app.test:444".into(),
+            deployment_key: ByteBuf::from(vec![9u8; 32]),
+            lineage: Lineage {
+                id: "00".repeat(16),
+                created_ms: 7,
+            },
+            version: 3,
+            tls_chain: vec![],
+            tls_key: ByteBuf::from(vec![3]),
+            states: BTreeMap::new(),
+            guests: vec![GuestRecord {
+                name: "a".into(),
+                route: "/a".into(),
+                tcp: None,
+                allow: vec![],
+                component_sha256: ByteBuf::from(vec![0u8; 32]),
+            }],
+            acme_account: None,
+            challenges: vec![],
+        }
     }
 }

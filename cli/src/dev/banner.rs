@@ -19,6 +19,8 @@ pub(super) struct Banner<'a> {
     pub(super) nacre: &'a Path,
     pub(super) hello_wasm: &'a Path,
     pub(super) hello_sha: &'a str,
+    /// Where the `tcp-echo` TCP guest is reached on 127.0.0.1.
+    pub(super) tcp_port: u16,
     pub(super) store: &'a Path,
 }
 
@@ -72,6 +74,14 @@ impl Banner<'_> {
             format!("  curl --cacert {c} -X POST {url}/kv-counter/incr"),
             format!("  curl --cacert {c} {url}/attested-signer/public-key"),
             format!("  curl --cacert {c} -d 'a message' {url}/attested-signer/sign"),
+            format!(
+                "  echo 'hello over TCP' | socat -t 2 - OPENSSL:localhost:{},cafile={c}",
+                self.tcp_port
+            ),
+            format!(
+                "  openssl s_client -quiet -connect localhost:{} -CAfile {c}   (tcp-echo, a TCP guest: type a line)",
+                self.tcp_port
+            ),
             format!("  curl --cacert {c} {url}/enclave/manifest"),
             format!("  curl --cacert {c} -H 'Authorization: Bearer {token}' {url}/enclave/guests"),
             format!(

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256, Sha384};
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::banner::Banner;
-use crate::admin::deploy;
+use crate::admin::{Placement, deploy};
 use crate::pinned::{Admin, AdminTrust};
 use nacre_cli::client::{TrustArgs, peer_certificate};
 use nacre_cli::guest_build::{build_guests, sibling_binaries, source_root};
@@ -30,7 +30,11 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("fetch", "fetch"),
     ("kv-counter", "kv-counter"),
     ("attested-signer", "attested-signer"),
+    ("tcp-echo", "tcp-echo"),
 ];
+
+/// The port `tcp-echo` binds as written, so the one it is deployed on.
+const TCP_ECHO_PORT: u16 = 8080;
 
 /// Where the `fetch` example may go unless `--allow` says otherwise.
 const DEFAULT_EGRESS: &[&str] = &["example.com:443"];
@@ -44,6 +48,10 @@ pub struct DevCmd {
     /// the system choose one (the banner names it).
     #[arg(long, default_value_t = 8443)]
     pub port: u16,
+    /// Port on 127.0.0.1 where the `tcp-echo` example (a TCP guest, TLS
+    /// ended in the runtime) is reached; 0 lets the system choose one.
+    #[arg(long, default_value_t = 8080)]
+    pub tcp_port: u16,
     /// Directory for the dev CA, the server certificate, sockets and logs
     /// (default: .nacre-dev in the source checkout).
     #[arg(long, value_name = "DIR")]
@@ -139,7 +147,7 @@ impl DevCmd {
         nacre_attestation::DevSigner::open(&dir.join("root"))
             .map_err(|e| anyhow::anyhow!("the dev root in {}: {e}", dir.display()))?;
         let mut kms = sealed::DevKms::start(&bins[3], &dir, &pcr0, &kms_log)?;
-        let (mut runtime, mut proxy, port) = self
+        let (mut runtime, mut proxy, (port, tcp_port)) = self
             .start_children(
                 &bins,
                 &dir,
@@ -182,6 +190,7 @@ impl DevCmd {
             nacre: &bins[2],
             hello_wasm: &wasm[0],
             hello_sha: &shas[0],
+            tcp_port,
             store: &kms.store(),
         };
         println!("{}", banner.render());
@@ -239,7 +248,7 @@ impl DevCmd {
         allow: &[String],
         kms: &sealed::DevKms,
         (runtime_log, proxy_log): (&Path, &Path),
-    ) -> anyhow::Result<(Supervised, Supervised, u16)> {
+    ) -> anyhow::Result<(Supervised, Supervised, (u16, u16))> {
         let token_sha = hex::encode(Sha256::digest(token.as_bytes()));
         let (mut runtime_args, mut proxy_args) = self.child_args(dir, &token_sha, allow);
         let control = format!("unix:{}", dir.join("control.sock").display());
@@ -259,19 +268,22 @@ impl DevCmd {
             "nacre-runtime listening",
         )
         .await?;
-        // The port the proxy bound: `--port`, or the one the system chose
-        // for `--port 0`.
-        let port = lines
-            .iter()
-            .find_map(|l| {
-                l.strip_prefix("nacre-host-proxy inbound tcp://127.0.0.1:")?
-                    .split(' ')
-                    .next()?
-                    .parse::<u16>()
-                    .ok()
+        // The ports the proxy bound: `--port` and `--tcp-port`, or the ones
+        // the system chose for 0.
+        let bound = |target_suffix: &str| {
+            lines.iter().find_map(|l| {
+                let rest = l.strip_prefix("nacre-host-proxy inbound tcp://127.0.0.1:")?;
+                let (port, target) = rest.split_once(" -> ")?;
+                target
+                    .ends_with(target_suffix)
+                    .then(|| port.parse::<u16>().ok())?
             })
-            .context("the host proxy did not say which port it listens on")?;
-        Ok((runtime, proxy, port))
+        };
+        let port =
+            bound("runtime.sock").context("the host proxy did not say which port it listens on")?;
+        let tcp_port = bound(&format!("runtime.sock.tcp-{TCP_ECHO_PORT}"))
+            .context("the host proxy did not say which port tcp-echo is reached on")?;
+        Ok((runtime, proxy, (port, tcp_port)))
     }
 
     /// The runtime's and the host proxy's arguments: linked by two unix
@@ -306,6 +318,11 @@ impl DevCmd {
         let mut proxy_args = vec![
             "--inbound".to_string(),
             format!("tcp://127.0.0.1:{}={runtime_sock}", self.port),
+            "--inbound".to_string(),
+            format!(
+                "tcp://127.0.0.1:{}={runtime_sock}.tcp-{TCP_ECHO_PORT}",
+                self.tcp_port
+            ),
             "--egress-listen".into(),
             egress_sock.clone(),
         ];
@@ -391,8 +408,8 @@ fn admin_trust(cert: &Path, dev_root: &Path, pcr0: &[u8]) -> AdminTrust {
 }
 
 /// Deploys each of [`EXAMPLES`] from `wasm` (built in that order), one
-/// after the other; only `fetch` may reach `allow`. Returns their
-/// SHA-256s, in the same order.
+/// after the other; only `fetch` may reach `allow`, and `tcp-echo` is a
+/// TCP guest. Returns their SHA-256s, in the same order.
 async fn deploy_examples(
     admin: &Admin,
     wasm: &[PathBuf],
@@ -400,8 +417,18 @@ async fn deploy_examples(
 ) -> anyhow::Result<Vec<String>> {
     let mut shas = Vec::new();
     for ((name, _), path) in EXAMPLES.iter().zip(wasm) {
-        let guest_allow: &[String] = if *name == "fetch" { allow } else { &[] };
-        let info = deploy(admin, name, path, None, guest_allow).await?;
+        let placement = match *name {
+            "fetch" => Placement {
+                allow: allow.to_vec(),
+                ..Placement::default()
+            },
+            "tcp-echo" => Placement {
+                tcp: Some(TCP_ECHO_PORT),
+                ..Placement::default()
+            },
+            _ => Placement::default(),
+        };
+        let info = deploy(admin, name, path, &placement).await?;
         eprintln!("deployed {name}: sha256 {}", info.sha256);
         shas.push(info.sha256);
     }

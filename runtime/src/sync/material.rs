@@ -12,10 +12,10 @@ use serde_bytes::ByteBuf;
 
 use super::SyncError;
 use super::state::SyncedState;
-use crate::guests::{GuestConfig, GuestName, Registry, Route};
+use crate::guests::{GuestConfig, GuestName, Registry, Route, TcpService};
 use crate::tls::Identity;
 use nacre_sync::auth::DeploymentKey;
-use nacre_sync::seal::{ChallengeRecord, GuestRecord, Payload, sha256};
+use nacre_sync::seal::{ChallengeRecord, GuestRecord, Payload, TcpRecord, sha256};
 use nacre_sync::wire::Lineage;
 
 /// The source of key material restored from a sealed snapshot.
@@ -81,6 +81,10 @@ impl Material {
                     route: g.config.route.to_string(),
                     allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
                     component_sha256: ByteBuf::from(g.sha256.to_vec()),
+                    tcp: g.config.tcp.map(|t| TcpRecord {
+                        port: t.port,
+                        tls: t.tls.to_string(),
+                    }),
                 }
             })
             .collect();
@@ -232,10 +236,15 @@ impl Material {
     /// changed is deployed (compiled once per SHA-256, as any upload).
     async fn mirror(&self, wanted: Vec<(GuestConfig, Bytes)>) -> Result<(), SyncError> {
         let current = self.registry.snapshot();
-        let routes: BTreeMap<&GuestName, &Route> =
-            wanted.iter().map(|(c, _)| (&c.name, &c.route)).collect();
+        // A guest whose route or port changes is removed first too, so
+        // ports never clash on the way either.
+        let places: BTreeMap<&GuestName, (&Route, Option<u16>)> = wanted
+            .iter()
+            .map(|(c, _)| (&c.name, (&c.route, c.tcp.map(|t| t.port))))
+            .collect();
         for g in current.guests() {
-            if routes.get(&g.config.name) != Some(&&g.config.route) {
+            let place = (&g.config.route, g.config.tcp.map(|t| t.port));
+            if places.get(&g.config.name) != Some(&place) {
                 self.registry.remove(&g.config.name).await;
             }
         }
@@ -268,7 +277,15 @@ fn guest(record: GuestRecord, blobs: &Blobs) -> Result<(GuestConfig, Bytes), Syn
         .iter()
         .map(|a| a.parse::<AllowRule>().map_err(|e| bad(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    let config = GuestConfig::new(name, Some(route), allow).map_err(bad)?;
+    let tcp = record
+        .tcp
+        .as_ref()
+        .map(|t| TcpService::parse(&t.port.to_string(), Some(&t.tls)))
+        .transpose()
+        .map_err(bad)?;
+    let config = GuestConfig::new(name, Some(route), allow)
+        .map_err(bad)?
+        .with_tcp(tcp);
     let bytes = <[u8; 32]>::try_from(record.component_sha256.as_slice())
         .ok()
         .and_then(|sha| blobs.get(&sha))

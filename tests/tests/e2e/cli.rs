@@ -260,6 +260,23 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
     let body = client.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(body.contains("Hello, world"), "{body}");
 
+    // The TCP guest example, with the banner's own socat line (TLS checked
+    // against the pinned certificate).
+    let socat = banner
+        .iter()
+        .find(|l| l.contains("socat"))
+        .unwrap_or_else(|| panic!("no socat command in {banner:#?}"));
+    let out = Command::new("sh")
+        .args(["-c", socat.trim()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over TCP\n",
+        "{socat}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let count = incr(&client, port).await;
     let cert = served_certificate(port).await;
     // An acknowledged write reaches the sealed store within about 50 ms
@@ -319,7 +336,9 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
 fn start_dev(dir: &std::path::Path) -> (nacre_cli::process::Supervised, u16, Vec<String>) {
     use nacre_cli::process::{Stderr, Supervised};
     let mut command = std::process::Command::new(nacre_tests::bin("nacre"));
-    command.args(["dev", "--port", "0", "--dir"]).arg(dir);
+    command
+        .args(["dev", "--port", "0", "--tcp-port", "0", "--dir"])
+        .arg(dir);
     let mut dev = Supervised::spawn(command, Stderr::Keep { watch: false })
         .unwrap()
         .report_on_panic();

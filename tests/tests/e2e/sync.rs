@@ -92,6 +92,12 @@ async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
     // every enclave serves the same manifest.
     leader.rt.deploy_ok("hello", &guest("hello"), "").await;
     leader.rt.deploy_ok("p", &guest("kv-probe"), "").await;
+    // A TCP guest too: its port and TLS mode travel with it (the manifest
+    // compared below has them).
+    leader
+        .rt
+        .deploy_ok("t", &guest("tcp-echo"), "tcp=8080&tls=guest")
+        .await;
     let took = within(
         Duration::from_secs(2),
         "the deploy reaching the workers",

@@ -90,10 +90,15 @@ where
         }
     }
 
-    /// Encrypts and sends all of `data`.
-    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.conn.writer().write_all(data)?;
-        self.flush_tls().await
+    /// Encrypts and sends all of `data`, in pieces rustls' buffers take
+    /// (64 KiB by default): each is sent before the next is taken.
+    pub async fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let taken = self.conn.writer().write(data)?;
+            data = &data[taken..];
+            self.flush_tls().await?;
+        }
+        Ok(())
     }
 
     /// Sends `close_notify`, so the peer sees a clean end.

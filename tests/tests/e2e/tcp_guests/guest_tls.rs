@@ -160,7 +160,8 @@ struct Attested {
 }
 
 /// One connection with Python's `ssl`: the served certificate's SHA-256,
-/// the document for `nonce`, and an echoed line. Retries until `limit`
+/// the document for `nonce`, an echoed line, and a 100,000-byte line
+/// echoed whole. Retries until `limit`
 /// (the guest binds once deployed).
 fn python_attest(at: std::net::SocketAddr, nonce: &str, limit: Duration) -> Attested {
     const CLIENT: &str = r#"
@@ -173,10 +174,12 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as ra
         der = tls.getpeercert(binary_form=True)
         f = tls.makefile("rwb")
         f.write(("attest %s\nhello over the guest's own TLS\n" % sys.argv[3]).encode())
+        f.write(b"x" * 100000 + b"\n")
         f.flush()
         print(hashlib.sha256(der).hexdigest())
         print(f.readline().decode().strip())
         print(f.readline().decode().strip())
+        print(len(f.readline().strip()))
 "#;
     let deadline = Instant::now() + limit;
     loop {
@@ -192,7 +195,9 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as ra
             .expect("python3");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let lines: Vec<&str> = text.lines().collect();
-        if out.status.success() && lines.len() == 3 {
+        if out.status.success() && lines.len() == 4 {
+            // A line longer than rustls' 64 KiB of buffers comes back whole.
+            assert_eq!(lines[3], "100000", "a long line's echo");
             return Attested {
                 cert_sha256: lines[0].to_string(),
                 document: lines[1].to_string(),

@@ -36,6 +36,10 @@ const CHUNK: usize = 16 * 1024;
 pub struct Stream<C> {
     tcp: TcpStream,
     conn: C,
+    /// Ciphertext read from the socket, and records to send: kept, so a
+    /// read or write allocates nothing.
+    inbox: Vec<u8>,
+    outbox: Vec<u8>,
 }
 
 impl<C, S> Stream<C>
@@ -46,7 +50,12 @@ where
     /// Runs the handshake of `conn` over `tcp`; fails with the peer's or
     /// rustls' reason (an untrusted certificate, a closed stream).
     pub async fn handshake(tcp: TcpStream, conn: C) -> io::Result<Stream<C>> {
-        let mut stream = Stream { tcp, conn };
+        let mut stream = Stream {
+            tcp,
+            conn,
+            inbox: vec![0u8; CHUNK],
+            outbox: Vec::new(),
+        };
         while stream.conn.is_handshaking() {
             stream.flush_tls().await?;
             if stream.conn.is_handshaking() && stream.fill().await? == 0 {
@@ -109,12 +118,12 @@ where
 
     /// Sends every TLS record rustls has ready.
     async fn flush_tls(&mut self) -> io::Result<()> {
-        let mut out = Vec::new();
+        self.outbox.clear();
         while self.conn.wants_write() {
-            self.conn.write_tls(&mut out)?;
+            self.conn.write_tls(&mut self.outbox)?;
         }
-        if !out.is_empty() {
-            (&self.tcp).write_all(&out).await?;
+        if !self.outbox.is_empty() {
+            (&self.tcp).write_all(&self.outbox).await?;
             (&self.tcp).flush().await?;
         }
         Ok(())
@@ -124,9 +133,8 @@ where
     /// stream's end). A record rustls refuses is an `InvalidData` error,
     /// after the alert saying why has been sent.
     async fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = vec![0u8; CHUNK];
-        let n = (&self.tcp).read(&mut chunk).await?;
-        let mut got = &chunk[..n];
+        let n = (&self.tcp).read(&mut self.inbox).await?;
+        let mut got = &self.inbox[..n];
         loop {
             // An empty read tells rustls the stream ended.
             let took = self.conn.read_tls(&mut got)?;

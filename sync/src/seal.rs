@@ -12,6 +12,7 @@ use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
+use nacre_api::TcpEntry;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
@@ -93,16 +94,7 @@ pub struct GuestRecord {
     /// HTTP guest's record, and a record written before TCP guests, read
     /// and encode as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<TcpRecord>,
-}
-
-/// A TCP guest's listening: its port and where its clients' TLS ends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TcpRecord {
-    /// The port clients reach it on.
-    pub port: u16,
-    /// `enclave` or `guest`.
-    pub tls: String,
+    pub tcp: Option<TcpEntry>,
 }
 
 impl Payload {
@@ -269,7 +261,7 @@ mod tests {
     fn a_tcp_guest_s_record_keeps_its_port_and_an_older_record_reads_as_http() {
         let mut p = payload_with_guest();
         let http = p.encode();
-        p.guests[0].tcp = Some(TcpRecord {
+        p.guests[0].tcp = Some(TcpEntry {
             port: 8080,
             tls: "guest".into(),
         });

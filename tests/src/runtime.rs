@@ -220,6 +220,20 @@ impl Runtime {
         roots
     }
 
+    /// Verifies a guest's document `doc` against this runtime's dev root
+    /// with `nonce`, and reads its guest binding: which code asked, and
+    /// its data.
+    pub fn guest_binding(&self, doc: &[u8], nonce: &[u8]) -> nacre_attestation::GuestBinding {
+        let root = std::fs::read(self.dev_root.join("root.pem")).unwrap();
+        let verified = nacre_attestation::Verifier::with_root_pem(&root)
+            .unwrap()
+            .nonce(nonce.to_vec())
+            .verify(doc)
+            .unwrap();
+        nacre_attestation::GuestBinding::from_bytes(verified.document.user_data.as_deref().unwrap())
+            .unwrap()
+    }
+
     /// The test CA's PEM file, when the runtime uses the test certificate.
     pub fn ca_file(&self) -> Option<PathBuf> {
         self.pki.as_ref().map(TestPki::ca_file)

@@ -3,7 +3,7 @@
 //! configuration and code hash.
 
 use bytes::Bytes;
-use nacre_api::{GuestInfo, Manifest, ManifestEntry, TcpEntry};
+use nacre_api::{GuestInfo, Manifest, ManifestEntry};
 use nacre_transport::AllowRule;
 
 use super::GuestConfig;
@@ -16,7 +16,7 @@ pub(super) fn info(config: &GuestConfig, sha256: &[u8; 32], size: usize) -> Gues
         route: route_of(config),
         allow: config.allow.iter().map(AllowRule::to_string).collect(),
         size,
-        tcp: tcp_of(config),
+        tcp: config.tcp.map(|t| t.entry()),
     }
 }
 
@@ -28,13 +28,6 @@ fn route_of(config: &GuestConfig) -> String {
     }
 }
 
-fn tcp_of(config: &GuestConfig) -> Option<TcpEntry> {
-    config.tcp.map(|t| TcpEntry {
-        port: t.port,
-        tls: t.tls.to_string(),
-    })
-}
-
 /// The manifest of docs/attestation.md (guests sorted by name, canonical
 /// JSON) of these guests: clients hash these bytes.
 pub(super) fn manifest<'a>(guests: impl Iterator<Item = (&'a GuestConfig, &'a [u8; 32])>) -> Bytes {
@@ -44,7 +37,7 @@ pub(super) fn manifest<'a>(guests: impl Iterator<Item = (&'a GuestConfig, &'a [u
             route: route_of(config),
             sha256: hex::encode(sha256),
             allow: config.allow.iter().map(AllowRule::to_string).collect(),
-            tcp: tcp_of(config),
+            tcp: config.tcp.map(|t| t.entry()),
         })
         .collect();
     Bytes::from(Manifest::new(entries).to_bytes())

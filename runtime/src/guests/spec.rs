@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use nacre_api::TcpEntry;
 use nacre_transport::AllowRule;
 
 /// A guest name: `[a-z0-9][a-z0-9-]{0,62}`.
@@ -155,6 +156,25 @@ pub struct TcpService {
 }
 
 impl TcpService {
+    /// The port and TLS mode as the manifest and sealed records write them.
+    pub fn entry(&self) -> TcpEntry {
+        TcpEntry {
+            port: self.port,
+            tls: self.tls.to_string(),
+        }
+    }
+
+    /// Reads [`TcpService::entry`]'s form back, checked as `tcp=` is.
+    pub fn from_entry(entry: &TcpEntry) -> Result<TcpService, String> {
+        let port = Some(entry.port)
+            .filter(|p| *p != 0)
+            .ok_or("tcp port 0 is not a port: a TCP guest has a port from 1 to 65535")?;
+        Ok(TcpService {
+            port,
+            tls: entry.tls.parse()?,
+        })
+    }
+
     /// `tcp=PORT` and an optional `tls=MODE`, as the flag and the admin
     /// API give them.
     pub fn parse(port: &str, tls: Option<&str>) -> Result<TcpService, String> {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 
 /// Chunks in flight per direction: with [`CHUNK`], 64 KiB, about what a
@@ -118,8 +119,19 @@ impl Peer {
                             // A guest that stops reading holds the client
                             // back (the channel is full) for at most the
                             // idle limit, as a silent client would be.
+                            // With room in the channel (the usual case) no
+                            // timer is armed.
                             let chunk = Bytes::copy_from_slice(&buf[..n]);
-                            match tokio::time::timeout(idle, tx.send(Ok(chunk))).await {
+                            let sent = match tx.try_send(Ok(chunk)) {
+                                Ok(()) => Ok(Ok(())),
+                                Err(TrySendError::Full(chunk)) => {
+                                    tokio::time::timeout(idle, tx.send(chunk))
+                                        .await
+                                        .map(|r| r.map_err(drop))
+                                }
+                                Err(TrySendError::Closed(_)) => Ok(Err(())),
+                            };
+                            match sent {
                                 Err(_) => return Ended::Idle,
                                 // The guest dropped its input: what it does
                                 // not read is discarded, as a socket would.

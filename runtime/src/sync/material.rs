@@ -15,7 +15,7 @@ use super::state::SyncedState;
 use crate::guests::{GuestConfig, GuestName, Registry, Route, TcpService};
 use crate::tls::Identity;
 use nacre_sync::auth::DeploymentKey;
-use nacre_sync::seal::{ChallengeRecord, GuestRecord, Payload, TcpRecord, sha256};
+use nacre_sync::seal::{ChallengeRecord, GuestRecord, Payload, sha256};
 use nacre_sync::wire::Lineage;
 
 /// The source of key material restored from a sealed snapshot.
@@ -81,10 +81,7 @@ impl Material {
                     route: g.config.route.to_string(),
                     allow: g.config.allow.iter().map(AllowRule::to_string).collect(),
                     component_sha256: ByteBuf::from(g.sha256.to_vec()),
-                    tcp: g.config.tcp.map(|t| TcpRecord {
-                        port: t.port,
-                        tls: t.tls.to_string(),
-                    }),
+                    tcp: g.config.tcp.map(|t| t.entry()),
                 }
             })
             .collect();
@@ -280,7 +277,7 @@ fn guest(record: GuestRecord, blobs: &Blobs) -> Result<(GuestConfig, Bytes), Syn
     let tcp = record
         .tcp
         .as_ref()
-        .map(|t| TcpService::parse(&t.port.to_string(), Some(&t.tls)))
+        .map(TcpService::from_entry)
         .transpose()
         .map_err(bad)?;
     let config = GuestConfig::new(name, Some(route), allow)

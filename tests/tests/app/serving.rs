@@ -293,22 +293,25 @@ async fn a_tcp_port_another_guest_or_the_runtime_holds_is_refused_by_name() {
     let rt = Runtime::in_process(&["--metrics-listen", &format!("tcp://127.0.0.1:{metrics}")]);
     rt.deploy_ok("echo", &guest("tcp-echo"), &format!("tcp={port}"))
         .await;
-    let r = rt
-        .deploy("other", &guest("tcp-probe"), &format!("tcp={port}"))
-        .await;
-    assert_eq!(r.status(), 409);
-    let why = r.text().await.unwrap();
+    // `other` on `on`: 409, and why.
+    let conflict = |on: u16| {
+        let rt = &rt;
+        async move {
+            let r = rt
+                .deploy("other", &guest("tcp-probe"), &format!("tcp={on}"))
+                .await;
+            assert_eq!(r.status(), 409);
+            r.text().await.unwrap()
+        }
+    };
+    let why = conflict(port).await;
     assert!(
         why.contains(&format!("port {port} is already served by TCP guest echo")),
         "{why}"
     );
     // The runtime's own listener on the same host: refused before the
     // guest's listener could fail to bind.
-    let r = rt
-        .deploy("other", &guest("tcp-probe"), &format!("tcp={metrics}"))
-        .await;
-    assert_eq!(r.status(), 409);
-    let why = r.text().await.unwrap();
+    let why = conflict(metrics).await;
     assert!(
         why.contains("the runtime's own --metrics-listen listener"),
         "{why}"

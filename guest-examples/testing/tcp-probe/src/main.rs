@@ -212,15 +212,11 @@ async fn collect(lines: &mut Lines<'_>) -> String {
 }
 
 fn attest(nonce_hex: &str) -> String {
-    let nonce: Option<Vec<u8>> = (0..nonce_hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(nonce_hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    let Some(nonce) = nonce else {
+    let Ok(nonce) = hex::decode(nonce_hex) else {
         return "error: the nonce is not hex".into();
     };
     match nacre_sdk::attestation::request(Some(&nonce), Some(b"tcp-probe"), None) {
-        Ok(doc) => doc.iter().map(|b| format!("{b:02x}")).collect(),
+        Ok(doc) => hex::encode(doc),
         Err(e) => format!("error: {e}"),
     }
 }

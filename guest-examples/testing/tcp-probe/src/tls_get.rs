@@ -38,11 +38,7 @@ pub async fn run(args: &str) -> io::Result<String> {
 
 /// Trusts only the CA given (DER, hex).
 fn client_config(ca_hex: &str) -> Result<Arc<rustls::ClientConfig>, String> {
-    let der: Option<Vec<u8>> = (0..ca_hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(ca_hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    let der = der.ok_or("the CA is not hex")?;
+    let der = hex::decode(ca_hex).map_err(|e| format!("the CA is not hex: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(der))

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nacre_tests::{guest, nacre, sha256_hex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use self::stack::{ECHO, PROBE, Redis, Stack};
+use self::stack::{ECHO, PROBE, Redis, Stack, socat};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openssl_and_socat_reach_a_tcp_guest_through_the_host_proxy_with_tls_in_the_enclave() {
@@ -24,22 +24,14 @@ async fn openssl_and_socat_reach_a_tcp_guest_through_the_host_proxy_with_tls_in_
     let got = s.s_client(s.echo, &["hello over TCP", "and again"], 2);
     assert_eq!(got, ["hello over TCP", "and again"], "{}", s.rt.log());
 
-    let out = Command::new("socat")
-        .args(["-t", "5", "-"])
-        .arg(format!(
+    let out = socat(
+        &format!(
             "OPENSSL:{},cafile={},commonname=localhost",
             s.echo,
             s.ca.display()
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b"through socat\n")?;
-            c.wait_with_output()
-        })
-        .expect("socat");
+        ),
+        b"through socat\n",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -299,23 +291,12 @@ async fn with_tls_in_the_guest_the_bytes_reach_it_as_sent() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(echoed, hello);
-    let out = Command::new("socat")
-        .args(["-t", "5", "-"])
-        .arg(format!("TCP:{}", s.echo))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b"plain, as sent\n")?;
-            c.wait_with_output()
-        })
-        .expect("socat");
+    let out = socat(&format!("TCP:{}", s.echo), b"plain, as sent\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "plain, as sent\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn key_value_and_attestation_work_from_a_tcp_guest() {
-    use nacre_attestation::{GuestBinding, Verifier};
     let redis = Redis::start();
     let s = Stack::start(&[redis.port]).await;
     let nonce = [0x5au8; 16];
@@ -331,13 +312,7 @@ async fn key_value_and_attestation_work_from_a_tcp_guest() {
     );
     assert_eq!(got[..2], ["count 1", "count 2"], "{got:?}");
     let doc = hex::decode(&got[2]).unwrap_or_else(|e| panic!("{e}: {}", got[2]));
-    let root = std::fs::read(s.rt.dev_root.join("root.pem")).unwrap();
-    let v = Verifier::with_root_pem(&root)
-        .unwrap()
-        .nonce(nonce.to_vec())
-        .verify(&doc)
-        .unwrap();
-    let binding = GuestBinding::from_bytes(v.document.user_data.as_deref().unwrap()).unwrap();
+    let binding = s.rt.guest_binding(&doc, &nonce);
     let sha: [u8; 32] = hex::decode(sha256_hex(&std::fs::read(guest("tcp-probe")).unwrap()))
         .unwrap()
         .try_into()

@@ -198,6 +198,22 @@ impl Stack {
     }
 }
 
+/// `socat - ADDRESS` with `input` on its standard input: what it printed,
+/// and how it ended.
+pub(super) fn socat(address: &str, input: &[u8]) -> std::process::Output {
+    Command::new("socat")
+        .args(["-t", "5", "-", address])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(input)?;
+            c.wait_with_output()
+        })
+        .expect("socat (apt-get install socat)")
+}
+
 /// The first `want` lines of `child`'s output (within 20 s), then kills it.
 fn read_lines(mut child: Child, want: usize) -> Vec<String> {
     let stdout = child.stdout.take().unwrap();

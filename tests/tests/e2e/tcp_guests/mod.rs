@@ -8,8 +8,6 @@ mod guest_tls;
 mod hijack;
 mod stack;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nacre_tests::{guest, nacre, sha256_hex};

@@ -223,7 +223,10 @@ fn credential_sources_parse() {
 
 #[tokio::test]
 async fn a_file_is_read_at_each_request() {
+    // A process id repeats across runs on a machine whose temporary
+    // directory outlives them (CI's did): start from an empty directory.
     let dir = std::env::temp_dir().join(format!("nacre-creds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.json");
     let creds = Credentials::new(
@@ -236,6 +239,7 @@ async fn a_file_is_read_at_each_request() {
     assert_eq!(creds.get().await.unwrap().access_key_id, "A1");
     std::fs::write(&path, r#"{"AccessKeyId":"A2","SecretAccessKey":"S"}"#).unwrap();
     assert_eq!(creds.get().await.unwrap().access_key_id, "A2");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -115,30 +115,13 @@ impl Peer {
                     let Some(tx) = &to_guest else { continue };
                     match read {
                         Ok(0) => to_guest = None,
-                        Ok(n) => {
-                            // A guest that stops reading holds the client
-                            // back (the channel is full) for at most the
-                            // idle limit, as a silent client would be.
-                            // With room in the channel (the usual case) no
-                            // timer is armed.
-                            let chunk = Bytes::copy_from_slice(&buf[..n]);
-                            let sent = match tx.try_send(Ok(chunk)) {
-                                Ok(()) => Ok(Ok(())),
-                                Err(TrySendError::Full(chunk)) => {
-                                    tokio::time::timeout(idle, tx.send(chunk))
-                                        .await
-                                        .map(|r| r.map_err(drop))
-                                }
-                                Err(TrySendError::Closed(_)) => Ok(Err(())),
-                            };
-                            match sent {
-                                Err(_) => return Ended::Idle,
-                                // The guest dropped its input: what it does
-                                // not read is discarded, as a socket would.
-                                Ok(Err(_)) => to_guest = None,
-                                Ok(Ok(())) => {}
-                            }
-                        }
+                        Ok(n) => match hand(tx, &buf[..n], idle).await {
+                            Handed::Taken => {}
+                            // The guest dropped its input: what it does not
+                            // read is discarded, as a socket would.
+                            Handed::GuestGone => to_guest = None,
+                            Handed::Idle => return Ended::Idle,
+                        },
                         Err(e) => {
                             let why = e.to_string();
                             let _ = tx.send(Err(why.clone())).await;
@@ -177,6 +160,28 @@ impl Peer {
                 },
             }
         }
+    }
+}
+
+/// How a chunk from the client fared on its way to the guest.
+enum Handed {
+    Taken,
+    GuestGone,
+    Idle,
+}
+
+/// Hands `bytes` to the guest. A guest that stops reading holds the client
+/// back (its channel full) for at most `idle`, as a silent client would
+/// be; with room in the channel, the usual case, no timer is armed.
+async fn hand(tx: &mpsc::Sender<Chunk>, bytes: &[u8], idle: std::time::Duration) -> Handed {
+    match tx.try_send(Ok(Bytes::copy_from_slice(bytes))) {
+        Ok(()) => Handed::Taken,
+        Err(TrySendError::Closed(_)) => Handed::GuestGone,
+        Err(TrySendError::Full(chunk)) => match tokio::time::timeout(idle, tx.send(chunk)).await {
+            Ok(Ok(())) => Handed::Taken,
+            Ok(Err(_)) => Handed::GuestGone,
+            Err(_) => Handed::Idle,
+        },
     }
 }
 

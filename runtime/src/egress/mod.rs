@@ -10,6 +10,7 @@
 //! HTTP/1.1 or, when the origin offers it by ALPN, HTTP/2.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ mod once;
 mod pool;
 mod raw;
 
+pub(crate) use self::body::linger;
+#[cfg(test)]
+pub(crate) use self::body::tests::guest_body;
 pub use self::once::{OnceError, Outbound};
 pub use self::pool::Pooled;
 pub use self::raw::TunnelRefused;
@@ -159,7 +163,9 @@ impl Egress {
         })
     }
 
-    /// Sends one guest request, or denies it.
+    /// Sends one guest request, or denies it. A request that fails before
+    /// it is handed to the origin leaves its body to [`body::linger`], so
+    /// the guest learns why from the response, never from its own write.
     pub async fn send(
         self: Arc<Self>,
         guest: &str,
@@ -167,18 +173,15 @@ impl Egress {
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
     ) -> Result<Sent, Error> {
-        let dest = self.admit(guest, allow, request.uri())?;
         let options = options.unwrap_or_default();
-        let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
-        let (sender, conn) = self.open(guest, &dest, connect_timeout).await?;
-
-        let mut conn = Box::into_pin(conn);
-        set_authority(&sender, &mut request)?;
-        if matches!(sender, Sender::Http1(_)) {
-            // HTTP/1.1 wants origin-form; h2 takes scheme and authority
-            // from the full URI.
-            to_origin_form(&mut request)?;
-        }
+        let (dest, sender, mut conn) =
+            match self.prepare(guest, allow, &mut request, &options).await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    body::linger(request.into_body());
+                    return Err(e);
+                }
+            };
         let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT);
         let between = options
             .between_bytes_timeout
@@ -187,6 +190,27 @@ impl Egress {
         let (response, conn_done) = response_head(sender, request, &mut conn, first_byte).await?;
         tracing::debug!(%guest, host = %dest.host, port = dest.port, status = %response.status(), "outbound response");
         Ok((timed(response, between), connection_task(conn, conn_done)))
+    }
+
+    /// Policy, tunnel, TLS and the HTTP handshake; the request is made
+    /// ready for the connection it will go out on.
+    async fn prepare(
+        &self,
+        guest: &str,
+        allow: &[AllowRule],
+        request: &mut http::Request<WasiBody>,
+        options: &RequestOptions,
+    ) -> Result<(Destination, Sender, Pin<Box<Conn>>), Error> {
+        let dest = self.admit(guest, allow, request.uri())?;
+        let connect_timeout = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let (sender, conn) = self.open(guest, &dest, connect_timeout).await?;
+        set_authority(&sender, request)?;
+        if matches!(sender, Sender::Http1(_)) {
+            // HTTP/1.1 wants origin-form; h2 takes scheme and authority
+            // from the full URI.
+            to_origin_form(request)?;
+        }
+        Ok((dest, sender, Box::into_pin(conn)))
     }
 
     /// The policy decision ([`Egress::check`]); a denial is logged, with
@@ -401,6 +425,22 @@ mod tests {
                 .check(&allow, &uri("https://api.example.com/")),
             Err("this runtime has no --egress proxy")
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_s_body_stays_open_for_the_guest() {
+        let e = Arc::new(egress(None));
+        for url in ["https://not-allowed.example/", "ftp://x.example/"] {
+            let (mut tx, body) = guest_body();
+            let request = http::Request::post(url).body(body).unwrap();
+            let refused = e.clone().send("g", &[], request, None).await;
+            assert!(matches!(refused, Err(Error::HttpRequestDenied)), "{url}");
+            // The guest may still be writing: its stream must not fail
+            // before it reads why the request was refused.
+            futures::SinkExt::send(&mut tx, Ok(http_body::Frame::data("late".into())))
+                .await
+                .unwrap_or_else(|_| panic!("{url}: the body was dropped with the refusal"));
+        }
     }
 
     #[test]

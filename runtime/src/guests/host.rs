@@ -169,6 +169,7 @@ impl WasiHttpHooks for Hooks {
         });
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::info!(guest = %self.guest.name, "outbound request refused: {MAX_OUTBOUND_PER_INSTANCE} already open");
+            crate::egress::linger(request.into_body());
             return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
         };
         let guest = self.guest.clone();
@@ -191,5 +192,55 @@ impl WasiHttpHooks for Hooks {
             };
             Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::guest_body;
+    use futures::SinkExt;
+    use wasmtime_wasi_http::Error;
+
+    fn hooks() -> Hooks {
+        let allow = vec!["localhost:1".parse().unwrap()];
+        let guest = GuestConfig::new("g".parse().unwrap(), None, allow).unwrap();
+        let proxy = "unix:/nonexistent/egress.sock".parse().unwrap();
+        Hooks {
+            guest: Arc::new(guest),
+            egress: Arc::new(Egress::new(Some(proxy), None, None).unwrap()),
+            stats: Arc::default(),
+            outbound: None,
+        }
+    }
+
+    fn send(
+        hooks: &mut Hooks,
+        body: wasmtime_wasi_http::WasiBody,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let request = http::Request::get("https://localhost:1/")
+            .body(body)
+            .unwrap();
+        hooks.send_request(request, None, Box::new(async { Ok(()) }))
+    }
+
+    #[tokio::test]
+    async fn past_its_outbound_cap_a_request_is_refused_and_its_body_stays_open() {
+        let mut hooks = hooks();
+        // Each holds its slot until it is dropped; none is polled here.
+        let held: Vec<_> = (0..MAX_OUTBOUND_PER_INSTANCE)
+            .map(|_| send(&mut hooks, guest_body().1))
+            .collect();
+        let (mut tx, body) = guest_body();
+        let refused = Box::into_pin(send(&mut hooks, body)).await;
+        assert!(matches!(refused, Err(Error::ConnectionLimitReached)));
+        tx.send(Ok(http_body::Frame::data("late".into())))
+            .await
+            .expect("the body was dropped with the refusal");
+        // A slot freed is a slot taken again: the next request goes on to
+        // the (absent) proxy instead of being refused for the cap.
+        drop(held);
+        let next = Box::into_pin(send(&mut hooks, guest_body().1)).await;
+        assert!(matches!(next, Err(Error::ConnectionRefused)));
     }
 }

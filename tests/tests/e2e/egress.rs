@@ -217,6 +217,14 @@ async fn egress_is_denied_in_the_enclave_refused_by_the_proxy_and_fails_fast() {
         .await;
     assert_eq!(status, 502);
     assert!(body.contains("HttpRequestDenied"), "{body}");
+    // The refusal is the answer however the guest's body write and the
+    // refusal are ordered: never a write failing on a body closed first.
+    let denied = format!("https://localhost:{proxy_only_port}/burst");
+    let burst = futures::future::join_all((0..32).map(|_| s.fetch(&denied))).await;
+    for (status, body) in burst {
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("HttpRequestDenied"), "{body}");
+    }
     assert_eq!(
         s.proxy.metric(connects).await,
         before,

@@ -277,11 +277,18 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // An acknowledged write reaches the sealed store within about 50 ms
+    // plus one snapshot's write (docs/persistence.md); nacre dev's SIGTERM
+    // kills its children, so the test waits for a manifest written after
+    // the increment. The manifest is the snapshot's last object.
+    let before = settled_snapshot(&dir).await;
     let count = incr(&client, port).await;
     let cert = served_certificate(port).await;
-    // An acknowledged write reaches the sealed store within about 50 ms
-    // (docs/persistence.md); nacre dev's SIGTERM kills its children.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while newest_snapshot(&dir) <= before {
+        assert!(Instant::now() < deadline, "no snapshot after the increment");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let kids = children_of(dev.pid());
     // Whatever this test finds, it leaves nothing running behind it.
@@ -329,6 +336,34 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
     assert_eq!(number(&next), number(&count) + 1, "{count} then {next}");
     dev.terminate();
     dev.wait_exit(std::time::Duration::from_secs(10));
+}
+
+/// The number of the newest sealed manifest in `nacre dev`'s store
+/// (`store/snapshots/ROOT/SEQ`), 0 when none.
+fn newest_snapshot(dir: &std::path::Path) -> u64 {
+    let roots = std::fs::read_dir(dir.join("store/snapshots"))
+        .into_iter()
+        .flatten();
+    roots
+        .flatten()
+        .filter_map(|root| std::fs::read_dir(root.path()).ok())
+        .flat_map(|names| names.flatten())
+        .filter_map(|f| f.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The newest manifest once none has come for a second: a write started
+/// before the next change would otherwise count as one made after it.
+async fn settled_snapshot(dir: &std::path::Path) -> u64 {
+    let mut newest = newest_snapshot(dir);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        match newest_snapshot(dir) {
+            n if n == newest => return n,
+            n => newest = n,
+        }
+    }
 }
 
 /// Starts `nacre dev --port 0` in `dir`; the process, the port the banner

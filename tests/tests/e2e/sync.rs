@@ -88,8 +88,10 @@ async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
     )
     .await;
 
-    // A guest deployed on the leader answers on every enclave within 2 s;
-    // every enclave serves the same manifest.
+    // A guest deployed on the leader answers on every enclave; every
+    // enclave serves the same manifest. (Each worker compiles the guests
+    // itself, three processes on CI's two cores: the time it took is
+    // printed, and bounded loosely so that load is no failure.)
     leader.rt.deploy_ok("hello", &guest("hello"), "").await;
     leader.rt.deploy_ok("p", &guest("kv-probe"), "").await;
     // A TCP guest too: its port and TLS mode travel with it (the manifest
@@ -99,7 +101,7 @@ async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
         .deploy_ok("t", &guest("tcp-echo"), "tcp=8080&tls=guest")
         .await;
     let took = within(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the deploy reaching the workers",
         || async {
             b_ref.rt.get("/hello/world").await.0 == 200
@@ -110,7 +112,7 @@ async fn a_deployment_shares_keys_state_and_guests_and_survives_its_leader() {
     eprintln!("a deploy on the leader answered on both workers after {took:?}");
     let manifest = leader.rt.get("/enclave/manifest").await.1;
     within(
-        Duration::from_secs(2),
+        Duration::from_secs(10),
         "the same manifest everywhere",
         || async {
             b_ref.rt.get("/enclave/manifest").await.1 == manifest

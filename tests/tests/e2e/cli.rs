@@ -339,16 +339,11 @@ async fn dev_serves_the_examples_and_sigterm_stops_it_all() {
 }
 
 /// The number of the newest sealed manifest in `nacre dev`'s store
-/// (`store/snapshots/ROOT/SEQ`), 0 when none.
+/// (`snapshots/ROOT/SEQ`), 0 when none.
 fn newest_snapshot(dir: &std::path::Path) -> u64 {
-    let roots = std::fs::read_dir(dir.join("store/snapshots"))
-        .into_iter()
-        .flatten();
-    roots
-        .flatten()
-        .filter_map(|root| std::fs::read_dir(root.path()).ok())
-        .flat_map(|names| names.flatten())
-        .filter_map(|f| f.file_name().to_str()?.parse::<u64>().ok())
+    nacre_tests::sealed::stored(&dir.join("store"), "snapshots")
+        .iter()
+        .filter_map(|name| name.rsplit('/').next()?.parse().ok())
         .max()
         .unwrap_or(0)
 }
